@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks: synthetic audio and broken files, written on demand."""
