@@ -1,0 +1,233 @@
+"""Audio files in, mono float32 at one sample rate out, a block at a time.
+
+soundfile (libsndfile) decodes and soxr resamples. Whatever a file does wrong, the only
+exception that escapes is `AudioDecodeError`, naming the file and the reason; a bad argument
+(a sample rate of 0) is a programming error and raises `ValueError`.
+
+How libsndfile 1.2.2 treats a file cut short (found by slicing valid files' bytes):
+
+- WAV, AIFF: the frame count is clamped to the bytes present, so the readable part decodes
+  with no error. Nothing tells a truncated WAV from a short one.
+- FLAC: the readable part decodes, then reading fails ("Internal psf_fseek() failed", or
+  "flac decoder lost sync" for a tiny file). `stream()` has yielded the good blocks by then
+  and raises `AudioDecodeError`, so a truncated FLAC is never taken for a short one.
+- Ogg Vorbis, Ogg Opus: the length comes from the last complete page, so the readable part
+  decodes. A cut inside the first pages fails at open ("file is malformed") or leaves zero
+  frames; both raise `AudioDecodeError`.
+- MP3: `probe()` reports the length the Xing header promises, but decoding stops at the cut,
+  so `stream()` yields fewer samples than `probe().frames`, with no error. A cut inside the
+  first frame fails at open.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from earshot.errors import AudioDecodeError
+
+PathLike = str | os.PathLike[str]
+
+# Bounds one read's buffer (32 MiB of float32) however many channels a file has: 30 s of a
+# 64-channel 48 kHz recording would otherwise take 370 MB.
+_MAX_BLOCK_SAMPLES = 1 << 23
+
+# First bytes of the containers libsndfile reads, used only to word an error: a file that
+# starts like audio but will not open is "corrupt", anything else is "not an audio file".
+_AUDIO_MAGIC = (
+    (b"RIFF", "WAV"),
+    (b"RIFX", "WAV"),
+    (b"RF64", "WAV"),
+    (b"riff", "W64"),
+    (b"FORM", "AIFF"),
+    (b"fLaC", "FLAC"),
+    (b"OggS", "Ogg"),
+    (b"ID3", "MP3"),
+    (b"caff", "CAF"),
+    (b".snd", "AU"),
+)
+
+# libsndfile's words for some failures mislead: a truncated MP3 is reported as missing.
+_MISLEADING = ("File does not exist or is not a regular file",)
+
+_HINT = "re-export or re-download it"
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says. `frames` counts per channel, at `sample_rate`."""
+
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    duration_s: float
+    format: str  # libsndfile's container name: "WAV", "FLAC", "OGG", "MP3", ...
+    subtype: str  # its encoding: "PCM_16", "FLOAT", "VORBIS", "OPUS", "MPEG_LAYER_III", ...
+
+
+def probe(path: PathLike) -> AudioInfo:
+    """Read a file's header without decoding it. Raises AudioDecodeError where it won't open."""
+    p = os.fspath(path)
+    with _open(p) as f:
+        return AudioInfo(
+            path=p,
+            sample_rate=int(f.samplerate),
+            channels=int(f.channels),
+            frames=int(f.frames),
+            duration_s=f.frames / f.samplerate,
+            format=str(f.format),
+            subtype=str(f.subtype),
+        )
+
+
+def stream(path: PathLike, sample_rate: int, block_s: float = 30.0) -> Iterator[np.ndarray]:
+    """Decode a file block by block: mono float32 at `sample_rate`. Yields (samples,) arrays.
+
+    Never holds the whole file: each read is about `block_s` seconds of the input (less for
+    files with many channels), averaged over channels, then resampled with a streaming soxr
+    resampler whose tail is flushed at the end, so the blocks add up to about
+    round(frames * sample_rate / input_rate) samples. Blocks vary in length. At the file's own
+    rate no resampling happens and the samples are exactly libsndfile's, averaged.
+
+    A file that won't open raises AudioDecodeError here, at the call; a file that fails later
+    (truncated FLAC, NaN samples) raises it from the iteration, after the good blocks.
+    """
+    _check_rate(sample_rate)
+    if not (isinstance(block_s, numbers.Real) and math.isfinite(block_s) and block_s > 0):
+        raise ValueError(f"block_s must be a positive number of seconds, got {block_s!r}")
+    p = os.fspath(path)
+    # Opened once here only to fail fast: a generator body would not run until next().
+    probe(p)
+    return _decode(p, int(sample_rate), float(block_s))
+
+
+def load(path: PathLike, sample_rate: int) -> np.ndarray:
+    """The whole signal, mono float32 at `sample_rate`: (samples,). For short clips."""
+    blocks = list(stream(path, sample_rate))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+def _decode(path: str, sample_rate: int, block_s: float) -> Iterator[np.ndarray]:
+    done = 0  # input frames decoded so far: says where a failure happened
+    rate, promised = 1, 0
+    try:
+        with _open(path) as f:
+            rate, channels, promised = int(f.samplerate), int(f.channels), int(f.frames)
+            block = max(1, min(round(block_s * rate), _MAX_BLOCK_SAMPLES // channels))
+            buf = np.empty((block, channels), dtype=np.float32)  # (frames, channels), reused
+            resampler = None
+            if rate != sample_rate:
+                resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32")
+            while True:
+                # read() with `out` goes past the header's frame count if the data does, and
+                # returns only what was decoded; blocks() would pad a short read with stale data.
+                got = f.read(block, dtype="float32", always_2d=True, out=buf)
+                if len(got) == 0:
+                    break
+                mono = got[:, 0].copy() if channels == 1 else got.mean(axis=1, dtype=np.float32)
+                _check_finite(path, mono, done / rate, rate)
+                done += len(mono)
+                out = mono if resampler is None else resampler.resample_chunk(mono)
+                if len(out):
+                    yield out
+            if done == 0:
+                raise AudioDecodeError(path, f"no audio could be decoded (cut short?); {_HINT}")
+            if resampler is not None:
+                tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+                if len(tail):
+                    yield tail
+    except AudioDecodeError:
+        raise
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError, EOFError) as e:
+        raise AudioDecodeError(
+            path,
+            f"truncated or corrupt: decoding failed after {done / rate:.1f} s of the "
+            f"{promised / rate:.1f} s its header promises ({_describe(e)}); {_HINT}",
+        ) from e
+
+
+def _open(path: str) -> sf.SoundFile:
+    """Open for reading, or raise AudioDecodeError saying why not."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise AudioDecodeError(path, "no such file; check the path") from None
+    except PermissionError:
+        raise AudioDecodeError(path, "permission denied; check the file's permissions") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise AudioDecodeError(path, f"cannot access it ({_describe(e)})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise AudioDecodeError(path, "is a directory, not an audio file")
+    if not stat.S_ISREG(st.st_mode):
+        # libsndfile would block forever on a FIFO with no writer.
+        raise AudioDecodeError(path, "not a regular file (a pipe or device); save the audio first")
+    if st.st_size == 0:
+        raise AudioDecodeError(path, f"empty file (0 bytes); {_HINT}")
+    try:
+        f = sf.SoundFile(path)
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as e:
+        raise AudioDecodeError(path, _why_unopenable(path, e)) from e
+    if f.frames <= 0:
+        f.close()
+        raise AudioDecodeError(path, f"contains no audio frames (empty or cut short); {_HINT}")
+    return f
+
+
+def _why_unopenable(path: str, error: Exception) -> str:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except PermissionError:
+        return "permission denied; check the file's permissions"
+    except OSError as e:
+        return f"cannot read it ({_describe(e)})"
+    kind = _sniff(head)
+    if kind is None:
+        return f"not an audio file (starts with {head!r}); check what was saved under this name"
+    detail = _describe(error)
+    if any(m in detail for m in _MISLEADING):
+        detail = "libsndfile cannot parse it"
+    return f"corrupt or truncated {kind} file ({detail}); {_HINT}"
+
+
+def _sniff(head: bytes) -> str | None:
+    for magic, kind in _AUDIO_MAGIC:
+        if head.startswith(magic):
+            return kind
+    # An MP3 without an ID3 tag starts straight with a frame: 11 set sync bits.
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        return "MP3"
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, sf.LibsndfileError):
+        return error.error_string.strip()
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
+def _check_finite(path: str, mono: np.ndarray, offset_s: float, rate: int) -> None:
+    finite = np.isfinite(mono)
+    if not finite.all():
+        at = offset_s + int(np.argmin(finite)) / rate
+        raise AudioDecodeError(
+            path, f"contains NaN or infinite samples (first at {at:.3f} s); re-export it"
+        )
+
+
+def _check_rate(sample_rate: int) -> None:
+    if not isinstance(sample_rate, numbers.Integral) or isinstance(sample_rate, bool):
+        raise ValueError(f"sample_rate must be an integer in Hz, got {sample_rate!r}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")

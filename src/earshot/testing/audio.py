@@ -1,0 +1,164 @@
+"""Synthetic audio files for tests and benchmarks: seeded, written with soundfile in chunks.
+
+Writing in chunks keeps a multi-minute file's generation in bounded memory, so a benchmark can
+write an hour of audio without holding an hour of samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+_CHUNK_S = 10.0
+
+_HTML = b"<html>\n<head><title>404 Not Found</title></head>\n<body>Not Found</body>\n</html>\n"
+
+
+def tone(
+    seconds: float,
+    sample_rate: int,
+    channels: int = 1,
+    freq: float = 440.0,
+    seed: int = 0,
+    amplitude: float = 0.5,
+    noise: float = 0.01,
+) -> np.ndarray:
+    """The samples `write_tone` writes, before quantisation: (frames, channels) float64."""
+    return np.concatenate(
+        list(_tone_chunks(seconds, sample_rate, channels, freq, seed, amplitude, noise))
+    )
+
+
+def write_tone(
+    path: str | Path,
+    seconds: float,
+    sample_rate: int,
+    channels: int = 1,
+    freq: float = 440.0,
+    subtype: str | None = None,
+    format: str | None = None,
+    seed: int = 0,
+    amplitude: float = 0.5,
+    noise: float = 0.01,
+) -> Path:
+    """Write a sine at `freq` plus a little seeded noise; returns the path.
+
+    Channel c is quieter than channel c - 1 and has its own noise, so a mono mix differs from
+    every channel. The format follows the suffix (".opus" means Ogg Opus, which only takes
+    8, 12, 16, 24 and 48 kHz) unless `format`/`subtype` say otherwise.
+    """
+    chunks = _tone_chunks(seconds, sample_rate, channels, freq, seed, amplitude, noise)
+    return _write_chunks(Path(path), chunks, sample_rate, channels, subtype, format)
+
+
+def write_noise(
+    path: str | Path,
+    seconds: float,
+    sample_rate: int,
+    channels: int = 1,
+    subtype: str | None = None,
+    format: str | None = None,
+    seed: int = 0,
+    level: float = 0.1,
+) -> Path:
+    """Write seeded white noise (standard deviation `level`, clipped to [-1, 1])."""
+    chunks = _tone_chunks(seconds, sample_rate, channels, 0.0, seed, 0.0, level)
+    return _write_chunks(Path(path), chunks, sample_rate, channels, subtype, format)
+
+
+def write_truncated(source: str | Path, dest: str | Path, fraction: float) -> Path:
+    """Copy the first `fraction` of `source`'s bytes to `dest`, as an interrupted download."""
+    data = Path(source).read_bytes()
+    dest = Path(dest)
+    dest.write_bytes(data[: int(len(data) * fraction)])
+    return dest
+
+
+def make_corrupt_files(directory: str | Path) -> dict[str, Path]:
+    """Every kind of bad input decoding must turn into AudioDecodeError, by name.
+
+    Most fail on opening; "truncated_flac", "nan" and "inf" open fine and fail while decoding.
+    "missing" is a path that is never created.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    files = {
+        "missing": d / "missing.wav",
+        "directory": d / "folder.wav",
+        "empty": d / "empty.wav",
+        "html": d / "page.wav",
+        "text": d / "notes.mp3",
+        "random": d / "noise.flac",
+        "no_frames": d / "no_frames.wav",
+        "cut_header": d / "cut_header.wav",
+        "cut_ogg_header": d / "cut_header.ogg",
+        "cut_mp3_header": d / "cut_header.mp3",
+        "truncated_flac": d / "truncated.flac",
+        "nan": d / "nan.wav",
+        "inf": d / "inf.wav",
+    }
+    files["directory"].mkdir(exist_ok=True)
+    files["empty"].write_bytes(b"")
+    files["html"].write_bytes(_HTML)
+    files["text"].write_text("shopping list: eggs, milk\n")
+    files["random"].write_bytes(np.random.default_rng(0).bytes(4096))
+    sf.write(files["no_frames"], np.zeros((0, 1)), 16000, subtype="PCM_16")
+
+    full = d / "_full.wav"
+    write_tone(full, 1.0, 16000)
+    write_truncated(full, files["cut_header"], 20 / full.stat().st_size)  # "RIFF" and no fmt
+    for key, suffix in (("cut_ogg_header", ".ogg"), ("cut_mp3_header", ".mp3")):
+        write_tone(full.with_suffix(suffix), 3.0, 16000)
+        write_truncated(full.with_suffix(suffix), files[key], 0.02)
+    # Noise does not compress: the cut lands mid-stream, after several decodable blocks.
+    write_noise(full.with_suffix(".flac"), 3.0, 16000, level=0.3)
+    write_truncated(full.with_suffix(".flac"), files["truncated_flac"], 0.5)
+    for suffix in (".wav", ".ogg", ".mp3", ".flac"):
+        full.with_suffix(suffix).unlink()
+
+    bad = tone(1.0, 16000, channels=2)
+    bad[8000, 0] = np.nan
+    sf.write(files["nan"], bad, 16000, subtype="FLOAT")
+    bad = tone(1.0, 16000, channels=2)
+    bad[12000, 1] = np.inf
+    sf.write(files["inf"], bad, 16000, subtype="FLOAT")
+    return files
+
+
+def _tone_chunks(
+    seconds: float,
+    sample_rate: int,
+    channels: int,
+    freq: float,
+    seed: int,
+    amplitude: float,
+    noise: float,
+) -> Iterator[np.ndarray]:
+    total = round(seconds * sample_rate)
+    chunk = max(1, round(_CHUNK_S * sample_rate))
+    gains = amplitude / (1.0 + 0.25 * np.arange(channels))  # (channels,)
+    rng = np.random.default_rng(seed)
+    for start in range(0, max(total, 1), chunk):
+        n = min(chunk, total - start)
+        t = (start + np.arange(n))[:, None] / sample_rate  # (n, 1)
+        x = gains * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal((n, channels))
+        yield np.clip(x, -1.0, 1.0)  # (n, channels)
+
+
+def _write_chunks(
+    path: Path,
+    chunks: Iterator[np.ndarray],
+    sample_rate: int,
+    channels: int,
+    subtype: str | None,
+    format: str | None,
+) -> Path:
+    if format is None and path.suffix.lower() == ".opus":
+        format, subtype = "OGG", subtype or "OPUS"
+    with sf.SoundFile(path, "w", sample_rate, channels, subtype, format=format) as f:
+        for x in chunks:
+            f.write(x)
+    return path

@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the network: the hub is off for every model load in the suite.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (the ../shared/data beside the repo)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_text_dir(tmp_path_factory) -> Path:
+    from earshot.testing.models import write_tiny_text_model
+
+    return write_tiny_text_model(tmp_path_factory.mktemp("tiny-text") / "text")

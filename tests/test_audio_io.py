@@ -1,0 +1,332 @@
+"""Decoding: every format, rate, channel count and bit depth, streaming, and every way to fail."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from earshot.audio.io import AudioInfo, load, probe, stream
+from earshot.errors import AudioDecodeError
+from earshot.testing.audio import make_corrupt_files, tone, write_noise, write_tone, write_truncated
+
+SR = 32000
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def dominant_hz(x: np.ndarray, sample_rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spectrum)) * sample_rate / len(x)
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+def reference_mono(path: Path) -> np.ndarray:
+    """The whole file in one read, averaged over channels: (frames,) float32."""
+    x, _ = sf.read(path, dtype="float32", always_2d=True)
+    return x.mean(axis=1, dtype=np.float32)
+
+
+# (suffix, file rate, lossless): Opus only takes 8/12/16/24/48 kHz.
+FORMATS = [
+    (".wav", SR, True),
+    (".flac", SR, True),
+    (".aiff", SR, True),
+    (".ogg", SR, False),
+    (".opus", 48000, False),
+    (".mp3", SR, False),
+]
+
+
+@pytest.mark.parametrize(("suffix", "rate", "lossless"), FORMATS)
+def test_each_format_round_trips(tmp_path, suffix, rate, lossless):
+    path = write_tone(tmp_path / f"tone{suffix}", 2.0, rate, freq=1000.0)
+    x = load(path, SR)
+    assert x.dtype == np.float32 and x.ndim == 1
+    if lossless:
+        assert len(x) == 2 * SR
+        np.testing.assert_allclose(x, tone(2.0, SR, freq=1000.0)[:, 0], atol=1.01 / 2**15)
+    else:
+        # libsndfile trims the codecs' priming and padding; allow a little slack anyway.
+        assert abs(len(x) - 2 * SR) <= 64
+        assert dominant_hz(x, SR) == pytest.approx(1000.0, abs=2.0)
+        assert rms(x) == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "subtype", "bits"),
+    [
+        (".wav", "PCM_U8", 8),
+        (".wav", "PCM_16", 16),
+        (".wav", "PCM_24", 24),
+        (".wav", "PCM_32", 32),
+        (".wav", "FLOAT", None),
+        (".wav", "DOUBLE", None),
+        (".flac", "PCM_S8", 8),
+        (".flac", "PCM_24", 24),
+        (".aiff", "PCM_S8", 8),
+        (".aiff", "PCM_32", 32),
+        (".aiff", "FLOAT", None),
+    ],
+)
+def test_subtypes_decode_to_within_their_quantisation(tmp_path, suffix, subtype, bits):
+    path = write_tone(tmp_path / f"x{suffix}", 0.5, SR, subtype=subtype)
+    assert probe(path).subtype == subtype
+    x = load(path, SR)
+    step = 2.0 ** -(bits - 1) if bits else 0.0
+    # + 1e-7: the float32 output's own rounding.
+    np.testing.assert_allclose(x, tone(0.5, SR)[:, 0], rtol=0, atol=step + 1e-7)
+
+
+@pytest.mark.parametrize("channels", [2, 5])
+def test_channels_are_averaged(tmp_path, channels):
+    path = write_tone(tmp_path / "multi.wav", 1.0, SR, channels=channels, subtype="FLOAT")
+    mono = reference_mono(path)
+    assert not np.allclose(mono, sf.read(path, dtype="float32")[0][:, 0])
+    np.testing.assert_array_equal(load(path, SR), mono)
+
+
+def test_channels_are_averaged_before_resampling(tmp_path):
+    path = write_tone(tmp_path / "stereo.wav", 1.0, 44100, channels=2)
+    expected = soxr.resample(reference_mono(path), 44100, SR)
+    np.testing.assert_allclose(load(path, SR), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_resampling_keeps_length_and_pitch(tmp_path, rate):
+    path = write_tone(tmp_path / f"r{rate}.wav", 1.5, rate, freq=1000.0)
+    frames = probe(path).frames
+    x = load(path, SR)
+    assert len(x) == round(frames * SR / rate)
+    assert dominant_hz(x, SR) == pytest.approx(1000.0, abs=2.0)
+    assert rms(x) == pytest.approx(rms(reference_mono(path)), rel=0.02)
+
+
+@pytest.mark.parametrize("block_s", [0.01, 0.37, 1.0, 30.0])
+def test_stream_without_resampling_is_exactly_the_whole_file(tmp_path, block_s):
+    path = write_tone(tmp_path / "x.flac", 2.3, SR, channels=2)
+    blocks = list(stream(path, SR, block_s=block_s))
+    size = round(block_s * SR)
+    assert all(len(b) == size for b in blocks[:-1]) and 0 < len(blocks[-1]) <= size
+    assert all(b.dtype == np.float32 and b.ndim == 1 for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks), reference_mono(path))
+
+
+@pytest.mark.parametrize("block_s", [0.01, 0.37, 1.0, 30.0])
+def test_stream_with_resampling_matches_one_shot_resampling(tmp_path, block_s):
+    path = write_tone(tmp_path / "x.wav", 2.3, 44100)
+    streamed = np.concatenate(list(stream(path, SR, block_s=block_s)))
+    expected = soxr.resample(reference_mono(path), 44100, SR)
+    assert len(streamed) == len(expected) == round(2.3 * 44100 * SR / 44100)
+    np.testing.assert_allclose(streamed, expected, atol=1e-5)
+
+
+def test_stream_memory_is_bounded_by_the_block_not_the_file(tmp_path):
+    seconds = 180
+    path = write_tone(tmp_path / "long.wav", seconds, 48000, channels=2)
+    decoded_bytes = seconds * SR * 4  # the whole signal as mono float32 at 32 kHz
+    total = 0
+    tracemalloc.start()
+    try:
+        for block in stream(path, SR, block_s=2.0):
+            total += len(block)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == seconds * SR
+    assert peak < decoded_bytes / 4, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_many_channels_shrink_the_read_block(tmp_path, monkeypatch):
+    monkeypatch.setattr("earshot.audio.io._MAX_BLOCK_SAMPLES", 5000)
+    path = write_tone(tmp_path / "x.wav", 1.0, SR, channels=5)
+    blocks = list(stream(path, SR, block_s=30.0))
+    assert max(map(len, blocks)) == 1000
+    np.testing.assert_array_equal(np.concatenate(blocks), reference_mono(path))
+
+
+def test_probe_reads_the_header(tmp_path):
+    path = write_tone(tmp_path / "x.flac", 1.25, 22050, channels=2, subtype="PCM_24")
+    assert probe(path) == AudioInfo(
+        path=str(path),
+        sample_rate=22050,
+        channels=2,
+        frames=round(1.25 * 22050),
+        duration_s=round(1.25 * 22050) / 22050,
+        format="FLAC",
+        subtype="PCM_24",
+    )
+
+
+def test_odd_file_names_and_path_types(tmp_path):
+    path = write_tone(tmp_path / "café ü – take #2.wav", 0.5, SR)
+    np.testing.assert_array_equal(load(path, SR), load(str(path), SR))
+    assert probe(str(path)).path == str(path)
+
+
+def test_format_comes_from_content_not_the_name(tmp_path):
+    flac = write_tone(tmp_path / "x.flac", 0.5, SR)
+    renamed = flac.rename(tmp_path / "actually_flac.wav")
+    assert probe(renamed).format == "FLAC"
+    assert len(load(renamed, SR)) == SR // 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, 32000.0, True, "32000"])
+def test_bad_sample_rate_is_a_value_error(tmp_path, bad):
+    path = write_tone(tmp_path / "x.wav", 0.1, SR)
+    with pytest.raises(ValueError, match="sample_rate"):
+        stream(path, bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+def test_bad_block_size_is_a_value_error(tmp_path, bad):
+    path = write_tone(tmp_path / "x.wav", 0.1, SR)
+    with pytest.raises(ValueError, match="block_s"):
+        stream(path, SR, block_s=bad)
+
+
+# --- bad files -------------------------------------------------------------------------------
+
+FAIL_ON_OPEN = [
+    "missing",
+    "directory",
+    "empty",
+    "html",
+    "text",
+    "random",
+    "no_frames",
+    "cut_header",
+    "cut_ogg_header",
+    "cut_mp3_header",
+]
+FAIL_WHILE_DECODING = ["truncated_flac", "nan", "inf"]
+
+
+@pytest.fixture(scope="module")
+def corrupt(tmp_path_factory) -> dict[str, Path]:
+    return make_corrupt_files(tmp_path_factory.mktemp("corrupt"))
+
+
+def test_corrupt_file_list_is_covered(corrupt):
+    assert sorted(corrupt) == sorted(FAIL_ON_OPEN + FAIL_WHILE_DECODING)
+
+
+@pytest.mark.parametrize("name", FAIL_ON_OPEN + FAIL_WHILE_DECODING)
+def test_bad_files_raise_only_audio_decode_error_naming_the_file(corrupt, name):
+    path = corrupt[name]
+    with pytest.raises(AudioDecodeError) as info:
+        load(path, SR)
+    assert info.value.path == str(path)
+    assert str(path) in str(info.value)
+    assert info.value.reason
+
+
+@pytest.mark.parametrize("name", FAIL_ON_OPEN)
+def test_files_that_will_not_open_fail_at_the_call(corrupt, name):
+    with pytest.raises(AudioDecodeError):
+        probe(corrupt[name])
+    with pytest.raises(AudioDecodeError):
+        stream(corrupt[name], SR)  # before any next(): a generator would defer it
+
+
+@pytest.mark.parametrize("name", FAIL_WHILE_DECODING)
+def test_files_that_fail_while_decoding_raise_from_the_iteration(corrupt, name):
+    probe(corrupt[name])
+    blocks = stream(corrupt[name], SR, block_s=0.1)
+    with pytest.raises(AudioDecodeError):
+        for _ in blocks:
+            pass
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("missing", "no such file"),
+        ("directory", "is a directory"),
+        ("empty", "empty file (0 bytes)"),
+        ("html", "not an audio file (starts with b'<html>"),
+        ("text", "not an audio file (starts with b'shopping"),
+        ("no_frames", "no audio frames"),
+        ("cut_header", "corrupt or truncated WAV file"),
+        ("cut_ogg_header", "corrupt or truncated Ogg file"),
+        ("cut_mp3_header", "corrupt or truncated MP3 file"),
+        ("truncated_flac", "truncated or corrupt"),
+        ("nan", "NaN or infinite samples (first at 0.500 s)"),
+        ("inf", "NaN or infinite samples (first at 0.750 s)"),
+    ],
+)
+def test_reasons_say_what_is_wrong(corrupt, name, words):
+    with pytest.raises(AudioDecodeError) as info:
+        load(corrupt[name], SR)
+    assert words in info.value.reason
+
+
+def test_truncated_flac_yields_the_good_blocks_before_failing(corrupt):
+    got = []
+    with pytest.raises(AudioDecodeError, match="truncated or corrupt"):
+        for block in stream(corrupt["truncated_flac"], 16000, block_s=0.1):
+            got.append(block)
+    assert sum(map(len, got)) >= 0.5 * 16000  # a 3 s file cut at half its bytes
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file(tmp_path):
+    path = write_tone(tmp_path / "locked.wav", 0.1, SR)
+    path.chmod(0)
+    with pytest.raises(AudioDecodeError, match="permission denied"):
+        load(path, SR)
+
+
+def test_a_fifo_is_refused_rather_than_blocking(tmp_path):
+    path = tmp_path / "pipe.wav"
+    os.mkfifo(path)
+    with pytest.raises(AudioDecodeError, match="not a regular file"):
+        load(path, SR)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "rate"), [(".wav", SR), (".aiff", SR), (".ogg", SR), (".opus", 48000), (".mp3", SR)]
+)
+def test_truncated_files_decode_their_readable_part(tmp_path, suffix, rate):
+    # WAV/AIFF clamp the frame count, Ogg ends at the last whole page, MP3 stops at the cut.
+    full = write_noise(tmp_path / f"full{suffix}", 6.0, rate, level=0.3)
+    cut = write_truncated(full, tmp_path / f"cut{suffix}", 0.5)
+    x = load(cut, SR)
+    assert 0.3 * 6 * SR < len(x) < 0.7 * 6 * SR
+    assert rms(x) > 0.1
+
+
+# --- real data -------------------------------------------------------------------------------
+
+
+def _real_files(folder: str, n: int) -> list[Path]:
+    if not (DATA / folder).is_dir():
+        pytest.skip(f"real data not found at {DATA / folder}")
+    return sorted((DATA / folder / "audio").iterdir())[:n]
+
+
+@pytest.mark.realdata
+def test_urbansound_clips_decode_to_four_seconds_at_32k():
+    for path in _real_files("urbansound8k-derived", 3):
+        info = probe(path)
+        assert (info.format, info.sample_rate, info.channels) == ("OGG", 22050, 1)
+        x = load(path, SR)
+        assert len(x) == 4 * SR
+        assert np.isfinite(x).all() and rms(x) > 1e-4
+
+
+@pytest.mark.realdata
+def test_fsdd_digits_decode_from_8k_flac():
+    for path in _real_files("fsdd", 3):
+        info = probe(path)
+        assert (info.format, info.sample_rate) == ("FLAC", 8000)
+        x = load(path, SR)
+        assert len(x) == info.frames * 4
+        assert np.isfinite(x).all() and rms(x) > 1e-4
