@@ -1,0 +1,115 @@
+"""A model is a folder: `config.json` + `model.safetensors`, loadable with nothing else.
+
+The sentence encoder is named in the config (`text.model`), not copied; a relative name that
+exists inside the folder is a text encoder shipped with the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from earshot.config import ModelConfig
+from earshot.encoders.panns import check_state_dict
+from earshot.errors import ModelLoadError
+from earshot.model.dual import JointModel
+
+FORMAT = "earshot-model"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def build_model(config: ModelConfig, seed: int = 0) -> JointModel:
+    """A randomly initialised model; the same seed gives the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = JointModel(config)
+    return model.eval()
+
+
+def model_id(model: JointModel) -> str:
+    """Content hash of config + weights: two models share an id only if they compute the same."""
+    h = hashlib.sha256()
+    h.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def save_model(model: JointModel, directory: str | Path) -> Path:
+    """Write the model folder; files land whole or not at all (write, then rename)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, **model.config.to_dict()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p))
+    _atomic_write(
+        directory / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n")
+    )
+    return directory
+
+
+def _atomic_write(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_config(directory: str | Path) -> ModelConfig:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"'{directory}' is not an earshot model folder: no {CONFIG_FILE}")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read '{path}': {e}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ModelLoadError(f"'{path}' is not an earshot model config (format != {FORMAT!r})")
+    if raw.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelLoadError(
+            f"'{path}' was written by a newer earshot (format {raw['format_version']}); upgrade"
+        )
+    body = {k: v for k, v in raw.items() if k not in ("format", "format_version")}
+    try:
+        return ModelConfig.from_dict(body)
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"invalid model config '{path}': {e}") from None
+
+
+def load_model(directory: str | Path, device: str = "cpu", with_text: bool = True) -> JointModel:
+    """Load a model folder strictly (every key must match); in eval mode on `device`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config = read_config(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelLoadError(f"'{directory}' has no {WEIGHTS_FILE}")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot read '{weights}': {e}") from None
+    model = JointModel(config)
+    check_state_dict(model, state, str(weights))
+    model.load_state_dict(state, strict=True)
+    if with_text:
+        from earshot.encoders.text import load_text_encoder
+
+        model.attach_text_encoder(load_text_encoder(config.text.model, device, base_dir=directory))
+    return model.to(device).eval()
