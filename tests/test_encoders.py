@@ -11,6 +11,7 @@ from earshot.encoders.audio import STANDARD_ENCODERS, build_audio_encoder
 from earshot.encoders.panns import convert_panns_state_dict, load_panns_checkpoint
 from earshot.errors import CheckpointMismatchError, ModelLoadError
 from earshot.testing.models import tiny_encoder_config, tiny_model
+from earshot.testing.panns import panns_checkpoint, panns_frontend
 
 AUDIO = AudioConfig()
 
@@ -51,45 +52,12 @@ def test_unknown_encoder_is_a_clear_error():
         build_audio_encoder(EncoderConfig("cnn99", (4,), 4), 64)
 
 
-def panns_checkpoint(encoder: torch.nn.Module, seed: int = 0) -> tuple[dict, tuple]:
-    """A checkpoint laid out as PANNs saves one: {"model": state_dict}, frontend included."""
-    tls = pytest.importorskip("torchlibrosa.stft")
-    spec = tls.Spectrogram(
-        n_fft=1024,
-        hop_length=320,
-        win_length=1024,
-        window="hann",
-        center=True,
-        pad_mode="reflect",
-        freeze_parameters=True,
-    )
-    logmel = tls.LogmelFilterBank(
-        sr=32000,
-        n_fft=1024,
-        n_mels=64,
-        fmin=50,
-        fmax=14000,
-        ref=1.0,
-        amin=1e-10,
-        top_db=None,
-        freeze_parameters=True,
-    )
-    gen = torch.Generator().manual_seed(seed)
-    width = encoder.config.embed_dim
-    state = {f"spectrogram_extractor.{k}": v for k, v in spec.state_dict().items()}
-    state |= {f"logmel_extractor.{k}": v for k, v in logmel.state_dict().items()}
-    state |= dict(encoder.state_dict())
-    state["fc_audioset.weight"] = torch.randn(527, width, generator=gen)
-    state["fc_audioset.bias"] = torch.randn(527, generator=gen)
-    return {"model": state}, (spec, logmel)
-
-
 @pytest.fixture
 def writer():
     """A tiny PANNs CNN14 with non-trivial BatchNorm statistics, and its PANNs checkpoint."""
+    pytest.importorskip("torchlibrosa", reason="torchlibrosa is a dev extra")
     encoder = tiny_model("cnn14", seed=3).audio_encoder.eval()
-    checkpoint, frontend = panns_checkpoint(encoder)
-    return encoder, checkpoint, frontend
+    return encoder, panns_checkpoint(encoder), panns_frontend()
 
 
 def test_checkpoint_keys_are_panns_layout(writer):

@@ -36,6 +36,11 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything else can only be meant as a folder.
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
+
+
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
     """One TCP connect to the hub. Without it an unreachable hub costs over a minute of retries."""
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
@@ -106,6 +111,8 @@ def load_text_encoder(
     target = resolve_text_model(name, base_dir)
     if Path(target).is_dir():
         return _load(SentenceTransformer, target, name, device, "the folder " + target)
+    if _looks_like_path(name):
+        raise ModelLoadError(f"text model folder '{name}' does not exist")
     try:
         return _load(
             SentenceTransformer,

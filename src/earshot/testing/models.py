@@ -50,7 +50,8 @@ def tiny_model(name: str = "cnn14", seed: int = 0, **kwargs) -> JointModel:
 
 def write_tiny_text_model(directory: str | Path, hidden: int = 16, seed: int = 0) -> Path:
     """A one-layer BERT sentence-transformers folder using MiniLM's tokenizer (random weights)."""
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
     from transformers.utils import logging as hf_logging
 
@@ -73,8 +74,8 @@ def write_tiny_text_model(directory: str | Path, hidden: int = 16, seed: int = 0
         torch.manual_seed(seed)
         BertModel(config).save_pretrained(raw)
     tokenizer.save_pretrained(raw)
-    word = models.Transformer(str(raw), max_seq_length=64)
-    pooling = models.Pooling(hidden, pooling_mode="mean")
+    word = Transformer(str(raw), max_seq_length=64)
+    pooling = Pooling(hidden, pooling_mode="mean")
     SentenceTransformer(modules=[word, pooling], device="cpu").save(str(directory))
     tmp.cleanup()
     return directory
