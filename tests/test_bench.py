@@ -1,0 +1,65 @@
+"""bench/bench_model.py --quick runs end to end and reports every figure; no timing asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "bench_model.py"
+
+VARIANTS = ("frontend", "cnn14_fp32", "cnn14_fast", "cnn10_fp32", "cnn10_bf16")
+FORMATS = ("wav_44k_stereo_pcm16", "ogg_vorbis_22k_mono", "flac_48k_stereo_pcm24")
+
+
+def positive_stats(stats: dict) -> None:
+    assert set(stats) == {"median", "min", "max"}
+    assert 0 < stats["min"] <= stats["median"] <= stats["max"]
+
+
+def test_quick_benchmark_reports_every_variant(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)  # stdout holds the JSON and nothing else
+    assert json.loads(out.read_text()) == result
+
+    env_info = result["env"]
+    for key in ("torch", "threads", "cpu", "cpu_bf16", "torch_bf16_supported", "date"):
+        assert key in env_info
+    assert env_info["quick"] is True and env_info["batch_size"] > 0
+    assert set(result["variants"]) == set(VARIANTS)
+
+    for name, entry in result["variants"].items():
+        assert "error" not in entry, f"{name}: {entry.get('error')}"
+        positive_stats(entry["clips_per_s"])
+        assert len(entry["per_round"]) == env_info["rounds"]
+        assert entry["peak_rss_mb"] > 0 and entry["clips"] > 0
+
+    frontend = result["variants"]["frontend"]
+    assert set(frontend["formats"]) == set(FORMATS)
+    for fmt in frontend["formats"].values():
+        positive_stats(fmt["clips_per_s"])
+    assert frontend["target"] == 100 and isinstance(frontend["meets_target"], bool)
+
+    fast = result["variants"]["cnn14_fast"]
+    assert fast["speedup_vs_fp32"]["baseline"] == "cnn14_fp32"
+    assert fast["speedup_vs_fp32"]["median"] > 0
+    assert 0.99 < fast["cosine_vs_fp32"]["min"] <= fast["cosine_vs_fp32"]["mean"] <= 1.0 + 1e-6
+    assert isinstance(fast["meets_target"], bool)
+    assert result["variants"]["cnn10_bf16"]["cosine_vs_fp32"]["min"] > 0.99
+
+    assert result["ratios"]["cnn10_fp32/cnn14_fp32"]["median"] > 0
+    rss = result["peak_rss_mb"]
+    assert rss["overall"] >= max(e["peak_rss_mb"] for e in result["variants"].values()) * 0.99
