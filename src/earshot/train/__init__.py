@@ -1,0 +1,1 @@
+"""Training: contrastive losses on joint embeddings and audio augmentation."""
