@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from earshot.errors import EarshotError
@@ -209,6 +210,63 @@ def cmd_init_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from earshot.train.config import load_train_config
+    from earshot.train.loop import train
+
+    overrides = {k: v for k, v in vars(args).items() if k not in _TRAIN_OWN_ARGS}
+    cfg = load_train_config(args.config, overrides)
+    result = train(cfg, resume=args.resume)
+    summary = {
+        "out": str(result.out),
+        "best_epoch": result.best_epoch,
+        "best_val_mAP@10": result.best_map10,
+        "epochs_run": len(result.history),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"best epoch {result.best_epoch}: validation mAP@10 {result.best_map10:.4f}; "
+            f"model folder: {result.out}"
+        )
+    return 0
+
+
+_TRAIN_OWN_ARGS = {"command", "func", "config", "resume", "json"}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from earshot.eval.evaluate import evaluate_split
+    from earshot.eval.report import format_table, write_report
+    from earshot.model.io import load_model, model_id
+    from earshot.train.cache import build_feature_cache
+    from earshot.train.datasets import load_dataset
+
+    model = load_model(args.model, device=args.device)
+    dataset = load_dataset(args.dataset, args.split, args.audio_dir)
+    store = build_feature_cache(dataset, model.config.audio, args.cache_dir, progress=not args.json)
+    report = {
+        "model": str(args.model),
+        "model_id": model_id(model),
+        **evaluate_split(
+            model, dataset, store, batch_size=args.batch_size, seed=args.seed, n_boot=args.n_boot
+        ),
+    }
+    out = Path(args.out) if args.out else Path(args.model) / "eval"
+    json_path, md_path = write_report(report, out, stem=f"report-{_safe(args.split)}")
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_table(report))
+        print(f"\nwrote {json_path} and {md_path}")
+    return 0
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="earshot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -246,6 +304,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--joint-dim", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_init_model)
+
+    from earshot.train.config import add_override_flags
+
+    p = sub.add_parser(
+        "train",
+        help="train a model on a caption dataset (TOML config)",
+        description="Any setting of the config file can be overridden by its "
+        "flag, e.g. --epochs 5 --batch-size 16.",
+    )
+    p.add_argument("--config", metavar="FILE.toml", help="training config")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint-last.pt")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_override_flags(p.add_argument_group("settings (override the config file)"))
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="retrieval metrics of a model on a dataset split")
+    p.add_argument("--model", required=True, metavar="DIR")
+    p.add_argument("--dataset", required=True, help="Clotho folder, labels.csv folder or CSV")
+    p.add_argument(
+        "--split",
+        required=True,
+        help="development | validation | evaluation, or COLUMN=V1,V2 for labels.csv",
+    )
+    p.add_argument("--audio-dir", help="audio folder for a captions CSV")
+    p.add_argument("--out", help="report folder (default: MODEL/eval)")
+    p.add_argument("--cache-dir", default=".earshot-cache", help="feature cache folder")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 
@@ -254,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "embed" and not (args.audio or args.text):
         parser.error("embed needs --audio FILE... or --text SENTENCE...")
-    if getattr(args, "batch_size", 1) < 1:
+    batch_size = getattr(args, "batch_size", None)
+    if batch_size is not None and batch_size < 1:
         parser.error("--batch-size must be at least 1")
     try:
         return args.func(args)

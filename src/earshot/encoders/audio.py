@@ -77,11 +77,17 @@ class PannsCnn(nn.Module):
     def embed_dim(self) -> int:
         return self.config.embed_dim
 
-    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logmel: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
         # logmel: (batch, 1, frames, n_mels)
         x = logmel.transpose(1, 3)  # (batch, n_mels, frames, 1): bn0 normalises each mel bin
         x = self.bn0(x)
         x = x.transpose(1, 3)
+        if augment is not None:
+            # PANNs applies SpecAugment and mixup here, after bn0: a zeroed stripe is then the
+            # bin's mean level, not 0 dB.
+            x = augment(x)
         for i in range(1, self.n_blocks + 1):
             x = getattr(self, f"conv_block{i}")(x)
             x = F.dropout(x, p=0.2, training=self.training)

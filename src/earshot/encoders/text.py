@@ -8,6 +8,7 @@ once with a message that says what to do.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from pathlib import Path
@@ -85,6 +86,13 @@ class TextEncoder:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @functools.cached_property
+    def id(self) -> str:
+        """Content hash of the weights: caches of text embeddings are keyed by it."""
+        from earshot.hashing import state_dict_hash
+
+        return state_dict_hash(self.model.state_dict(), prefix=type(self.model).__name__.encode())
 
     def encode(self, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
         if isinstance(sentences, str):

@@ -103,10 +103,13 @@ class JointModel(nn.Module):
             self.train(was_training)
 
     def _encode_batch(self, x: torch.Tensor, precision: str) -> torch.Tensor:
-        logmel = self.frontend(x)  # (batch, 1, frames, n_mels), always fp32
+        return self.embed_logmel(self.frontend(x), precision)  # the frontend is always fp32
+
+    def embed_logmel(self, logmel: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        # logmel: (batch, 1, frames, n_mels) → (batch, joint_dim) unit vectors
         if precision == "bf16":
             logmel = logmel.contiguous(memory_format=torch.channels_last)
-            ctx = torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
+            ctx = torch.autocast(device_type=logmel.device.type, dtype=torch.bfloat16)
         else:
             ctx = contextlib.nullcontext()
         with ctx:

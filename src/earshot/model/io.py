@@ -6,7 +6,6 @@ exists inside the folder is a text encoder shipped with the model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -17,6 +16,7 @@ import torch
 from earshot.config import ModelConfig
 from earshot.encoders.panns import check_state_dict
 from earshot.errors import ModelLoadError
+from earshot.hashing import state_dict_hash
 from earshot.model.dual import JointModel
 
 FORMAT = "earshot-model"
@@ -35,13 +35,8 @@ def build_model(config: ModelConfig, seed: int = 0) -> JointModel:
 
 def model_id(model: JointModel) -> str:
     """Content hash of config + weights: two models share an id only if they compute the same."""
-    h = hashlib.sha256()
-    h.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
+    config = json.dumps(model.config.to_dict(), sort_keys=True).encode()
+    return state_dict_hash(model.state_dict(), prefix=config)
 
 
 def save_model(model: JointModel, directory: str | Path) -> Path:

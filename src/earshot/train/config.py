@@ -1,0 +1,144 @@
+"""Training settings: one frozen dataclass, read from TOML, any field overridable on the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from earshot.errors import EarshotError
+
+LOSSES = ("triplet", "infonce")
+
+
+class ConfigError(EarshotError):
+    """A training config that cannot be used as written."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # data
+    dataset: str = ""  # Clotho folder, labels.csv folder, or captions CSV (+ audio_dir)
+    audio_dir: str | None = None
+    train_split: str = "development"  # or a labels.csv filter such as "fold=1,2"
+    val_split: str = "validation"
+    # model
+    init: str | None = None  # a model folder to start from; else built from the fields below
+    encoder: str = "cnn14"  # cnn14 | cnn10
+    widths: tuple[int, ...] | None = None  # conv widths; None = PANNs' own for `encoder`
+    embed_dim: int | None = None
+    panns: str | None = None  # PANNs checkpoint for the audio encoder
+    text_model: str = "all-MiniLM-L6-v2"
+    joint_dim: int = 300
+    freeze_audio: bool = False  # train the heads (and text, if unfrozen) only
+    freeze_text: bool = True  # frozen: sentence embeddings come from the text cache
+    # objective
+    loss: str = "triplet"
+    margin: float = 0.2
+    triplet_variant: str = "sum"  # sum (VSE, the thesis) | hardest (VSE++)
+    temperature: float = 0.07  # InfoNCE's initial temperature (learnable)
+    # optimisation
+    epochs: int = 30
+    steps_per_epoch: int | None = None  # default: one pass over the training clips
+    batch_size: int = 32
+    lr: float = 1e-3
+    encoder_lr: float | None = None  # default: lr
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0
+    spec_augment: bool = True
+    mixup_alpha: float = 0.0  # 0 turns mixup off
+    patience: int = 5  # epochs without a better validation mAP@10 before stopping
+    seed: int = 0
+    # running
+    device: str = "auto"  # auto = cuda when available
+    out: str = "runs/earshot-model"
+    cache_dir: str = ".earshot-cache"
+    eval_batch_size: int = 32
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not '{self.loss}'")
+        if self.triplet_variant not in ("sum", "hardest"):
+            raise ConfigError(
+                f"triplet_variant must be sum or hardest, not '{self.triplet_variant}'"
+            )
+        if self.batch_size < 2:
+            raise ConfigError("batch_size must be at least 2: in-batch negatives need company")
+        if self.epochs < 1 or self.lr <= 0:
+            raise ConfigError("epochs must be ≥ 1 and lr > 0")
+        if self.widths is not None:
+            object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if self.widths is not None:
+            d["widths"] = list(self.widths)
+        return d
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def load_train_config(
+    path: str | Path | None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """TOML (flat, or in [data]/[model]/[train] tables) + overrides → a checked TrainConfig.
+
+    Relative paths in the file are taken relative to the file's folder.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            doc = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config '{path}' does not exist") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read config '{path}': {e}") from None
+        for key, value in doc.items():
+            if isinstance(value, dict):
+                raw.update(value)
+            else:
+                raw[key] = value
+        for key in ("dataset", "audio_dir", "init", "panns", "out", "cache_dir"):
+            if isinstance(raw.get(key), str) and raw[key] and not Path(raw[key]).is_absolute():
+                raw[key] = str((path.parent / raw[key]).resolve())
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = _field_types()
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
+    try:
+        return TrainConfig(**raw)
+    except TypeError as e:
+        raise ConfigError(f"invalid training config: {e}") from None
+
+
+def add_override_flags(parser) -> None:
+    """One `--field-name` flag per TrainConfig field, all defaulting to 'not given'."""
+    for name, hint in _field_types().items():
+        flag = "--" + name.replace("_", "-")
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = args[0] if isinstance(hint, types.UnionType) else hint
+        if base is bool:
+            parser.add_argument(flag, dest=name, default=None, type=_parse_bool, metavar="BOOL")
+        elif typing.get_origin(base) is tuple:
+            parser.add_argument(flag, dest=name, default=None, type=int, nargs="+")
+        else:
+            parser.add_argument(flag, dest=name, default=None, type=base)
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a yes/no value: {text!r}")

@@ -1,0 +1,394 @@
+"""The training loop: caption datasets → a trained model folder, resumable, reproducible.
+
+Each step draws `batch_size` distinct clips, one random cached window and one random caption
+of each, and pulls matching audio and text together with the triplet loss (the thesis) or
+InfoNCE (the DCASE 2023 baseline). Clips sharing a label count as positives of each other.
+After every epoch the validation split is scored exactly as `earshot evaluate` scores it; the
+best epoch by text→audio mAP@10 is the model that lands in `out/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from earshot.config import EncoderConfig, ModelConfig, TextConfig
+from earshot.encoders.audio import STANDARD_ENCODERS
+from earshot.errors import EarshotError
+from earshot.eval.evaluate import evaluate_split
+from earshot.model.dual import JointModel
+from earshot.model.io import build_model, load_model, model_id, save_model
+from earshot.train import augment as aug
+from earshot.train.cache import TextCache, build_feature_cache
+from earshot.train.config import TrainConfig
+from earshot.train.datasets import load_dataset
+from earshot.train.losses import LearnableTemperature, info_nce, triplet_loss
+
+CHECKPOINT = "checkpoint-last.pt"
+METRICS_LOG = "metrics.jsonl"
+TEXT_SUBDIR = "text"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    out: Path
+    best_epoch: int
+    best_map10: float
+    history: list[dict[str, Any]]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _initial_model(cfg: TrainConfig, device: torch.device) -> JointModel:
+    from earshot.encoders.panns import load_panns_checkpoint
+    from earshot.encoders.text import load_text_encoder
+
+    if cfg.init:
+        model = load_model(cfg.init, device="cpu")
+    else:
+        standard = STANDARD_ENCODERS.get(cfg.encoder)
+        if standard is None:
+            raise EarshotError(f"unknown encoder '{cfg.encoder}'; use cnn14 or cnn10")
+        widths = cfg.widths or standard.widths
+        enc = EncoderConfig(cfg.encoder, widths, cfg.embed_dim or widths[-1])
+        text = load_text_encoder(cfg.text_model)
+        config = ModelConfig(
+            encoder=enc, text=TextConfig(cfg.text_model, text.dim), joint_dim=cfg.joint_dim
+        )
+        model = build_model(config, seed=cfg.seed)
+        model.attach_text_encoder(text)
+    if cfg.panns:
+        load_panns_checkpoint(cfg.panns, model.audio_encoder, model.config.audio)
+    return model.to(device)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        if not cfg.dataset:
+            raise EarshotError("no dataset: set `dataset` in the config or pass --dataset")
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.device = pick_device(cfg.device)
+        torch.manual_seed(cfg.seed)  # dropout draws from the global generator
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.train_set = load_dataset(cfg.dataset, cfg.train_split, cfg.audio_dir)
+        self.val_set = load_dataset(cfg.dataset, cfg.val_split, cfg.audio_dir)
+        self.model = _initial_model(cfg, self.device)
+        audio = self.model.config.audio
+        cache = Path(cfg.cache_dir)
+        self.train_store = build_feature_cache(self.train_set, audio, cache, cfg.progress)
+        self.val_store = build_feature_cache(self.val_set, audio, cache, cfg.progress)
+        self.train_clips = np.array(
+            [i for i, w in enumerate(self.train_store.clip_windows) if len(w)]
+        )
+        if len(self.train_clips) < 2:
+            raise EarshotError(f"{self.train_set.summary()}: fewer than 2 decodable clips")
+        self.train_text, self.val_text = self._text_features()
+        labels = self.train_set.labels
+        self.label_ids = (
+            np.unique(np.array(labels, dtype=object), return_inverse=True)[1]
+            if all(label is not None for label in labels)
+            else None
+        )
+        self.temperature = LearnableTemperature(cfg.temperature).to(self.device)
+        self._set_trainable()
+        self.steps_per_epoch = cfg.steps_per_epoch or math.ceil(
+            len(self.train_clips) / cfg.batch_size
+        )
+        self.optimizer = torch.optim.AdamW(self._param_groups(), weight_decay=cfg.weight_decay)
+        total = self.steps_per_epoch * cfg.epochs
+        warmup = max(1, round(cfg.warmup_epochs * self.steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: _warmup_cosine(s, warmup, total)
+        )
+        self.epoch, self.best, self.best_epoch, self.bad_epochs = 0, -1.0, 0, 0
+        self.history: list[dict[str, Any]] = []
+
+    # -- setup -----------------------------------------------------------------------------
+    def _text_features(self) -> tuple[list[np.ndarray] | None, np.ndarray | None]:
+        """Per training clip, its captions' sentence embeddings; and the val captions'."""
+        if not self.cfg.freeze_text:
+            return None, None
+        cache = TextCache(Path(self.cfg.cache_dir) / "text-embeddings.sqlite")
+        try:
+            encoder = self.model.text_encoder
+            flat = cache.embed(encoder, [c for c, _ in self.train_set.captions()])
+            per_clip, start = [], 0
+            for clip in self.train_set.clips:
+                per_clip.append(flat[start : start + len(clip.captions)])
+                start += len(clip.captions)
+            val = cache.embed(encoder, [c for c, _ in self.val_set.captions()])
+        finally:
+            cache.close()
+        return per_clip, val
+
+    def _set_trainable(self) -> None:
+        self.model.audio_encoder.requires_grad_(not self.cfg.freeze_audio)
+        if not self.cfg.freeze_text:
+            self.model.text_encoder.model.to(self.device).requires_grad_(True)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        enc_lr = self.cfg.encoder_lr or self.cfg.lr
+        heads = [*self.model.audio_head.parameters(), *self.model.text_head.parameters()]
+        groups = [{"params": heads, "lr": self.cfg.lr}]
+        if not self.cfg.freeze_audio:
+            groups.append({"params": list(self.model.audio_encoder.parameters()), "lr": enc_lr})
+        if not self.cfg.freeze_text:
+            groups.append(
+                {"params": list(self.model.text_encoder.model.parameters()), "lr": enc_lr}
+            )
+        if self.cfg.loss == "infonce":
+            groups.append(
+                {
+                    "params": list(self.temperature.parameters()),
+                    "lr": self.cfg.lr,
+                    "weight_decay": 0.0,
+                }
+            )
+        return groups
+
+    # -- one step --------------------------------------------------------------------------
+    def _batch(self, clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,) clip indices → log-mel (B,1,T,F), text vectors (B,d), same-positive mask (B,B)."""
+        windows = np.array(
+            [
+                self.train_store.clip_windows[c][
+                    self._randint(len(self.train_store.clip_windows[c]))
+                ]
+                for c in clips
+            ]
+        )
+        logmel = self.train_store.logmel(windows).to(self.device)
+        picks = [self._randint(len(self.train_set.clips[c].captions)) for c in clips]
+        if self.train_text is not None:
+            feats = np.stack([self.train_text[c][k] for c, k in zip(clips, picks, strict=True)])
+            text = self.model.project_text(torch.from_numpy(feats).to(self.device))
+        else:
+            sentences = [
+                self.train_set.clips[c].captions[k] for c, k in zip(clips, picks, strict=True)
+            ]
+            text = self.model.project_text(self._encode_text_with_grad(sentences))
+        if self.label_ids is not None:
+            lab = torch.from_numpy(self.label_ids[clips])
+            same = lab[:, None] == lab[None, :]
+        else:
+            same = torch.eye(len(clips), dtype=torch.bool)
+        return logmel, text, same.to(self.device)
+
+    def _encode_text_with_grad(self, sentences: list[str]) -> torch.Tensor:
+        st = self.model.text_encoder.model
+        features = st.preprocess(sentences)
+        features = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in features.items()}
+        return st(features)["sentence_embedding"]
+
+    def _randint(self, n: int) -> int:
+        return int(torch.randint(n, (1,), generator=self.gen))
+
+    def _loss(self, audio: torch.Tensor, text: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+        if self.cfg.loss == "triplet":
+            return triplet_loss(audio, text, self.cfg.margin, self.cfg.triplet_variant, same=same)
+        return info_nce(audio, text, self.temperature(), same=same)
+
+    def step(self, clips: np.ndarray) -> float:
+        logmel, text, same = self._batch(clips)
+        mix: dict[str, Any] = {}
+
+        def augment(x: torch.Tensor) -> torch.Tensor:  # after bn0, as PANNs does
+            if self.cfg.spec_augment:
+                x = aug.spec_augment(x, self.gen)
+            if self.cfg.mixup_alpha > 0:
+                x, mix["perm"], mix["lam"] = aug.mixup(x, self.gen, self.cfg.mixup_alpha)
+            return x
+
+        features = self.model.audio_encoder(logmel, augment=augment)
+        audio = torch.nn.functional.normalize(self.model.audio_head(features), dim=-1)
+        loss = self._loss(audio, text, same)
+        if mix and mix["lam"] < 1.0:
+            perm = mix["perm"].to(self.device)
+            # A mixed clip matches both captions, weighted by its share of the mix.
+            loss = mix["lam"] * loss + (1 - mix["lam"]) * self._loss(
+                audio, text[perm], same[:, perm]
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    # -- epochs ----------------------------------------------------------------------------
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.cfg.freeze_audio:
+            self.model.audio_encoder.eval()  # frozen BatchNorm statistics stay as loaded
+        if self.cfg.freeze_text:
+            self.model.text_encoder.model.eval()
+
+    def validate(self, n_boot: int = 200) -> dict[str, Any]:
+        return evaluate_split(
+            self.model,
+            self.val_set,
+            self.val_store,
+            self.val_text,
+            batch_size=self.cfg.eval_batch_size,
+            seed=self.cfg.seed,
+            n_boot=n_boot,
+        )
+
+    def fit(self) -> TrainResult:
+        from tqdm import tqdm
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        _atomic_json(self.out / "train_config.json", self.cfg.to_dict())
+        while self.epoch < self.cfg.epochs and self.bad_epochs < self.cfg.patience:
+            self._train_mode()
+            order = self.train_clips[
+                torch.randperm(len(self.train_clips), generator=self.gen).numpy()
+            ]
+            losses, start = [], time.perf_counter()
+            bar = tqdm(
+                range(self.steps_per_epoch),
+                desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                disable=not self.cfg.progress,
+                dynamic_ncols=True,
+            )
+            for s in bar:
+                lo = (s * self.cfg.batch_size) % len(order)
+                clips = np.take(order, range(lo, lo + self.cfg.batch_size), mode="wrap")
+                clips = np.unique(clips) if len(order) < self.cfg.batch_size else clips
+                losses.append(self.step(clips))
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            bar.close()
+            train_s = time.perf_counter() - start
+            report = self.validate()
+            self.epoch += 1
+            score = report["text_to_audio"]["mAP@10"]["value"]
+            improved = score > self.best
+            if improved:
+                self.best, self.best_epoch, self.bad_epochs = score, self.epoch, 0
+                self._save_model(report)
+            else:
+                self.bad_epochs += 1
+            entry = {
+                "epoch": self.epoch,
+                "loss": float(np.mean(losses)),
+                "lr": self.scheduler.get_last_lr()[0],
+                "train_s": round(train_s, 2),
+                "clips_per_s": round(len(losses) * self.cfg.batch_size / train_s, 2),
+                "val_mAP@10": score,
+                "val_R@1": report["text_to_audio"]["R@1"]["value"],
+                "val_R@10": report["text_to_audio"]["R@10"]["value"],
+                "best": improved,
+            }
+            self.history.append(entry)
+            with open(self.out / METRICS_LOG, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            tqdm.write(  # stderr: stdout stays clean for --json
+                f"epoch {self.epoch}: loss {entry['loss']:.4f}, val mAP@10 {score:.4f}, "
+                f"R@1 {entry['val_R@1']:.4f}{'  (best)' if improved else ''}",
+                file=sys.stderr,
+            )
+            self.save_checkpoint()
+        return TrainResult(self.out, self.best_epoch, self.best, self.history)
+
+    # -- persistence -----------------------------------------------------------------------
+    def _save_model(self, report: dict[str, Any]) -> None:
+        from earshot.eval.report import write_report
+
+        model = self.model
+        if not self.cfg.freeze_text:
+            # A fine-tuned text encoder travels inside the model folder.
+            model.text_encoder.model.save(str(self.out / TEXT_SUBDIR))
+            model.config = dataclasses.replace(
+                model.config, text=TextConfig(TEXT_SUBDIR, model.config.text.dim)
+            )
+        save_model(model, self.out)
+        write_report(
+            {"model_id": model_id(model), "epoch": self.epoch, **report},
+            self.out,
+            stem="validation",
+        )
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "epoch": self.epoch,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "model": self.model.state_dict(),
+            "temperature": self.temperature.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+        if not self.cfg.freeze_text:
+            state["text_model"] = self.model.text_encoder.model.state_dict()
+        tmp = self.out / (CHECKPOINT + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.out / CHECKPOINT)
+
+    def resume(self) -> None:
+        path = self.out / CHECKPOINT
+        if not path.is_file():
+            raise EarshotError(f"nothing to resume: '{path}' does not exist")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        mine = {k: v for k, v in self.cfg.to_dict().items() if k not in _RESUMABLE}
+        theirs = {k: v for k, v in state["config"].items() if k not in _RESUMABLE}
+        changed = sorted(k for k in mine if mine[k] != theirs.get(k))
+        if changed:
+            raise EarshotError(
+                f"cannot resume '{path}': settings changed since: {', '.join(changed)}"
+            )
+        self.model.load_state_dict(state["model"])
+        if "text_model" in state:
+            self.model.text_encoder.model.load_state_dict(state["text_model"])
+        self.temperature.load_state_dict(state["temperature"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch, self.best = state["epoch"], state["best"]
+        self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
+        self.history = state["history"]
+
+
+# Settings that may differ between a run and its resumption.
+_RESUMABLE = {"epochs", "patience", "progress", "device", "eval_batch_size", "cache_dir"}
+
+
+def _warmup_cosine(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    trainer = Trainer(cfg)
+    if resume:
+        trainer.resume()
+    return trainer.fit()
