@@ -63,3 +63,24 @@ def test_quick_benchmark_reports_every_variant(tmp_path):
     assert result["ratios"]["cnn10_fp32/cnn14_fp32"]["median"] > 0
     rss = result["peak_rss_mb"]
     assert rss["overall"] >= max(e["peak_rss_mb"] for e in result["variants"].values()) * 0.99
+
+
+def test_quick_training_benchmark_reports_throughput_and_eval_time():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_train.py"), "--quick"],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    for key in ("tiny_fp32", "tiny_bf16"):
+        stats = result["train"][key]
+        assert 0 < stats["min"] <= stats["clips_per_s"] <= stats["max"]
+    assert result["train"]["tiny_bf16"]["speedup_vs_fp32"] > 0
+    ev = result["evaluate"]
+    assert (ev["captions"], ev["clips"]) == (500, 100) and ev["total_s"] > 0
+    assert 0 <= ev["random_vectors_R@10"] <= 1
+    assert result["peak_rss_mb"] > 0

@@ -58,9 +58,9 @@ class FeatureStore:
 
     def logmel(self, windows: np.ndarray) -> torch.Tensor:
         """(k,) window indices → (k, 1, frames, n_mels) float32."""
-        order = np.argsort(windows)  # h5py reads need increasing indices
-        rows = np.empty((len(windows), *self._logmel.shape[1:]), dtype=np.float32)
-        rows[order] = self._logmel[np.asarray(windows)[order]]
+        # h5py reads need strictly increasing indices: read each distinct window once, reorder.
+        unique, inverse = np.unique(np.asarray(windows, dtype=np.int64), return_inverse=True)
+        rows = self._logmel[unique][inverse.reshape(-1)]
         return torch.from_numpy(rows).unsqueeze(1)
 
     def close(self) -> None:
@@ -148,10 +148,10 @@ def _open_partial(path: Path, key: str, h5py):
     """A partial file from an interrupted run, trimmed to its last commit; None to start over."""
     if not path.exists():
         return None
+    f = None
     try:
         f = h5py.File(path, "a")
         if f.attrs.get("key") != key:
-            f.close()
             raise ValueError("stale")
         done = int(f.attrs["clips_done"])
         keep = int(np.searchsorted(f["window_clip"][:], done))  # window_clip is sorted
@@ -162,6 +162,8 @@ def _open_partial(path: Path, key: str, h5py):
         f["failed_reason"].resize(keep_failed, axis=0)
         return f
     except Exception:  # a file cut mid-write by a kill can be unreadable: rebuild it
+        if f is not None:
+            f.close()
         path.unlink(missing_ok=True)
         return None
 

@@ -157,9 +157,10 @@ def load_long_csv(csv_path: str | Path, audio_dir: str | Path, split: str) -> Ca
 def parse_split_filter(spec: str) -> tuple[str, set[str]]:
     """'fold=1,2' → ('fold', {'1', '2'})."""
     column, sep, values = spec.partition("=")
-    if not sep or not column.strip() or not values.strip():
+    wanted = {v.strip() for v in values.split(",") if v.strip()}
+    if not sep or not column.strip() or not wanted:
         raise DatasetError(f"split filter must look like COLUMN=VALUE[,VALUE...], not '{spec}'")
-    return column.strip(), {v.strip() for v in values.split(",") if v.strip()}
+    return column.strip(), wanted
 
 
 def load_labels_folder(root: str | Path, split: str = "all") -> CaptionDataset:
@@ -179,7 +180,8 @@ def load_labels_folder(root: str | Path, split: str = "all") -> CaptionDataset:
         column, values = parse_split_filter(split if "=" in split else f"split={split}")
         if column not in have:
             raise DatasetError(f"'{csv_path}' has no column '{column}' to select split '{split}'")
-        rows = [r for r in rows if r[column].strip() in values]
+        # A short row leaves its last fields None: it matches no value.
+        rows = [r for r in rows if (r[column] or "").strip() in values]
         if not rows:
             raise DatasetError(f"no rows of '{csv_path}' match split '{split}'")
     grouped: dict[str, list[str]] = {}

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from earshot.config import EncoderConfig, ModelConfig, TextConfig
+from earshot.config import AudioConfig, EncoderConfig, ModelConfig, TextConfig
 from earshot.encoders.audio import STANDARD_ENCODERS
 from earshot.errors import EarshotError
 from earshot.eval.evaluate import evaluate_split
@@ -66,7 +66,10 @@ def _initial_model(cfg: TrainConfig, device: torch.device) -> JointModel:
         enc = EncoderConfig(cfg.encoder, widths, cfg.embed_dim or widths[-1])
         text = load_text_encoder(cfg.text_model)
         config = ModelConfig(
-            encoder=enc, text=TextConfig(cfg.text_model, text.dim), joint_dim=cfg.joint_dim
+            audio=AudioConfig(window_s=cfg.window_s, hop_s=cfg.hop_s),
+            encoder=enc,
+            text=TextConfig(cfg.text_model, text.dim),
+            joint_dim=cfg.joint_dim,
         )
         model = build_model(config, seed=cfg.seed)
         model.attach_text_encoder(text)
@@ -213,8 +216,11 @@ class Trainer:
                 x, mix["perm"], mix["lam"] = aug.mixup(x, self.gen, self.cfg.mixup_alpha)
             return x
 
-        features = self.model.audio_encoder(logmel, augment=augment)
-        audio = torch.nn.functional.normalize(self.model.audio_head(features), dim=-1)
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"
+        ):
+            features = self.model.audio_encoder(logmel, augment=augment)
+        audio = torch.nn.functional.normalize(self.model.audio_head(features.float()), dim=-1)
         loss = self._loss(audio, text, same)
         if mix and mix["lam"] < 1.0:
             perm = mix["perm"].to(self.device)
