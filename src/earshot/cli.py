@@ -263,6 +263,107 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalogue_and_model(args: argparse.Namespace, create: bool):
+    from earshot.api import resolve_model
+    from earshot.index.store import Catalogue, default_db_path
+
+    db = Path(args.db) if args.db else default_db_path()
+    if not create and not db.exists():
+        raise EarshotError(f"no catalogue at '{db}': index some audio first (earshot index PATH)")
+    catalogue = Catalogue(db)
+    if args.random_init:
+        return catalogue, _load_model(args)
+    return catalogue, resolve_model(args.model, catalogue)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from earshot.index.build import Indexer
+
+    catalogue, model = _catalogue_and_model(args, create=True)
+    with catalogue:
+        indexer = Indexer(
+            catalogue,
+            model,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            progress=not args.json,
+        )
+        summary = indexer.run(args.paths, keep_missing=args.keep_missing)
+        stats = catalogue.stats()
+    result = {"db": str(catalogue.path), **summary.as_dict(), "catalogue": stats}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    s = result
+    print(
+        f"{catalogue.path}: {s['added']} added, {s['updated']} updated, {s['removed']} removed, "
+        f"{s['unchanged']} unchanged, {s['reused']} reused, {len(s['skipped'])} skipped "
+        f"({s['segments_added']} windows embedded in {s['seconds']:.1f} s, "
+        f"{s['files_per_s']:.1f} files/s)"
+    )
+    for item in s["skipped"]:
+        print(f"  skipped {item['path']}: {item['reason']}")
+    for problem in s["problems"]:
+        print(f"  {problem}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from earshot.search import Filters, Searcher
+
+    catalogue, model = _catalogue_and_model(args, create=False)
+    filters = Filters(
+        args.folder and str(Path(args.folder).expanduser().absolute()),
+        args.min_duration,
+        args.max_duration,
+        tuple(args.format) if args.format else None,
+    )
+    with catalogue:
+        searcher = Searcher(catalogue, model)
+
+        def run(query: str | None) -> list:
+            if args.like:
+                return searcher.search_like(args.like, args.k, args.start, args.end, filters)
+            if args.like_id is not None:
+                return searcher.search_like_segment(args.like_id, args.k, filters)
+            return searcher.search_text(query, args.k, filters, hybrid=args.hybrid)
+
+        if args.queries:
+            lines = Path(args.queries).read_text().splitlines()
+            for line in (q.strip() for q in lines):
+                if line:
+                    hits = run(line)
+                    print(
+                        json.dumps({"query": line, "hits": [h.as_dict() for h in hits]}), flush=True
+                    )
+            return 0
+        hits = run(args.query)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "query": args.query or args.like or args.like_id,
+                    "hits": [h.as_dict() for h in hits],
+                }
+            )
+        )
+        return 0
+    if not hits:
+        print("no matches")
+    for h in hits:
+        print(
+            f"{h.rank:3d}. {h.score:+.3f}  {_clock(h.start_s)}-{_clock(h.end_s)}  {h.path}  "
+            f"[segment {h.segment_id}]"
+        )
+    return 0
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m)}:{s:05.2f}"
+
+
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
@@ -286,6 +387,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_args(p)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("index", help="add folders of recordings to a catalogue")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
+    p.add_argument("--db", help="catalogue file (default: the user data folder; env EARSHOT_DB)")
+    p.add_argument(
+        "--keep-missing",
+        action="store_true",
+        help="keep files that vanished from disk in the catalogue",
+    )
+    p.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per CNN batch")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="find recordings by description or by example")
+    p.add_argument("query", nargs="?", help="what you hear, e.g. 'a dog barks in the rain'")
+    p.add_argument("-k", type=int, default=10, help="number of files (default: 10)")
+    p.add_argument("--like", metavar="FILE", help="search by example: sounds like this file")
+    p.add_argument("--start", type=float, help="with --like: start of the example span (s)")
+    p.add_argument("--end", type=float, help="with --like: end of the example span (s)")
+    p.add_argument("--like-id", type=int, metavar="SEGMENT", help="sounds like this segment")
+    p.add_argument("--queries", metavar="FILE", help="one query per line -> one JSON line each")
+    p.add_argument("--folder", help="only files under this folder")
+    p.add_argument("--min-duration", type=float, metavar="S")
+    p.add_argument("--max-duration", type=float, metavar="S")
+    p.add_argument("--format", nargs="+", metavar="EXT", help="only these formats (wav flac ...)")
+    p.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="fuse keyword matches on names and tags with the sound ranking",
+    )
+    p.add_argument("--db", help="catalogue file (default: the user data folder; env EARSHOT_DB)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("info", help="show the model and its frontend settings")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -344,6 +482,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "embed" and not (args.audio or args.text):
         parser.error("embed needs --audio FILE... or --text SENTENCE...")
+    if args.command == "search":
+        given = [x for x in (args.query, args.like, args.like_id, args.queries) if x is not None]
+        if len(given) != 1:
+            parser.error("search takes one of: a query, --like FILE, --like-id N, --queries FILE")
+        if (args.start is not None or args.end is not None) and not args.like:
+            parser.error("--start/--end go with --like")
+        if args.k < 1:
+            parser.error("-k must be at least 1")
     batch_size = getattr(args, "batch_size", None)
     if batch_size is not None and batch_size < 1:
         parser.error("--batch-size must be at least 1")

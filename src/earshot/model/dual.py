@@ -34,6 +34,7 @@ class JointModel(nn.Module):
         self.audio_head = nn.Linear(config.encoder.embed_dim, config.joint_dim)
         self.text_head = nn.Linear(config.text.dim, config.joint_dim)
         self._text_encoder: TextEncoder | None = None
+        self.source: str | None = None  # the folder it was loaded from, if any
 
     # -- text ------------------------------------------------------------------------------
     def attach_text_encoder(self, encoder: TextEncoder) -> None:

@@ -107,4 +107,5 @@ def load_model(directory: str | Path, device: str = "cpu", with_text: bool = Tru
         from earshot.encoders.text import load_text_encoder
 
         model.attach_text_encoder(load_text_encoder(config.text.model, device, base_dir=directory))
+    model.source = str(directory.resolve())
     return model.to(device).eval()

@@ -1,0 +1,108 @@
+"""The Python API: `earshot.Index`, mirroring `earshot index` and `earshot search`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from earshot.errors import EarshotError
+
+
+class Index:
+    """A catalogue of recordings and the model that embeds them.
+
+    >>> idx = earshot.Index("sounds.sqlite", model="my-model")   # doctest: +SKIP
+    >>> idx.add(["~/Recordings"])                                 # doctest: +SKIP
+    >>> for hit in idx.search("a door creaks then slams", k=5):   # doctest: +SKIP
+    ...     print(hit.path, hit.start_s, hit.end_s, hit.score)
+    """
+
+    def __init__(self, db: str | Path | None = None, model=None, progress: bool = False):
+        from earshot.index.store import Catalogue, default_db_path
+
+        self.catalogue = Catalogue(Path(db) if db is not None else default_db_path())
+        self.model = resolve_model(model, self.catalogue)
+        self.progress = progress
+        self._searcher = None
+
+    def add(
+        self,
+        paths: str | Path | Iterable[str | Path],
+        keep_missing: bool = False,
+        workers: int | None = None,
+    ):
+        """Index files and folders (recursively); returns an `IndexSummary`."""
+        from earshot.index.build import Indexer
+
+        if isinstance(paths, str | Path):
+            paths = [paths]
+        indexer = Indexer(self.catalogue, self.model, workers=workers, progress=self.progress)
+        return indexer.run(list(paths), keep_missing=keep_missing)
+
+    def searcher(self):
+        from earshot.search import Searcher
+
+        if self._searcher is None:
+            self._searcher = Searcher(self.catalogue, self.model)
+        return self._searcher
+
+    def search(self, text: str, k: int = 10, hybrid: bool = False, **filters):
+        """Files that sound like `text`, best first, each with its best-matching window."""
+        return self.searcher().search_text(text, k, _filters(filters), hybrid=hybrid)
+
+    def search_like(
+        self,
+        path: str | Path,
+        k: int = 10,
+        start: float | None = None,
+        end: float | None = None,
+        **filters,
+    ):
+        """Files that sound like `path` (or its span `start`-`end` seconds)."""
+        return self.searcher().search_like(path, k, start, end, _filters(filters))
+
+    def stats(self) -> dict:
+        return self.catalogue.stats()
+
+    def close(self) -> None:
+        self.catalogue.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _filters(kwargs: dict):
+    from earshot.search import Filters
+
+    formats = kwargs.pop("formats", None)
+    if isinstance(formats, str):
+        formats = (formats,)
+    try:
+        return Filters(formats=tuple(formats) if formats else None, **kwargs)
+    except TypeError:
+        raise TypeError(
+            f"unknown filter(s): {', '.join(kwargs)}; "
+            "use folder, min_duration, max_duration, formats"
+        ) from None
+
+
+def resolve_model(model, catalogue=None):
+    """A loaded model from: a JointModel, a folder, the catalogue's own model, or the default."""
+    from earshot.model.dual import JointModel
+    from earshot.model.io import load_model
+
+    if isinstance(model, JointModel):
+        return model
+    model = model or os.environ.get("EARSHOT_MODEL")
+    if model:
+        return load_model(model)
+    recorded = catalogue.model_info.get("path") if catalogue is not None else None
+    if recorded and Path(recorded, "config.json").is_file():
+        return load_model(recorded)
+    raise EarshotError(
+        "no model: pass a model folder (--model DIR / model=...), or set EARSHOT_MODEL"
+    )

@@ -1,0 +1,254 @@
+"""Search a catalogue by text or by example: ANN over windows, ranked per file by its best window.
+
+The ANN returns segments; results are files, each with the window that matched best, so a
+two-hour recording appears once, at the minute that fits the query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from earshot.errors import EarshotError
+from earshot.index.store import Catalogue
+
+RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
+
+
+@dataclass(frozen=True)
+class Filters:
+    folder: str | None = None
+    min_duration: float | None = None
+    max_duration: float | None = None
+    formats: tuple[str, ...] | None = None
+
+    def active(self) -> bool:
+        return any(v is not None for v in asdict(self).values())
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    path: str
+    start_s: float  # the best-matching window
+    end_s: float
+    score: float  # cosine similarity of that window (hybrid: the fused score)
+    file_id: int
+    segment_id: int
+    duration_s: float
+    format: str
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["start"], d["end"] = round(d.pop("start_s"), 3), round(d.pop("end_s"), 3)
+        d["score"] = round(d["score"], 6)
+        return d
+
+
+class SearchError(EarshotError):
+    """A query that cannot be answered as asked."""
+
+
+def ann_path_for(catalogue: Catalogue) -> Path:
+    return catalogue.path.with_name(catalogue.path.name + ".ann")
+
+
+class Searcher:
+    def __init__(self, catalogue: Catalogue, model):
+        from earshot.model.io import model_id
+
+        if catalogue.model_id is None:
+            raise SearchError(f"catalogue '{catalogue.path}' is empty: run `earshot index` first")
+        if model_id(model) != catalogue.model_id:
+            raise SearchError(
+                f"catalogue '{catalogue.path}' was built with model {catalogue.model_id}, "
+                f"not {model_id(model)}: search with the model that indexed it"
+            )
+        self.cat = catalogue
+        self.model = model
+        self._ann = None
+        self._ann_generation = -1
+
+    # -- the ANN, refreshed when the catalogue changed ------------------------------------
+    def ann(self):
+        from earshot.index.ann import ensure_index
+
+        generation = self.cat.generation
+        if self._ann is None or generation != self._ann_generation:
+            self._ann = ensure_index(
+                ann_path_for(self.cat),
+                generation,
+                self.cat.removals,
+                self.cat.max_segment_id(),
+                self.cat.vectors,
+            )
+            self._ann_generation = generation
+        return self._ann
+
+    # -- queries ---------------------------------------------------------------------------
+    def search_text(
+        self, text: str, k: int = 10, filters: Filters | None = None, hybrid: bool = False
+    ) -> list[Hit]:
+        if not text or not text.strip():
+            raise SearchError("empty query: describe the sound you are looking for")
+        query = self.model.encode_text([text]).numpy()[0]
+        hits = self.search_vector(query, k if not hybrid else max(k, 50), filters)
+        return self._fuse(text, query, hits, k, filters) if hybrid else hits
+
+    def search_like(
+        self,
+        path: str | Path,
+        k: int = 10,
+        start: float | None = None,
+        end: float | None = None,
+        filters: Filters | None = None,
+    ) -> list[Hit]:
+        """Sounds like (a span of) an audio file; the file itself is left out of the results."""
+        query = self.embed_example(path, start, end)
+        resolved = str(Path(path).expanduser().absolute())
+        own = self.cat.file_id_for_path(resolved)
+        return self.search_vector(query, k, filters, exclude_file=own)
+
+    def search_like_segment(
+        self, segment_id: int, k: int = 10, filters: Filters | None = None
+    ) -> list[Hit]:
+        rows = self.cat.segments([segment_id])
+        if segment_id not in rows:
+            raise SearchError(f"no segment with id {segment_id} in '{self.cat.path}'")
+        query = self.cat.segment_vector(segment_id)
+        return self.search_vector(
+            query / np.linalg.norm(query), k, filters, exclude_file=rows[segment_id].file_id
+        )
+
+    def embed_example(self, path: str | Path, start: float | None, end: float | None) -> np.ndarray:
+        from earshot.audio.io import load
+        from earshot.audio.windows import windows
+
+        audio = self.model.config.audio
+        samples = load(path, audio.sample_rate)
+        lo = 0 if start is None else max(0, round(start * audio.sample_rate))
+        hi = len(samples) if end is None else min(len(samples), round(end * audio.sample_rate))
+        if hi - lo < audio.n_fft:
+            span = f"{lo / audio.sample_rate:g}-{hi / audio.sample_rate:g} s"
+            raise SearchError(f"the example span {span} of '{path}' holds no audio to compare")
+        ws = list(windows([samples[lo:hi]], audio.sample_rate, audio.window_s, audio.hop_s))
+        vectors = self.model.encode_audio(np.stack([w.samples for w in ws])).numpy()
+        mean = vectors.mean(axis=0)
+        return mean / np.linalg.norm(mean)
+
+    def search_vector(
+        self,
+        query: np.ndarray,
+        k: int = 10,
+        filters: Filters | None = None,
+        exclude_file: int | None = None,
+    ) -> list[Hit]:
+        """Top `k` files by their best window's cosine similarity to `query` (d,)."""
+        if k < 1:
+            raise SearchError("k must be at least 1")
+        allowed = None
+        if filters is not None and filters.active():
+            allowed = self.cat.segment_ids_matching(
+                filters.folder, filters.min_duration, filters.max_duration, filters.formats
+            )
+            if len(allowed) == 0:
+                return []
+        total = self.cat.segment_count() if allowed is None else len(allowed)
+        if total == 0:
+            return []
+        index = self.ann()
+        pool = min(total, max(50, 10 * k))
+        while True:
+            scores, ids = index.search(query[None].astype(np.float32), pool, allowed)
+            best: dict[int, tuple[float, int]] = {}
+            rows = self.cat.segments([int(i) for i in ids[0] if i >= 0])
+            for score, sid in zip(scores[0], ids[0], strict=True):
+                row = rows.get(int(sid))
+                if row is None or row.file_id == exclude_file:
+                    continue
+                if row.file_id not in best or score > best[row.file_id][0]:
+                    best[row.file_id] = (float(score), int(sid))
+            # Long files fill the pool with their own windows: widen it until k files appear.
+            if len(best) >= k or pool >= total:
+                break
+            pool = min(total, pool * 4)
+        ranked = sorted(best.values(), key=lambda t: -t[0])[:k]
+        return [self._hit(r, sid, score, rows) for r, (score, sid) in enumerate(ranked, 1)]
+
+    def _hit(self, rank: int, segment_id: int, score: float, rows: dict) -> Hit:
+        row = rows[segment_id]
+        return Hit(
+            rank,
+            row.path,
+            row.start_s,
+            row.end_s,
+            score,
+            row.file_id,
+            segment_id,
+            row.duration_s,
+            row.format,
+        )
+
+    def _fuse(
+        self, text: str, query: np.ndarray, vector_hits: list[Hit], k: int, filters: Filters | None
+    ) -> list[Hit]:
+        """Reciprocal-rank fusion of the vector ranking and FTS5 matches on names and tags."""
+        keyword = [fid for fid, _ in self.cat.keyword_search(text, limit=50)]
+        if filters is not None and filters.active():
+            allowed_files = {
+                r.file_id
+                for r in self.cat.segments(
+                    [
+                        int(s)
+                        for s in self.cat.segment_ids_matching(
+                            filters.folder,
+                            filters.min_duration,
+                            filters.max_duration,
+                            filters.formats,
+                        )
+                    ]
+                ).values()
+            }
+            keyword = [f for f in keyword if f in allowed_files]
+        fused: dict[int, float] = {}
+        for rank, hit in enumerate(vector_hits, 1):
+            fused[hit.file_id] = fused.get(hit.file_id, 0.0) + 1.0 / (RRF_K + rank)
+        for rank, fid in enumerate(keyword, 1):
+            fused[fid] = fused.get(fid, 0.0) + 1.0 / (RRF_K + rank)
+        by_file = {h.file_id: h for h in vector_hits}
+        out = []
+        for rank, (fid, score) in enumerate(sorted(fused.items(), key=lambda t: -t[1])[:k], 1):
+            hit = by_file.get(fid) or self._best_window(fid, query)
+            out.append(
+                Hit(
+                    rank,
+                    hit.path,
+                    hit.start_s,
+                    hit.end_s,
+                    score,
+                    fid,
+                    hit.segment_id,
+                    hit.duration_s,
+                    hit.format,
+                )
+            )
+        return out
+
+    def _best_window(self, file_id: int, query: np.ndarray) -> Hit:
+        segments = self.cat.file_segments(file_id)
+        scores = [float(self.cat.segment_vector(s.segment_id) @ query) for s in segments]
+        best = int(np.argmax(scores))
+        s = segments[best]
+        return Hit(
+            0,
+            s.path,
+            s.start_s,
+            s.end_s,
+            scores[best],
+            file_id,
+            s.segment_id,
+            s.duration_s,
+            s.format,
+        )
