@@ -26,6 +26,7 @@ from earshot.index.store import Catalogue, CatalogueError, FileRecord
 
 BATCH_FILES = 32  # files per transaction
 BATCH_SECONDS = 5.0  # ... or fewer, when they take longer than this to embed
+BATCH_WINDOWS = 256  # ... or fewer, to bound memory: 256 windows of 10 s at 32 kHz = 330 MB
 
 
 @dataclass
@@ -200,14 +201,20 @@ class Indexer:
             dynamic_ncols=True,
         )
         pending: list[Decoded] = []
+        windows = 0
         last_commit = time.perf_counter()
         try:
             for decoded in self._decoded(todo):
                 pending.append(decoded)
+                windows += 0 if decoded.windows is None else len(decoded.windows)
                 bar.update(1)
-                if len(pending) >= BATCH_FILES or time.perf_counter() - last_commit > BATCH_SECONDS:
+                if (
+                    len(pending) >= BATCH_FILES
+                    or windows >= BATCH_WINDOWS
+                    or time.perf_counter() - last_commit > BATCH_SECONDS
+                ):
                     self._commit(pending, known, summary)
-                    pending, last_commit = [], time.perf_counter()
+                    pending, windows, last_commit = [], 0, time.perf_counter()
             if pending:
                 self._commit(pending, known, summary)
         finally:
@@ -251,9 +258,7 @@ class Indexer:
             if reuse is not None:
                 work.append((d, "reuse", reuse))
             elif d.windows is not None:
-                vectors = self.model.encode_audio(d.windows, self.batch_size, self.precision)
-                segs = [(s, e, v) for (s, e), v in zip(d.spans, vectors.numpy(), strict=True)]
-                work.append((d, "segments", segs))
+                work.append((d, "segments", None))  # embedded below, with the other files
             else:  # a long file: stream it window by window
                 from earshot.audio.windows import window_file
 
@@ -271,6 +276,10 @@ class Indexer:
                 except AudioDecodeError as e:
                     work.append((d, None, None))
                     d.error = e.reason
+        self._embed_short_files(work)
+        self._write(work, known, summary)
+
+    def _write(self, work: list, known: dict, summary: IndexSummary) -> None:
         with self.cat.batch():
             for d, kind, payload in work:
                 was_known = d.entry.path in known
@@ -293,6 +302,23 @@ class Indexer:
                     summary.updated += 1
                 else:
                     summary.added += 1
+
+    def _embed_short_files(self, work: list) -> None:
+        """One CNN pass over every window of the batch's short files: small files fill batches."""
+        todo = [
+            i for i, (_, kind, payload) in enumerate(work) if kind == "segments" and payload is None
+        ]
+        if not todo:
+            return
+        waves = np.concatenate([work[i][0].windows for i in todo])
+        vectors = self.model.encode_audio(waves, self.batch_size, self.precision).numpy()
+        at = 0
+        for i in todo:
+            d = work[i][0]
+            n = len(d.windows)
+            segs = [(s, e, v) for (s, e), v in zip(d.spans, vectors[at : at + n], strict=True)]
+            work[i] = (d, "segments", segs)
+            at += n
 
     def _copy(self, source_id: int, d: Decoded) -> bool:
         try:
