@@ -84,3 +84,22 @@ def test_quick_training_benchmark_reports_throughput_and_eval_time():
     assert (ev["captions"], ev["clips"]) == (500, 100) and ev["total_s"] > 0
     assert 0 <= ev["random_vectors_R@10"] <= 1
     assert result["peak_rss_mb"] > 0
+
+
+def test_quick_index_benchmark_reports_stages_and_reindex():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_index.py"), "--quick"],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    entry = result["index"]["cnn10_slim"]
+    assert entry["files"] == 4 and entry["files_per_s"] > 0
+    shares = entry["stages"]["share"]
+    assert set(shares) == {"decode", "frontend", "encoder", "store"}
+    assert abs(sum(shares.values()) - 1) < 0.01
+    assert result["reindex"]["unchanged"] == 200 and result["reindex"]["added"] == 0
