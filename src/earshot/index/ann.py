@@ -1,0 +1,479 @@
+"""Nearest-neighbour search over the catalogue's segment vectors: a derived, rebuildable cache.
+
+The catalogue (SQLite) is the source of truth for every segment's unit vector; this module keeps
+a FAISS index over them so that a query need not score them all, saved as one file beside the
+catalogue. `ensure_index` keeps that file in step: it loads it when current, extends it when
+segments were only added since, and rebuilds it from scratch when segments were removed, when
+the file is missing, damaged or from another format, or when the collection outgrew its kind.
+
+Kinds (`choose_params`; the figures behind each constant are from `bench/bench_search.py`):
+- "exact": every vector scored. Vectors stored as float16 (scalar quantizer) — the catalogue's
+  own precision, so exact means exact — in half the memory of `IndexFlatIP` and faster.
+- "ivf": an inverted file of float16 codes; k-means on a seeded sample picks `nlist` cells and a
+  query scores the vectors of its `nprobe` nearest cells only.
+Scores are inner products, i.e. cosine similarities of unit vectors. Missing results (k larger
+than what can be found) have id -1 and score -inf.
+
+Vectors are zero-padded to a multiple of 16 dimensions: FAISS's SIMD scalar-quantizer code only
+runs when the dimension is one (300 is not), and padding leaves inner products unchanged.
+Exact search over 100k (bench `exact_kinds`): float16 codes at 300-d 32 ms, at 304-d 3.2 ms and
+616 bytes per segment; `IndexFlatIP` (float32) 8.8 ms and 1208 bytes.
+
+Threads: searches of a few queries run on one OpenMP thread. A parallel region ends when its
+slowest thread does, and on a shared 2-core machine the second thread can wait a whole scheduler
+tick for a core: while another job ran, one query over 20k vectors (`IndexFlatIP`) took 0.6 ms
+on one thread and 24 ms on two, and one over 100k float16 codes 32 ms on one and 60 ms on two.
+Builds, adds and large batches of queries use every core this process may run on (2 here). Add
+and search must not run at the same time on one `AnnIndex`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import struct
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from earshot.errors import EarshotError
+
+FORMAT_VERSION = 1
+
+# Figures from `bench/bench_search.py` on 2 shared cores (single query, k=10, 300-d, synthetic
+# vectors on which IVF needs a few more probes than on real Clotho caption embeddings).
+#
+# Exact below this many segments. Exact p50: 0.16 ms at 10k, 1.2 ms at 50k, 3.3 ms at 100k,
+# 31.5 ms at 1M; IVF at 50k: 0.09 ms, recall@10 0.994, built in 2 s. 50k is the largest n whose
+# exact p50 stays within 2 ms, a tenth of the 20 ms query target: below it exact costs nothing
+# worth saving, needs no training and never misses.
+EXACT_MAX = 50_000
+# IVF, float16 codes. Sweep over nlist 256–4096 × nprobe 1–128 × {fp16, 8bit} at 100k and 1M:
+# the fastest setting with recall@10 ≥ 0.98 is nlist 1024 / nprobe 8 at both sizes (0.984 and
+# 0.991; 0.08 and 0.30 ms). nprobe 16 buys a margin for real text → audio queries, which are
+# further from the collection than synthetic ones: 0.996 / 0.998 at 0.11 / 0.54 ms. 2048 cells
+# were no faster by more than 0.1 ms and built 2.5x slower; 4096 took 93 s to build at 1M.
+# 8-bit codes halve memory (313–325 B) but recall stalls at 0.986 (100k) and 0.974 (1M).
+# Memory per segment: 617–629 B on disk, 619–641 B of RSS once loaded.
+IVF_NLIST = 1024
+IVF_NPROBE = 16
+# k-means training sample: FAISS asks for ≥ 39 points per cell; with 64, 1024 cells train and
+# 1M vectors are added in 7–17 s.
+TRAIN_POINTS_PER_LIST = 64
+TRAIN_SEED = 1234
+# Queries per search call from which OpenMP may use more than one thread (see the docstring).
+PARALLEL_MIN_QUERIES = 32
+
+_QUANTIZERS = {"fp16": "SQfp16", "8bit": "SQ8"}
+_MAGIC = b"EARSHOT-ANN\n"
+_HEADER_LEN = struct.Struct("<I")
+_TRAILER = struct.Struct("<QI4s")  # index bytes, their crc32, end marker
+_END = b"END\n"
+# Read and write in 64 KiB blocks: with 1 MiB ones the allocator kept the freed blocks, and a
+# loaded 100k-segment index held 896 bytes of RSS per segment instead of 625.
+_IO_BLOCK = 1 << 16
+_CHUNK_ROWS = 65_536  # rows padded to float32 at a time: ~80 MB at 304-d
+
+
+class AnnIndexError(EarshotError):
+    """An ANN index file cannot be used (missing, damaged, another format): rebuild it."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"cannot use the ANN index '{self.path}': {reason}; rebuild it from the catalogue"
+        )
+
+
+@dataclass(frozen=True)
+class AnnParams:
+    kind: str = "exact"  # "exact" | "ivf"
+    quantizer: str = "fp16"  # how each vector is stored: "fp16" | "8bit"
+    nlist: int = 0  # ivf only: k-means cells
+    nprobe: int = 0  # ivf only: cells scored per query
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("exact", "ivf"):
+            raise ValueError(f"unknown ANN index kind {self.kind!r}; use 'exact' or 'ivf'")
+        if self.quantizer not in _QUANTIZERS:
+            raise ValueError(f"unknown quantizer {self.quantizer!r}; use one of {[*_QUANTIZERS]}")
+        if self.kind == "exact" and self.quantizer != "fp16":
+            raise ValueError("the exact kind stores float16, the catalogue's own precision")
+        if self.kind == "ivf" and not 1 <= self.nprobe <= self.nlist:
+            raise ValueError(f"ivf needs 1 <= nprobe <= nlist, got {self.nprobe} and {self.nlist}")
+
+    def factory(self) -> str:
+        if self.kind == "exact":
+            return f"IDMap,{_QUANTIZERS[self.quantizer]}"
+        return f"IVF{self.nlist},{_QUANTIZERS[self.quantizer]}"
+
+
+def choose_params(n: int) -> AnnParams:
+    """The kind and parameters for a collection of `n` segments (see the constants above)."""
+    if n < EXACT_MAX:
+        return AnnParams("exact")
+    return AnnParams("ivf", nlist=IVF_NLIST, nprobe=IVF_NPROBE)
+
+
+def padded_dim(dim: int) -> int:
+    return -(-dim // 16) * 16
+
+
+class AnnIndex:
+    """A FAISS index over segment ids, stamped with the catalogue state it was built from."""
+
+    def __init__(
+        self, index, dim: int, params: AnnParams, generation: int, removals: int, max_id: int
+    ):
+        self.index = index
+        self.dim = dim
+        self.params = params
+        self.generation = generation
+        self.removals = removals
+        self.max_id = max_id  # largest segment id held; 0 when empty
+
+    def __repr__(self) -> str:
+        return (
+            f"AnnIndex({self.params.kind}, {self.count} × {self.dim}-d, "
+            f"generation {self.generation}, removals {self.removals}, max_id {self.max_id})"
+        )
+
+    @property
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Extend with new segments; ids (n,) must all exceed `max_id` (ids only grow)."""
+        ids, vectors = _check_batch(ids, vectors, self.dim)
+        if len(ids) == 0:
+            return
+        if ids.min() <= self.max_id:
+            raise ValueError(
+                f"segment ids must grow: got {int(ids.min())}, index already holds up to "
+                f"{self.max_id}"
+            )
+        with _omp_threads(_cpu_count()):
+            for start in range(0, len(ids), _CHUNK_ROWS):
+                stop = start + _CHUNK_ROWS
+                self.index.add_with_ids(_padded(vectors[start:stop]), ids[start:stop])
+        self.max_id = int(ids.max())
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product: (scores float32 (q, k), ids int64 (q, k)), best first.
+
+        `allowed_ids` restricts results to those ids. IVF then probes nprobe / f cells, f being
+        the allowed fraction of the collection, so that a query meets about as many allowed
+        vectors as it would unrestricted; a row still short of results (an allowed set that is
+        tiny or far from the query) is searched again over every cell, which is exact.
+        """
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(
+                f"queries must be (q, {self.dim}) for this {self.dim}-d index, "
+                f"got shape {queries.shape}"
+            )
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        nq = len(queries)
+        scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        ids = np.full((nq, k), -1, dtype=np.int64)
+        bitmap, n_allowed = None, self.count
+        if allowed_ids is not None:
+            bitmap, n_allowed = _bitmap(allowed_ids, self.max_id)
+        reachable = min(self.count, n_allowed)
+        if nq == 0 or reachable == 0:
+            return scores, ids
+        kk = min(k, reachable)
+        padded = _padded(queries)
+        # The selector reads `bitmap` in place: it stays referenced until the searches are done.
+        sel = (
+            None if bitmap is None else faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+        )
+        nprobe = self.params.nprobe
+        if self.params.kind == "ivf" and n_allowed < self.count:
+            nprobe = min(self.params.nlist, math.ceil(nprobe * self.count / n_allowed))
+        with _omp_threads(_cpu_count() if nq >= PARALLEL_MIN_QUERIES else 1):
+            d, i = self.index.search(padded, kk, params=self._params(sel, nprobe))
+            short = np.flatnonzero((i < 0).any(axis=1))
+            if self.params.kind == "ivf" and nprobe < self.params.nlist and len(short):
+                full = self._params(sel, self.params.nlist)
+                d[short], i[short] = self.index.search(padded[short], kk, params=full)
+        scores[:, :kk] = np.where(i < 0, -np.inf, d)
+        ids[:, :kk] = i
+        return scores, ids
+
+    def _params(self, sel, nprobe: int):
+        if self.params.kind == "ivf":
+            return faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
+        return faiss.SearchParameters(sel=sel) if sel is not None else None
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (temporary file + rename): readers see the old file or the new one."""
+        path = Path(path)
+        header = json.dumps(self.metadata(), sort_keys=True).encode()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(_MAGIC + _HEADER_LEN.pack(len(header)) + header)
+                crc, size = 0, 0
+
+                def write(chunk: bytes) -> int:
+                    nonlocal crc, size
+                    crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+                    return f.write(chunk)
+
+                faiss.write_index(self.index, faiss.PyCallbackIOWriter(write, _IO_BLOCK))
+                f.write(_TRAILER.pack(size, crc, _END))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # make the rename itself durable where possible
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def metadata(self) -> dict:
+        return {
+            "format": "earshot-ann",
+            "version": FORMAT_VERSION,
+            "dim": self.dim,
+            "count": self.count,
+            "max_id": self.max_id,
+            "generation": self.generation,
+            "removals": self.removals,
+            "params": asdict(self.params),
+            "faiss": faiss.__version__,
+        }
+
+
+def build(
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    generation: int,
+    removals: int,
+    params: AnnParams | None = None,
+    seed: int = TRAIN_SEED,
+) -> AnnIndex:
+    """An index over `vectors` (n, d) float16|float32 with segment `ids` (n,) int64.
+
+    The kind follows `choose_params(n)` unless `params` is given. IVF trains on a sample drawn
+    with `seed`, so the same vectors give the same index.
+    """
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[1] < 1:
+        raise ValueError(f"vectors must be (n, dim), got shape {vectors.shape}")
+    ids, vectors = _check_batch(ids, vectors, vectors.shape[1])
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("segment ids must be unique")
+    n, dim = vectors.shape
+    params = params or choose_params(n)
+    index = faiss.index_factory(padded_dim(dim), params.factory(), faiss.METRIC_INNER_PRODUCT)
+    if params.kind == "ivf":
+        if n < params.nlist:
+            raise ValueError(f"an IVF index of {params.nlist} cells needs ≥ that many vectors")
+        index.by_residual = False  # float16 codes lose nothing to residuals, and add is faster
+        index.nprobe = params.nprobe
+        index.cp.seed = seed
+        sample = min(n, TRAIN_POINTS_PER_LIST * params.nlist)
+        rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+        with _omp_threads(_cpu_count()):
+            index.train(_padded(vectors[rows]))
+    ann = AnnIndex(index, dim, params, generation, removals, max_id=0)
+    ann.add(ids, vectors)
+    return ann
+
+
+def load(path: str | Path) -> AnnIndex:
+    """Read a file written by `AnnIndex.save`; AnnIndexError if it cannot be used as it is."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if f.read(len(_MAGIC)) != _MAGIC:
+                raise AnnIndexError(path, "not an earshot ANN index file")
+            (header_len,) = _HEADER_LEN.unpack(_read_exact(f, _HEADER_LEN.size, path))
+            if f.tell() + header_len > size:
+                raise AnnIndexError(path, "the file is truncated")
+            meta = _parse_header(_read_exact(f, header_len, path), path)
+            start = f.tell()
+            if size < start + _TRAILER.size:
+                raise AnnIndexError(path, "the file is truncated")
+            f.seek(size - _TRAILER.size)
+            index_len, crc, end = _TRAILER.unpack(f.read(_TRAILER.size))
+            if end != _END or start + index_len + _TRAILER.size != size:
+                raise AnnIndexError(path, "the file is truncated or was not written to the end")
+            f.seek(start)
+            if _crc32(f, index_len) != crc:
+                raise AnnIndexError(path, "checksum mismatch: the file is damaged")
+            f.seek(start)
+            index = faiss.read_index(faiss.PyCallbackIOReader(f.read, _IO_BLOCK))
+    except FileNotFoundError:
+        raise AnnIndexError(path, "the file does not exist") from None
+    except (OSError, RuntimeError, struct.error) as e:  # faiss raises RuntimeError
+        raise AnnIndexError(path, f"cannot read it ({type(e).__name__}: {e})") from None
+    try:
+        params = AnnParams(**meta["params"])
+        stamp = {key: int(meta[key]) for key in ("dim", "generation", "removals", "max_id")}
+        ann = AnnIndex(index, params=params, **stamp)
+    except (KeyError, TypeError, ValueError) as e:
+        raise AnnIndexError(path, f"its header is incomplete ({type(e).__name__}: {e})") from None
+    is_ivf = isinstance(index, faiss.IndexIVF)
+    if (
+        ann.count != meta["count"]
+        or index.d != padded_dim(ann.dim)
+        or is_ivf != (params.kind == "ivf")
+    ):
+        raise AnnIndexError(path, "its header does not match the index it holds")
+    if is_ivf:
+        faiss.extract_index_ivf(index).nprobe = params.nprobe
+    return ann
+
+
+def ensure_index(
+    path: str | Path,
+    generation: int,
+    removals: int,
+    max_segment_id: int,
+    load_vectors: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    dim: int | None = None,
+) -> AnnIndex:
+    """The index for the catalogue's current state, reusing and updating the file at `path`.
+
+    `load_vectors(since_id)` returns (ids, vectors) of the segments with id > since_id, so
+    `load_vectors(0)` returns all of them. The saved file is used as is when current; extended
+    with `load_vectors(its max_id)` and re-saved when segments were only added since (same
+    `removals`); rebuilt from `load_vectors(0)` when segments were removed, when the file cannot
+    be used, when its dimension differs from `dim`, or when the new size calls for another kind
+    or other parameters. Every write is atomic.
+    """
+    try:
+        ann = load(path)
+    except AnnIndexError:
+        ann = None
+    if ann is not None and _extendable(ann, generation, removals, max_segment_id, dim):
+        if max_segment_id == ann.max_id:
+            ann.generation = generation  # nothing new to add: no need to rewrite the file
+            return ann
+        ids, vectors = load_vectors(ann.max_id)
+        ids = np.asarray(ids, dtype=np.int64)
+        if (len(ids) == 0 or ids.min() > ann.max_id) and choose_params(
+            ann.count + len(ids)
+        ) == ann.params:
+            ann.add(ids, vectors)
+            ann.generation = generation
+            ann.save(path)
+            return ann
+    ids, vectors = load_vectors(0)
+    if len(ids) == 0 and dim is not None:
+        vectors = np.zeros((0, dim), dtype=np.float16)  # an empty catalogue may not know its dim
+    ann = build(ids, vectors, generation, removals)
+    ann.save(path)
+    return ann
+
+
+def _extendable(ann: AnnIndex, generation: int, removals: int, max_id: int, dim) -> bool:
+    return (
+        ann.removals == removals
+        and ann.generation <= generation
+        and ann.max_id <= max_id
+        and (dim is None or ann.dim == dim)
+        and ann.params == choose_params(ann.count)  # thresholds changed since it was built
+    )
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _check_batch(ids, vectors, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.asarray(ids)
+    vectors = np.asarray(vectors)
+    if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+        raise ValueError(f"ids must be a 1-d integer array, got {ids.dtype} {ids.shape}")
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"vectors must be (n, {dim}), got shape {vectors.shape}")
+    if not np.issubdtype(vectors.dtype, np.floating):
+        raise ValueError(f"vectors must be float16 or float32, got {vectors.dtype}")
+    if len(ids) != len(vectors):
+        raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+    ids = ids.astype(np.int64, copy=False)
+    if len(ids) and ids.min() < 1:
+        raise ValueError(f"segment ids start at 1, got {int(ids.min())}")
+    return ids, vectors
+
+
+def _padded(x: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(x), padded_dim(x.shape[1])), dtype=np.float32)  # (n, padded_dim)
+    out[:, : x.shape[1]] = x
+    return out
+
+
+def _bitmap(allowed, max_id: int) -> tuple[np.ndarray, int]:
+    """Bit i set for each allowed id i ≤ max_id, and how many are set.
+
+    A bitmap of every id rather than a hash set of the allowed ones: segment ids are dense from
+    1, and at 300k ids it built in 0.02–0.2 ms where `IDSelectorBatch` took 0.01–8.5 ms (100 to
+    150k ids allowed), and a full IVF scan that tests every id ran 1.4–2x faster with it.
+    """
+    allowed = np.asarray(allowed, dtype=np.int64).ravel()
+    bits = np.zeros(max_id + 1, dtype=bool)
+    bits[allowed[(allowed >= 1) & (allowed <= max_id)]] = True
+    return np.packbits(bits, bitorder="little"), int(np.count_nonzero(bits))
+
+
+@contextlib.contextmanager
+def _omp_threads(n: int) -> Iterator[None]:
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _read_exact(f, n: int, path: Path) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise AnnIndexError(path, "the file is truncated")
+    return data
+
+
+def _parse_header(raw: bytes, path: Path) -> dict:
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise AnnIndexError(path, "its header is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != "earshot-ann":
+        raise AnnIndexError(path, "its header does not describe an earshot ANN index")
+    if meta.get("version") != FORMAT_VERSION:
+        raise AnnIndexError(
+            path, f"format version {meta.get('version')}, this earshot reads {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def _crc32(f, n: int) -> int:
+    crc = 0
+    while n > 0:
+        block = f.read(min(n, 16 * _IO_BLOCK))
+        if not block:
+            break
+        crc, n = zlib.crc32(block, crc), n - len(block)
+    return crc

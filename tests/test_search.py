@@ -1,0 +1,187 @@
+"""`earshot search` and the Python API over a small indexed library."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from earshot.cli import main
+from earshot.index.build import Indexer
+from earshot.index.store import Catalogue
+from earshot.model.io import load_model, save_model
+from earshot.search import Filters, Searcher, SearchError
+from earshot.testing.audio import write_noise, write_tone
+from earshot.testing.models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_text_dir):
+    base = tmp_path_factory.mktemp("search")
+    root = base / "library"
+    (root / "birds").mkdir(parents=True)
+    (root / "street").mkdir()
+    write_tone(root / "birds" / "robin_song.wav", 3.0, 22050, freq=3000.0)
+    write_tone(root / "birds" / "owl.flac", 2.0, 44100, channels=2, freq=400.0, seed=1)
+    write_noise(root / "street" / "traffic.ogg", 4.0, 32000, seed=2)
+    write_tone(root / "street" / "long_hum.wav", 23.0, 16000, freq=120.0, seed=3)
+    model_dir = base / "model"
+    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), model_dir)
+    model = load_model(model_dir)
+    db = base / "c.sqlite"
+    with Catalogue(db) as cat:
+        Indexer(cat, model, workers=1, progress=False).run([str(root)])
+    return root, db, model_dir, model
+
+
+@pytest.fixture
+def searcher(setup):
+    _, db, _, model = setup
+    cat = Catalogue(db)
+    yield Searcher(cat, model)
+    cat.close()
+
+
+def test_ranking_equals_brute_force_best_window_per_file(searcher):
+    cat = searcher.cat
+    ids, vectors = cat.vectors()
+    vectors = vectors.astype(np.float32)
+    rows = cat.segments(ids.tolist())
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        q = rng.standard_normal(vectors.shape[1]).astype(np.float32)
+        q /= np.linalg.norm(q)
+        best: dict[str, float] = {}
+        for sid, v in zip(ids.tolist(), vectors, strict=True):
+            path = rows[sid].path
+            best[path] = max(best.get(path, -2.0), float(v @ q))
+        expected = sorted(best.values(), reverse=True)[:3]
+        hits = searcher.search_vector(q, k=3)
+        assert [h.rank for h in hits] == [1, 2, 3]
+        assert [h.score for h in hits] == pytest.approx(expected, abs=1e-5)
+        assert len({h.path for h in hits}) == 3  # one hit per file
+        for h in hits:
+            assert best[h.path] == pytest.approx(h.score, abs=1e-5)
+
+
+def test_long_file_hit_names_its_best_window(searcher):
+    cat = searcher.cat
+    long_id = cat.file_id_for_path(next(p for p in cat.file_states() if "long_hum" in p))
+    segs = cat.file_segments(long_id)
+    assert [(s.start_s, s.end_s) for s in segs] == [(0, 10), (5, 15), (10, 20), (15, 23)]
+    third = segs[2]
+    query = cat.segment_vector(third.segment_id)
+    hit = searcher.search_vector(query / np.linalg.norm(query), k=1)[0]
+    assert (hit.start_s, hit.end_s, hit.segment_id) == (10, 20, third.segment_id)
+
+
+def test_filters(searcher, setup):
+    root = setup[0]
+    q = np.ones(12, dtype=np.float32) / np.sqrt(12)
+    birds = searcher.search_vector(q, 10, Filters(folder=str(root / "birds")))
+    assert {h.path.split("/")[-1] for h in birds} == {"robin_song.wav", "owl.flac"}
+    short = searcher.search_vector(q, 10, Filters(max_duration=3.5))
+    assert all(h.duration_s <= 3.5 for h in short) and len(short) == 2
+    long = searcher.search_vector(q, 10, Filters(min_duration=10))
+    assert [h.path.split("/")[-1] for h in long] == ["long_hum.wav"]
+    flac = searcher.search_vector(q, 10, Filters(formats=("FLAC",)))
+    assert [h.path.split("/")[-1] for h in flac] == ["owl.flac"]
+    assert searcher.search_vector(q, 10, Filters(folder=str(root / "nowhere"))) == []
+
+
+def test_search_like_leaves_the_example_out(searcher, setup):
+    root = setup[0]
+    hits = searcher.search_like(root / "birds" / "owl.flac", k=10)
+    assert len(hits) == 3 and all("owl" not in h.path for h in hits)
+    span = searcher.search_like(root / "street" / "long_hum.wav", k=2, start=12.0, end=19.0)
+    assert len(span) == 2 and all("long_hum" not in h.path for h in span)
+    with pytest.raises(SearchError, match="holds no audio"):
+        searcher.search_like(root / "birds" / "owl.flac", start=30, end=31)
+
+
+def test_search_like_segment_and_text(searcher):
+    sid = int(searcher.cat.vectors()[0][0])
+    hits = searcher.search_like_segment(sid, k=3)
+    assert hits and all(h.file_id != searcher.cat.segments([sid])[sid].file_id for h in hits)
+    with pytest.raises(SearchError, match="no segment with id"):
+        searcher.search_like_segment(10**9)
+    text_hits = searcher.search_text("a robin sings", k=2)
+    assert len(text_hits) == 2
+    with pytest.raises(SearchError, match="empty query"):
+        searcher.search_text("   ")
+
+
+def test_hybrid_brings_keyword_matches_in(searcher):
+    hits = searcher.search_text("robin", k=4, hybrid=True)
+    assert any("robin_song" in h.path for h in hits)
+    assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
+
+
+def test_new_files_are_searchable_without_restarting(setup, tmp_path):
+    root, db, _, model = setup
+    with Catalogue(db) as cat:
+        searcher = Searcher(cat, model)
+        before = len(searcher.search_vector(np.ones(12, np.float32) / np.sqrt(12), 50))
+        extra = root / "street" / "added_later.wav"
+        write_tone(extra, 1.0, 16000, freq=800.0, seed=9)
+        Indexer(cat, model, workers=1, progress=False).run([str(root)])
+        after = searcher.search_vector(np.ones(12, np.float32) / np.sqrt(12), 50)
+        assert len(after) == before + 1
+        extra.unlink()
+        Indexer(cat, model, workers=1, progress=False).run([str(root)])
+        final = searcher.search_vector(np.ones(12, np.float32) / np.sqrt(12), 50)
+        assert len(final) == before and not any("added_later" in h.path for h in final)
+
+
+def test_model_must_match_the_catalogue(setup):
+    _, db, _, _ = setup
+    with Catalogue(db) as cat, pytest.raises(SearchError, match="built with model"):
+        Searcher(cat, tiny_model(seed=7))
+
+
+def test_cli_search(setup, capsys, tmp_path):
+    root, db, model_dir, _ = setup
+    args = ["--db", str(db), "--model", str(model_dir)]
+    assert main(["search", "a robin sings", "-k", "2", "--json", *args]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["hits"]) == 2 and {"path", "start", "end", "score"} <= set(doc["hits"][0])
+    assert main(["search", "a robin sings", *args]) == 0
+    assert "1. " in capsys.readouterr().out
+    queries = tmp_path / "q.txt"
+    queries.write_text("a robin sings\n\nheavy traffic\n")
+    assert main(["search", "--queries", str(queries), "-k", "3", *args]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["query"] for x in lines] == ["a robin sings", "heavy traffic"]
+    assert main(["search", "--like", str(root / "birds" / "owl.flac"), "--json", *args]) == 0
+    assert all("owl" not in h["path"] for h in json.loads(capsys.readouterr().out)["hits"])
+    assert (
+        main(["search", "x", "--folder", str(root / "street"), "--format", "wav", "--json", *args])
+        == 0
+    )
+    assert [h["path"].split("/")[-1] for h in json.loads(capsys.readouterr().out)["hits"]] == [
+        "long_hum.wav"
+    ]
+    assert (
+        main(["search", "x", "--db", str(tmp_path / "none.sqlite"), "--model", str(model_dir)]) == 1
+    )
+    assert "no catalogue" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["search", "x", "--like", "y.wav", *args])
+
+
+def test_python_api(setup, tmp_path):
+    import earshot
+
+    root, _, model_dir, _ = setup
+    with earshot.Index(tmp_path / "api.sqlite", model=str(model_dir)) as idx:
+        summary = idx.add(root / "birds")
+        assert summary.added == 2
+        hits = idx.search("a bird", k=5)
+        assert {h.path.split("/")[-1] for h in hits} == {"robin_song.wav", "owl.flac"}
+        like = idx.search_like(root / "birds" / "owl.flac", k=5, formats="wav")
+        assert [h.path.split("/")[-1] for h in like] == ["robin_song.wav"]
+        assert idx.stats()["files_ok"] == 2
+        with pytest.raises(TypeError, match="unknown filter"):
+            idx.search("a bird", colour="red")
