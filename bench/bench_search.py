@@ -1,7 +1,8 @@
 """Speed, memory and recall of earshot's ANN index (`earshot.index.ann`); one query end to end.
 
 Prints one JSON object on stdout (progress on stderr). On synthetic 300-d unit vectors
-(`clustered_unit_vectors`), for each of `--sizes` (default 10k, 100k, 1M):
+(`earshot.testing.vectors.clustered_unit_vectors`), for each of `--sizes` (default 10k, 100k,
+1M):
   - `sizes.N.exact` and `sizes.N.ivf`, side by side: build seconds; bytes per segment, both as
     the saved file's size and as the RSS a fresh process gains by loading it; single-query
     latency p50/p99 (one query per `AnnIndex.search` call, k=10, `--queries` queries); ivf's
@@ -43,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from earshot.testing.vectors import clustered_unit_vectors
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CAPTIONS = SHARED / "clotho-captions" / "evaluation.csv"
 DIM = 300
@@ -58,42 +61,6 @@ _CHUNK = 50_000
 
 def log(message: str) -> None:
     print(f"[bench_search] {message}", file=sys.stderr, flush=True)
-
-
-# --- synthetic vectors ------------------------------------------------------------------------
-
-
-def clustered_unit_vectors(
-    n: int, seed: int = 0, stream: int = 0, dim: int = DIM, clusters: int = 1000
-) -> np.ndarray:
-    """(n, dim) float16 unit vectors clustered on a low-dimensional manifold, like embeddings.
-
-    latent = √0.7·centre + √0.3·noise (one of `clusters` centres, Zipf-like weights), scaled
-    by a decaying spectrum, rotated at random, shifted by a common mean and normalised. The
-    spectrum and mean follow 29.6k Clotho captions embedded by all-MiniLM-L6-v2 and projected
-    384 → 300 at random (random pairs: cosine 0.18 ± 0.15 real, 0.18 ± 0.14 here; participation
-    ratio ~44); IVF needs a little more nprobe here than on those captions (`calibration`).
-    `seed` fixes the space, `stream` the draws: stream 0 for the collection, 1 for queries.
-    Made in chunks, so memory is the float16 result plus ~60 MB.
-    """
-    space = np.random.default_rng(seed)
-    rotation, _ = np.linalg.qr(space.standard_normal((dim, dim)))
-    i = np.arange(dim)
-    spectrum = np.sqrt(np.exp(-i / 80) / (1 + i / 6))
-    mixing = (spectrum / np.linalg.norm(spectrum))[:, None] * rotation.T  # (dim, dim)
-    mean = space.standard_normal(dim)
-    mean *= 0.45 / np.linalg.norm(mean)
-    centres = space.standard_normal((clusters, dim))
-    weights = 1.0 / np.arange(1, clusters + 1) ** 0.7
-    out = np.empty((n, dim), dtype=np.float16)
-    for c, start in enumerate(range(0, n, _CHUNK)):
-        m = min(_CHUNK, n - start)
-        rng = np.random.default_rng([seed, stream, c])
-        which = rng.choice(clusters, size=m, p=weights / weights.sum())
-        latent = np.sqrt(0.7) * centres[which] + np.sqrt(0.3) * rng.standard_normal((m, dim))
-        x = latent @ mixing + mean
-        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out
 
 
 # --- measurements -----------------------------------------------------------------------------

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from earshot.index import ann
 from earshot.index.ann import AnnIndexError, AnnParams, build, ensure_index, load
+from earshot.testing.vectors import clustered_unit_vectors
 
 DIM = 300
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_search.py"
 
 
 def unit_vectors(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
@@ -42,11 +39,8 @@ def small_ivf(n=3000, seed=0):
 @pytest.fixture(scope="module")
 def clustered():
     """The benchmark's synthetic set: 40k collection vectors and 200 held-out queries."""
-    spec = importlib.util.spec_from_file_location("bench_search", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    vectors = bench.clustered_unit_vectors(40_000)
-    queries = bench.clustered_unit_vectors(200, stream=1).astype(np.float32)
+    vectors = clustered_unit_vectors(40_000)
+    queries = clustered_unit_vectors(200, stream=1).astype(np.float32)
     return np.arange(1, len(vectors) + 1), vectors, queries
 
 

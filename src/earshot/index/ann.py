@@ -2,9 +2,10 @@
 
 The catalogue (SQLite) is the source of truth for every segment's unit vector; this module keeps
 a FAISS index over them so that a query need not score them all, saved as one file beside the
-catalogue. `ensure_index` keeps that file in step: it loads it when current, extends it when
-segments were only added since, and rebuilds it from scratch when segments were removed, when
-the file is missing, damaged or from another format, or when the collection outgrew its kind.
+catalogue (its byte layout: `earshot.index.annfile`). `ensure_index` keeps that file in step: it
+loads it when current, extends it when segments were only added since, and rebuilds it from
+scratch when segments were removed, when the file is missing, damaged or from another format, or
+when the collection outgrew its kind.
 
 Kinds (`choose_params`; the figures behind each constant are from `bench/bench_search.py`):
 - "exact": every vector scored. Vectors stored as float16 (scalar quantizer) — the catalogue's
@@ -30,12 +31,8 @@ and search must not run at the same time on one `AnnIndex`.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import struct
-import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,9 +40,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from earshot.errors import EarshotError
-
-FORMAT_VERSION = 1
+from earshot.index import annfile
+from earshot.index.annfile import FORMAT, FORMAT_VERSION, AnnIndexError
 
 # Figures from `bench/bench_search.py` on 2 shared cores (single query, k=10, 300-d, synthetic
 # vectors on which IVF needs a few more probes than on real Clotho caption embeddings).
@@ -72,25 +68,7 @@ TRAIN_SEED = 1234
 PARALLEL_MIN_QUERIES = 32
 
 _QUANTIZERS = {"fp16": "SQfp16", "8bit": "SQ8"}
-_MAGIC = b"EARSHOT-ANN\n"
-_HEADER_LEN = struct.Struct("<I")
-_TRAILER = struct.Struct("<QI4s")  # index bytes, their crc32, end marker
-_END = b"END\n"
-# Read and write in 64 KiB blocks: with 1 MiB ones the allocator kept the freed blocks, and a
-# loaded 100k-segment index held 896 bytes of RSS per segment instead of 625.
-_IO_BLOCK = 1 << 16
 _CHUNK_ROWS = 65_536  # rows padded to float32 at a time: ~80 MB at 304-d
-
-
-class AnnIndexError(EarshotError):
-    """An ANN index file cannot be used (missing, damaged, another format): rebuild it."""
-
-    def __init__(self, path: str | Path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(
-            f"cannot use the ANN index '{self.path}': {reason}; rebuild it from the catalogue"
-        )
 
 
 @dataclass(frozen=True)
@@ -219,36 +197,11 @@ class AnnIndex:
 
     def save(self, path: str | Path) -> None:
         """Write atomically (temporary file + rename): readers see the old file or the new one."""
-        path = Path(path)
-        header = json.dumps(self.metadata(), sort_keys=True).encode()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(_MAGIC + _HEADER_LEN.pack(len(header)) + header)
-                crc, size = 0, 0
-
-                def write(chunk: bytes) -> int:
-                    nonlocal crc, size
-                    crc, size = zlib.crc32(chunk, crc), size + len(chunk)
-                    return f.write(chunk)
-
-                faiss.write_index(self.index, faiss.PyCallbackIOWriter(write, _IO_BLOCK))
-                f.write(_TRAILER.pack(size, crc, _END))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # make the rename itself durable where possible
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        annfile.write(path, self.metadata(), self.index)
 
     def metadata(self) -> dict:
         return {
-            "format": "earshot-ann",
+            "format": FORMAT,
             "version": FORMAT_VERSION,
             "dim": self.dim,
             "count": self.count,
@@ -300,31 +253,7 @@ def build(
 def load(path: str | Path) -> AnnIndex:
     """Read a file written by `AnnIndex.save`; AnnIndexError if it cannot be used as it is."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if f.read(len(_MAGIC)) != _MAGIC:
-                raise AnnIndexError(path, "not an earshot ANN index file")
-            (header_len,) = _HEADER_LEN.unpack(_read_exact(f, _HEADER_LEN.size, path))
-            if f.tell() + header_len > size:
-                raise AnnIndexError(path, "the file is truncated")
-            meta = _parse_header(_read_exact(f, header_len, path), path)
-            start = f.tell()
-            if size < start + _TRAILER.size:
-                raise AnnIndexError(path, "the file is truncated")
-            f.seek(size - _TRAILER.size)
-            index_len, crc, end = _TRAILER.unpack(f.read(_TRAILER.size))
-            if end != _END or start + index_len + _TRAILER.size != size:
-                raise AnnIndexError(path, "the file is truncated or was not written to the end")
-            f.seek(start)
-            if _crc32(f, index_len) != crc:
-                raise AnnIndexError(path, "checksum mismatch: the file is damaged")
-            f.seek(start)
-            index = faiss.read_index(faiss.PyCallbackIOReader(f.read, _IO_BLOCK))
-    except FileNotFoundError:
-        raise AnnIndexError(path, "the file does not exist") from None
-    except (OSError, RuntimeError, struct.error) as e:  # faiss raises RuntimeError
-        raise AnnIndexError(path, f"cannot read it ({type(e).__name__}: {e})") from None
+    meta, index = annfile.read(path)
     try:
         params = AnnParams(**meta["params"])
         stamp = {key: int(meta[key]) for key in ("dim", "generation", "removals", "max_id")}
@@ -446,34 +375,3 @@ def _omp_threads(n: int) -> Iterator[None]:
 
 def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def _read_exact(f, n: int, path: Path) -> bytes:
-    data = f.read(n)
-    if len(data) != n:
-        raise AnnIndexError(path, "the file is truncated")
-    return data
-
-
-def _parse_header(raw: bytes, path: Path) -> dict:
-    try:
-        meta = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise AnnIndexError(path, "its header is not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("format") != "earshot-ann":
-        raise AnnIndexError(path, "its header does not describe an earshot ANN index")
-    if meta.get("version") != FORMAT_VERSION:
-        raise AnnIndexError(
-            path, f"format version {meta.get('version')}, this earshot reads {FORMAT_VERSION}"
-        )
-    return meta
-
-
-def _crc32(f, n: int) -> int:
-    crc = 0
-    while n > 0:
-        block = f.read(min(n, 16 * _IO_BLOCK))
-        if not block:
-            break
-        crc, n = zlib.crc32(block, crc), n - len(block)
-    return crc

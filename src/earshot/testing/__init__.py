@@ -1,1 +1,1 @@
-"""Helpers for tests and benchmarks: synthetic audio and broken files, written on demand."""
+"""Test dummies built from production code: synthetic audio and broken files, tiny models, PANNs-layout checkpoints, labelled datasets, clustered unit vectors."""
