@@ -1,1 +1,5 @@
-"""Test dummies built from production code: synthetic audio and broken files, tiny models, PANNs-layout checkpoints, labelled datasets, clustered unit vectors."""
+"""Test dummies built from production code, for tests and benchmarks.
+
+Synthetic audio and broken files, tiny models, PANNs-layout checkpoints, labelled datasets,
+clustered unit vectors.
+"""
