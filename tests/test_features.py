@@ -10,34 +10,17 @@ from earshot.audio.features import LogMel, mel_filterbank
 from earshot.audio.io import load
 from earshot.config import AudioConfig
 
-torchlibrosa = pytest.importorskip("torchlibrosa.stft", reason="torchlibrosa is a dev extra")
+pytest.importorskip("torchlibrosa", reason="torchlibrosa is a dev extra")
 
 CFG = AudioConfig()
 
 
 @pytest.fixture(scope="module")
 def panns_frontend():
-    """PANNs' Cnn14 frontend, built with exactly the arguments PANNs passes."""
-    spec = torchlibrosa.Spectrogram(
-        n_fft=1024,
-        hop_length=320,
-        win_length=1024,
-        window="hann",
-        center=True,
-        pad_mode="reflect",
-        freeze_parameters=True,
-    )
-    logmel = torchlibrosa.LogmelFilterBank(
-        sr=32000,
-        n_fft=1024,
-        n_mels=64,
-        fmin=50,
-        fmax=14000,
-        ref=1.0,
-        amin=1e-10,
-        top_db=None,
-        freeze_parameters=True,
-    )
+    """PANNs' Cnn14 frontend (torchlibrosa), built with exactly the arguments PANNs passes."""
+    from earshot.testing.panns import panns_frontend as build
+
+    spec, logmel = build()
 
     @torch.no_grad()
     def run(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,146 @@
+"""`earshot embed`, `earshot info`, `earshot init-model`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from earshot.commands.common import load_model_from_args, model_summary
+from earshot.errors import EarshotError
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from earshot.embed import embed_file
+
+    model = load_model_from_args(args, with_text=bool(args.text))
+    summary = model_summary(model, untrained=not args.model)
+    results: list[dict[str, Any]] = []
+    failed = 0
+    if args.text:
+        vectors = model.encode_text(args.text)
+        results = [
+            {"text": t, "vector": v.tolist()} for t, v in zip(args.text, vectors, strict=True)
+        ]
+    for path in args.audio or []:
+        try:
+            windows = embed_file(model, path, batch_size=args.batch_size, precision=args.precision)
+        except EarshotError as e:
+            failed += 1
+            print(f"earshot: error: {e}", file=sys.stderr)
+            results.append({"file": path, "error": str(e)})
+            continue
+        results.append(
+            {
+                "file": path,
+                "windows": [
+                    {
+                        "start": round(w.start_s, 4),
+                        "end": round(w.end_s, 4),
+                        "vector": w.vector.tolist(),
+                    }
+                    for w in windows
+                ],
+            }
+        )
+    if args.json:
+        json.dump({"model": summary, "results": results}, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        _print_embeddings(summary, results)
+    return 1 if failed else 0
+
+
+def _print_embeddings(summary: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    print(f"model {summary['id']} ({summary['encoder']}, {summary['dim']}-d)")
+
+    def head(v: list[float]) -> str:
+        return " ".join(f"{x:+.4f}" for x in v[:6]) + " ..."
+
+    for r in results:
+        if "text" in r:
+            print(f"text {r['text']!r}\n  [{head(r['vector'])}]")
+        elif "windows" in r:
+            print(f"audio {r['file']}: {len(r['windows'])} window(s)")
+            for w in r["windows"]:
+                print(f"  {w['start']:8.2f}-{w['end']:8.2f} s  [{head(w['vector'])}]")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from earshot.model.io import model_id
+
+    model = load_model_from_args(args, with_text=False)
+    c = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    info = {
+        "id": model_id(model),
+        "model": args.model or f"random-init ({args.encoder}, seed {args.seed})",
+        "untrained": not args.model,
+        "joint_dim": c.joint_dim,
+        "audio_encoder": {
+            "name": c.encoder.name,
+            "widths": list(c.encoder.widths),
+            "embed_dim": c.encoder.embed_dim,
+        },
+        "text_model": {"name": c.text.model, "dim": c.text.dim},
+        "frontend": {
+            "sample_rate": c.audio.sample_rate,
+            "n_fft": c.audio.n_fft,
+            "win_length": c.audio.n_fft,
+            "hop_length": c.audio.hop_length,
+            "n_mels": c.audio.n_mels,
+            "fmin": c.audio.fmin,
+            "fmax": c.audio.fmax,
+            "window": "hann (periodic)",
+            "power": 2.0,
+            "log": "10*log10(max(x, 1e-10))",
+            "center": True,
+            "pad_mode": "reflect",
+        },
+        "windows": {"window_s": c.audio.window_s, "hop_s": c.audio.hop_s},
+        "parameters": n_params,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    f = info["frontend"]
+    print(f"model       {info['model']}")
+    print(f"id          {info['id']}{'  (UNTRAINED)' if info['untrained'] else ''}")
+    print(f"space       {c.joint_dim}-d, cosine similarity")
+    print(
+        f"audio       {c.encoder.name} widths {list(c.encoder.widths)} -> {c.encoder.embed_dim}-d"
+        f" -> head -> {c.joint_dim}-d ({n_params / 1e6:.1f} M parameters in all)"
+    )
+    print(f"text        {c.text.model} ({c.text.dim}-d) -> head -> {c.joint_dim}-d")
+    print(
+        f"frontend    {f['sample_rate']} Hz, n_fft {f['n_fft']} hann, hop {f['hop_length']}, "
+        f"{f['n_mels']} mels {f['fmin']:g}-{f['fmax']:g} Hz, {f['log']}, centred reflect"
+    )
+    print(f"windows     {c.audio.window_s:g} s, hop {c.audio.hop_s:g} s")
+    return 0
+
+
+def cmd_init_model(args: argparse.Namespace) -> int:
+    from earshot.config import ModelConfig, TextConfig
+    from earshot.encoders.audio import STANDARD_ENCODERS
+    from earshot.encoders.panns import load_panns_checkpoint
+    from earshot.encoders.text import load_text_encoder
+    from earshot.model.io import build_model, model_id, save_model
+
+    text = load_text_encoder(args.text_model)
+    config = ModelConfig(
+        encoder=STANDARD_ENCODERS[args.encoder],
+        text=TextConfig(args.text_model, text.dim),
+        joint_dim=args.joint_dim,
+    )
+    model = build_model(config, seed=args.seed)
+    if args.panns:
+        load_panns_checkpoint(args.panns, model.audio_encoder, config.audio)
+    save_model(model, args.out)
+    print(
+        f"wrote {args.out} (id {model_id(model)}): {args.encoder} "
+        f"{'from ' + args.panns if args.panns else 'randomly initialised'}, text "
+        f"{args.text_model}; the heads are untrained: train it before searching with it"
+    )
+    return 0

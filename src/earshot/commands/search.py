@@ -1,0 +1,111 @@
+"""`earshot index` and `earshot search`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from earshot.commands.common import load_model_from_args
+from earshot.errors import EarshotError
+
+
+def _catalogue_and_model(args: argparse.Namespace, create: bool):
+    from earshot.api import resolve_model
+    from earshot.index.store import Catalogue, default_db_path
+
+    db = Path(args.db) if args.db else default_db_path()
+    if not create and not db.exists():
+        raise EarshotError(f"no catalogue at '{db}': index some audio first (earshot index PATH)")
+    catalogue = Catalogue(db)
+    if args.random_init:
+        return catalogue, load_model_from_args(args)
+    return catalogue, resolve_model(args.model, catalogue)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from earshot.index.build import Indexer
+
+    catalogue, model = _catalogue_and_model(args, create=True)
+    with catalogue:
+        indexer = Indexer(
+            catalogue,
+            model,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            progress=not args.json,
+        )
+        summary = indexer.run(args.paths, keep_missing=args.keep_missing)
+        stats = catalogue.stats()
+    result = {"db": str(catalogue.path), **summary.as_dict(), "catalogue": stats}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    s = result
+    print(
+        f"{catalogue.path}: {s['added']} added, {s['updated']} updated, {s['removed']} removed, "
+        f"{s['unchanged']} unchanged, {s['reused']} reused, {len(s['skipped'])} skipped "
+        f"({s['segments_added']} windows embedded in {s['seconds']:.1f} s, "
+        f"{s['files_per_s']:.1f} files/s)"
+    )
+    for item in s["skipped"]:
+        print(f"  skipped {item['path']}: {item['reason']}")
+    for problem in s["problems"]:
+        print(f"  {problem}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from earshot.search import Filters, Searcher
+
+    catalogue, model = _catalogue_and_model(args, create=False)
+    filters = Filters(
+        args.folder and str(Path(args.folder).expanduser().absolute()),
+        args.min_duration,
+        args.max_duration,
+        tuple(args.format) if args.format else None,
+    )
+    with catalogue:
+        searcher = Searcher(catalogue, model)
+
+        def run(query: str | None) -> list:
+            if args.like:
+                return searcher.search_like(args.like, args.k, args.start, args.end, filters)
+            if args.like_id is not None:
+                return searcher.search_like_segment(args.like_id, args.k, filters)
+            return searcher.search_text(query, args.k, filters, hybrid=args.hybrid)
+
+        if args.queries:
+            lines = Path(args.queries).read_text().splitlines()
+            for line in (q.strip() for q in lines):
+                if line:
+                    hits = run(line)
+                    print(
+                        json.dumps({"query": line, "hits": [h.as_dict() for h in hits]}), flush=True
+                    )
+            return 0
+        hits = run(args.query)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "query": args.query or args.like or args.like_id,
+                    "hits": [h.as_dict() for h in hits],
+                }
+            )
+        )
+        return 0
+    if not hits:
+        print("no matches")
+    for h in hits:
+        print(
+            f"{h.rank:3d}. {h.score:+.3f}  {_clock(h.start_s)}-{_clock(h.end_s)}  {h.path}  "
+            f"[segment {h.segment_id}]"
+        )
+    return 0
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m)}:{s:05.2f}"
