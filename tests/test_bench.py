@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "bench" / "bench_model.py"
 
 VARIANTS = ("frontend", "cnn14_fp32", "cnn14_fast", "cnn10_fp32", "cnn10_bf16")
 FORMATS = ("wav_44k_stereo_pcm16", "ogg_vorbis_22k_mono", "flac_48k_stereo_pcm24")
@@ -20,19 +19,23 @@ def positive_stats(stats: dict) -> None:
     assert 0 < stats["min"] <= stats["median"] <= stats["max"]
 
 
-def test_quick_benchmark_reports_every_variant(tmp_path):
-    out = tmp_path / "bench.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def run_quick(script: str, *extra: str) -> dict:
+    """Run `bench/<script> --quick *extra` offline; its stdout must be the JSON and nothing else."""
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        [sys.executable, str(ROOT / "bench" / script), "--quick", *extra],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout)  # stdout holds the JSON and nothing else
+    return json.loads(done.stdout)
+
+
+def test_quick_benchmark_reports_every_variant(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_quick("bench_model.py", "--out", str(out))
     assert json.loads(out.read_text()) == result
 
     env_info = result["env"]
@@ -66,16 +69,7 @@ def test_quick_benchmark_reports_every_variant(tmp_path):
 
 
 def test_quick_training_benchmark_reports_throughput_and_eval_time():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_train.py"), "--quick"],
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout)
+    result = run_quick("bench_train.py")
     for key in ("tiny_fp32", "tiny_bf16"):
         stats = result["train"][key]
         assert 0 < stats["min"] <= stats["clips_per_s"] <= stats["max"]
@@ -87,16 +81,7 @@ def test_quick_training_benchmark_reports_throughput_and_eval_time():
 
 
 def test_quick_index_benchmark_reports_stages_and_reindex():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_index.py"), "--quick"],
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout)
+    result = run_quick("bench_index.py")
     entry = result["index"]["cnn10_slim"]
     assert entry["files"] == 4 and entry["files_per_s"] > 0
     shares = entry["stages"]["share"]
