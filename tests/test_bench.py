@@ -88,3 +88,15 @@ def test_quick_index_benchmark_reports_stages_and_reindex():
     assert set(shares) == {"decode", "frontend", "encoder", "store"}
     assert abs(sum(shares.values()) - 1) < 0.01
     assert result["reindex"]["unchanged"] == 200 and result["reindex"]["added"] == 0
+
+
+def test_quick_search_benchmark_reports_latency_recall_and_memory():
+    result = run_quick("bench_search.py", "--no-text")
+    assert set(result) >= {"env", "targets", "sizes", "sweep", "threshold", "filtered"}
+    for size in result["sizes"].values():
+        for kind in ("exact", "ivf"):
+            entry = size[kind]
+            assert 0 < entry["p50_ms"] <= entry["p99_ms"]
+            assert entry["file_bytes_per_segment"] > 0
+        assert 0 <= size["ivf"]["recall_at_10"] <= 1
+        assert size["chosen"] in ("exact", "ivf")
