@@ -180,6 +180,70 @@ def bench_reindex(n_files: int) -> dict:
     }
 
 
+def bench_search_path(n_segments: int, queries: int) -> dict:
+    """`Searcher.search_vector` in-process over a catalogue of `n_segments` windows: the ANN plus
+    the SQLite look-ups and best-window-per-file grouping that bench_search.py leaves out."""
+    from earshot.index.build import ScanEntry, _record
+    from earshot.index.store import Catalogue
+    from earshot.model.io import model_id
+    from earshot.search import Filters, Searcher
+    from earshot.testing.audio import write_tone
+    from earshot.testing.models import tiny_model
+    from earshot.testing.vectors import clustered_unit_vectors
+
+    model = tiny_model(joint_dim=300)
+    per_file = 10  # windows per file: a 55 s recording at 10 s / 5 s hop
+    with tempfile.TemporaryDirectory() as tmp:
+        template = write_tone(Path(tmp) / "t.wav", 0.05, 8000)
+        st = template.stat()
+        record = _record(ScanEntry(str(template), st.st_size, st.st_mtime_ns), "h")
+        vectors = clustered_unit_vectors(n_segments, seed=0).astype(np.float32)
+        with Catalogue(Path(tmp) / "c.sqlite") as cat:
+            cat.bind_model(model_id(model), 300, {})
+            t = time.perf_counter()
+            for start in range(0, n_segments, 20_000):
+                with cat.batch():
+                    for f in range(start, min(n_segments, start + 20_000), per_file):
+                        folder = "a" if (f // per_file) % 10 else "b"
+                        rec = record.__class__(
+                            **{**record.__dict__, "path": f"/{folder}/f{f // per_file}.wav"}
+                        )
+                        cat.put_file(
+                            rec,
+                            [
+                                (5.0 * i, 5.0 * i + 10, vectors[f + i])
+                                for i in range(min(per_file, n_segments - f))
+                            ],
+                        )
+            fill_s = time.perf_counter() - t
+            searcher = Searcher(cat, model)
+            searcher.search_vector(vectors[0], 10)  # builds and saves the ANN file
+            rng = np.random.default_rng(1)
+            qs = vectors[rng.integers(0, n_segments, queries)]
+            qs = qs + 0.05 * rng.standard_normal(qs.shape).astype(np.float32)
+            qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+
+            def timed(filters=None) -> dict:
+                ms = []
+                for q in qs:
+                    t0 = time.perf_counter()
+                    searcher.search_vector(q, 10, filters)
+                    ms.append((time.perf_counter() - t0) * 1000)
+                return {
+                    "p50_ms": round(float(np.percentile(ms, 50)), 3),
+                    "p99_ms": round(float(np.percentile(ms, 99)), 3),
+                }
+
+            return {
+                "segments": n_segments,
+                "files": n_segments // per_file,
+                "catalogue_fill_s": round(fill_s, 1),
+                "queries": queries,
+                "search_vector": timed(),
+                "search_vector_folder_filter_10pct": timed(Filters(folder="/b")),
+            }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--clips", type=int, default=32)
@@ -187,11 +251,12 @@ def main() -> None:
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--tree", type=int, default=10_000, help="files in the re-index tree")
+    ap.add_argument("--search-segments", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.quick:
-        args.clips, args.models, args.tree = 4, "cnn10_slim", 200
+        args.clips, args.models, args.tree, args.search_segments = 4, "cnn10_slim", 200, 2000
     result = {
         "benchmark": "earshot bench/bench_index.py",
         "env": {
@@ -205,6 +270,7 @@ def main() -> None:
         },
         "index": bench_index(args.clips, args.models.split(","), args.precision, args.workers),
         "reindex": bench_reindex(args.tree),
+        "search": bench_search_path(args.search_segments, 50 if args.quick else 300),
     }
     json.dump(result, sys.stdout, indent=2)
     print()

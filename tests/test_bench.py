@@ -88,6 +88,10 @@ def test_quick_index_benchmark_reports_stages_and_reindex():
     assert set(shares) == {"decode", "frontend", "encoder", "store"}
     assert abs(sum(shares.values()) - 1) < 0.01
     assert result["reindex"]["unchanged"] == 200 and result["reindex"]["added"] == 0
+    search = result["search"]
+    assert search["segments"] == 2000
+    for key in ("search_vector", "search_vector_folder_filter_10pct"):
+        assert 0 < search[key]["p50_ms"] <= search[key]["p99_ms"]
 
 
 def test_quick_search_benchmark_reports_latency_recall_and_memory():

@@ -113,9 +113,13 @@ def test_search_like_segment_and_text(searcher):
         searcher.search_text("   ")
 
 
-def test_hybrid_brings_keyword_matches_in(searcher):
+def test_hybrid_brings_keyword_matches_in(searcher, setup):
     hits = searcher.search_text("robin", k=4, hybrid=True)
     assert any("robin_song" in h.path for h in hits)
+    street = searcher.search_text(
+        "robin", k=4, hybrid=True, filters=Filters(folder=str(setup[0] / "street"))
+    )
+    assert street and all("/street/" in h.path for h in street)
     assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
 
 
