@@ -153,6 +153,9 @@ def test_cli_search(setup, capsys, tmp_path):
     assert len(doc["hits"]) == 2 and {"path", "start", "end", "score"} <= set(doc["hits"][0])
     assert main(["search", "a robin sings", *args]) == 0
     assert "1. " in capsys.readouterr().out
+    # Without --model, the catalogue's own model (recorded when indexing) is used.
+    assert main(["search", "a robin sings", "--db", str(db), "--model", ""]) == 0
+    assert "1. " in capsys.readouterr().out
     queries = tmp_path / "q.txt"
     queries.write_text("a robin sings\n\nheavy traffic\n")
     assert main(["search", "--queries", str(queries), "-k", "3", *args]) == 0

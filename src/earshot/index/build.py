@@ -155,7 +155,12 @@ class Indexer:
         self.cat.bind_model(
             model_id(model),
             model.config.joint_dim,
-            {"encoder": model.config.encoder.name, "config": model.config.to_dict()},
+            # `path` lets `earshot search` find the model that indexed the catalogue.
+            {
+                "encoder": model.config.encoder.name,
+                "config": model.config.to_dict(),
+                "path": getattr(model, "source", None),
+            },
         )
 
     def run(self, roots: Iterable[str | Path], keep_missing: bool = False) -> IndexSummary:
