@@ -295,8 +295,7 @@ class Indexer:
                 if kind == "reuse" and self._copy(payload, d):
                     summary.reused += 1
                 elif kind == "reuse":  # its source changed earlier in this batch: embed it
-                    vectors = self.model.encode_audio(d.windows, self.batch_size, self.precision)
-                    segs = [(s, e, v) for (s, e), v in zip(d.spans, vectors.numpy(), strict=True)]
+                    segs = self._segments(d, self._encode(d.windows))
                     self.cat.put_file(d.record, segs)
                     summary.segments += len(segs)
                 else:
@@ -315,15 +314,19 @@ class Indexer:
         ]
         if not todo:
             return
-        waves = np.concatenate([work[i][0].windows for i in todo])
-        vectors = self.model.encode_audio(waves, self.batch_size, self.precision).numpy()
+        vectors = self._encode(np.concatenate([work[i][0].windows for i in todo]))
         at = 0
         for i in todo:
             d = work[i][0]
-            n = len(d.windows)
-            segs = [(s, e, v) for (s, e), v in zip(d.spans, vectors[at : at + n], strict=True)]
-            work[i] = (d, "segments", segs)
-            at += n
+            work[i] = (d, "segments", self._segments(d, vectors[at : at + len(d.windows)]))
+            at += len(d.windows)
+
+    def _encode(self, waves: np.ndarray) -> np.ndarray:
+        return self.model.encode_audio(waves, self.batch_size, self.precision).numpy()
+
+    @staticmethod
+    def _segments(d: Decoded, vectors: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
+        return [(s, e, v) for (s, e), v in zip(d.spans, vectors, strict=True)]
 
     def _copy(self, source_id: int, d: Decoded) -> bool:
         try:
