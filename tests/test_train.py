@@ -208,6 +208,7 @@ def test_cli_train_and_evaluate(data, tmp_path, capsys):
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["clips"] == 12 and report["captions"] == 60
+    assert 0 < report["chance_text_to_audio_mAP@10"] < 1
     assert set(report["text_to_audio"]) >= {"R@1", "R@5", "R@10", "mAP@10"}
     lo, hi = report["text_to_audio"]["mAP@10"]["ci95"]
     assert lo <= report["text_to_audio"]["mAP@10"]["value"] <= hi

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from earshot.eval.metrics import retrieval_report
+from earshot.eval.metrics import per_query_metrics, retrieval_report
 from earshot.model.dual import JointModel
 from earshot.train.cache import FeatureStore
 from earshot.train.datasets import CaptionDataset
@@ -84,16 +84,20 @@ def evaluate_split(
     new_index[keep_clips] = np.arange(len(keep_clips))
     caption_clip = new_index[caption_clip[keep_caps]]
 
+    # The same relevance scored by seeded random similarities: what mAP@10 means by chance here.
+    random_scores = np.random.default_rng(seed).random(scores.shape, dtype=np.float32)
     labels = dataset.labels
     if all(label is not None for label in labels):
         # Label sets: a caption is relevant to every clip of its label, and vice versa.
         lab = np.array(labels, dtype=object)[keep_clips]
         relevance = lab[caption_clip][:, None] == lab[None, :]  # (captions, clips)
         t2a = retrieval_report(scores, relevance=relevance, seed=seed, n_boot=n_boot)
+        chance = per_query_metrics(random_scores, relevance=relevance)["mAP@10"].mean()
         a2t = retrieval_report(scores.T, relevance=relevance.T, seed=seed, n_boot=n_boot)
         form = "multi-relevant (by label)"
     else:
         t2a = retrieval_report(scores, targets=caption_clip, seed=seed, n_boot=n_boot)
+        chance = per_query_metrics(random_scores, targets=caption_clip)["mAP@10"].mean()
         relevance = np.zeros((len(keep_clips), len(caption_clip)), dtype=bool)
         relevance[caption_clip, np.arange(len(caption_clip))] = True
         a2t = retrieval_report(scores.T, relevance=relevance, seed=seed, n_boot=n_boot)
@@ -105,6 +109,7 @@ def evaluate_split(
         "captions": len(keep_caps),
         "undecodable_clips": int((~usable).sum()),
         "relevance": form,
+        "chance_text_to_audio_mAP@10": round(float(chance), 4),
         "text_to_audio": {"direction": "text→audio", **t2a},
         "audio_to_text": {"direction": "audio→text", **a2t},
     }
