@@ -40,6 +40,12 @@ class Clip:
     path: Path
     captions: tuple[str, ...]
     label: str | None = None
+    # Recipes (`earshot.train.recipe`) say more: the clip's tags (its label, and what else is
+    # true of it: "dog", "speech"...), each caption's tags (a caption matches every clip whose
+    # tags include the caption's), and how often training draws the clip.
+    tags: frozenset[str] = frozenset()
+    caption_tags: tuple[frozenset[str], ...] = ()
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -209,6 +215,10 @@ def load_dataset(
 ) -> CaptionDataset:
     """Pick the loader from what `spec` is: a Clotho folder, a labels folder or a long CSV."""
     path = Path(spec)
+    if path.suffix == ".toml":
+        from earshot.train.recipe import load_recipe
+
+        return load_recipe(path).dataset(split)
     if path.is_file() and path.suffix == ".csv":
         if audio_dir is None:
             raise DatasetError(f"'{path}' holds captions only: pass the audio folder too")

@@ -1,0 +1,332 @@
+"""Training recipes: several labelled folders + the language that describes their sounds.
+
+A recipe is a TOML file (the default model's is `configs/default-data.toml`). It names
+`labels.csv` folders (`[[source]]`), how each splits into train / val / test, and for every
+label the words people use for it: noun phrases and sentences expanded through templates,
+free-form captions, patterns that mine real human captions from caption corpora, the tags it
+implies ("dog_bark" is also "dog" and "animal"), and held-out `queries` — paraphrases that only
+the test split uses, so reported figures measure language the model never trained on.
+
+`load_dataset("recipe.toml", split)` returns the split as a `CaptionDataset` whose clips carry
+tags and per-caption tags; the training loop treats a caption as matching every clip whose tags
+include the caption's tags, so "music playing" matches the jazz tune and the street band alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import tomllib
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from earshot.train.datasets import CaptionDataset, Clip, DatasetError, _read_csv, _require
+from earshot.train.datasets import parse_split_filter as _parse_filter
+from earshot.train.mining import compile_rules, mine_captions, normalise, read_corpus
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    name: str
+    nouns: tuple[str, ...] = ()
+    sentences: tuple[str, ...] = ()
+    captions: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    mine: dict[str, str] | None = None
+    queries: tuple[str, ...] = ()
+    mix: bool = False  # may be mixed with other `mix` labels into two-sound clips
+    plain: bool = False  # phrases used as written, not expanded through the templates
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    folder: Path
+    label_column: str = "label"
+    train: str = "all"
+    test: str | None = None
+    val_group: str | None = None  # column whose values go to val together (a recording)
+    val_fraction: float = 0.0
+    tags: tuple[str, ...] = ()
+    weight: float = 1.0
+    label_map: dict[str, str] = field(default_factory=dict)  # CSV label → recipe label
+
+
+@dataclass
+class Recipe:
+    path: Path
+    root: Path
+    sources: list[SourceSpec]
+    labels: dict[str, LabelSpec]
+    tag_captions: dict[str, tuple[str, ...]]
+    noun_templates: tuple[str, ...]
+    sentence_templates: tuple[str, ...]
+    mixture_templates: tuple[str, ...]
+    val_captions: int
+    mining: dict[str, Any]
+    _mined: dict[str, list[str]] | None = field(default=None, repr=False)
+
+    # -- captions -------------------------------------------------------------------------
+    def label_captions(self, label: str) -> list[str]:
+        """Template-expanded and free-form captions of one label, in a fixed order."""
+        spec = self.labels[label]
+        if spec.plain:
+            caps = [*spec.nouns, *spec.sentences]
+        else:
+            caps = [t.format(np=n) for n in spec.nouns for t in self.noun_templates]
+            caps += [t.format(s=s) for s in spec.sentences for t in self.sentence_templates]
+        caps += list(spec.captions)
+        return list(dict.fromkeys(c[0].upper() + c[1:] if c else c for c in caps))
+
+    def mined(self) -> dict[str, list[str]]:
+        """Corpus sentences per label (computed once; empty where no corpus is present)."""
+        if self._mined is None:
+            rules = {n: s.mine for n, s in self.labels.items() if s.mine}
+            sentences: list[str] = []
+            for rel, column in self.mining.get("corpora", []):
+                path = self.root / rel
+                if path.is_file():
+                    sentences += read_corpus(path, column)
+                else:
+                    warnings.warn(f"caption corpus '{path}' not found: mining without it")
+            self._mined = mine_captions(
+                sentences,
+                compile_rules(rules),
+                per_label=int(self.mining.get("per_label", 40)),
+                max_words=int(self.mining.get("max_words", 14)),
+                forbidden=self.all_queries(),
+                exclude=_pattern(self.mining.get("exclude")),
+            )
+        return self._mined
+
+    def training_captions(self, label: str) -> list[tuple[str, frozenset[str]]]:
+        """Every caption a training clip of `label` may be paired with, with its tags."""
+        own = frozenset([label])
+        caps = [(c, own) for c in self.label_captions(label)]
+        caps += [(c, own) for c in self.mined().get(label, [])]
+        for tag in self.labels[label].tags:
+            caps += [(c, frozenset([tag])) for c in self.tag_captions.get(tag, ())]
+        return caps
+
+    def all_queries(self) -> list[str]:
+        return [q for spec in self.labels.values() for q in spec.queries]
+
+    def queries(self) -> dict[str, list[str]]:
+        """The held-out paraphrases per label (labels without any are left out)."""
+        return {n: list(s.queries) for n, s in self.labels.items() if s.queries}
+
+    def mixture_captions(self, per_pair: int = 6) -> list[tuple[str, frozenset[str]]]:
+        """Captions for two-sound mixtures of `mix` labels: "a siren wails while a dog barks"."""
+        mixable = sorted(n for n, s in self.labels.items() if s.mix)
+        out = []
+        for a, b in itertools.permutations(mixable, 2):
+            sa, sb = self.labels[a], self.labels[b]
+            options = [
+                t.format(s1=s1, s2=s2, np1=n1, np2=n2)
+                for t in self.mixture_templates
+                for s1, s2 in itertools.product(sa.sentences or sa.nouns, sb.sentences or sb.nouns)
+                for n1, n2 in [(sa.nouns[0] if sa.nouns else s1, sb.nouns[0] if sb.nouns else s2)]
+            ]
+            options = sorted(set(options), key=lambda c: _hash(c))[:per_pair]
+            out += [(c[0].upper() + c[1:], frozenset([a, b])) for c in options]
+        return out
+
+    # -- splits ---------------------------------------------------------------------------
+    def dataset(self, split: str) -> CaptionDataset:
+        if split not in SPLIT_NAMES:
+            raise DatasetError(f"a recipe's split is one of {', '.join(SPLIT_NAMES)}, not '{split}'")
+        clips: list[Clip] = []
+        problems: Counter = Counter()
+        for source in self.sources:
+            for key, path, label in self._rows(source, split, problems):
+                clip = self._clip(source, key, path, label, split)
+                if clip is None:
+                    problems[f"{split} clips of labels without queries"] += 1
+                    continue
+                clips.append(clip)
+        problems = Counter({k: v for k, v in problems.items() if v})
+        if problems:
+            warnings.warn(f"recipe {self.path.name} [{split}]: {dict(problems)}", stacklevel=2)
+        if not clips:
+            raise DatasetError(f"recipe '{self.path}' has no clips in split '{split}'")
+        return CaptionDataset(f"recipe:{self.path.name}", split, tuple(clips), dict(problems))
+
+    def _rows(self, source: SourceSpec, split: str, problems: Counter):
+        csv_path = source.folder / "labels.csv"
+        rows = _read_csv(csv_path)
+        _require(csv_path, rows, ["file", source.label_column])
+        spec = source.test if split == "test" else source.train
+        if spec is None:
+            return
+        rows = _select(rows, spec, csv_path)
+        if split != "test" and source.val_fraction > 0:
+            group = source.val_group or "file"
+            if group not in rows[0]:
+                raise DatasetError(f"'{csv_path}' has no column '{group}' to carve val from")
+            in_val = [
+                _hash(f"{source.name}\0{r[group]}") < source.val_fraction * 2**64 for r in rows
+            ]
+            rows = [r for r, v in zip(rows, in_val, strict=True) if v == (split == "val")]
+        elif split == "val":
+            return
+        seen = set()
+        for r in rows:
+            file = (r["file"] or "").strip()
+            label = (r[source.label_column] or "").strip()
+            label = source.label_map.get(label, label)
+            path = source.folder / file
+            if not label or label not in self.labels:
+                problems[f"{source.name} rows with a label the recipe does not describe"] += 1
+                continue
+            if file in seen:
+                problems[f"{source.name} duplicate rows"] += 1
+                continue
+            if not path.is_file():
+                problems[f"{source.name} missing audio files"] += 1
+                continue
+            seen.add(file)
+            yield f"{source.name}/{file}", path, label
+
+    def _clip(self, source: SourceSpec, key: str, path: Path, label: str, split: str):
+        tags = frozenset([label, *self.labels[label].tags, *source.tags])
+        if split == "train":
+            pairs = self.training_captions(label)
+            pairs += [
+                (c, frozenset([t])) for t in source.tags for c in self.tag_captions.get(t, ())
+            ]
+        elif split == "val":
+            caps = self.label_captions(label)
+            step = max(1, len(caps) // max(1, self.val_captions))
+            pairs = [(c, frozenset([label])) for c in caps[::step][: self.val_captions]]
+        else:
+            if not self.labels[label].queries:
+                return None
+            pairs = [(q, frozenset([label])) for q in self.labels[label].queries]
+        pairs = list(dict((c, t) for c, t in pairs).items())
+        return Clip(
+            key,
+            path,
+            tuple(c for c, _ in pairs),
+            label,
+            tags=tags,
+            caption_tags=tuple(t for _, t in pairs),
+            weight=source.weight,
+        )
+
+
+def _pattern(text: str | None):
+    import re
+
+    try:
+        return re.compile(text, re.IGNORECASE) if text else None
+    except re.error as e:
+        raise DatasetError(f"mining.exclude is not a valid pattern: {e}") from None
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
+
+
+def _select(rows: list[dict[str, str]], spec: str, csv_path: Path) -> list[dict[str, str]]:
+    if spec == "all":
+        return rows
+    column, values = _parse_filter(spec)
+    if column not in rows[0]:
+        raise DatasetError(f"'{csv_path}' has no column '{column}' (split filter '{spec}')")
+    picked = [r for r in rows if (r[column] or "").strip() in values]
+    if not picked:
+        raise DatasetError(f"no rows of '{csv_path}' match '{spec}'")
+    return picked
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DatasetError(f"{what} must be a list of strings")
+    return tuple(value)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"recipe '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise DatasetError(f"cannot read recipe '{path}': {e}") from None
+    root = (path.parent / doc.get("root", ".")).resolve()
+    if not root.is_dir():
+        raise DatasetError(
+            f"recipe '{path}' reads its audio from '{root}', which does not exist "
+            f"(the default recipe expects the shared data folder beside the repository)"
+        )
+    labels = {}
+    for name, spec in doc.get("labels", {}).items():
+        unknown = set(spec) - {"np", "s", "captions", "tags", "mine", "queries", "mix", "plain"}
+        if unknown:
+            raise DatasetError(f"label '{name}' in '{path}' has unknown keys {sorted(unknown)}")
+        labels[name] = LabelSpec(
+            name,
+            nouns=_strings(spec.get("np"), f"labels.{name}.np"),
+            sentences=_strings(spec.get("s"), f"labels.{name}.s"),
+            captions=_strings(spec.get("captions"), f"labels.{name}.captions"),
+            tags=_strings(spec.get("tags"), f"labels.{name}.tags"),
+            mine=spec.get("mine"),
+            queries=_strings(spec.get("queries"), f"labels.{name}.queries"),
+            mix=bool(spec.get("mix", False)),
+            plain=bool(spec.get("plain", False)),
+        )
+    sources = []
+    for s in doc.get("source", []):
+        val = s.get("val", {})
+        sources.append(
+            SourceSpec(
+                name=s["name"],
+                folder=root / s["folder"],
+                label_column=s.get("label_column", "label"),
+                train=s.get("train", "all"),
+                test=s.get("test"),
+                val_group=val.get("group"),
+                val_fraction=float(val.get("fraction", 0.0)),
+                tags=_strings(s.get("tags"), f"source {s['name']} tags"),
+                weight=float(s.get("weight", 1.0)),
+                label_map=dict(s.get("label_map", {})),
+            )
+        )
+    if not sources:
+        raise DatasetError(f"recipe '{path}' lists no [[source]]")
+    t = doc.get("templates", {})
+    recipe = Recipe(
+        path=path,
+        root=root,
+        sources=sources,
+        labels=labels,
+        tag_captions={k: _strings(v, f"tags.{k}") for k, v in doc.get("tags", {}).items()},
+        noun_templates=_strings(t.get("np", ["{np}"]), "templates.np"),
+        sentence_templates=_strings(t.get("s", ["{s}"]), "templates.s"),
+        mixture_templates=_strings(t.get("mixture", ["{s1} and {s2}"]), "templates.mixture"),
+        val_captions=int(doc.get("val_captions", 5)),
+        mining=doc.get("mining", {}),
+    )
+    check_queries_held_out(recipe)
+    return recipe
+
+
+def check_queries_held_out(recipe: Recipe, extra: Sequence[str] = ()) -> None:
+    """Refuse a recipe whose held-out queries also appear among its training captions."""
+    queries = {normalise(q): q for q in recipe.all_queries()}
+    training = [c for label in recipe.labels for c, _ in recipe.training_captions(label)]
+    training += [c for c, _ in recipe.mixture_captions()] + list(extra)
+    leaked = sorted({queries[k] for k in map(normalise, training) if k in queries})
+    if leaked:
+        raise DatasetError(
+            f"recipe '{recipe.path}': held-out queries also used as training captions: "
+            + "; ".join(leaked[:5])
+        )
