@@ -324,6 +324,8 @@ def check_queries_held_out(recipe: Recipe, extra: Sequence[str] = ()) -> None:
     queries = {normalise(q): q for q in recipe.all_queries()}
     training = [c for label in recipe.labels for c, _ in recipe.training_captions(label)]
     training += [c for c, _ in recipe.mixture_captions()] + list(extra)
+    # A source's `tags` bring their captions to every training clip of that source too.
+    training += [c for s in recipe.sources for t in s.tags for c in recipe.tag_captions.get(t, ())]
     leaked = sorted({queries[k] for k in map(normalise, training) if k in queries})
     if leaked:
         raise DatasetError(
