@@ -50,6 +50,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             model, dataset, store, batch_size=args.batch_size, seed=args.seed, n_boot=args.n_boot
         ),
     }
+    if str(args.dataset).endswith(".toml") and args.split == "test":
+        # A recipe's test split is scored with its held-out paraphrase queries too.
+        from earshot.eval.queries import evaluate_queries
+        from earshot.train.recipe import load_recipe
+
+        for key, value in evaluate_queries(
+            model,
+            dataset,
+            store,
+            load_recipe(args.dataset).queries(),
+            batch_size=args.batch_size,
+            seed=args.seed,
+            n_boot=args.n_boot,
+        ).items():
+            report[f"held_out_{key}"] = value
     out = Path(args.out) if args.out else Path(args.model) / "eval"
     json_path, md_path = write_report(report, out, stem=f"report-{_safe(args.split)}")
     if args.json:

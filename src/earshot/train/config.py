@@ -54,6 +54,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     spec_augment: bool = True
     mixup_alpha: float = 0.0  # 0 turns mixup off
+    # log-mel augmentation (train/batches.py); mixtures need a recipe with `mix` labels
+    mix_prob: float = 0.0  # share of clips mixed with a clip of another label + joint caption
+    gain_db: float = 0.0  # random gain in [-gain_db, +gain_db]
+    time_shift: bool = False  # random circular shift of the frames
+    noise_prob: float = 0.0  # share of clips given coloured background noise at 10-30 dB SNR
     patience: int = 5  # epochs without a better validation mAP@10 before stopping
     seed: int = 0
     # running
@@ -73,6 +78,8 @@ class TrainConfig:
             )
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be fp32 or bf16, not '{self.precision}'")
+        if not (0 <= self.mix_prob <= 1 and 0 <= self.noise_prob <= 1 and self.gain_db >= 0):
+            raise ConfigError("mix_prob and noise_prob must lie in [0, 1] and gain_db be >= 0")
         if self.batch_size < 2:
             raise ConfigError("batch_size must be at least 2: in-batch negatives need company")
         if self.epochs < 1 or self.lr <= 0:

@@ -28,6 +28,7 @@ from earshot.eval.evaluate import evaluate_split
 from earshot.model.dual import JointModel
 from earshot.model.io import build_model, load_model, model_id, save_model
 from earshot.train import augment as aug
+from earshot.train.batches import BatchMaker
 from earshot.train.cache import TextCache, build_feature_cache
 from earshot.train.config import TrainConfig
 from earshot.train.datasets import load_dataset
@@ -99,13 +100,20 @@ class Trainer:
         )
         if len(self.train_clips) < 2:
             raise EarshotError(f"{self.train_set.summary()}: fewer than 2 decodable clips")
-        self.train_text, self.val_text = self._text_features()
-        labels = self.train_set.labels
-        self.label_ids = (
-            np.unique(np.array(labels, dtype=object), return_inverse=True)[1]
-            if all(label is not None for label in labels)
-            else None
+        self.batches = BatchMaker(
+            self.train_set,
+            self.train_store,
+            audio,
+            self.gen,
+            mixtures=_recipe_mixtures(cfg) if cfg.mix_prob > 0 else (),
+            mix_prob=cfg.mix_prob,
+            gain_db=cfg.gain_db,
+            time_shift=cfg.time_shift,
+            noise_prob=cfg.noise_prob,
         )
+        weights = np.array([self.train_set.clips[c].weight for c in self.train_clips])
+        self.draw_p = None if np.all(weights == 1.0) else torch.from_numpy(weights / weights.sum())
+        self.train_text, self.val_text = self._text_features()
         self.temperature = LearnableTemperature(cfg.temperature).to(self.device)
         self._set_trainable()
         self.steps_per_epoch = cfg.steps_per_epoch or math.ceil(
@@ -121,22 +129,18 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
 
     # -- setup -----------------------------------------------------------------------------
-    def _text_features(self) -> tuple[list[np.ndarray] | None, np.ndarray | None]:
-        """Per training clip, its captions' sentence embeddings; and the val captions'."""
+    def _text_features(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Sentence embeddings of the caption bank, and of the val captions (frozen text)."""
         if not self.cfg.freeze_text:
             return None, None
         cache = TextCache(Path(self.cfg.cache_dir) / "text-embeddings.sqlite")
         try:
             encoder = self.model.text_encoder
-            flat = cache.embed(encoder, [c for c, _ in self.train_set.captions()])
-            per_clip, start = [], 0
-            for clip in self.train_set.clips:
-                per_clip.append(flat[start : start + len(clip.captions)])
-                start += len(clip.captions)
+            bank = cache.embed(encoder, self.batches.captions)
             val = cache.embed(encoder, [c for c, _ in self.val_set.captions()])
         finally:
             cache.close()
-        return per_clip, val
+        return bank, val
 
     def _set_trainable(self) -> None:
         self.model.audio_encoder.requires_grad_(not self.cfg.freeze_audio)
@@ -165,31 +169,15 @@ class Trainer:
 
     # -- one step --------------------------------------------------------------------------
     def _batch(self, clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B,) clip indices → log-mel (B,1,T,F), text vectors (B,d), same-positive mask (B,B)."""
-        windows = np.array(
-            [
-                self.train_store.clip_windows[c][
-                    self._randint(len(self.train_store.clip_windows[c]))
-                ]
-                for c in clips
-            ]
-        )
-        logmel = self.train_store.logmel(windows).to(self.device)
-        picks = [self._randint(len(self.train_set.clips[c].captions)) for c in clips]
+        """(B,) clip indices → log-mel (B,1,T,F), text vectors (B,d), positives mask (B,B)."""
+        draw = self.batches.draw(clips)
         if self.train_text is not None:
-            feats = np.stack([self.train_text[c][k] for c, k in zip(clips, picks, strict=True)])
-            text = self.model.project_text(torch.from_numpy(feats).to(self.device))
+            feats = torch.from_numpy(self.train_text[draw.captions]).to(self.device)
+            text = self.model.project_text(feats)
         else:
-            sentences = [
-                self.train_set.clips[c].captions[k] for c, k in zip(clips, picks, strict=True)
-            ]
+            sentences = [self.batches.captions[r] for r in draw.captions]
             text = self.model.project_text(self._encode_text_with_grad(sentences))
-        if self.label_ids is not None:
-            lab = torch.from_numpy(self.label_ids[clips])
-            same = lab[:, None] == lab[None, :]
-        else:
-            same = torch.eye(len(clips), dtype=torch.bool)
-        return logmel, text, same.to(self.device)
+        return draw.logmel.to(self.device), text, draw.same.to(self.device)
 
     def _encode_text_with_grad(self, sentences: list[str]) -> torch.Tensor:
         st = self.model.text_encoder.model
@@ -263,9 +251,13 @@ class Trainer:
         _atomic_json(self.out / "train_config.json", self.cfg.to_dict())
         while self.epoch < self.cfg.epochs and self.bad_epochs < self.cfg.patience:
             self._train_mode()
-            order = self.train_clips[
-                torch.randperm(len(self.train_clips), generator=self.gen).numpy()
-            ]
+            if self.draw_p is None:
+                perm = torch.randperm(len(self.train_clips), generator=self.gen)
+            else:  # weighted: each clip drawn in proportion to its recipe weight
+                perm = torch.multinomial(
+                    self.draw_p, len(self.train_clips), replacement=True, generator=self.gen
+                )
+            order = self.train_clips[perm.numpy()]
             losses, start = [], time.perf_counter()
             bar = tqdm(
                 range(self.steps_per_epoch),
@@ -378,6 +370,15 @@ class Trainer:
 
 # Settings that may differ between a run and its resumption.
 _RESUMABLE = {"epochs", "patience", "progress", "device", "eval_batch_size", "cache_dir"}
+
+
+def _recipe_mixtures(cfg: TrainConfig) -> list[tuple[str, frozenset[str]]]:
+    """Two-sound captions from the dataset's recipe (mixtures need one to say what they are)."""
+    if not cfg.dataset.endswith(".toml"):
+        raise EarshotError("mix_prob > 0 needs a recipe dataset (.toml) with `mix` labels")
+    from earshot.train.recipe import load_recipe
+
+    return load_recipe(cfg.dataset).mixture_captions()
 
 
 def _warmup_cosine(step: int, warmup: int, total: int) -> float:

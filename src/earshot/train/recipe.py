@@ -94,7 +94,9 @@ class Recipe:
                 if path.is_file():
                     sentences += read_corpus(path, column)
                 else:
-                    warnings.warn(f"caption corpus '{path}' not found: mining without it")
+                    warnings.warn(
+                        f"caption corpus {path} not found: mining without it", stacklevel=2
+                    )
             self._mined = mine_captions(
                 sentences,
                 compile_rules(rules),
@@ -140,7 +142,9 @@ class Recipe:
     # -- splits ---------------------------------------------------------------------------
     def dataset(self, split: str) -> CaptionDataset:
         if split not in SPLIT_NAMES:
-            raise DatasetError(f"a recipe's split is one of {', '.join(SPLIT_NAMES)}, not '{split}'")
+            raise DatasetError(
+                f"a recipe's split is one of {', '.join(SPLIT_NAMES)}, not '{split}'"
+            )
         clips: list[Clip] = []
         problems: Counter = Counter()
         for source in self.sources:
