@@ -8,6 +8,7 @@ import sys
 
 from earshot.commands import model as model_cmds
 from earshot.commands import search as search_cmds
+from earshot.commands import serve as serve_cmds
 from earshot.commands import train as train_cmds
 from earshot.errors import EarshotError
 
@@ -91,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_model_args(p)
     p.set_defaults(func=search_cmds.cmd_search)
+
+    p = sub.add_parser("serve", help="the web page and HTTP API over a catalogue")
+    serve_cmds.add_arguments(p)
+    _add_model_args(p)
+    p.set_defaults(func=serve_cmds.cmd_serve)
 
     p = sub.add_parser("info", help="show the model and its frontend settings")
     p.add_argument("--json", action="store_true", help="print JSON")

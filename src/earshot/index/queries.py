@@ -188,6 +188,15 @@ class CatalogueQueries:
             ).fetchall()
         return [(file_id, -rank) for file_id, rank in rows]  # bm25 is lower-is-better
 
+    def folders(self, limit: int = 500) -> list[tuple[str, int]]:
+        """[(folder, indexed files directly in it)], most files first: the folder filter's menu."""
+        with self._use("list folders") as conn:
+            return conn.execute(
+                "SELECT folder, count(*) AS n FROM files WHERE status = 'ok' "
+                "GROUP BY folder ORDER BY n DESC, folder LIMIT ?",
+                (int(limit),),
+            ).fetchall()
+
     # --- reports -----------------------------------------------------------------------------
 
     def skipped(self) -> list[tuple[str, str]]:

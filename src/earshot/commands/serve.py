@@ -1,0 +1,132 @@
+"""`earshot serve`: the web page and HTTP API over a catalogue."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+from earshot.errors import EarshotError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="catalogue file (default: the user data folder; env EARSHOT_DB)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 exposes "
+        "the server to the network)",
+    )
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("EARSHOT_TOKEN"),
+        help="require this token on every request (env EARSHOT_TOKEN)",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=20.0,
+        metavar="MB",
+        help="largest search-by-example upload (default: 20)",
+    )
+    p.add_argument(
+        "--max-upload-s",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="longest search-by-example upload in seconds (default: 60)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser pages from this origin (e.g. http://localhost:3000) to call the "
+        "API; repeatable. Default: none (CORS off)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace):
+    from earshot.serve.app import Settings
+    from earshot.serve.guard import LOOPBACK_NAMES, is_loopback
+
+    if args.token is not None and not args.token.strip():
+        raise EarshotError("--token (or EARSHOT_TOKEN) is empty: give a token or leave it unset")
+    if not 1 <= args.port <= 65535:
+        raise EarshotError(f"--port {args.port} is not a port number (1-65535)")
+    if args.max_upload_mb <= 0 or args.max_upload_s <= 0:
+        raise EarshotError("--max-upload-mb and --max-upload-s must be positive")
+    for origin in args.cors_origin:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise EarshotError(f"--cors-origin '{origin}' is not an origin like http://host:port")
+    return Settings(
+        token=args.token.strip() if args.token else None,
+        max_upload_mb=args.max_upload_mb,
+        max_upload_s=args.max_upload_s,
+        cors_origins=tuple(args.cors_origin),
+        allowed_hosts=LOOPBACK_NAMES if is_loopback(args.host) else None,
+        untrained=bool(args.random_init and not args.model),
+    )
+
+
+def build_app(args: argparse.Namespace):
+    """Open the catalogue, load the model (once, here) and make the app."""
+    from earshot.api import resolve_model
+    from earshot.commands.common import load_model_from_args
+    from earshot.index.store import Catalogue, default_db_path
+    from earshot.serve.app import create_app
+
+    settings = settings_from_args(args)
+    db = Path(args.db) if args.db else default_db_path()
+    if not db.is_file():
+        raise EarshotError(f"no catalogue at '{db}': index some audio first (earshot index PATH)")
+    catalogue = Catalogue(db, readonly=True)
+    try:
+        if args.random_init and not args.model:
+            model = load_model_from_args(args)
+        else:
+            model = resolve_model(args.model, catalogue)
+        return create_app(catalogue, model, settings)
+    except BaseException:
+        catalogue.close()
+        raise
+
+
+def warnings_for(args: argparse.Namespace, settings) -> list[str]:
+    from earshot.serve.guard import is_loopback
+
+    out = []
+    if not is_loopback(args.host):
+        out.append(
+            f"earshot: warning: listening on {args.host}, not just this machine: anyone who "
+            "can reach this address can search the catalogue and play every recording in it"
+            + ("." if settings.token else "; set --token (or EARSHOT_TOKEN) to require a token.")
+        )
+    if "*" in settings.cors_origins:
+        out.append("earshot: warning: --cors-origin '*' lets any web page you visit call this API.")
+    return out
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    app = build_app(args)
+    settings = app.state.settings
+    for line in warnings_for(args, settings):
+        print(line, file=sys.stderr)
+    stats = app.state.service.cat.stats()
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{args.port}/"
+    print(
+        f"earshot: serving {stats['files_ok']} recordings ({stats['segments']} windows) from "
+        f"{stats['path']}",
+        file=sys.stderr,
+    )
+    link = f"{url}?token={quote(settings.token)}" if settings.token else url
+    print(f"earshot: open {link} (Ctrl+C stops; API reference at {url}docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0

@@ -1,0 +1,616 @@
+"""earshot's HTTP API and web page, built by `create_app(index_or_catalogue, model, settings)`.
+
+The model and the `Searcher` are made once, here; requests only use them. Searches run one at
+a time under a lock (the tokenizer and the Searcher's caches are not made for concurrent use;
+on a few cores a queue costs nothing a parallel run would win back), while file metadata,
+audio and waveform peaks are served alongside.
+
+Security (see `guard.py`): requests name files by catalogue id only, never by path; uploads are
+capped in bytes before they are read and in seconds before they are decoded; an optional bearer
+token guards every route; Host headers are checked against loopback names unless the server
+is exposed; CORS is off unless origins are named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from earshot.errors import AudioDecodeError, EarshotError
+from earshot.serve.batch import QueryBatcher
+from earshot.serve.guard import LOOPBACK_NAMES, Guard
+from earshot.serve.peaks import PeaksCache
+
+log = logging.getLogger("earshot.serve")
+
+STATIC_DIR = Path(__file__).with_name("static")
+# The only files the server reads besides catalogued audio: fixed names, fixed paths.
+STATIC_FILES = {
+    "app.js": "text/javascript; charset=utf-8",
+    "docs.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+MAX_K = 100
+Formats = Annotated[
+    list[str] | None, Query(alias="format", description="only these formats: wav, flac, ...")
+]
+# Torch threads while a text query is encoded. One sentence is a few small matrices: a second
+# thread buys nothing, and OpenMP workers that spin while another process holds the cores lose
+# badly (all-MiniLM-L6-v2 on 2 busy cores: 14 ms per query on 1 thread, 475 ms on 2).
+TEXT_THREADS = 1
+_MULTIPART_SLACK = 64 * 1024  # form boundaries and part headers around the file itself
+_ID = re.compile(r"[0-9]{1,18}")
+_MEDIA_TYPES = {
+    "wav": "audio/wav",
+    "wave": "audio/wav",
+    "flac": "audio/flac",
+    "ogg": "audio/ogg",
+    "oga": "audio/ogg",
+    "opus": "audio/ogg",
+    "mp3": "audio/mpeg",
+    "aif": "audio/aiff",
+    "aiff": "audio/aiff",
+    "au": "audio/basic",
+    "caf": "audio/x-caf",
+    "w64": "audio/x-w64",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the server behaves; `earshot serve` fills it from its flags."""
+
+    token: str | None = None  # when set, every route needs it (header, cookie or ?token=)
+    max_upload_mb: float = 20.0  # search-by-example uploads, in MiB
+    max_upload_s: float = 60.0  # and in seconds of audio
+    cors_origins: tuple[str, ...] = ()  # empty: no CORS headers at all
+    allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES  # None: any Host header
+    peaks_cache: int = 512  # waveform thumbnails kept in memory
+    untrained: bool = False  # the model is random-init: the page says so
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+
+class ApiError(Exception):
+    """An answer other than 200, with a message for the person who asked."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status, **extra}, status_code=status)
+
+
+class Service:
+    """The catalogue, the model and everything made from them once, at start-up."""
+
+    def __init__(self, catalogue, model, settings: Settings):
+        from earshot.model.io import model_id
+        from earshot.search import Searcher
+
+        self.cat = catalogue
+        self.model = model
+        self.settings = settings
+        self.searcher = Searcher(catalogue, model)
+        self.model_id = model_id(model)
+        self.lock = threading.Lock()
+        self.peaks = PeaksCache(settings.peaks_cache)
+        self.started = time.time()
+        self.counts = {"search": 0, "similar": 0, "like": 0, "audio": 0, "peaks": 0}
+        self.batcher = QueryBatcher(self._search_batch, max_batch=16)
+
+    # -- files ----------------------------------------------------------------------------
+    def file(self, raw_id: str) -> dict:
+        """The catalogue row of file `raw_id`, or a 404: ids only, no request text is a path."""
+        if not _ID.fullmatch(raw_id):
+            raise ApiError(404, f"no file with id '{_clip(raw_id)}': ids are whole numbers")
+        info = self.cat.file(int(raw_id))
+        if info is None:
+            raise ApiError(404, f"no file with id {int(raw_id)} in the catalogue")
+        return info
+
+    def playable(self, raw_id: str) -> dict:
+        info = self.file(raw_id)
+        if info["status"] != "ok":
+            raise ApiError(
+                404, f"file {info['id']} was skipped at indexing: {info.get('skip_reason')}"
+            )
+        if not os.path.isfile(info["path"]):
+            raise ApiError(
+                404,
+                f"'{info['path']}' is in the catalogue but no longer on disk; "
+                "run `earshot index` again to bring the catalogue up to date",
+            )
+        return info
+
+    # -- searches, one at a time ----------------------------------------------------------
+    def search_text(self, text: str, k: int, filters, hybrid: bool):
+        from earshot.search import SearchError
+
+        if hybrid:  # keyword fusion: one at a time, through the Searcher as it is
+            with self.lock, torch_threads(TEXT_THREADS):
+                self.counts["search"] += 1
+                return self.searcher.search_text(text, k, filters, hybrid=True)
+        if not text.strip():
+            raise SearchError("empty query: describe the sound you are looking for")
+        return self.batcher.submit((text, k, filters))
+
+    def _search_batch(self, queries: list[tuple[str, int, Any]]) -> list:
+        """Encode the texts of concurrent queries in one call, then search each."""
+        with self.lock, torch_threads(TEXT_THREADS):
+            self.counts["search"] += len(queries)
+            vectors = self.model.encode_text([text for text, _, _ in queries]).numpy()
+            out: list = []
+            for (_, k, filters), vector in zip(queries, vectors, strict=True):
+                try:
+                    out.append(self.searcher.search_vector(vector, k, filters))
+                except Exception as e:  # this query's problem, not the others'
+                    out.append(e)
+            return out
+
+    def similar(self, info: dict, segment_id: int | None, k: int, filters):
+        file_id = info["id"]
+        with self.lock:
+            self.counts["similar"] += 1
+            if segment_id is not None:
+                row = self.cat.segments([segment_id]).get(segment_id)
+                if row is None or row.file_id != file_id:
+                    raise ApiError(404, f"file {file_id} has no segment {segment_id}")
+                return self.searcher.search_like_segment(segment_id, k, filters)
+            segments = self.cat.file_segments(file_id)
+            if not segments:
+                raise ApiError(404, f"file {file_id} has no indexed audio to compare")
+            mean = np.mean([self.cat.segment_vector(s.segment_id) for s in segments], axis=0)
+            query = mean / max(float(np.linalg.norm(mean)), 1e-12)
+            return self.searcher.search_vector(query, k, filters, exclude_file=file_id)
+
+    def like_upload(self, path: str, name: str, k: int, start, end, filters):
+        from earshot.audio.io import probe
+        from earshot.search import SearchError
+
+        try:
+            info = probe(path)
+        except AudioDecodeError as e:
+            raise ApiError(422, f"'{name}' is not a sound earshot can read: {e.reason}") from None
+        limit = self.settings.max_upload_s
+        if info.duration_s > limit:
+            raise ApiError(
+                413,
+                f"'{name}' is {info.duration_s:.1f} s long; examples are limited to {limit:g} s "
+                "(earshot serve --max-upload-s): trim it to the part you mean",
+            )
+        with self.lock:
+            self.counts["like"] += 1
+            try:
+                query = self.searcher.embed_example(path, start, end)
+            except AudioDecodeError as e:
+                raise ApiError(
+                    422, f"'{name}' is not a sound earshot can read: {e.reason}"
+                ) from None
+            except SearchError as e:
+                raise ApiError(400, str(e).replace(path, name)) from None
+            return self.searcher.search_vector(query, k, filters), info.duration_s
+
+
+def create_app(index_or_catalogue, model=None, settings: Settings | None = None) -> FastAPI:
+    """The ASGI app over an `earshot.Index` or a `Catalogue` and the model that indexed it."""
+    from earshot import __version__
+
+    catalogue = getattr(index_or_catalogue, "catalogue", index_or_catalogue)
+    model = model if model is not None else getattr(index_or_catalogue, "model", None)
+    if model is None:
+        raise EarshotError("create_app needs the model that indexed the catalogue")
+    settings = settings or Settings()
+    svc = Service(catalogue, model, settings)
+
+    app = FastAPI(
+        title="earshot",
+        version=__version__,
+        summary="Search recordings by describing them, or by example.",
+        description="Every answer is JSON; an error is an object with an 'error' sentence and "
+        "the 'status' code. Files are named by catalogue id only. When the server was started "
+        "with a token, send the header 'Authorization: Bearer TOKEN' (the page uses a cookie).",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.service = svc
+    app.state.settings = settings
+
+    # -- errors: always JSON, always a sentence -------------------------------------------
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return error_response(exc.status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            message = f"no such page or endpoint: {request.url.path} (the API is under /api/)"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return error_response(exc.status_code, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        return error_response(422, "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(EarshotError)
+    async def _earshot_error(request: Request, exc: EarshotError):
+        from earshot.search import SearchError
+
+        return error_response(400 if isinstance(exc, SearchError) else 500, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        log.exception("error answering %s %s", request.method, request.url.path)
+        return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    # -- the page --------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def page():
+        return _static_file("index.html", "text/html; charset=utf-8")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return _static_file("docs.html", "text/html; charset=utf-8")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        if name not in STATIC_FILES:  # the name picks from a fixed table, never a path
+            raise ApiError(404, f"no static file '{_clip(name)}'")
+        return _static_file(name, STATIC_FILES[name])
+
+    # -- the API ---------------------------------------------------------------------------
+    @app.get("/api/health", tags=["server"], summary="Liveness: the model and catalogue are up")
+    def health():
+        return {"status": "ok", "model_id": svc.model_id, "generation": svc.cat.generation}
+
+    @app.get("/api/stats", tags=["server"], summary="The catalogue, the model and the server")
+    def stats():
+        c = svc.model.config
+        return {
+            "catalogue": svc.cat.stats(),
+            "model": {
+                "id": svc.model_id,
+                "name": Path(svc.model.source).name if getattr(svc.model, "source", None) else None,
+                "untrained": settings.untrained,
+                "audio_encoder": c.encoder.name,
+                "text_model": c.text.model,
+                "window_s": c.audio.window_s,
+                "hop_s": c.audio.hop_s,
+            },
+            "server": {
+                "uptime_s": round(time.time() - svc.started, 1),
+                "requests": dict(svc.counts),
+                "text_batches": svc.batcher.batches,
+                "peaks_cached": len(svc.peaks),
+                "token_required": settings.token is not None,
+                "limits": {
+                    "max_k": MAX_K,
+                    "max_upload_mb": settings.max_upload_mb,
+                    "max_upload_s": settings.max_upload_s,
+                },
+            },
+        }
+
+    @app.get("/api/folders", tags=["files"], summary="Folders holding indexed files, most first")
+    def folders(limit: int = Query(500, ge=1, le=5000)):
+        return {"folders": [{"folder": f, "files": n} for f, n in svc.cat.folders(limit)]}
+
+    @app.get("/api/search", tags=["search"], summary="Files that sound like a description")
+    def search(
+        q: str = Query(..., max_length=1000, description="what you hear, e.g. 'a dog barks'"),
+        k: int = Query(20, ge=1, le=MAX_K, description="how many files"),
+        folder: str | None = Query(None, description="only files under this absolute folder"),
+        min_duration: float | None = Query(None, ge=0, description="seconds"),
+        max_duration: float | None = Query(None, ge=0, description="seconds"),
+        formats: Formats = None,
+        hybrid: bool = Query(False, description="fuse keyword matches on names and tags"),
+    ):
+        filters = _filters(folder, min_duration, max_duration, formats)
+        t0 = time.perf_counter()
+        hits = svc.search_text(q, k, filters, hybrid)
+        return _answer({"text": q, "k": k}, filters, hits, t0)
+
+    @app.get(
+        "/api/similar/{file_id}",
+        tags=["search"],
+        summary="More like this: files that sound like a file, or one of its segments",
+    )
+    def similar(
+        file_id: str,
+        segment: int | None = Query(None, ge=1, description="a segment id of this file"),
+        k: int = Query(20, ge=1, le=MAX_K),
+        folder: str | None = None,
+        min_duration: float | None = Query(None, ge=0),
+        max_duration: float | None = Query(None, ge=0),
+        formats: Formats = None,
+    ):
+        filters = _filters(folder, min_duration, max_duration, formats)
+        info = svc.file(file_id)
+        t0 = time.perf_counter()
+        hits = svc.similar(info, segment, k, filters)
+        query = {"file_id": info["id"], "name": info["name"], "segment_id": segment, "k": k}
+        if segment is not None:
+            row = svc.cat.segments([segment])[segment]
+            query |= {"start": round(row.start_s, 3), "end": round(row.end_s, 3)}
+        return _answer(query, filters, hits, t0)
+
+    @app.post(
+        "/api/search/like",
+        tags=["search"],
+        summary="Search by example: upload a short sound (multipart field 'file', or raw bytes)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                            "required": ["file"],
+                        }
+                    },
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+            }
+        },
+    )
+    async def search_like(
+        request: Request,
+        k: int = Query(20, ge=1, le=MAX_K),
+        start: float | None = Query(None, ge=0, description="start of the span to compare (s)"),
+        end: float | None = Query(None, gt=0, description="end of the span to compare (s)"),
+        folder: str | None = None,
+        min_duration: float | None = Query(None, ge=0),
+        max_duration: float | None = Query(None, ge=0),
+        formats: Formats = None,
+    ):
+        filters = _filters(folder, min_duration, max_duration, formats)
+        path, name = await _receive_upload(request, settings)
+        try:
+            t0 = time.perf_counter()
+            hits, seconds = await run_in_threadpool(
+                svc.like_upload, path, name, k, start, end, filters
+            )
+        finally:
+            os.unlink(path)
+        query = {"upload": name, "duration": round(seconds, 3), "k": k}
+        return _answer(query, filters, hits, t0)
+
+    @app.get("/api/files/{file_id}", tags=["files"], summary="A file's metadata and segments")
+    def file_info(file_id: str):
+        info = svc.file(file_id)
+        segments = svc.cat.file_segments(info["id"])
+        keep = ("id", "path", "folder", "name", "ext", "size", "duration_s", "sample_rate",
+                "channels", "format", "subtype", "tags", "status", "skip_reason")  # fmt: skip
+        return {
+            **{key: info.get(key) for key in keep},
+            "segments": [
+                {"segment_id": s.segment_id, "start": round(s.start_s, 3), "end": round(s.end_s, 3)}
+                for s in segments
+            ],
+        }
+
+    @app.get(
+        "/api/audio/{file_id}",
+        tags=["files"],
+        summary="The original recording, with HTTP Range support (seekable)",
+        response_class=FileResponse,
+    )
+    def audio(file_id: str):
+        info = svc.playable(file_id)
+        svc.counts["audio"] += 1
+        media = _MEDIA_TYPES.get(str(info["ext"]).lower(), "application/octet-stream")
+        return FileResponse(
+            info["path"],
+            media_type=media,
+            filename=info["name"],
+            content_disposition_type="inline",
+            headers={"Cache-Control": "private, no-cache"},
+        )
+
+    @app.get(
+        "/api/peaks/{file_id}",
+        tags=["files"],
+        summary="A waveform thumbnail: the loudest |sample| in each of n equal slices",
+    )
+    def peaks(file_id: str, n: int = Query(400, ge=8, le=4000)):
+        info = svc.playable(file_id)
+        svc.counts["peaks"] += 1
+        key = (info["id"], info["size"], info["mtime_ns"], n)
+        try:
+            values, duration = svc.peaks.get(key, info["path"], n)
+        except AudioDecodeError as e:
+            raise ApiError(422, f"cannot draw file {info['id']}: {e.reason}") from None
+        return {"file_id": info["id"], "duration": round(duration, 3), "peaks": values}
+
+    # Guard inside CORS: a CORS preflight carries no credentials, so it must be answered first.
+    app.add_middleware(Guard, settings=settings)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Range"],
+            expose_headers=["Content-Range", "Accept-Ranges", "Content-Length"],
+        )
+    return app
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` torch threads (callers hold the service lock)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
+
+
+def _static_file(name: str, media_type: str) -> FileResponse:
+    return FileResponse(
+        STATIC_DIR / name, media_type=media_type, headers={"Cache-Control": "no-cache"}
+    )
+
+
+def _clip(text: str, n: int = 80) -> str:
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _filters(folder, min_duration, max_duration, formats):
+    from earshot.search import Filters
+
+    if folder is not None and not folder.strip():
+        folder = None
+    if folder is not None:
+        if not os.path.isabs(folder):
+            raise ApiError(
+                400, f"folder must be an absolute path, as results show it: '{_clip(folder)}'"
+            )
+        folder = os.path.normpath(folder)
+    if min_duration is not None and max_duration is not None and min_duration > max_duration:
+        raise ApiError(400, "min_duration is larger than max_duration: no file can match")
+    formats = tuple(f for f in (formats or ()) if f.strip()) or None
+    return Filters(folder, min_duration, max_duration, formats)
+
+
+def _hit(h) -> dict:
+    folder, name = os.path.split(h.path)
+    return {
+        "rank": h.rank,
+        "file_id": h.file_id,
+        "segment_id": h.segment_id,
+        "name": name,
+        "folder": folder,
+        "path": h.path,
+        "start": round(h.start_s, 3),
+        "end": round(h.end_s, 3),
+        "duration": round(h.duration_s, 3),
+        "score": round(float(h.score), 4),
+        "format": h.format,
+    }
+
+
+def _answer(query: dict, filters, hits: list, t0: float) -> dict:
+    active = {k: v for k, v in vars(filters).items() if v is not None}
+    return {
+        "query": query,
+        "filters": active,
+        "took_ms": round((time.perf_counter() - t0) * 1000, 2),
+        "hits": [_hit(h) for h in hits],
+    }
+
+
+def _upload_name(raw: str | None) -> str:
+    name = os.path.basename(str(raw or "").replace("\\", "/")) or "upload"
+    return _clip(name, 120)
+
+
+async def _receive_upload(request: Request, settings: Settings) -> tuple[str, str]:
+    """Stream the body to a temporary file; 413 as soon as it is known to be too large.
+
+    A declared Content-Length over the cap is refused before a byte is read; a body without one
+    is counted as it arrives and refused at the first chunk past the cap.
+    """
+    limit = settings.max_upload_bytes
+    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    cap = limit + (_MULTIPART_SLACK if multipart else 0)
+    too_large = ApiError(
+        413,
+        f"the upload is larger than {settings.max_upload_mb:g} MB, the limit for examples "
+        "(earshot serve --max-upload-mb): send a shorter sound",
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "the Content-Length header is not a number")
+        if int(declared) > cap:
+            raise too_large
+
+    async def body():
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > cap:
+                raise _TooLarge
+            yield chunk
+
+    fd, path = tempfile.mkstemp(prefix="earshot-upload-")
+    written = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if multipart:
+                parser = MultiPartParser(request.headers, body(), max_files=1, max_fields=8)
+                form = await parser.parse()
+                upload = form.get("file")
+                if not isinstance(upload, UploadFile):
+                    raise ApiError(400, "send the sound as a multipart form field named 'file'")
+                name = _upload_name(upload.filename)
+                while chunk := await upload.read(1 << 20):
+                    written += len(chunk)
+                    if written > limit:
+                        raise _TooLarge
+                    out.write(chunk)
+                await upload.close()
+            else:
+                name = _upload_name(request.headers.get("x-filename"))
+                async for chunk in body():
+                    written += len(chunk)
+                    out.write(chunk)
+        if written == 0:
+            raise ApiError(400, "the upload is empty: send an audio file")
+        return path, name
+    except _TooLarge:
+        os.unlink(path)
+        raise too_large from None
+    except MultiPartException as e:
+        os.unlink(path)
+        raise ApiError(400, f"the upload is not a valid multipart form: {e.message}") from None
+    except BaseException:
+        os.unlink(path)
+        raise
