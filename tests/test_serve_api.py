@@ -1,0 +1,447 @@
+"""`earshot serve`'s HTTP API through FastAPI's test client, over a small indexed library."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient
+
+from earshot.cli import build_parser
+from earshot.index.store import Catalogue
+from earshot.model.io import load_model
+from earshot.search import Filters, Searcher
+from earshot.serve import Settings, create_app
+from earshot.testing.serve import build_library
+
+BASE = "http://127.0.0.1:8000"
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory, tiny_text_dir):
+    return build_library(tmp_path_factory.mktemp("serve-api"), tiny_text_dir)
+
+
+@pytest.fixture(scope="module")
+def model(lib):
+    return load_model(lib.model_dir)
+
+
+@pytest.fixture(scope="module")
+def app(lib, model):
+    cat = Catalogue(lib.db, readonly=True)
+    yield create_app(cat, model, Settings())
+    cat.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app, base_url=BASE) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def searcher(lib, model):
+    cat = Catalogue(lib.db, readonly=True)
+    yield Searcher(cat, model)
+    cat.close()
+
+
+def file_id(client, name: str) -> int:
+    hits = client.get("/api/search", params={"q": "anything", "k": 100}).json()["hits"]
+    return next(h["file_id"] for h in hits if h["name"] == name)
+
+
+def test_search_returns_what_the_searcher_returns(client, searcher, lib):
+    r = client.get("/api/search", params={"q": "a bird sings at dawn", "k": 3})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    expected = searcher.search_text("a bird sings at dawn", 3)
+    assert [h["file_id"] for h in body["hits"]] == [h.file_id for h in expected]
+    assert [h["score"] for h in body["hits"]] == pytest.approx(
+        [h.score for h in expected], abs=1e-4
+    )
+    first, hit = body["hits"][0], expected[0]
+    assert first["rank"] == 1 and first["segment_id"] == hit.segment_id
+    assert os.path.join(first["folder"], first["name"]) == hit.path == first["path"]
+    assert (first["start"], first["end"]) == (hit.start_s, hit.end_s)
+    assert first["duration"] == pytest.approx(hit.duration_s, abs=1e-3)
+    assert body["query"] == {"text": "a bird sings at dawn", "k": 3}
+    assert body["took_ms"] >= 0
+
+
+def test_search_filters(client, lib, searcher):
+    birds = str(lib.root / "birds")
+    r = client.get("/api/search", params={"q": "song", "k": 10, "folder": birds})
+    names = {h["name"] for h in r.json()["hits"]}
+    assert names == {"robin_song.wav", "owl.flac", "wren.wav"}
+    assert r.json()["filters"] == {"folder": birds}
+    short = client.get("/api/search", params={"q": "song", "k": 10, "max_duration": 5}).json()
+    assert {h["name"] for h in short["hits"]} == {"robin_song.wav", "owl.flac", "traffic.ogg"}
+    expected = searcher.search_text("song", 10, Filters(min_duration=10, max_duration=25))
+    long = client.get(
+        "/api/search", params={"q": "song", "k": 10, "min_duration": 10, "max_duration": 25}
+    ).json()
+    assert [h["file_id"] for h in long["hits"]] == [h.file_id for h in expected]
+    assert {h["name"] for h in long["hits"]} == {"long_hum.wav", "wren.wav"}
+    flac = client.get("/api/search", params={"q": "song", "format": "flac"}).json()
+    assert [h["name"] for h in flac["hits"]] == ["owl.flac"]
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "words"),
+    [
+        ({"q": "   "}, 400, "empty query"),
+        ({}, 422, "q: Field required"),
+        ({"q": "dog", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
+        ({"q": "dog", "k": 101}, 422, "k: Input should be less than or equal to 100"),
+        ({"q": "dog", "folder": "birds"}, 400, "folder must be an absolute path"),
+        ({"q": "dog", "min_duration": 9, "max_duration": 2}, 400, "min_duration is larger"),
+        ({"q": "dog", "max_duration": "long"}, 422, "max_duration: Input should be a valid"),
+    ],
+)
+def test_bad_search_requests_get_clear_json_errors(client, params, status, words):
+    r = client.get("/api/search", params=params)
+    assert r.status_code == status
+    body = r.json()
+    assert body["status"] == status and words in body["error"]
+
+
+def test_similar_by_segment_and_by_file(client, searcher, lib):
+    fid = file_id(client, "long_hum.wav")
+    segments = client.get(f"/api/files/{fid}").json()["segments"]
+    third = segments[2]["segment_id"]
+    r = client.get(f"/api/similar/{fid}", params={"segment": third, "k": 3})
+    assert r.status_code == 200
+    body = r.json()
+    expected = searcher.search_like_segment(third, 3)
+    assert [h["file_id"] for h in body["hits"]] == [h.file_id for h in expected]
+    assert fid not in [h["file_id"] for h in body["hits"]]
+    assert body["query"]["start"] == segments[2]["start"]
+    assert body["query"]["name"] == "long_hum.wav"
+
+    whole = client.get(f"/api/similar/{fid}", params={"k": 10}).json()["hits"]
+    assert len(whole) == 5 and fid not in [h["file_id"] for h in whole]
+    # The whole file's query is the mean of its windows, as search-by-example would embed it.
+    cat = searcher.cat
+    mean = np.mean([cat.segment_vector(s["segment_id"]) for s in segments], axis=0)
+    expected = searcher.search_vector(mean / np.linalg.norm(mean), 10, exclude_file=fid)
+    assert [h["file_id"] for h in whole] == [h.file_id for h in expected]
+
+
+def test_similar_errors(client):
+    fid = file_id(client, "long_hum.wav")
+    other = file_id(client, "owl.flac")
+    other_segment = client.get(f"/api/files/{other}").json()["segments"][0]["segment_id"]
+    r = client.get(f"/api/similar/{fid}", params={"segment": other_segment})
+    assert r.status_code == 404 and f"has no segment {other_segment}" in r.json()["error"]
+    r = client.get("/api/similar/987654")
+    assert r.status_code == 404 and r.json() == {
+        "error": "no file with id 987654 in the catalogue",
+        "status": 404,
+    }
+
+
+def test_file_metadata_and_segments(client, searcher):
+    fid = file_id(client, "market.wav")
+    r = client.get(f"/api/files/{fid}")
+    assert r.status_code == 200
+    info = r.json()
+    assert info["name"] == "market.wav" and info["status"] == "ok"
+    assert info["duration_s"] == pytest.approx(30.0) and info["sample_rate"] == 16000
+    assert info["format"] == "WAV" and info["channels"] == 1
+    expected = searcher.cat.file_segments(fid)
+    assert [(s["segment_id"], s["start"], s["end"]) for s in info["segments"]] == [
+        (s.segment_id, s.start_s, s.end_s) for s in expected
+    ]
+    assert "content_hash" not in info  # what the page needs, not the catalogue's internals
+
+
+@pytest.mark.parametrize("raw", ["987654", "abc", "1.5", "-1", "0x10"])
+def test_unknown_ids_are_404_json(client, raw):
+    for route in ("files", "audio", "peaks", "similar"):
+        r = client.get(f"/api/{route}/{raw}")
+        assert r.status_code == 404, (route, raw)
+        assert r.headers["content-type"] == "application/json"
+        assert r.json()["status"] == 404 and "no file with id" in r.json()["error"]
+
+
+def test_audio_streams_the_original_with_ranges(client, lib):
+    path = lib.root / "street" / "market.wav"
+    data = path.read_bytes()
+    fid = file_id(client, "market.wav")
+    whole = client.get(f"/api/audio/{fid}")
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["content-type"] == "audio/wav"
+    assert whole.headers["accept-ranges"] == "bytes"
+    part = client.get(f"/api/audio/{fid}", headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == 206
+    assert part.content == data[1000:2000]
+    assert part.headers["content-range"] == f"bytes 1000-1999/{len(data)}"
+    assert part.headers["content-length"] == "1000"
+    tail = client.get(f"/api/audio/{fid}", headers={"Range": "bytes=-100"})
+    assert tail.status_code == 206 and tail.content == data[-100:]
+    open_ended = client.get(f"/api/audio/{fid}", headers={"Range": f"bytes={len(data) - 10}-"})
+    assert open_ended.status_code == 206 and open_ended.content == data[-10:]
+    beyond = client.get(f"/api/audio/{fid}", headers={"Range": f"bytes={len(data) + 5}-"})
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{len(data)}"
+    flac = client.get(f"/api/audio/{file_id(client, 'owl.flac')}")
+    assert flac.headers["content-type"] == "audio/flac"
+    assert flac.content == (lib.root / "birds" / "owl.flac").read_bytes()
+
+
+def test_audio_of_a_file_gone_from_disk_says_so(client, lib, tmp_path):
+    fid = file_id(client, "robin_song.wav")
+    path = lib.root / "birds" / "robin_song.wav"
+    moved = tmp_path / "robin.wav"
+    path.rename(moved)
+    try:
+        r = client.get(f"/api/audio/{fid}")
+        assert r.status_code == 404
+        assert "no longer on disk" in r.json()["error"] and "earshot index" in r.json()["error"]
+    finally:
+        moved.rename(path)
+    assert client.get(f"/api/audio/{fid}").status_code == 200
+
+
+def test_peaks_follow_the_waveform_and_are_cached(client, app):
+    fid = file_id(client, "market.wav")  # a tone at 0.5, then noise at 0.3 sd (clipped)
+    cache = app.state.service.peaks
+    misses = cache.misses
+    r = client.get(f"/api/peaks/{fid}", params={"n": 50})
+    assert r.status_code == 200
+    body = r.json()
+    peaks = body["peaks"]
+    assert len(peaks) == 50 and body["duration"] == pytest.approx(30.0, abs=0.01)
+    assert all(0.0 <= p <= 1.0 for p in peaks)
+    assert all(0.45 <= p <= 0.56 for p in peaks[:24])  # the tone: amplitude 0.5 + a little noise
+    assert all(p >= 0.8 for p in peaks[26:])  # noise with sd 0.3 peaks near its clip
+    assert cache.misses == misses + 1
+    assert client.get(f"/api/peaks/{fid}", params={"n": 50}).json() == body
+    assert cache.misses == misses + 1 and cache.hits >= 1
+    assert client.get(f"/api/peaks/{fid}", params={"n": 4}).status_code == 422
+
+
+def test_health_stats_folders(client, lib, model):
+    from earshot.model.io import model_id
+
+    health = client.get("/api/health").json()
+    assert health["status"] == "ok" and health["model_id"] == model_id(model)
+    stats = client.get("/api/stats").json()
+    assert stats["catalogue"]["files_ok"] == 6
+    assert stats["model"]["id"] == model_id(model) and stats["model"]["untrained"] is False
+    assert stats["server"]["limits"] == {"max_k": 100, "max_upload_mb": 20.0, "max_upload_s": 60.0}
+    assert stats["server"]["token_required"] is False
+    folders = client.get("/api/folders").json()["folders"]
+    assert folders == [
+        {"folder": str(lib.root / "birds"), "files": 3},
+        {"folder": str(lib.root / "street"), "files": 3},
+    ]
+
+
+def test_search_by_example_upload(client, searcher, lib, monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # to see that uploads are removed
+    path = lib.root / "street" / "traffic.ogg"
+    expected = searcher.search_vector(searcher.embed_example(path, None, None), 3)
+    r = client.post(
+        "/api/search/like",
+        params={"k": 3},
+        files={"file": ("my traffic.ogg", path.read_bytes(), "audio/ogg")},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"] == {"upload": "my traffic.ogg", "duration": 4.0, "k": 3}
+    assert [h["file_id"] for h in body["hits"]] == [h.file_id for h in expected]
+    raw = client.post(
+        "/api/search/like",
+        params={"k": 3, "start": 1.0, "end": 3.0},
+        content=path.read_bytes(),
+        headers={"content-type": "application/octet-stream", "x-filename": "../../x.ogg"},
+    )
+    assert raw.status_code == 200 and raw.json()["query"]["upload"] == "x.ogg"
+    span = searcher.search_vector(searcher.embed_example(path, 1.0, 3.0), 3)
+    assert [h["file_id"] for h in raw.json()["hits"]] == [h.file_id for h in span]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "words"),
+    [
+        (
+            {"files": {"file": ("notes.wav", b"shopping list: eggs", "audio/wav")}},
+            422,
+            "not a sound",
+        ),
+        ({"files": {"other": ("a.wav", b"RIFF", "audio/wav")}}, 400, "field named 'file'"),
+        ({"content": b"", "headers": {"content-type": "audio/wav"}}, 400, "empty"),
+        (
+            {"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data"}},
+            400,
+            "not a valid multipart form",
+        ),
+    ],
+)
+def test_bad_uploads_get_clear_errors(client, kwargs, status, words, monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    r = client.post("/api/search/like", **kwargs)
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_example_span_without_audio_is_a_400_naming_the_upload(client, lib):
+    data = (lib.root / "birds" / "owl.flac").read_bytes()
+    r = client.post(
+        "/api/search/like",
+        params={"start": 30, "end": 31},
+        files={"file": ("owl.flac", io.BytesIO(data), "audio/flac")},
+    )
+    assert r.status_code == 400
+    assert "holds no audio" in r.json()["error"] and "'owl.flac'" in r.json()["error"]
+    assert "earshot-upload" not in r.json()["error"]
+
+
+def test_unknown_routes_and_methods_are_json(client):
+    r = client.get("/api/nothing-here")
+    assert r.status_code == 404 and "no such page or endpoint" in r.json()["error"]
+    r = client.delete("/api/search")
+    assert r.status_code == 405 and r.json()["error"] == "DELETE is not allowed on /api/search"
+
+
+def test_page_docs_and_schema_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="q"' in page.text and "/static/app.js" in page.text
+    # Everything the page loads comes from this server: users may be offline.
+    links = re.findall(r'(?:src|href)="([^"]*)"', page.text)
+    assert links and all(link.startswith(("/", "#")) for link in links), links
+    for name in ("app.js", "style.css", "docs.js", "favicon.svg"):
+        assert client.get(f"/static/{name}").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/docs.js" in docs.text
+    schema = client.get("/openapi.json").json()
+    assert {
+        "/api/search",
+        "/api/search/like",
+        "/api/similar/{file_id}",
+        "/api/files/{file_id}",
+        "/api/audio/{file_id}",
+        "/api/peaks/{file_id}",
+        "/api/health",
+        "/api/stats",
+    } <= set(schema["paths"])
+
+
+def test_models_load_once_at_start_up(lib, monkeypatch):
+    import earshot.encoders.text as text_mod
+    import earshot.model.io as model_io
+    from earshot.commands.serve import build_app
+
+    loads = {"model": 0, "text": 0}
+    real_model, real_text = model_io.load_model, text_mod.load_text_encoder
+
+    def count_model(*a, **kw):
+        loads["model"] += 1
+        return real_model(*a, **kw)
+
+    def count_text(*a, **kw):
+        loads["text"] += 1
+        return real_text(*a, **kw)
+
+    monkeypatch.setattr(model_io, "load_model", count_model)
+    monkeypatch.setattr(text_mod, "load_text_encoder", count_text)
+    # No --model: the catalogue names the folder that indexed it.
+    args = build_parser().parse_args(["serve", "--db", str(lib.db)])
+    app = build_app(args)
+    assert loads == {"model": 1, "text": 1}
+    with TestClient(app, base_url=BASE) as c:
+        for q in ("rain", "a dog", "rain", "an owl hoots"):
+            assert c.get("/api/search", params={"q": q}).status_code == 200
+        fid = c.get("/api/search", params={"q": "x"}).json()["hits"][0]["file_id"]
+        assert c.get(f"/api/similar/{fid}").status_code == 200
+        data = (lib.root / "birds" / "owl.flac").read_bytes()
+        assert c.post("/api/search/like", files={"file": ("o.flac", data)}).status_code == 200
+    assert loads == {"model": 1, "text": 1}
+    app.state.service.cat.close()
+
+
+def test_create_app_takes_an_index(lib):
+    import earshot
+
+    with earshot.Index(lib.db, model=lib.model_dir) as idx:
+        app = create_app(idx)
+        with TestClient(app, base_url=BASE) as c:
+            assert c.get("/api/search", params={"q": "hum"}).json()["hits"]
+
+
+def test_concurrent_queries_share_one_encoder_call_and_get_their_own_answers():
+    import threading
+    import time
+
+    from earshot.serve.batch import QueryBatcher
+
+    sizes: list[int] = []
+    gate = threading.Event()
+
+    def run_batch(items):
+        sizes.append(len(items))
+        if len(sizes) == 1:
+            gate.wait(10)  # hold the first batch until the others queue behind it
+        return [ValueError(f"bad {i}") if i == 5 else i * 10 for i in items]
+
+    batcher = QueryBatcher(run_batch, max_batch=4)
+    results: dict[int, object] = {}
+
+    def ask(i: int) -> None:
+        try:
+            results[i] = batcher.submit(i)
+        except ValueError as e:
+            results[i] = str(e)
+
+    first = threading.Thread(target=ask, args=(0,))
+    first.start()
+    while not sizes:
+        time.sleep(0.001)
+    others = [threading.Thread(target=ask, args=(i,)) for i in range(1, 8)]
+    for t in others:
+        t.start()
+    while len(batcher._pending) < 7:
+        time.sleep(0.001)
+    gate.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert results == {0: 0, 1: 10, 2: 20, 3: 30, 4: 40, 5: "bad 5", 6: 60, 7: 70}
+    assert sizes == [1, 4, 3]  # 7 waiting, at most 4 per call
+    assert (batcher.batches, batcher.items) == (3, 8)
+
+
+def test_concurrent_http_searches_each_get_their_own_results(app, searcher):
+    import threading
+
+    from earshot.testing.serve import ServerThread
+
+    texts = [f"query number {i} about {w}" for i, w in enumerate("abcdefghijkl")]
+    expected = {t: [h.file_id for h in searcher.search_text(t, 3)] for t in texts}
+    got: dict[str, list[int]] = {}
+    with ServerThread(app) as server:
+        import httpx
+
+        def ask(text: str) -> None:
+            r = httpx.get(f"{server.url}/api/search", params={"q": text, "k": 3}, timeout=30)
+            got[text] = [h["file_id"] for h in r.json()["hits"]]
+
+        threads = [threading.Thread(target=ask, args=(t,)) for t in texts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert got == expected

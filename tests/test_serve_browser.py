@@ -1,0 +1,257 @@
+"""The web page as a person uses it, in headless Chromium: search, listen, more like this.
+
+Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run` installs them) and the
+`selenium` package; skipped, saying which is missing, where they are absent. Screenshots go to
+$EARSHOT_SCREENSHOTS when set, else to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+pytest.importorskip("fastapi")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+for _binary, _package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+    if not (os.access(_binary, os.X_OK) or shutil.which(Path(_binary).name)):
+        pytest.skip(
+            f"{_binary} not found: install the Debian package '{_package}' "
+            "(apt-get install chromium chromium-driver) to run the browser tests",
+            allow_module_level=True,
+        )
+
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.select import Select  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from earshot.index.store import Catalogue  # noqa: E402
+from earshot.model.io import load_model  # noqa: E402
+from earshot.serve import Settings, create_app  # noqa: E402
+from earshot.testing.serve import ServerThread, build_library  # noqa: E402
+
+WAIT_S = 20
+
+
+def _binary(path: str) -> str:
+    return path if os.access(path, os.X_OK) else shutil.which(Path(path).name)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_text_dir):
+    lib = build_library(tmp_path_factory.mktemp("serve-browser"), tiny_text_dir)
+    cat = Catalogue(lib.db, readonly=True)
+    app = create_app(cat, load_model(lib.model_dir), Settings())
+    with ServerThread(app) as running:
+        yield running
+    cat.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = _binary(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--mute-audio",
+        "--autoplay-policy=no-user-gesture-required",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(_binary(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = os.environ.get("EARSHOT_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def wait(driver, condition, what: str):
+    return WebDriverWait(driver, WAIT_S).until(condition, message=f"waited {WAIT_S} s for {what}")
+
+
+def hits_on_screen(driver) -> list[dict]:
+    return driver.execute_script(
+        "return window.earshot.state.hits.map(h => ({file_id: h.file_id, name: h.name, "
+        "start: h.start, end: h.end, score: h.score}));"
+    )
+
+
+def player(driver) -> dict:
+    return driver.execute_script(
+        "const p = document.getElementById('player');"
+        "return {time: p.currentTime, paused: p.paused, src: p.getAttribute('src'),"
+        " error: p.error && p.error.code};"
+    )
+
+
+def open_page(driver, server, width: int = 1280, height: int = 900, mobile: bool = False):
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+    )
+    driver.get(server.url + "/")
+    wait(driver, lambda d: d.execute_script("return !!window.earshot"), "the page's script")
+
+
+def search(driver, text: str) -> list[dict]:
+    box = driver.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys(text)
+    wait(
+        driver,
+        lambda d: f"for “{text}”" in d.find_element(By.ID, "status").text,
+        f"results for {text!r}",
+    )
+    return hits_on_screen(driver)
+
+
+def test_type_listen_and_find_more_like_it(browser, server, shots):
+    d = browser
+    open_page(d, server)
+    assert d.switch_to.active_element.get_attribute("id") == "q"  # ready to type at once
+    hits = search(d, "a bird sings")  # typed, not submitted: results arrive as you type
+    cards = d.find_elements(By.CSS_SELECTOR, "#results .hit")
+    assert len(cards) == len(hits) == 6
+    first = cards[0]
+    assert hits[0]["name"] in first.text and "match" in first.text
+    assert first.find_element(By.CSS_SELECTOR, ".hit-score").text
+    wait(
+        d,
+        lambda d: d.execute_script(
+            "const c = document.querySelector('#results .hit canvas');"
+            "const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "return px.some((v, i) => i % 4 === 3 && v > 0);"
+        ),
+        "the first waveform to be drawn",
+    )
+
+    # Play the hit whose best window starts latest: playback must start there.
+    i = max(range(len(hits)), key=lambda j: hits[j]["start"])
+    start = hits[i]["start"]
+    cards[i].find_element(By.CSS_SELECTOR, ".play").click()
+    wait(d, lambda d: player(d)["time"] >= start + 0.3, f"playback past {start} s")
+    state = player(d)
+    assert not state["paused"] and state["error"] is None
+    assert state["src"].startswith(f"/api/audio/{hits[i]['file_id']}")
+    assert state["time"] >= start
+    assert "is-active" in cards[i].get_attribute("class")
+    d.save_screenshot(str(shots / "browser-results.png"))
+
+    # More like this, on the first hit: other results, without that file.
+    clicked = hits[0]
+    cards[0].find_element(By.CSS_SELECTOR, ".more").click()
+    wait(d, lambda d: "that sound like" in d.find_element(By.ID, "status").text, "similar")
+    similar = hits_on_screen(d)
+    assert similar and clicked["file_id"] not in [h["file_id"] for h in similar]
+    assert [h["file_id"] for h in similar] != [h["file_id"] for h in hits]
+    assert clicked["name"] in d.find_element(By.ID, "status").text
+    assert "like=" in d.current_url
+    d.save_screenshot(str(shots / "browser-similar.png"))
+
+    # Back returns to the text results.
+    d.find_element(By.ID, "back").click()
+    wait(d, lambda d: "for “a bird sings”" in d.find_element(By.ID, "status").text, "back")
+    assert [h["file_id"] for h in hits_on_screen(d)] == [h["file_id"] for h in hits]
+
+
+def test_keyboard_only(browser, server):
+    d = browser
+    open_page(d, server)
+    body = d.find_element(By.TAG_NAME, "body")
+    body.click()
+    body.send_keys("/")
+    assert d.switch_to.active_element.get_attribute("id") == "q"
+    d.switch_to.active_element.send_keys("traffic noise", Keys.ENTER)
+    wait(d, lambda d: "for “traffic noise”" in d.find_element(By.ID, "status").text, "results")
+    hits = hits_on_screen(d)
+    d.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+    focused = d.switch_to.active_element
+    assert "hit" in focused.get_attribute("class") and focused.get_attribute("data-index") == "0"
+    focused.send_keys(Keys.ARROW_DOWN)
+    focused = d.switch_to.active_element
+    assert focused.get_attribute("data-index") == "1"
+    focused.send_keys(Keys.SPACE)
+    wait(d, lambda d: not player(d)["paused"] and player(d)["time"] > 0, "playback")
+    assert player(d)["src"].startswith(f"/api/audio/{hits[1]['file_id']}")
+    focused.send_keys(Keys.SPACE)
+    wait(d, lambda d: player(d)["paused"], "pause")
+    focused.send_keys("m")
+    wait(d, lambda d: "that sound like" in d.find_element(By.ID, "status").text, "similar")
+    assert hits[1]["file_id"] not in [h["file_id"] for h in hits_on_screen(d)]
+    # Focus rings are visible: the focused hit gets an outline.
+    outline = d.execute_script("return getComputedStyle(document.activeElement).outlineStyle;")
+    assert outline != "none"
+
+
+def test_drop_a_sound_to_search_by_example(browser, server):
+    d = browser
+    open_page(d, server)
+    hits = search(d, "wind")
+    # What a drag from the desktop delivers: a File in a DataTransfer, dropped on the page.
+    hidden_while_dragging = d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(`/api/audio/${arguments[0]}`).then(r => r.blob()).then(blob => {"
+        "  const file = new File([blob], 'my example.wav', {type: 'audio/wav'});"
+        "  const dt = new DataTransfer(); dt.items.add(file);"
+        "  const event = (type) => new DragEvent(type, {dataTransfer: dt, cancelable: true});"
+        "  window.dispatchEvent(event('dragenter'));"
+        "  done(document.getElementById('drop-overlay').hidden);"
+        "  window.dispatchEvent(event('drop'));"
+        "});",
+        hits[0]["file_id"],
+    )
+    assert hidden_while_dragging is False  # the drop target showed while a file was over the page
+    wait(d, lambda d: "“my example.wav”" in d.find_element(By.ID, "status").text, "upload")
+    assert d.find_element(By.ID, "drop-overlay").get_attribute("hidden") is not None
+    found = hits_on_screen(d)
+    assert len(found) == 6
+    itself = next(h for h in found if h["file_id"] == hits[0]["file_id"])
+    assert itself["score"] == pytest.approx(max(h["score"] for h in found), abs=1e-3)
+
+
+def test_filters_and_errors_show(browser, server):
+    d = browser
+    open_page(d, server)
+    search(d, "hum")
+    Select(d.find_element(By.ID, "duration")).select_by_value("10-60")
+    wait(d, lambda d: "(filtered)" in d.find_element(By.ID, "status").text, "filtered results")
+    assert {h["name"] for h in hits_on_screen(d)} == {"long_hum.wav", "market.wav", "wren.wav"}
+    assert "max_duration=60" in d.current_url
+    folder = d.find_element(By.ID, "folder")
+    folder.send_keys("relative/folder", Keys.TAB)
+    wait(d, lambda d: d.find_element(By.ID, "banner").is_displayed(), "an error banner")
+    assert "folder must be an absolute path" in d.find_element(By.ID, "banner").text
+
+
+def test_narrow_screen_has_no_sideways_scroll(browser, server, shots):
+    d = browser
+    open_page(d, server, width=400, height=800, mobile=True)
+    search(d, "a long recording of a market")
+    d.find_elements(By.CSS_SELECTOR, "#results .hit .play")[0].click()
+    wait(d, lambda d: not player(d)["paused"], "playback")
+    widths = d.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth,"
+        " document.querySelector('#results .hit').getBoundingClientRect().right,"
+        " document.getElementById('player').getBoundingClientRect().width];"
+    )
+    scroll, inner, card_right, player_width = widths
+    assert scroll <= inner == 400 and card_right <= 400 and player_width > 300
+    d.save_screenshot(str(shots / "browser-narrow.png"))
+    d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
