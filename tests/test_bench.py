@@ -104,3 +104,17 @@ def test_quick_search_benchmark_reports_latency_recall_and_memory():
             assert entry["file_bytes_per_segment"] > 0
         assert 0 <= size["ivf"]["recall_at_10"] <= 1
         assert size["chosen"] in ("exact", "ivf")
+
+
+def test_quick_serve_benchmark_reports_load_latency_and_memory():
+    result = run_quick("bench_serve.py")
+    assert result["env"]["quick"] is True and result["catalogue"]["segments"] == 5000
+    for name in ("search_8_clients", "search_1_client", "similar_8_clients"):
+        phase = result["phases"][name]
+        assert phase["errors"] == 0, phase["error_examples"]
+        assert phase["requests"] > 0 and phase["requests_per_s"] > 0
+        assert 0 < phase["p50_ms"] <= phase["p90_ms"] <= phase["p99_ms"] <= phase["max_ms"]
+    rss = result["server"]["rss_mb"]
+    assert all(rss[k] > 0 for k in ("start", "middle", "end", "max"))
+    assert result["in_process"]["search_text"]["p50_ms"] > 0
+    assert result["target"]["met"] is False  # a quick run is never the 100k-window figure
