@@ -27,14 +27,17 @@ MODELS = {
     "cnn14": ("cnn14", None, None),
     "cnn10": ("cnn10", None, None),
     "cnn10_slim": ("cnn10", (16, 32, 64, 128), 128),
+    "default": None,  # the packaged default model (slim CNN10, 4 s windows, 2 s hop)
 }
 
 
 def build(name: str):
     from earshot.config import EncoderConfig, ModelConfig
     from earshot.encoders.audio import STANDARD_ENCODERS
-    from earshot.model.io import build_model
+    from earshot.model.io import build_model, load_model
 
+    if name == "default":
+        return load_model("default", with_text=False)
     arch, widths, embed = MODELS[name]
     enc = STANDARD_ENCODERS[arch] if widths is None else EncoderConfig(arch, widths, embed)
     return build_model(ModelConfig(encoder=enc))
@@ -253,7 +256,11 @@ def main() -> None:
     ap.add_argument("--tree", type=int, default=10_000, help="files in the re-index tree")
     ap.add_argument("--search-segments", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--parts", default="index,reindex,search", help="which of index,reindex,search to run"
+    )
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     torch.set_num_threads(2)
     if args.quick:
         args.clips, args.models, args.tree, args.search_segments = 4, "cnn10_slim", 200, 2000
@@ -268,10 +275,14 @@ def main() -> None:
             "clips": args.clips,
             "clip_s": 10.0,
         },
-        "index": bench_index(args.clips, args.models.split(","), args.precision, args.workers),
-        "reindex": bench_reindex(args.tree),
-        "search": bench_search_path(args.search_segments, 50 if args.quick else 300),
     }
+    if "index" in parts:
+        models = args.models.split(",")
+        result["index"] = bench_index(args.clips, models, args.precision, args.workers)
+    if "reindex" in parts:
+        result["reindex"] = bench_reindex(args.tree)
+    if "search" in parts:
+        result["search"] = bench_search_path(args.search_segments, 50 if args.quick else 300)
     json.dump(result, sys.stdout, indent=2)
     print()
 

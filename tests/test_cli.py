@@ -78,11 +78,14 @@ def test_bad_file_is_reported_and_good_ones_still_embedded(capsys, model_dir, cl
     assert "error" in results[0] and len(results[1]["windows"]) == 2
 
 
-def test_no_model_is_a_clear_error(capsys, monkeypatch, clip):
+def test_no_model_and_no_default_is_a_clear_error(capsys, monkeypatch, clip, tmp_path):
+    import earshot.model.io as model_io
+
     monkeypatch.delenv("EARSHOT_MODEL", raising=False)
+    monkeypatch.setattr(model_io, "DEFAULT_DIR", tmp_path / "gone")
     code, out, err = run(capsys, "embed", "--audio", str(clip))
     assert code == 1 and out == ""
-    assert "no model given: pass --model DIR" in err and "--random-init" in err
+    assert "has no default model" in err and "--model DIR" in err
 
 
 def test_missing_model_folder(capsys, tmp_path, clip):

@@ -6,8 +6,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from earshot.errors import EarshotError
-
 
 class Index:
     """A catalogue of recordings and the model that embeds them.
@@ -91,7 +89,8 @@ def _filters(kwargs: dict):
 
 
 def resolve_model(model, catalogue=None):
-    """A loaded model from: a JointModel, a folder, the catalogue's own model, or the default."""
+    """A loaded model from: a JointModel, a folder, the catalogue's own model, or the default
+    model shipped with earshot."""
     from earshot.model.dual import JointModel
     from earshot.model.io import load_model
 
@@ -103,6 +102,4 @@ def resolve_model(model, catalogue=None):
     recorded = catalogue.model_info.get("path") if catalogue is not None else None
     if recorded and Path(recorded, "config.json").is_file():
         return load_model(recorded)
-    raise EarshotError(
-        "no model: pass a model folder (--model DIR / model=...), or set EARSHOT_MODEL"
-    )
+    return load_model("default")

@@ -66,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per CNN batch")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto (default): bf16 where the CPU has native bf16, else fp32",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_model_args(p)
     p.set_defaults(func=search_cmds.cmd_index)

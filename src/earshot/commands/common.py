@@ -6,8 +6,6 @@ import argparse
 import sys
 from typing import Any
 
-from earshot.errors import EarshotError
-
 UNTRAINED_WARNING = (
     "earshot: warning: using an UNTRAINED, randomly initialised model (--random-init); its "
     "vectors mean nothing for search. Use it to try the pipeline, not to find sounds."
@@ -20,10 +18,8 @@ def load_model_from_args(args: argparse.Namespace, with_text: bool = True):
     if args.model:
         return load_model(args.model, device=args.device, with_text=with_text)
     if not args.random_init:
-        raise EarshotError(
-            "no model given: pass --model DIR (or set EARSHOT_MODEL), or --random-init to try "
-            "the pipeline with untrained weights"
-        )
+        # No --model: the default model shipped inside the package.
+        return load_model("default", device=args.device, with_text=with_text)
     from earshot.config import ModelConfig
     from earshot.encoders.audio import STANDARD_ENCODERS
 

@@ -25,6 +25,7 @@ def _catalogue_and_model(args: argparse.Namespace, create: bool):
 
 def cmd_index(args: argparse.Namespace) -> int:
     from earshot.index.build import Indexer
+    from earshot.model.dual import resolve_precision
 
     catalogue, model = _catalogue_and_model(args, create=True)
     with catalogue:
@@ -33,7 +34,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             model,
             workers=args.workers,
             batch_size=args.batch_size,
-            precision=args.precision,
+            precision=resolve_precision(args.precision),
             progress=not args.json,
         )
         summary = indexer.run(args.paths, keep_missing=args.keep_missing)

@@ -118,6 +118,18 @@ class JointModel(nn.Module):
         return F.normalize(self.audio_head(features.float()), dim=-1)
 
 
+def resolve_precision(precision: str) -> str:
+    """`auto` → bf16 where the CPU computes it natively (AVX512-BF16 / AMX; ~2x faster, cosine
+    ≥ 0.999 to fp32), fp32 elsewhere, where emulated bf16 would be slower."""
+    if precision != "auto":
+        return precision
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bf16" if native else "fp32"
+
+
 def cosine_scores(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """(q, d) x (n, d) unit vectors → (q, n) cosine similarities."""
     return queries @ items.T

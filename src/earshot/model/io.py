@@ -86,12 +86,37 @@ def read_config(directory: str | Path) -> ModelConfig:
         raise ModelLoadError(f"invalid model config '{path}': {e}") from None
 
 
+DEFAULT_NAME = "default"  # `--model default`: the model shipped inside the package
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def default_model_dir() -> Path:
+    """The packaged default model's folder (trained by `configs/default.toml`)."""
+    if not (DEFAULT_DIR / "config.json").is_file():
+        raise ModelLoadError(
+            f"this installation has no default model ('{DEFAULT_DIR}' is missing or empty): "
+            "pass --model DIR, or reinstall earshot"
+        )
+    return DEFAULT_DIR
+
+
+def resolve_model_dir(directory: str | Path) -> Path:
+    """A model folder path; the name `default` means the packaged model unless a folder
+    of that name exists here."""
+    if str(directory) == DEFAULT_NAME and not Path(directory).is_dir():
+        return default_model_dir()
+    return Path(directory)
+
+
 def load_model(directory: str | Path, device: str = "cpu", with_text: bool = True) -> JointModel:
-    """Load a model folder strictly (every key must match); in eval mode on `device`."""
+    """Load a model folder strictly (every key must match); in eval mode on `device`.
+
+    `directory` may be `default`: the model shipped with earshot.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    directory = Path(directory)
+    directory = resolve_model_dir(directory)
     config = read_config(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
