@@ -1,10 +1,9 @@
-"""The README's first command: index sample recordings and search them with earshot's CLI.
+"""The README's first command: index the bundled demo recordings and search them.
 
-Indexes ../shared/data/librosa-examples (music, speech, a whale, a robin, a dog) where it is,
-else two synthetic sounds, then runs text and example queries. It uses the model in
-$EARSHOT_MODEL or runs/urbansound-small when one has been trained
-(`earshot train --config configs/urbansound-small.toml`); otherwise an untrained, randomly
-initialised CNN10, said loudly: then the hits show the pipeline working, not search quality.
+Runs offline with the default model shipped inside the package: `earshot index` over
+`demo/audio` (a few public-domain and CC BY recordings, credited in demo/CREDITS.md) into a
+temporary catalogue, then text queries and a "more like this" query through the CLI, exactly
+as a user would type them. Set EARSHOT_MODEL to try another model folder instead.
 """
 
 from __future__ import annotations
@@ -17,8 +16,14 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO.parent / "shared" / "data" / "librosa-examples" / "audio"
-TRAINED = REPO / "runs" / "urbansound-small"
+DEMO = REPO / "demo" / "audio"
+QUERIES = [
+    "a bird chirps",
+    "a whale singing underwater",
+    "a woman reading a story aloud",
+    "a trumpet playing",
+    "a string orchestra",
+]
 
 
 def earshot(*args: str) -> None:
@@ -29,32 +34,24 @@ def earshot(*args: str) -> None:
 
 
 def main() -> None:
-    tmp = tempfile.TemporaryDirectory()
-    folder = SAMPLES
-    if not SAMPLES.is_dir():
-        from earshot.testing.audio import write_noise, write_tone
-
-        print(f"({SAMPLES} not found: indexing synthetic sounds)\n")
-        folder = Path(tmp.name) / "sounds"
-        folder.mkdir()
-        write_tone(folder / "tone.wav", 12.0, 44100)
-        write_noise(folder / "noise.flac", 3.0, 22050)
-    model_dir = os.environ.get("EARSHOT_MODEL") or (str(TRAINED) if TRAINED.is_dir() else None)
-    model = ["--model", model_dir] if model_dir else ["--random-init", "--encoder", "cnn10"]
-    if not model_dir:
-        print(
-            "No trained model yet: using UNTRAINED weights. For real results run\n"
-            "  .venv/bin/earshot train --config configs/urbansound-small.toml\n"
-            "and then `make demo` again.\n",
-            flush=True,
+    if not DEMO.is_dir():
+        sys.exit(f"demo recordings not found in {DEMO}: run this from a full clone of earshot")
+    model = ["--model", os.environ["EARSHOT_MODEL"]] if os.environ.get("EARSHOT_MODEL") else []
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "demo.sqlite")
+        earshot("index", os.path.relpath(DEMO), "--db", db, *model)
+        for query in QUERIES:
+            earshot("search", query, "-k", "3", "--db", db)
+        robin = next(DEMO.glob("456440_*robin*.ogg"))
+        earshot(
+            "search",
+            "--like",
+            os.path.relpath(robin),
+            "-k",
+            "3",
+            "--db",
+            db,
         )
-    db = str(Path(tmp.name) / "demo.sqlite")
-    earshot("index", str(folder), "--db", db, *model)
-    earshot("search", "a dog howls", "-k", "3", "--db", db, *model)
-    earshot("search", "a bird chirps", "-k", "3", "--db", db, *model)
-    example = next(iter(sorted(folder.glob("*.ogg"))) or sorted(folder.glob("*.*")))
-    earshot("search", "--like", str(example), "-k", "3", "--db", db, *model)
-    tmp.cleanup()
 
 
 if __name__ == "__main__":
