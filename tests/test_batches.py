@@ -24,7 +24,8 @@ from earshot.train.batches import (
 from earshot.train.cache import build_feature_cache
 from earshot.train.config import ConfigError, TrainConfig, load_train_config
 from earshot.train.datasets import CaptionDataset, Clip
-from earshot.train.loop import Trainer, _recipe_mixtures
+from earshot.train.loop import Trainer
+from earshot.train.recipe import mixture_captions_for
 
 SR = 16000
 # A small frontend: one-second windows, so every clip below is exactly one window.
@@ -520,7 +521,7 @@ def test_mix_prob_needs_a_recipe(tmp_path, tiny_text_dir):
     with pytest.raises(EarshotError, match=r"mix_prob > 0 needs a recipe dataset \(\.toml\)"):
         Trainer(cfg)
     with pytest.raises(EarshotError, match="needs a recipe"):
-        _recipe_mixtures(cfg)
+        mixture_captions_for(cfg.dataset)
 
 
 @pytest.mark.parametrize(

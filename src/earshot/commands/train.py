@@ -53,13 +53,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if str(args.dataset).endswith(".toml") and args.split == "test":
         # A recipe's test split is scored with its held-out paraphrase queries too.
         from earshot.eval.queries import evaluate_queries
-        from earshot.train.recipe import load_recipe
+        from earshot.train.recipe import recipe_for
 
         for key, value in evaluate_queries(
             model,
             dataset,
             store,
-            load_recipe(args.dataset).queries(),
+            recipe_for(args.dataset).queries(),
             batch_size=args.batch_size,
             seed=args.seed,
             n_boot=args.n_boot,

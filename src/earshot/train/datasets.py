@@ -216,9 +216,9 @@ def load_dataset(
     """Pick the loader from what `spec` is: a Clotho folder, a labels folder or a long CSV."""
     path = Path(spec)
     if path.suffix == ".toml":
-        from earshot.train.recipe import load_recipe
+        from earshot.train.recipe import recipe_for
 
-        return load_recipe(path).dataset(split)
+        return recipe_for(path).dataset(split)
     if path.is_file() and path.suffix == ".csv":
         if audio_dir is None:
             raise DatasetError(f"'{path}' holds captions only: pass the audio folder too")

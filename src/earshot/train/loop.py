@@ -33,6 +33,7 @@ from earshot.train.cache import TextCache, build_feature_cache
 from earshot.train.config import TrainConfig
 from earshot.train.datasets import load_dataset
 from earshot.train.losses import LearnableTemperature, info_nce, triplet_loss
+from earshot.train.recipe import mixture_captions_for
 
 CHECKPOINT = "checkpoint-last.pt"
 METRICS_LOG = "metrics.jsonl"
@@ -90,6 +91,8 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.train_set = load_dataset(cfg.dataset, cfg.train_split, cfg.audio_dir)
         self.val_set = load_dataset(cfg.dataset, cfg.val_split, cfg.audio_dir)
+        # Before the slow caches: a mixture setting without a recipe fails at once.
+        mixtures = mixture_captions_for(cfg.dataset) if cfg.mix_prob > 0 else ()
         self.model = _initial_model(cfg, self.device)
         audio = self.model.config.audio
         cache = Path(cfg.cache_dir)
@@ -105,7 +108,7 @@ class Trainer:
             self.train_store,
             audio,
             self.gen,
-            mixtures=_recipe_mixtures(cfg) if cfg.mix_prob > 0 else (),
+            mixtures=mixtures,
             mix_prob=cfg.mix_prob,
             gain_db=cfg.gain_db,
             time_shift=cfg.time_shift,
@@ -370,15 +373,6 @@ class Trainer:
 
 # Settings that may differ between a run and its resumption.
 _RESUMABLE = {"epochs", "patience", "progress", "device", "eval_batch_size", "cache_dir"}
-
-
-def _recipe_mixtures(cfg: TrainConfig) -> list[tuple[str, frozenset[str]]]:
-    """Two-sound captions from the dataset's recipe (mixtures need one to say what they are)."""
-    if not cfg.dataset.endswith(".toml"):
-        raise EarshotError("mix_prob > 0 needs a recipe dataset (.toml) with `mix` labels")
-    from earshot.train.recipe import load_recipe
-
-    return load_recipe(cfg.dataset).mixture_captions()
 
 
 def _warmup_cosine(step: int, warmup: int, total: int) -> float:
