@@ -192,7 +192,7 @@ def bench_search_path(n_segments: int, queries: int) -> dict:
     from earshot.search import Filters, Searcher
     from earshot.testing.audio import write_tone
     from earshot.testing.models import tiny_model
-    from earshot.testing.vectors import clustered_unit_vectors
+    from earshot.testing.vectors import clustered_unit_vectors, put_synthetic_files
 
     model = tiny_model(joint_dim=300)
     per_file = 10  # windows per file: a 55 s recording at 10 s / 5 s hop
@@ -204,20 +204,9 @@ def bench_search_path(n_segments: int, queries: int) -> dict:
         with Catalogue(Path(tmp) / "c.sqlite") as cat:
             cat.bind_model(model_id(model), 300, {})
             t = time.perf_counter()
-            for start in range(0, n_segments, 20_000):
-                with cat.batch():
-                    for f in range(start, min(n_segments, start + 20_000), per_file):
-                        folder = "a" if (f // per_file) % 10 else "b"
-                        rec = record.__class__(
-                            **{**record.__dict__, "path": f"/{folder}/f{f // per_file}.wav"}
-                        )
-                        cat.put_file(
-                            rec,
-                            [
-                                (5.0 * i, 5.0 * i + 10, vectors[f + i])
-                                for i in range(min(per_file, n_segments - f))
-                            ],
-                        )
+            put_synthetic_files(
+                cat, record, vectors, per_file, lambda n: f"/{'a' if n % 10 else 'b'}/f{n}.wav"
+            )
             fill_s = time.perf_counter() - t
             searcher = Searcher(cat, model)
             searcher.search_vector(vectors[0], 10)  # builds and saves the ANN file

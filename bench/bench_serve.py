@@ -84,7 +84,7 @@ def build_catalogue(workdir: Path, n_segments: int, quick: bool) -> tuple[Path, 
     from earshot.model.io import model_id, save_model
     from earshot.testing.audio import write_tone
     from earshot.testing.models import tiny_model, write_tiny_text_model
-    from earshot.testing.vectors import clustered_unit_vectors
+    from earshot.testing.vectors import clustered_unit_vectors, put_synthetic_files
 
     if quick:
         text_dir = write_tiny_text_model(workdir / "text")
@@ -101,20 +101,13 @@ def build_catalogue(workdir: Path, n_segments: int, quick: bool) -> tuple[Path, 
     t = time.perf_counter()
     with Catalogue(db) as cat:
         cat.bind_model(model_id(model), 300, {"path": str(model_dir)})
-        for start in range(0, n_segments, 20_000):
-            with cat.batch():
-                for f in range(start, min(n_segments, start + 20_000), per_file):
-                    folder = f"/library/{'a' if (f // per_file) % 10 else 'b'}"
-                    rec = record.__class__(
-                        **{**record.__dict__, "path": f"{folder}/f{f // per_file:06d}.wav"}
-                    )
-                    cat.put_file(
-                        rec,
-                        [
-                            (5.0 * i, 5.0 * i + 10, vectors[f + i])
-                            for i in range(min(per_file, n_segments - f))
-                        ],
-                    )
+        put_synthetic_files(
+            cat,
+            record,
+            vectors,
+            per_file,
+            lambda n: f"/library/{'a' if n % 10 else 'b'}/f{n:06d}.wav",
+        )
     fill_s = time.perf_counter() - t
     info = {"segments": n_segments, "files": -(-n_segments // per_file), "fill_s": round(fill_s, 1)}
     return db, model_dir, info
