@@ -18,7 +18,7 @@ or failed connections). The server's RSS is sampled every second during the main
 start, middle, end, max.
 
 `in_process` times `Searcher.search_text` on the same queries in this process, one at a time,
-with the server's torch thread count for text queries (`earshot.serve.app.TEXT_THREADS`), and
+with the server's torch thread count for text queries (`earshot.serve.service.TEXT_THREADS`), and
 gives the ratios of the server's p50 (1 client and 8 clients) to it: the figures move with
 machine load, the ratios much less. With one search at a time on the server (see
 `earshot.serve.app`), 8 clients queue: their p50 is about 8 × one request's service time.
@@ -232,7 +232,7 @@ def in_process(db: Path, model_dir: Path, texts: list[str]) -> dict:
     from earshot.index.store import Catalogue
     from earshot.model.io import load_model
     from earshot.search import Searcher
-    from earshot.serve.app import TEXT_THREADS, torch_threads
+    from earshot.serve.service import TEXT_THREADS, torch_threads
 
     model = load_model(model_dir)
     with Catalogue(db, readonly=True) as cat, torch_threads(TEXT_THREADS):  # as the server

@@ -1,0 +1,186 @@
+"""What `earshot serve` is made of besides HTTP: settings, errors, and the service.
+
+`Service` holds the catalogue, the model, the `Searcher` and the caches, made once at start-up;
+its methods answer the routes in `app.py` (searches one at a time under a lock, concurrent
+text queries encoded together by `QueryBatcher`). Requests name files by catalogue id only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from earshot.errors import AudioDecodeError
+from earshot.serve.batch import QueryBatcher
+from earshot.serve.guard import LOOPBACK_NAMES
+from earshot.serve.peaks import PeaksCache
+
+# Torch threads while a text query is encoded. One sentence is a few small matrices: a second
+# thread buys nothing, and OpenMP workers that spin while another process holds the cores lose
+# badly (all-MiniLM-L6-v2 on 2 busy cores: 14 ms per query on 1 thread, 475 ms on 2).
+TEXT_THREADS = 1
+_ID = re.compile(r"[0-9]{1,18}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the server behaves; `earshot serve` fills it from its flags."""
+
+    token: str | None = None  # when set, every route needs it (header, cookie or ?token=)
+    max_upload_mb: float = 20.0  # search-by-example uploads, in MiB
+    max_upload_s: float = 60.0  # and in seconds of audio
+    cors_origins: tuple[str, ...] = ()  # empty: no CORS headers at all
+    allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES  # None: any Host header
+    peaks_cache: int = 512  # waveform thumbnails kept in memory
+    untrained: bool = False  # the model is random-init: the page says so
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+
+class ApiError(Exception):
+    """An answer other than 200, with a message for the person who asked."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Service:
+    """The catalogue, the model and everything made from them once, at start-up."""
+
+    def __init__(self, catalogue, model, settings: Settings):
+        from earshot.model.io import model_id
+        from earshot.search import Searcher
+
+        self.cat = catalogue
+        self.model = model
+        self.settings = settings
+        self.searcher = Searcher(catalogue, model)
+        self.model_id = model_id(model)
+        self.lock = threading.Lock()
+        self.peaks = PeaksCache(settings.peaks_cache)
+        self.started = time.time()
+        self.counts = {"search": 0, "similar": 0, "like": 0, "audio": 0, "peaks": 0}
+        self.batcher = QueryBatcher(self._search_batch, max_batch=16)
+
+    # -- files ----------------------------------------------------------------------------
+    def file(self, raw_id: str) -> dict:
+        """The catalogue row of file `raw_id`, or a 404: ids only, no request text is a path."""
+        if not _ID.fullmatch(raw_id):
+            raise ApiError(404, f"no file with id '{shorten(raw_id)}': ids are whole numbers")
+        info = self.cat.file(int(raw_id))
+        if info is None:
+            raise ApiError(404, f"no file with id {int(raw_id)} in the catalogue")
+        return info
+
+    def playable(self, raw_id: str) -> dict:
+        info = self.file(raw_id)
+        if info["status"] != "ok":
+            raise ApiError(
+                404, f"file {info['id']} was skipped at indexing: {info.get('skip_reason')}"
+            )
+        if not os.path.isfile(info["path"]):
+            raise ApiError(
+                404,
+                f"'{info['path']}' is in the catalogue but no longer on disk; "
+                "run `earshot index` again to bring the catalogue up to date",
+            )
+        return info
+
+    # -- searches, one at a time ----------------------------------------------------------
+    def search_text(self, text: str, k: int, filters, hybrid: bool):
+        from earshot.search import SearchError
+
+        if hybrid:  # keyword fusion: one at a time, through the Searcher as it is
+            with self.lock, torch_threads(TEXT_THREADS):
+                self.counts["search"] += 1
+                return self.searcher.search_text(text, k, filters, hybrid=True)
+        if not text.strip():
+            raise SearchError("empty query: describe the sound you are looking for")
+        return self.batcher.submit((text, k, filters))
+
+    def _search_batch(self, queries: list[tuple[str, int, Any]]) -> list:
+        """Encode the texts of concurrent queries in one call, then search each."""
+        with self.lock, torch_threads(TEXT_THREADS):
+            self.counts["search"] += len(queries)
+            vectors = self.model.encode_text([text for text, _, _ in queries]).numpy()
+            out: list = []
+            for (_, k, filters), vector in zip(queries, vectors, strict=True):
+                try:
+                    out.append(self.searcher.search_vector(vector, k, filters))
+                except Exception as e:  # this query's problem, not the others'
+                    out.append(e)
+            return out
+
+    def similar(self, info: dict, segment_id: int | None, k: int, filters):
+        file_id = info["id"]
+        with self.lock:
+            self.counts["similar"] += 1
+            if segment_id is not None:
+                row = self.cat.segments([segment_id]).get(segment_id)
+                if row is None or row.file_id != file_id:
+                    raise ApiError(404, f"file {file_id} has no segment {segment_id}")
+                return self.searcher.search_like_segment(segment_id, k, filters)
+            segments = self.cat.file_segments(file_id)
+            if not segments:
+                raise ApiError(404, f"file {file_id} has no indexed audio to compare")
+            mean = np.mean([self.cat.segment_vector(s.segment_id) for s in segments], axis=0)
+            query = mean / max(float(np.linalg.norm(mean)), 1e-12)
+            return self.searcher.search_vector(query, k, filters, exclude_file=file_id)
+
+    def like_upload(self, path: str, name: str, k: int, start, end, filters):
+        from earshot.audio.io import probe
+        from earshot.search import SearchError
+
+        try:
+            info = probe(path)
+        except AudioDecodeError as e:
+            raise ApiError(422, f"'{name}' is not a sound earshot can read: {e.reason}") from None
+        limit = self.settings.max_upload_s
+        if info.duration_s > limit:
+            raise ApiError(
+                413,
+                f"'{name}' is {info.duration_s:.1f} s long; examples are limited to {limit:g} s "
+                "(earshot serve --max-upload-s): trim it to the part you mean",
+            )
+        with self.lock:
+            self.counts["like"] += 1
+            try:
+                query = self.searcher.embed_example(path, start, end)
+            except AudioDecodeError as e:
+                raise ApiError(
+                    422, f"'{name}' is not a sound earshot can read: {e.reason}"
+                ) from None
+            except SearchError as e:
+                raise ApiError(400, str(e).replace(path, name)) from None
+            return self.searcher.search_vector(query, k, filters), info.duration_s
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` torch threads (callers hold the service lock)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
+
+
+def shorten(text: str, n: int = 80) -> str:
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    return text if len(text) <= n else text[: n - 1] + "…"
