@@ -1,9 +1,9 @@
 """earshot's HTTP API and web page, built by `create_app(index_or_catalogue, model, settings)`.
 
-The model and the `Searcher` are made once, in `service.Service`; requests only use them. Searches run one at
-a time under a lock (the tokenizer and the Searcher's caches are not made for concurrent use;
-on a few cores a queue costs nothing a parallel run would win back), while file metadata,
-audio and waveform peaks are served alongside.
+The model and the `Searcher` are made once, in `service.Service`; requests only use them.
+Searches run one at a time under a lock (the tokenizer and the Searcher's caches are not made
+for concurrent use; on a few cores a queue costs nothing a parallel run would win back), while
+file metadata, audio and waveform peaks are served alongside.
 
 Security (see `guard.py`): requests name files by catalogue id only, never by path; uploads are
 capped in bytes before they are read and in seconds before they are decoded; an optional bearer
