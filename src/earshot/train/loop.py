@@ -251,6 +251,8 @@ class Trainer:
         from tqdm import tqdm
 
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.epoch == 0:  # a fresh run into an old folder: its log starts over
+            (self.out / METRICS_LOG).unlink(missing_ok=True)
         _atomic_json(self.out / "train_config.json", self.cfg.to_dict())
         while self.epoch < self.cfg.epochs and self.bad_epochs < self.cfg.patience:
             self._train_mode()
