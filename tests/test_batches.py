@@ -545,3 +545,95 @@ def test_config_accepts_the_edges():
     cfg = TrainConfig(mix_prob=1.0, noise_prob=0.0, gain_db=0.0)
     assert (cfg.mix_prob, cfg.noise_prob, cfg.gain_db, cfg.time_shift) == (1.0, 0.0, 0.0, False)
     assert TrainConfig(mix_prob=0.0, noise_prob=1.0).noise_prob == 1.0
+
+
+# --- each label's own captions (the class-caption loss) --------------------------------------
+
+
+def test_each_label_owns_the_captions_that_match_it_alone(tagged):
+    dataset, store, _ = tagged
+    bm = maker(dataset, store, mixtures=MIXTURES, mix_prob=1.0)
+    owned = {
+        name: sorted(caption_of(bm, r) for r in rows)
+        for name, rows in zip(bm.class_names, bm.class_rows, strict=True)
+    }
+    # "a dog" is a bark and a howl, mixtures are two labels: nobody owns them. "a machine"
+    # only ever describes the hum clips, so it is the hum's.
+    assert owned == {
+        DOG: ["A dog barks"],
+        HOWL: ["A dog howls"],
+        HUM: ["A hum", "a machine"],
+        "silence": ["Silence"],
+        SIREN: ["A siren wails"],
+    }
+    seen = set()
+    for _ in range(20):
+        rows = bm.draw_class_captions()
+        assert len(rows) == 5
+        seen.add(caption_of(bm, rows[2]))
+        assert all(r in own for r, own in zip(rows, bm.class_rows, strict=True))
+    assert seen == {"A hum", "a machine"}
+
+
+def test_class_targets_follow_the_audio_including_mixtures(tagged):
+    dataset, store, _ = tagged
+    bm = maker(dataset, store, mixtures=MIXTURES, mix_prob=1.0)
+    labels = [c.label for c in dataset.clips]
+    mixture_text = {c: t for c, t in MIXTURES}
+    n_mixed = 0
+    for _ in range(10):
+        draw = bm.draw(ALL)
+        rows = bm.draw_class_captions()
+        held = bm.class_targets(draw.audio_tags, rows)
+        assert held.shape == (8, 5) and held.dtype == bool
+        for i, row in enumerate(draw.captions):
+            caption = caption_of(bm, row)
+            expected = set(mixture_text.get(caption, {labels[i]}))
+            n_mixed += caption in mixture_text
+            assert {bm.class_names[c] for c in np.flatnonzero(held[i])} == expected
+    assert n_mixed > 0
+
+
+def test_a_dataset_without_labels_owns_no_captions(tagged):
+    dataset, store, _ = tagged
+    bare = CaptionDataset(
+        "bare", "train", tuple(Clip(c.key, c.path, c.captions) for c in dataset.clips)
+    )
+    bm = maker(bare, store)
+    assert bm.class_names == [] and bm.class_rows == []
+
+
+def test_class_loss_trains_a_recipe_and_is_refused_without_labels(tmp_path, tiny_text_dir):
+    path = write_train_recipe(tmp_path)
+    cfg = recipe_settings(path, tmp_path / "model", tiny_text_dir, class_loss=1.0, epochs=1)
+    trainer = Trainer(cfg)
+    assert trainer.batches.class_names == ["buzz", "high_whistle", "low_hum", "static_noise"]
+    losses = [trainer.step(np.arange(4)) for _ in range(3)]
+    assert all(np.isfinite(v) and v > 0 for v in losses)
+    # The class term is in the loss: the same draw scores higher with it than without.
+    with_class = Trainer(cfg)
+    without = Trainer(recipe_settings(path, tmp_path / "m2", tiny_text_dir, epochs=1))
+    assert with_class.step(np.arange(4)) > without.step(np.arange(4))
+    # One label has nothing to tell apart: the setting is refused before training starts.
+    data = write_labels_dataset(tmp_path / "one", per_class={"1": 2, "2": 1}, seconds=1.0)
+    table = (data / "labels.csv").read_text().splitlines()
+    kept = [r for r in table if r.startswith("file,") or ",low_hum," in r]
+    (data / "labels.csv").write_text("\n".join(kept) + "\n")
+    one = recipe_settings(
+        data,
+        tmp_path / "m3",
+        tiny_text_dir,
+        train_split="fold=1",
+        val_split="fold=2",
+        mix_prob=0.0,
+        class_loss=1.0,
+    )
+    with pytest.raises(EarshotError, match="class_loss needs labelled clips of at least 2"):
+        Trainer(one)
+
+
+def test_config_checks_the_class_loss_settings():
+    with pytest.raises(ConfigError, match="class_loss must be >= 0"):
+        TrainConfig(class_loss=-1.0)
+    with pytest.raises(ConfigError, match="class_temperature > 0"):
+        TrainConfig(class_temperature=0.0)

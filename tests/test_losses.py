@@ -13,6 +13,7 @@ from earshot.train.losses import (
     InfoNCELoss,
     LearnableTemperature,
     TripletLoss,
+    class_caption_loss,
     info_nce,
     triplet_loss,
 )
@@ -247,3 +248,44 @@ def test_bad_settings_are_refused():
         info_nce(audio, text, torch.zeros(2))
     with pytest.raises(ValueError, match="temperature must be positive"):
         InfoNCELoss(init_temperature=0.0)
+
+
+# --- the class-caption loss ------------------------------------------------------------------
+
+
+def reference_class_caption(audio, class_text, targets, temperature):
+    rows = []
+    for i in range(len(audio)):
+        held = [c for c in range(len(class_text)) if targets[i][c]]
+        if not held:
+            continue
+        logits = [float(audio[i] @ class_text[c]) / temperature for c in range(len(class_text))]
+        log_z = math.log(sum(math.exp(v) for v in logits))
+        rows.append(-sum((logits[c] - log_z) / len(held) for c in held))
+    return sum(rows) / len(rows)
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.1, 1.0])
+def test_class_caption_loss_matches_reference(temperature):
+    audio, _ = unit_pairs(6, 21)
+    class_text, _ = unit_pairs(4, 22)
+    targets = torch.zeros(6, 4, dtype=torch.bool)
+    targets[0, 1] = targets[1, 3] = targets[2, 0] = True
+    targets[3, [0, 2]] = True  # a mixture holds two labels: half the probability each
+    targets[4, 2] = True  # row 5 holds no listed label and is left out
+    expected = reference_class_caption(audio, class_text, targets, temperature)
+    got = class_caption_loss(audio, class_text, targets, temperature)
+    assert got.item() == pytest.approx(expected, abs=1e-10)
+
+
+def test_class_caption_loss_falls_as_clips_move_to_their_label():
+    class_text = torch.eye(3, dtype=torch.float64)
+    targets = torch.eye(3, dtype=torch.bool)
+    aligned = class_caption_loss(class_text.clone(), class_text, targets)
+    crossed = class_caption_loss(class_text[[1, 2, 0]], class_text, targets)
+    assert aligned.item() < 1e-3 < crossed.item()
+    # No clip of a listed label: zero, and still a graph to backpropagate through.
+    audio = class_text.clone().requires_grad_()
+    none = class_caption_loss(audio, class_text, torch.zeros(3, 3, dtype=torch.bool))
+    none.backward()
+    assert none.item() == 0.0 and torch.equal(audio.grad, torch.zeros_like(audio))

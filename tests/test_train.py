@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -226,3 +227,54 @@ def test_cli_train_and_evaluate(data, tmp_path, capsys):
         ]
     )
     assert code == 1 and "neither a folder nor a captions CSV" in capsys.readouterr().err
+
+
+def _norms(model):
+    return [m for m in model.audio_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def test_precise_bn_sets_statistics_from_clean_training_windows(data, tmp_path):
+    trainer = Trainer(settings(data, tmp_path / "bn", epochs=1, steps_per_epoch=3))
+    for clips in ([0, 1, 2, 3, 4, 5, 6, 7],) * 3:
+        trainer.step(trainer.train_clips[clips])
+    gen_state = trainer.gen.get_state()
+    norms = _norms(trainer.model)
+    for m in norms:  # whatever the statistics were before, they are replaced
+        m.running_mean.fill_(1000.0)
+        m.running_var.fill_(1e-6)
+    trainer.recompute_batchnorm(40)
+    first = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
+    trainer.recompute_batchnorm(40)
+    again = [(m.running_mean, m.running_var) for m in norms]
+    for (mean1, var1), (mean2, var2) in zip(first, again, strict=True):
+        assert torch.equal(mean1, mean2) and torch.equal(var1, var2)
+    assert torch.equal(trainer.gen.get_state(), gen_state)  # training draws untouched
+    assert all(m.momentum == 0.1 for m in norms)  # restored after the cumulative average
+    # bn0 normalises mel bins: its mean is the per-bin mean of the clean windows it saw
+    # (320 uniform draws of 24 one-window clips), within sampling error.
+    store = trainer.train_store
+    rows = [w[0] for w in (store.clip_windows[c] for c in trainer.train_clips)]
+    per_bin = store.logmel(np.array(rows))[:, 0].mean(dim=(0, 1))
+    spread = float(per_bin.max() - per_bin.min())
+    assert torch.allclose(norms[0].running_mean, per_bin, atol=max(3.0, 0.1 * spread))
+    assert float(norms[0].running_mean.max()) < 100.0
+
+
+def test_precise_bn_runs_replay_and_resume_exactly(data, tmp_path):
+    over = dict(epochs=2, steps_per_epoch=3, precise_bn=4)
+    straight = train(settings(data, tmp_path / "a", **over))
+    train(settings(data, tmp_path / "b", **{**over, "epochs": 1}))
+    resumed = train(settings(data, tmp_path / "b", **over), resume=True)
+    assert [h["val_mAP@10"] for h in resumed.history] == [h["val_mAP@10"] for h in straight.history]
+    a = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="precise_bn must be >= 0"):
+        settings(data, tmp_path / "c", precise_bn=-1)
+
+
+def test_a_fresh_run_into_an_old_folder_starts_its_log_over(data, tmp_path):
+    for _ in range(2):
+        train(settings(data, tmp_path / "same", epochs=1, steps_per_epoch=2))
+    lines = (tmp_path / "same" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1]

@@ -62,11 +62,13 @@ def noise_bank(audio: AudioConfig, n: int = 12, seed: int = 0) -> torch.Tensor:
 
 @dataclass
 class Draw:
-    """One batch: log-mel (B,1,T,F), caption rows into the bank (B,), positives mask (B,B)."""
+    """One batch: log-mel (B,1,T,F), caption rows into the bank (B,), positives mask (B,B),
+    and the tags each (possibly mixed) clip now holds (B, n_tags)."""
 
     logmel: torch.Tensor
     captions: np.ndarray
     same: torch.Tensor
+    audio_tags: np.ndarray
 
 
 class BatchMaker:
@@ -117,6 +119,42 @@ class BatchMaker:
         )
         self.labels = labels
         self.noise = noise_bank(audio) if noise_prob > 0 else None
+        self.class_names, self.class_rows = self._class_captions(clip_tags, [t for _, t in bank])
+
+    def _class_captions(
+        self, clip_tags: Sequence[frozenset[str]], bank_tags: Sequence[frozenset[str]]
+    ) -> tuple[list[str], list[np.ndarray]]:
+        """Each label's own captions: bank rows that match its clips and no other label's.
+
+        "a dog barks" belongs to dog_bark; "a dog" (also a howl) and mixture captions belong to
+        no single label. Labels without a caption of their own are left out.
+        """
+        by_tags: dict[frozenset[str], set[str]] = {}
+        for clip, tags in zip(self.dataset.clips, clip_tags, strict=True):
+            if clip.label is not None:
+                by_tags.setdefault(tags, set()).add(str(clip.label))
+        if not by_tags:
+            return [], []
+        sets = list(by_tags)
+        set_mask = self._masks(sets)
+        # match[r, k]: clips with tag set k hold every tag caption r asks for.
+        match = ~(self.caption_mask[:, None, :] & ~set_mask[None, :, :]).any(-1)
+        owners: dict[str, list[int]] = {}
+        for r in range(len(bank_tags)):
+            labels = set().union(*(by_tags[sets[k]] for k in np.flatnonzero(match[r])))
+            if len(labels) == 1:
+                owners.setdefault(labels.pop(), []).append(r)
+        names = sorted(owners)
+        return names, [np.array(owners[n]) for n in names]
+
+    def draw_class_captions(self) -> np.ndarray:
+        """(n_classes,) one random caption row of each label's own captions."""
+        return np.array([rows[self._randint(len(rows))] for rows in self.class_rows])
+
+    def class_targets(self, audio_tags: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(B, n_classes) bool: clip i holds every tag of caption rows[c] (a mixture, two)."""
+        text_mask = self.caption_mask[rows]
+        return ~(text_mask[None, :, :] & ~audio_tags[:, None, :]).any(-1)
 
     def _masks(self, tag_sets: Sequence[frozenset[str]]) -> np.ndarray:
         mask = np.zeros((len(tag_sets), len(self.tag_index)), dtype=bool)
@@ -154,7 +192,7 @@ class BatchMaker:
         text_mask = self.caption_mask[rows]
         # same[i, j]: audio i has every tag caption j asks for.
         same = ~(text_mask[None, :, :] & ~audio_mask[:, None, :]).any(-1)
-        return Draw(logmel.unsqueeze(1), rows, torch.from_numpy(same))
+        return Draw(logmel.unsqueeze(1), rows, torch.from_numpy(same), audio_mask)
 
     def _mix(self, clips, logmel, rows, audio_mask):
         chosen = torch.rand(len(clips), generator=self.gen) < self.mix_prob

@@ -43,6 +43,9 @@ class TrainConfig:
     margin: float = 0.2
     triplet_variant: str = "sum"  # sum (VSE, the thesis) | hardest (VSE++)
     temperature: float = 0.07  # InfoNCE's initial temperature (learnable)
+    # Added to the loss: each clip against one caption of every label (labelled data only)
+    class_loss: float = 0.0  # its weight; 0 turns it off
+    class_temperature: float = 0.1
     # optimisation
     epochs: int = 30
     steps_per_epoch: int | None = None  # default: one pass over the training clips
@@ -59,6 +62,9 @@ class TrainConfig:
     gain_db: float = 0.0  # random gain in [-gain_db, +gain_db]
     time_shift: bool = False  # random circular shift of the frames
     noise_prob: float = 0.0  # share of clips given coloured background noise at 10-30 dB SNR
+    precise_bn: int = (
+        0  # >0: BatchNorm statistics from this many clean batches before each validation
+    )
     patience: int = 5  # epochs without a better validation mAP@10 before stopping
     seed: int = 0
     # running
@@ -80,6 +86,10 @@ class TrainConfig:
             raise ConfigError(f"precision must be fp32 or bf16, not '{self.precision}'")
         if not (0 <= self.mix_prob <= 1 and 0 <= self.noise_prob <= 1 and self.gain_db >= 0):
             raise ConfigError("mix_prob and noise_prob must lie in [0, 1] and gain_db be >= 0")
+        if self.precise_bn < 0:
+            raise ConfigError("precise_bn must be >= 0 (a number of batches; 0 turns it off)")
+        if self.class_loss < 0 or self.class_temperature <= 0:
+            raise ConfigError("class_loss must be >= 0 and class_temperature > 0")
         if self.batch_size < 2:
             raise ConfigError("batch_size must be at least 2: in-batch negatives need company")
         if self.epochs < 1 or self.lr <= 0:

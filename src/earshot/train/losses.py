@@ -151,6 +151,25 @@ def info_nce(
     return (audio_to_text + text_to_audio) / 2
 
 
+def class_caption_loss(
+    audio: Tensor, class_text: Tensor, targets: Tensor, temperature: float = 0.1
+) -> Tensor:
+    """Cross-entropy of each clip against one caption of every label, as a classifier.
+
+    `class_text` (n_classes, dim) holds one caption per label, drawn afresh each step; `targets`
+    (batch, n_classes) bool marks the labels clip i holds (two for a mixture, which then splits
+    its probability between them). Unlike in-batch InfoNCE there are no false negatives: each
+    label appears once. Rows without any target (a clip of no listed label) are left out.
+    """
+    targets = targets.to(audio.dtype)
+    held = targets.sum(dim=1)
+    keep = held > 0
+    if not bool(keep.any()):
+        return audio.sum() * 0.0
+    logits = audio[keep] @ class_text.T / temperature
+    return _soft_cross_entropy(logits, targets[keep] / held[keep, None])
+
+
 def _soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean over rows of -sum_j targets[i, j] log softmax(logits[i])[j]; both (batch, batch)."""
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
