@@ -668,3 +668,13 @@ def test_default_recipe_mines_real_captions(default_recipe):
         assert len(sentences) <= 40
         for s in sentences:
             assert len(s.split()) <= 14 and not SECOND_EVENT.search(s) and s.count(",") <= 1
+
+
+@pytest.mark.parametrize("train", ["all", "split=train,test"])
+def test_train_and_test_filters_that_overlap_are_refused(tmp_path, train):
+    text = RECIPE.replace('train = "split=train"', f'train = "{train}"')
+    assert text != RECIPE
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    for split in ("train", "val", "test"):  # whichever split is asked for first
+        with pytest.raises(DatasetError, match=r"source 'street': \d+ file\(s\) are in both"):
+            recipe.dataset(split)

@@ -169,6 +169,15 @@ class Recipe:
         spec = source.test if split == "test" else source.train
         if spec is None:
             return
+        if source.test is not None:  # whatever the split: a test clip must never be trained on
+            tested = {r["file"] for r in _select(rows, source.test, csv_path)}
+            both = tested & {r["file"] for r in _select(rows, source.train, csv_path)}
+            if both:
+                raise DatasetError(
+                    f"source '{source.name}': {len(both)} file(s) are in both its train "
+                    f"('{source.train}') and test ('{source.test}') splits, e.g. "
+                    f"'{sorted(both)[0]}'; make the two filters disjoint"
+                )
         rows = _select(rows, spec, csv_path)
         if split != "test" and source.val_fraction > 0:
             group = source.val_group or "file"
