@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     TARGET.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors"):
-        shutil.copyfile(args.run / name, TARGET / name)  # mode 644, not the run's 600
+        shutil.copyfile(args.run / name, TARGET / name)
     with tempfile.TemporaryDirectory() as out:
         cmd = [
             str(Path(sys.executable).parent / "earshot"),

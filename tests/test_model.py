@@ -203,3 +203,19 @@ def test_unreachable_hub_fails_fast(monkeypatch):
     monkeypatch.setattr(text, "_hub_reachable", lambda timeout_s=3.0: False)
     with pytest.raises(ModelLoadError, match="hub cannot be reached"):
         text.load_text_encoder("no-such-org/no-such-model")
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_model_files_get_the_mode_the_umask_gives(tmp_path, tiny_text_dir, mask):
+    import os
+    import stat
+
+    model = tiny_model(text_model=str(tiny_text_dir), text_dim=16)
+    old = os.umask(mask)
+    try:
+        save_model(model, tmp_path / "m")
+    finally:
+        os.umask(old)
+    for name in ("config.json", "model.safetensors"):
+        mode = stat.S_IMODE((tmp_path / "m" / name).stat().st_mode)
+        assert mode == 0o666 & ~mask, (name, oct(mode))

@@ -88,3 +88,16 @@ def test_unserialisable_value_raises_and_writes_nothing(tmp_path):
     with pytest.raises(TypeError, match="cannot be written as JSON"):
         write_report(bad, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reports_are_readable_by_others_under_the_usual_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        paths = write_report({"split": "x", "clips": 1}, tmp_path / "out", stem="r")
+    finally:
+        os.umask(old)
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path

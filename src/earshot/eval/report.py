@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from earshot.fsutil import give_default_mode
+
 
 def _is_metric(v) -> bool:
     return isinstance(v, dict) and "value" in v
@@ -117,6 +119,7 @@ def _write_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        give_default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import torch
 from earshot.config import ModelConfig
 from earshot.encoders.panns import check_state_dict
 from earshot.errors import ModelLoadError
+from earshot.fsutil import give_default_mode
 from earshot.hashing import state_dict_hash
 from earshot.model.dual import JointModel
 
@@ -59,6 +60,7 @@ def _atomic_write(target: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        give_default_mode(tmp)  # mkstemp made it 0600: a model folder is meant to be shared
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
