@@ -38,6 +38,7 @@ from earshot.train.losses import (
     info_nce,
     triplet_loss,
 )
+from earshot.train.precise_bn import recompute_batchnorm
 from earshot.train.recipe import mixture_captions_for
 
 CHECKPOINT = "checkpoint-last.pt"
@@ -255,54 +256,21 @@ class Trainer:
             self.model.text_encoder.model.eval()
 
     def recompute_batchnorm(self, n_batches: int) -> None:
-        """Set the audio encoder's BatchNorm statistics from clean training windows.
-
-        Training updates them with momentum 0.1 from augmented, recipe-weighted batches, so the
-        statistics an epoch ends with reflect its last few dozen batches: validation swung by
-        ±0.08 mAP@10 between epochs with them. Here they become the plain average over
-        `n_batches` batches of un-augmented windows, clips drawn uniformly, from a generator of
-        their own (seed, epoch), with dropout off (as evaluation has it, and so the global
-        generator is untouched too): the training draws stay as they were and a resume replays.
-        """
-        encoder = self.model.audio_encoder
-        norms = [
-            m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-        ]
-        if not norms or self.cfg.freeze_audio:
-            return
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch)
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over every batch below
-        windows = self.train_store.clip_windows
-        was_training = encoder.training
-        encoder.eval()  # no dropout, as evaluation has it...
-        for m in norms:
-            m.train()  # ...but BatchNorm normalises by the batch and updates its statistics
-        try:
-            with (
-                torch.no_grad(),
-                torch.autocast(
-                    self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"
-                ),
-            ):
-                for _ in range(n_batches):
-                    pick = torch.randint(
-                        len(self.train_clips), (self.cfg.batch_size,), generator=gen
-                    )
-                    clips = self.train_clips[pick.numpy()]
-                    rows = np.array(
-                        [
-                            windows[c][int(torch.randint(len(windows[c]), (1,), generator=gen))]
-                            for c in clips
-                        ]
-                    )
-                    encoder(self.train_store.logmel(rows).to(self.device))
-        finally:
-            for m, momentum in zip(norms, momenta, strict=True):
-                m.momentum = momentum
-            encoder.train(was_training)
+        """BatchNorm statistics from clean training windows (train/precise_bn.py), drawn from
+        a generator of their own (seed, epoch): training draws stay as they were and a resumed
+        run replays."""
+        if self.cfg.freeze_audio:
+            return  # frozen statistics stay as loaded
+        recompute_batchnorm(
+            self.model.audio_encoder,
+            self.train_store,
+            self.train_clips,
+            n_batches,
+            self.cfg.batch_size,
+            torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch),
+            self.device,
+            bf16=self.cfg.precision == "bf16",
+        )
 
     def validate(self, n_boot: int = 200) -> dict[str, Any]:
         return evaluate_split(
