@@ -137,8 +137,7 @@ class BatchMaker:
             return [], []
         sets = list(by_tags)
         set_mask = self._masks(sets)
-        # match[r, k]: clips with tag set k hold every tag caption r asks for.
-        match = ~(self.caption_mask[:, None, :] & ~set_mask[None, :, :]).any(-1)
+        match = holds(set_mask, self.caption_mask).T  # (caption rows, tag sets)
         owners: dict[str, list[int]] = {}
         for r in range(len(bank_tags)):
             labels = set().union(*(by_tags[sets[k]] for k in np.flatnonzero(match[r])))
@@ -153,8 +152,7 @@ class BatchMaker:
 
     def class_targets(self, audio_tags: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(B, n_classes) bool: clip i holds every tag of caption rows[c] (a mixture, two)."""
-        text_mask = self.caption_mask[rows]
-        return ~(text_mask[None, :, :] & ~audio_tags[:, None, :]).any(-1)
+        return holds(audio_tags, self.caption_mask[rows])
 
     def _masks(self, tag_sets: Sequence[frozenset[str]]) -> np.ndarray:
         mask = np.zeros((len(tag_sets), len(self.tag_index)), dtype=bool)
@@ -189,9 +187,7 @@ class BatchMaker:
             )
         if self.noise is not None:
             logmel = self._add_noise(logmel)
-        text_mask = self.caption_mask[rows]
-        # same[i, j]: audio i has every tag caption j asks for.
-        same = ~(text_mask[None, :, :] & ~audio_mask[:, None, :]).any(-1)
+        same = holds(audio_mask, self.caption_mask[rows])
         return Draw(logmel.unsqueeze(1), rows, torch.from_numpy(same), audio_mask)
 
     def _mix(self, clips, logmel, rows, audio_mask):
@@ -220,6 +216,11 @@ class BatchMaker:
         offset = mean_power_db(logmel) - mean_power_db(noise) - snr
         noisy = power_sum_db(logmel, noise + offset[:, None, None])
         return torch.where(chosen[:, None, None], noisy, logmel)
+
+
+def holds(audio_tags: np.ndarray, caption_tags: np.ndarray) -> np.ndarray:
+    """(A, n_tags), (C, n_tags) bool → (A, C): audio a has every tag caption c asks for."""
+    return ~(caption_tags[None, :, :] & ~audio_tags[:, None, :]).any(-1)
 
 
 def _clip_tags(clip) -> frozenset[str]:
