@@ -21,12 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from earshot.config import AudioConfig, EncoderConfig, ModelConfig, TextConfig
-from earshot.encoders.audio import STANDARD_ENCODERS
+from earshot.config import TextConfig
 from earshot.errors import EarshotError
 from earshot.eval.evaluate import evaluate_split
-from earshot.model.dual import JointModel
-from earshot.model.io import build_model, load_model, model_id, save_model
+from earshot.model.io import model_id, save_model
 from earshot.train import augment as aug
 from earshot.train.batches import BatchMaker
 from earshot.train.cache import TextCache, build_feature_cache
@@ -40,6 +38,7 @@ from earshot.train.losses import (
 )
 from earshot.train.precise_bn import recompute_batchnorm
 from earshot.train.recipe import mixture_captions_for
+from earshot.train.start import initial_model, pick_device
 
 CHECKPOINT = "checkpoint-last.pt"
 METRICS_LOG = "metrics.jsonl"
@@ -52,38 +51,6 @@ class TrainResult:
     best_epoch: int
     best_map10: float
     history: list[dict[str, Any]]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _initial_model(cfg: TrainConfig, device: torch.device) -> JointModel:
-    from earshot.encoders.panns import load_panns_checkpoint
-    from earshot.encoders.text import load_text_encoder
-
-    if cfg.init:
-        model = load_model(cfg.init, device="cpu")
-    else:
-        standard = STANDARD_ENCODERS.get(cfg.encoder)
-        if standard is None:
-            raise EarshotError(f"unknown encoder '{cfg.encoder}'; use cnn14 or cnn10")
-        widths = cfg.widths or standard.widths
-        enc = EncoderConfig(cfg.encoder, widths, cfg.embed_dim or widths[-1])
-        text = load_text_encoder(cfg.text_model)
-        config = ModelConfig(
-            audio=AudioConfig(window_s=cfg.window_s, hop_s=cfg.hop_s),
-            encoder=enc,
-            text=TextConfig(cfg.text_model, text.dim),
-            joint_dim=cfg.joint_dim,
-        )
-        model = build_model(config, seed=cfg.seed)
-        model.attach_text_encoder(text)
-    if cfg.panns:
-        load_panns_checkpoint(cfg.panns, model.audio_encoder, model.config.audio)
-    return model.to(device)
 
 
 class Trainer:
@@ -99,7 +66,7 @@ class Trainer:
         self.val_set = load_dataset(cfg.dataset, cfg.val_split, cfg.audio_dir)
         # Before the slow caches: a mixture setting without a recipe fails at once.
         mixtures = mixture_captions_for(cfg.dataset) if cfg.mix_prob > 0 else ()
-        self.model = _initial_model(cfg, self.device)
+        self.model = initial_model(cfg, self.device)
         audio = self.model.config.audio
         cache = Path(cfg.cache_dir)
         self.train_store = build_feature_cache(self.train_set, audio, cache, cfg.progress)
