@@ -5,7 +5,7 @@ Searches run one at a time under a lock (the tokenizer and the Searcher's caches
 for concurrent use; on a few cores a queue costs nothing a parallel run would win back), while
 file metadata, audio and waveform peaks are served alongside.
 
-Security (see `guard.py`): requests name files by catalogue id only, never by path; uploads are
+Security (see `guard.py` and `uploads.py`): requests name files by catalogue id only, never by path; uploads are
 capped in bytes before they are read and in seconds before they are decoded; an optional bearer
 token guards every route; Host headers are checked against loopback names unless the server
 is exposed; CORS is off unless origins are named.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,9 +23,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from earshot.errors import AudioDecodeError, EarshotError
 from earshot.serve.guard import Guard
@@ -36,6 +33,7 @@ from earshot.serve.service import (
     Settings,
     shorten,
 )
+from earshot.serve.uploads import receive_upload
 
 log = logging.getLogger("earshot.serve")
 
@@ -51,7 +49,6 @@ MAX_K = 100
 Formats = Annotated[
     list[str] | None, Query(alias="format", description="only these formats: wav, flac, ...")
 ]
-_MULTIPART_SLACK = 64 * 1024  # form boundaries and part headers around the file itself
 _MEDIA_TYPES = {
     "wav": "audio/wav",
     "wave": "audio/wav",
@@ -66,10 +63,6 @@ _MEDIA_TYPES = {
     "caf": "audio/x-caf",
     "w64": "audio/x-w64",
 }
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -257,7 +250,7 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
         formats: Formats = None,
     ):
         filters = _filters(folder, min_duration, max_duration, formats)
-        path, name = await _receive_upload(request, settings)
+        path, name = await receive_upload(request, settings)
         try:
             t0 = time.perf_counter()
             hits, seconds = await run_in_threadpool(
@@ -381,73 +374,3 @@ def _answer(query: dict, filters, hits: list, t0: float) -> dict:
         "took_ms": round((time.perf_counter() - t0) * 1000, 2),
         "hits": [_hit(h) for h in hits],
     }
-
-
-def _upload_name(raw: str | None) -> str:
-    name = os.path.basename(str(raw or "").replace("\\", "/")) or "upload"
-    return shorten(name, 120)
-
-
-async def _receive_upload(request: Request, settings: Settings) -> tuple[str, str]:
-    """Stream the body to a temporary file; 413 as soon as it is known to be too large.
-
-    A declared Content-Length over the cap is refused before a byte is read; a body without one
-    is counted as it arrives and refused at the first chunk past the cap.
-    """
-    limit = settings.max_upload_bytes
-    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
-    cap = limit + (_MULTIPART_SLACK if multipart else 0)
-    too_large = ApiError(
-        413,
-        f"the upload is larger than {settings.max_upload_mb:g} MB, the limit for examples "
-        "(earshot serve --max-upload-mb): send a shorter sound",
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "the Content-Length header is not a number")
-        if int(declared) > cap:
-            raise too_large
-
-    async def body():
-        received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > cap:
-                raise _TooLarge
-            yield chunk
-
-    fd, path = tempfile.mkstemp(prefix="earshot-upload-")
-    written = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if multipart:
-                parser = MultiPartParser(request.headers, body(), max_files=1, max_fields=8)
-                form = await parser.parse()
-                upload = form.get("file")
-                if not isinstance(upload, UploadFile):
-                    raise ApiError(400, "send the sound as a multipart form field named 'file'")
-                name = _upload_name(upload.filename)
-                while chunk := await upload.read(1 << 20):
-                    written += len(chunk)
-                    if written > limit:
-                        raise _TooLarge
-                    out.write(chunk)
-                await upload.close()
-            else:
-                name = _upload_name(request.headers.get("x-filename"))
-                async for chunk in body():
-                    written += len(chunk)
-                    out.write(chunk)
-        if written == 0:
-            raise ApiError(400, "the upload is empty: send an audio file")
-        return path, name
-    except _TooLarge:
-        os.unlink(path)
-        raise too_large from None
-    except MultiPartException as e:
-        os.unlink(path)
-        raise ApiError(400, f"the upload is not a valid multipart form: {e.message}") from None
-    except BaseException:
-        os.unlink(path)
-        raise
