@@ -5,10 +5,10 @@ Searches run one at a time under a lock (the tokenizer and the Searcher's caches
 for concurrent use; on a few cores a queue costs nothing a parallel run would win back), while
 file metadata, audio and waveform peaks are served alongside.
 
-Security (see `guard.py` and `uploads.py`): requests name files by catalogue id only, never by path; uploads are
-capped in bytes before they are read and in seconds before they are decoded; an optional bearer
-token guards every route; Host headers are checked against loopback names unless the server
-is exposed; CORS is off unless origins are named.
+Security (see `guard.py` and `uploads.py`): requests name files by catalogue id only, never
+by path; uploads are capped in bytes before they are read and in seconds before they are
+decoded; an optional bearer token guards every route; Host headers are checked against
+loopback names unless the server is exposed; CORS is off unless origins are named.
 """
 
 from __future__ import annotations
