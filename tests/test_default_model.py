@@ -78,10 +78,9 @@ DEMO_QUERIES = {
 def test_demo_queries_find_their_sound_near_the_top(demo_index):
     """Every demo query finds its recording in the top 3, and at least half of them first.
 
-    The shipped model (1a40a242) ranks the bird and the trumpet first, the string orchestra
-    second (behind the jazz tune by 0.002) and the humpback third for "a whale singing
-    underwater" (first for "a humpback whale"). The previous model had all four first but half
-    the held-out mAP@10; MODEL_CARD.md says so.
+    The shipped model (9bf7b8c7) ranks the bird, the humpback and the trumpet first and the
+    string orchestra second (behind the jazz tune by 0.002). The model before the last had all
+    four first but a third of the held-out mAP@10; MODEL_CARD.md says so.
     """
     idx, _ = demo_index
     # The montage holds the robin, whale and trumpet too: it counts when its window is the span
