@@ -218,6 +218,7 @@ s = ["a siren wails", "an alarm sounds"]
 mix = true
 mine = { include = '\\bsirens?\\b' }
 queries = ["an ambulance rushing past"]
+val_queries = ["a fire engine going by", "an ambulance siren fading away"]
 
 [labels.hum]
 np = ["a low hum"]
@@ -347,15 +348,64 @@ def test_test_clips_carry_exactly_their_labels_queries(recipe, splits):
 
 
 def test_val_captions_come_from_label_captions(recipe, splits):
+    """For labels without val queries."""
     val = splits["val"]
     assert val.clips
     for clip in val.clips:
+        if recipe.labels[clip.label].val_queries:
+            continue
         own = recipe.label_captions(clip.label)
         assert 1 <= len(clip.captions) <= 3  # val_captions
         assert len(clip.captions) == min(3, len(own))
         assert set(clip.captions) <= set(own)
         assert clip.caption_tags == tuple(frozenset([clip.label]) for _ in clip.captions)
         assert not set(clip.captions) & set(recipe.labels[clip.label].queries)
+
+
+def test_val_clips_of_a_label_with_val_queries_carry_exactly_those(recipe, splits):
+    """Val queries replace the template captions on val clips, so picking the best epoch
+    rewards wording never trained on; labels without them keep their template captions."""
+    by_label = {}
+    for clip in splits["val"].clips:
+        by_label.setdefault(clip.label, []).append(clip)
+    assert "siren" in by_label and set(by_label) - {"siren"}
+    for clip in by_label["siren"]:
+        assert clip.captions == ("a fire engine going by", "an ambulance siren fading away")
+    assert recipe.all_val_queries() == list(recipe.labels["siren"].val_queries)
+    for clip in splits["train"].clips:  # never trained on
+        assert not set(clip.captions) & set(recipe.all_val_queries())
+
+
+def test_a_val_query_is_never_mined_as_a_training_caption(tmp_path):
+    text = RECIPE.replace(
+        'val_queries = ["a fire engine going by",', 'val_queries = ["A siren wails in the city",'
+    )
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    assert "A siren wails in the city" in CORPUS
+    assert all(normalise(c) != "a siren wails in the city" for c in recipe.mined()["siren"])
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "match"),
+    [
+        # a val query equal to a training caption of another label
+        (
+            'val_queries = ["a fire engine going by",',
+            'val_queries = ["THE SOUND OF A LOW HUM.",',
+            "held-out queries also used as training captions: THE SOUND OF A LOW HUM.",
+        ),
+        # a val query repeating a test query: selection would then be tuned on the test
+        (
+            'val_queries = ["a fire engine going by",',
+            'val_queries = ["A canine woofing",',
+            "val queries that repeat test queries: A canine woofing",
+        ),
+    ],
+)
+def test_a_val_query_that_is_not_held_out_is_refused(tmp_path, old, new, match):
+    assert old in RECIPE
+    with pytest.raises(DatasetError, match=match):
+        load_recipe(write_recipe(tmp_path, RECIPE.replace(old, new)))
 
 
 def test_label_captions_expand_templates_and_capitalise(recipe):

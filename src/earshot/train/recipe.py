@@ -4,8 +4,11 @@ A recipe is a TOML file (the default model's is `configs/default-data.toml`). It
 `labels.csv` folders (`[[source]]`), how each splits into train / val / test, and for every
 label the words people use for it: noun phrases and sentences expanded through templates,
 free-form captions, patterns that mine real human captions from caption corpora, the tags it
-implies ("dog_bark" is also "dog" and "animal"), and held-out `queries` — paraphrases that only
-the test split uses, so reported figures measure language the model never trained on.
+implies ("dog_bark" is also "dog" and "animal"), and two sets of held-out paraphrases, never
+trained on: `queries`, which only the test split uses, so reported figures measure language the
+model never saw, and `val_queries`, written apart from them, which the val split uses (where a
+label has them) so that choosing the best epoch rewards wording that generalises, not only
+recordings that do.
 
 `load_dataset("recipe.toml", split)` returns the split as a `CaptionDataset` whose clips carry
 tags and per-caption tags; the training loop treats a caption as matching every clip whose tags
@@ -41,6 +44,7 @@ class LabelSpec:
     tags: tuple[str, ...] = ()
     mine: dict[str, str] | None = None
     queries: tuple[str, ...] = ()
+    val_queries: tuple[str, ...] = ()
     mix: bool = False  # may be mixed with other `mix` labels into two-sound clips
     plain: bool = False  # phrases used as written, not expanded through the templates
 
@@ -103,7 +107,7 @@ class Recipe:
                 compile_rules(rules),
                 per_label=int(self.mining.get("per_label", 40)),
                 max_words=int(self.mining.get("max_words", 14)),
-                forbidden=self.all_queries(),
+                forbidden=self.all_queries() + self.all_val_queries(),
                 exclude=_pattern(self.mining.get("exclude")),
             )
         return self._mined
@@ -119,6 +123,9 @@ class Recipe:
 
     def all_queries(self) -> list[str]:
         return [q for spec in self.labels.values() for q in spec.queries]
+
+    def all_val_queries(self) -> list[str]:
+        return [q for spec in self.labels.values() for q in spec.val_queries]
 
     def queries(self) -> dict[str, list[str]]:
         """The held-out paraphrases per label (labels without any are left out)."""
@@ -214,6 +221,8 @@ class Recipe:
             pairs += [
                 (c, frozenset([t])) for t in source.tags for c in self.tag_captions.get(t, ())
             ]
+        elif split == "val" and self.labels[label].val_queries:
+            pairs = [(q, frozenset([label])) for q in self.labels[label].val_queries]
         elif split == "val":
             caps = self.label_captions(label)
             step = max(1, len(caps) // max(1, self.val_captions))
@@ -283,7 +292,17 @@ def load_recipe(path: str | Path) -> Recipe:
         )
     labels = {}
     for name, spec in doc.get("labels", {}).items():
-        unknown = set(spec) - {"np", "s", "captions", "tags", "mine", "queries", "mix", "plain"}
+        unknown = set(spec) - {
+            "np",
+            "s",
+            "captions",
+            "tags",
+            "mine",
+            "queries",
+            "val_queries",
+            "mix",
+            "plain",
+        }
         if unknown:
             raise DatasetError(f"label '{name}' in '{path}' has unknown keys {sorted(unknown)}")
         labels[name] = LabelSpec(
@@ -294,6 +313,7 @@ def load_recipe(path: str | Path) -> Recipe:
             tags=_strings(spec.get("tags"), f"labels.{name}.tags"),
             mine=spec.get("mine"),
             queries=_strings(spec.get("queries"), f"labels.{name}.queries"),
+            val_queries=_strings(spec.get("val_queries"), f"labels.{name}.val_queries"),
             mix=bool(spec.get("mix", False)),
             plain=bool(spec.get("plain", False)),
         )
@@ -357,8 +377,16 @@ def mixture_captions_for(dataset: str) -> list[tuple[str, frozenset[str]]]:
 
 
 def check_queries_held_out(recipe: Recipe, extra: Sequence[str] = ()) -> None:
-    """Refuse a recipe whose held-out queries also appear among its training captions."""
-    queries = {normalise(q): q for q in recipe.all_queries()}
+    """Refuse a recipe whose held-out queries (test or val) also appear among its training
+    captions, or whose val queries repeat a test query."""
+    tests = {normalise(q): q for q in recipe.all_queries()}
+    shared = sorted({q for q in recipe.all_val_queries() if normalise(q) in tests})
+    if shared:
+        raise DatasetError(
+            f"recipe '{recipe.path}': val queries that repeat test queries: "
+            + "; ".join(shared[:5])
+        )
+    queries = {**tests, **{normalise(q): q for q in recipe.all_val_queries()}}
     training = [c for label in recipe.labels for c, _ in recipe.training_captions(label)]
     training += [c for c, _ in recipe.mixture_captions()] + list(extra)
     # A source's `tags` bring their captions to every training clip of that source too.
