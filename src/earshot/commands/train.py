@@ -20,13 +20,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         "best_val_mAP@10": result.best_map10,
         "epochs_run": len(result.history),
     }
+    if result.refit is not None:
+        summary["refit"] = result.refit
     if args.json:
         print(json.dumps(summary))
     else:
-        print(
-            f"best epoch {result.best_epoch}: validation mAP@10 {result.best_map10:.4f}; "
-            f"model folder: {result.out}"
-        )
+        refit = result.refit
+        if refit is not None and refit["kept"]:
+            scored = f"validation mAP@10 {refit['val_mAP@10']:.4f} after the head refit"
+        else:
+            scored = f"validation mAP@10 {result.best_map10:.4f}"
+        print(f"best epoch {result.best_epoch}: {scored}; model folder: {result.out}")
     return 0
 
 

@@ -65,6 +65,10 @@ class TrainConfig:
     precise_bn: int = (
         0  # >0: BatchNorm statistics from this many clean batches before each validation
     )
+    # After the last epoch: the heads fitted again on clean features of the best encoder, kept
+    # only where validation improves (train/refit.py); 0 turns it off
+    refit_steps: int = 0
+    refit_lr: float | None = None  # default: lr
     patience: int = 5  # epochs without a better validation mAP@10 before stopping
     seed: int = 0
     # running
@@ -88,6 +92,13 @@ class TrainConfig:
             raise ConfigError("mix_prob and noise_prob must lie in [0, 1] and gain_db be >= 0")
         if self.precise_bn < 0:
             raise ConfigError("precise_bn must be >= 0 (a number of batches; 0 turns it off)")
+        if self.refit_steps < 0 or (self.refit_lr is not None and self.refit_lr <= 0):
+            raise ConfigError("refit_steps must be >= 0 (0 turns it off) and refit_lr > 0")
+        if self.refit_steps > 0 and not self.freeze_text:
+            raise ConfigError(
+                "refit_steps needs freeze_text = true: the refit works on cached sentence "
+                "embeddings, and a fine-tuned text encoder has none"
+            )
         if self.class_loss < 0 or self.class_temperature <= 0:
             raise ConfigError("class_loss must be >= 0 and class_temperature > 0")
         if self.batch_size < 2:

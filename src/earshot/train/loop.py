@@ -24,7 +24,7 @@ import torch
 from earshot.config import TextConfig
 from earshot.errors import EarshotError
 from earshot.eval.evaluate import evaluate_split
-from earshot.model.io import model_id, save_model
+from earshot.model.io import load_model, model_id, save_model
 from earshot.train import augment as aug
 from earshot.train.batches import BatchMaker
 from earshot.train.cache import TextCache, build_feature_cache
@@ -38,6 +38,7 @@ from earshot.train.losses import (
 )
 from earshot.train.precise_bn import recompute_batchnorm
 from earshot.train.recipe import mixture_captions_for
+from earshot.train.refit import clean_features, refit_heads
 from earshot.train.start import initial_model, pick_device
 
 CHECKPOINT = "checkpoint-last.pt"
@@ -51,6 +52,7 @@ class TrainResult:
     best_epoch: int
     best_map10: float
     history: list[dict[str, Any]]
+    refit: dict[str, Any] | None = None  # the head refit's log entry, when one ran
 
 
 class Trainer:
@@ -108,6 +110,8 @@ class Trainer:
         )
         self.epoch, self.best, self.best_epoch, self.bad_epochs = 0, -1.0, 0, 0
         self.history: list[dict[str, Any]] = []
+        # The weights of the best epoch as training left them (before any head refit).
+        self.best_state: dict[str, torch.Tensor] | None = None
 
     # -- setup -----------------------------------------------------------------------------
     def _text_features(self) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -289,6 +293,9 @@ class Trainer:
             improved = score > self.best
             if improved:
                 self.best, self.best_epoch, self.bad_epochs = score, self.epoch, 0
+                self.best_state = {
+                    k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+                }
                 self._save_model(report)
             else:
                 self.bad_epochs += 1
@@ -312,10 +319,88 @@ class Trainer:
                 file=sys.stderr,
             )
             self.save_checkpoint()
-        return TrainResult(self.out, self.best_epoch, self.best, self.history)
+        refit = None
+        if self.cfg.refit_steps > 0 and self.best_epoch > 0:
+            refit = self.refit()
+        return TrainResult(self.out, self.best_epoch, self.best, self.history, refit)
+
+    def _best_weights(self) -> dict[str, torch.Tensor]:
+        if self.best_state is None:  # a checkpoint from before refits: the folder has them...
+            model = load_model(self.out, self.device, with_text=False)
+            self.best_state = {k: v.cpu() for k, v in model.state_dict().items()}
+            path = self.out / CHECKPOINT
+            if path.is_file():  # ...until a refit replaces them: the checkpoint keeps them
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                state["best_state"] = self.best_state
+                torch.save(state, path.with_name(CHECKPOINT + ".tmp"))
+                os.replace(path.with_name(CHECKPOINT + ".tmp"), path)
+        return self.best_state
+
+    def refit(self) -> dict[str, Any]:
+        """Fit the heads of the best epoch's model again on clean encoder features
+        (train/refit.py); the model folder takes the result only if validation improves.
+
+        Always starts from the best epoch's weights as training left them, so refitting a
+        finished run again (`--resume` with other refit settings) does not stack refits.
+        """
+        self.model.load_state_dict(self._best_weights())
+        # Scored again rather than taken from training: the val split may have changed since.
+        before = self.validate()
+        start = time.perf_counter()
+        features = clean_features(
+            self.model.audio_encoder,
+            self.train_store,
+            self.device,
+            self.cfg.eval_batch_size,
+            bf16=self.cfg.precision == "bf16",
+        )
+        losses = refit_heads(
+            self.model.audio_head,
+            self._project_rows,
+            list(self.model.text_head.parameters()),
+            features,
+            self.batches,
+            self.train_clips,
+            self.draw_p,
+            self._loss,
+            steps=self.cfg.refit_steps,
+            batch_size=self.cfg.batch_size,
+            lr=self.cfg.refit_lr or self.cfg.lr,
+            weight_decay=self.cfg.weight_decay,
+            class_loss=self.cfg.class_loss,
+            class_temperature=self.cfg.class_temperature,
+            generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + 999_983),
+        )
+        report = self.validate()
+        score = report["text_to_audio"]["mAP@10"]["value"]
+        kept = score > before["text_to_audio"]["mAP@10"]["value"]
+        entry = {
+            "refit_steps": self.cfg.refit_steps,
+            "of_epoch": self.best_epoch,
+            "loss": float(np.mean(losses[-100:])),
+            "refit_s": round(time.perf_counter() - start, 2),
+            "val_mAP@10": score,
+            "val_R@1": report["text_to_audio"]["R@1"]["value"],
+            "val_R@10": report["text_to_audio"]["R@10"]["value"],
+            "before": before["text_to_audio"]["mAP@10"]["value"],
+            "kept": kept,
+        }
+        if kept:
+            self._save_model({**report, "refit": entry}, self.best_epoch)
+        else:  # the folder holds the best epoch as trained (not an earlier run's refit)
+            self.model.load_state_dict(self._best_weights())
+            self._save_model(before, self.best_epoch)
+        with open(self.out / METRICS_LOG, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        print(
+            f"head refit ({self.cfg.refit_steps} steps) of epoch {self.best_epoch}: val mAP@10 "
+            f"{entry['before']:.4f} -> {score:.4f}, {'kept' if kept else 'not kept'}",
+            file=sys.stderr,
+        )
+        return entry
 
     # -- persistence -----------------------------------------------------------------------
-    def _save_model(self, report: dict[str, Any]) -> None:
+    def _save_model(self, report: dict[str, Any], epoch: int | None = None) -> None:
         from earshot.eval.report import write_report
 
         model = self.model
@@ -327,7 +412,7 @@ class Trainer:
             )
         save_model(model, self.out)
         write_report(
-            {"model_id": model_id(model), "epoch": self.epoch, **report},
+            {"model_id": model_id(model), "epoch": epoch or self.epoch, **report},
             self.out,
             stem="validation",
         )
@@ -339,6 +424,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
             "history": self.history,
+            "best_state": self.best_state,
             "model": self.model.state_dict(),
             "temperature": self.temperature.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -378,10 +464,21 @@ class Trainer:
         self.epoch, self.best = state["epoch"], state["best"]
         self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
         self.history = state["history"]
+        self.best_state = state.get("best_state")
 
 
 # Settings that may differ between a run and its resumption.
-_RESUMABLE = {"epochs", "patience", "progress", "device", "eval_batch_size", "cache_dir"}
+_RESUMABLE = {
+    "epochs",
+    "patience",
+    "progress",
+    "device",
+    "eval_batch_size",
+    "cache_dir",
+    "out",  # a run folder may be moved or copied and resumed where it now is
+    "refit_steps",  # the refit follows the last epoch: a finished run can be refitted
+    "refit_lr",
+}
 
 
 def _warmup_cosine(step: int, warmup: int, total: int) -> float:
