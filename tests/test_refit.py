@@ -113,7 +113,7 @@ def test_a_refit_that_hurts_is_not_kept(data, finished, tmp_path, monkeypatch): 
                 p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
         return [0.0]
 
-    monkeypatch.setattr("earshot.train.loop.refit_heads", scramble)
+    monkeypatch.setattr("earshot.train.refit.refit_heads", scramble)
     trainer, out = _refit(data, finished, tmp_path, refit_steps=60)
     entry = trainer.refit()
     assert not entry["kept"] and entry["val_mAP@10"] < entry["before"]

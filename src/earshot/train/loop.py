@@ -38,7 +38,7 @@ from earshot.train.losses import (
 )
 from earshot.train.precise_bn import recompute_batchnorm
 from earshot.train.recipe import mixture_captions_for
-from earshot.train.refit import clean_features, refit_heads
+from earshot.train.refit import refit_best
 from earshot.train.start import initial_model, pick_device
 
 CHECKPOINT = "checkpoint-last.pt"
@@ -296,7 +296,7 @@ class Trainer:
                 self.best_state = {
                     k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
                 }
-                self._save_model(report)
+                self.save_model(report)
             else:
                 self.bad_epochs += 1
             entry = {
@@ -311,8 +311,7 @@ class Trainer:
                 "best": improved,
             }
             self.history.append(entry)
-            with open(self.out / METRICS_LOG, "a") as f:
-                f.write(json.dumps(entry) + "\n")
+            self.log(entry)
             tqdm.write(  # stderr: stdout stays clean for --json
                 f"epoch {self.epoch}: loss {entry['loss']:.4f}, val mAP@10 {score:.4f}, "
                 f"R@1 {entry['val_R@1']:.4f}{'  (best)' if improved else ''}",
@@ -324,83 +323,27 @@ class Trainer:
             refit = self.refit()
         return TrainResult(self.out, self.best_epoch, self.best, self.history, refit)
 
-    def _best_weights(self) -> dict[str, torch.Tensor]:
+    def log(self, entry: dict[str, Any]) -> None:
+        with open(self.out / METRICS_LOG, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def best_weights(self) -> dict[str, torch.Tensor]:
+        """The best epoch's weights as training left them (a refit starts from these)."""
         if self.best_state is None:  # a checkpoint from before refits: the folder has them...
             model = load_model(self.out, self.device, with_text=False)
             self.best_state = {k: v.cpu() for k, v in model.state_dict().items()}
             path = self.out / CHECKPOINT
             if path.is_file():  # ...until a refit replaces them: the checkpoint keeps them
                 state = torch.load(path, map_location="cpu", weights_only=True)
-                state["best_state"] = self.best_state
-                torch.save(state, path.with_name(CHECKPOINT + ".tmp"))
-                os.replace(path.with_name(CHECKPOINT + ".tmp"), path)
+                self._write_checkpoint({**state, "best_state": self.best_state})
         return self.best_state
 
     def refit(self) -> dict[str, Any]:
-        """Fit the heads of the best epoch's model again on clean encoder features
-        (train/refit.py); the model folder takes the result only if validation improves.
-
-        Always starts from the best epoch's weights as training left them, so refitting a
-        finished run again (`--resume` with other refit settings) does not stack refits.
-        """
-        self.model.load_state_dict(self._best_weights())
-        # Scored again rather than taken from training: the val split may have changed since.
-        before = self.validate()
-        start = time.perf_counter()
-        features = clean_features(
-            self.model.audio_encoder,
-            self.train_store,
-            self.device,
-            self.cfg.eval_batch_size,
-            bf16=self.cfg.precision == "bf16",
-        )
-        losses = refit_heads(
-            self.model.audio_head,
-            self._project_rows,
-            list(self.model.text_head.parameters()),
-            features,
-            self.batches,
-            self.train_clips,
-            self.draw_p,
-            self._loss,
-            steps=self.cfg.refit_steps,
-            batch_size=self.cfg.batch_size,
-            lr=self.cfg.refit_lr or self.cfg.lr,
-            weight_decay=self.cfg.weight_decay,
-            class_loss=self.cfg.class_loss,
-            class_temperature=self.cfg.class_temperature,
-            generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + 999_983),
-        )
-        report = self.validate()
-        score = report["text_to_audio"]["mAP@10"]["value"]
-        kept = score > before["text_to_audio"]["mAP@10"]["value"]
-        entry = {
-            "refit_steps": self.cfg.refit_steps,
-            "of_epoch": self.best_epoch,
-            "loss": float(np.mean(losses[-100:])),
-            "refit_s": round(time.perf_counter() - start, 2),
-            "val_mAP@10": score,
-            "val_R@1": report["text_to_audio"]["R@1"]["value"],
-            "val_R@10": report["text_to_audio"]["R@10"]["value"],
-            "before": before["text_to_audio"]["mAP@10"]["value"],
-            "kept": kept,
-        }
-        if kept:
-            self._save_model({**report, "refit": entry}, self.best_epoch)
-        else:  # the folder holds the best epoch as trained (not an earlier run's refit)
-            self.model.load_state_dict(self._best_weights())
-            self._save_model(before, self.best_epoch)
-        with open(self.out / METRICS_LOG, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-        print(
-            f"head refit ({self.cfg.refit_steps} steps) of epoch {self.best_epoch}: val mAP@10 "
-            f"{entry['before']:.4f} -> {score:.4f}, {'kept' if kept else 'not kept'}",
-            file=sys.stderr,
-        )
-        return entry
+        """The head refit of the best epoch (train/refit.py, `refit_best`)."""
+        return refit_best(self)
 
     # -- persistence -----------------------------------------------------------------------
-    def _save_model(self, report: dict[str, Any], epoch: int | None = None) -> None:
+    def save_model(self, report: dict[str, Any], epoch: int | None = None) -> None:
         from earshot.eval.report import write_report
 
         model = self.model
@@ -435,6 +378,9 @@ class Trainer:
         }
         if not self.cfg.freeze_text:
             state["text_model"] = self.model.text_encoder.model.state_dict()
+        self._write_checkpoint(state)
+
+    def _write_checkpoint(self, state: dict[str, Any]) -> None:
         tmp = self.out / (CHECKPOINT + ".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.out / CHECKPOINT)
