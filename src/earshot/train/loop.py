@@ -28,6 +28,7 @@ from earshot.model.io import load_model, model_id, save_model
 from earshot.train import augment as aug
 from earshot.train.batches import BatchMaker
 from earshot.train.cache import TextCache, build_feature_cache
+from earshot.train.checkpoint import CHECKPOINT, resume, save_checkpoint, write_checkpoint
 from earshot.train.config import TrainConfig
 from earshot.train.datasets import load_dataset
 from earshot.train.losses import (
@@ -41,7 +42,8 @@ from earshot.train.recipe import mixture_captions_for
 from earshot.train.refit import refit_best
 from earshot.train.start import initial_model, pick_device
 
-CHECKPOINT = "checkpoint-last.pt"
+__all__ = ["CHECKPOINT", "TrainResult", "Trainer", "train"]
+
 METRICS_LOG = "metrics.jsonl"
 TEXT_SUBDIR = "text"
 
@@ -361,70 +363,13 @@ class Trainer:
         )
 
     def save_checkpoint(self) -> None:
-        state = {
-            "epoch": self.epoch,
-            "best": self.best,
-            "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs,
-            "history": self.history,
-            "best_state": self.best_state,
-            "model": self.model.state_dict(),
-            "temperature": self.temperature.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "config": self.cfg.to_dict(),
-        }
-        if not self.cfg.freeze_text:
-            state["text_model"] = self.model.text_encoder.model.state_dict()
-        self._write_checkpoint(state)
+        save_checkpoint(self)
 
     def _write_checkpoint(self, state: dict[str, Any]) -> None:
-        tmp = self.out / (CHECKPOINT + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.out / CHECKPOINT)
+        write_checkpoint(self.out, state)
 
     def resume(self) -> None:
-        path = self.out / CHECKPOINT
-        if not path.is_file():
-            raise EarshotError(f"nothing to resume: '{path}' does not exist")
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        mine = {k: v for k, v in self.cfg.to_dict().items() if k not in _RESUMABLE}
-        theirs = {k: v for k, v in state["config"].items() if k not in _RESUMABLE}
-        # A setting added since the checkpoint was written ran at its default.
-        defaults = TrainConfig().to_dict()
-        changed = sorted(k for k in mine if mine[k] != theirs.get(k, defaults[k]))
-        if changed:
-            raise EarshotError(
-                f"cannot resume '{path}': settings changed since: {', '.join(changed)}"
-            )
-        self.model.load_state_dict(state["model"])
-        if "text_model" in state:
-            self.model.text_encoder.model.load_state_dict(state["text_model"])
-        self.temperature.load_state_dict(state["temperature"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.epoch, self.best = state["epoch"], state["best"]
-        self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
-        self.history = state["history"]
-        self.best_state = state.get("best_state")
-
-
-# Settings that may differ between a run and its resumption.
-_RESUMABLE = {
-    "epochs",
-    "patience",
-    "progress",
-    "device",
-    "eval_batch_size",
-    "cache_dir",
-    "out",  # a run folder may be moved or copied and resumed where it now is
-    "refit_steps",  # the refit follows the last epoch: a finished run can be refitted
-    "refit_lr",
-}
+        resume(self)
 
 
 def _warmup_cosine(step: int, warmup: int, total: int) -> float:
