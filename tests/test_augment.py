@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from earshot.train.augment import (
+    filter_augment,
+    frequency_shift,
     mix_background,
     mixup,
     random_gain,
@@ -255,3 +257,60 @@ def test_waveform_augmentations_run_on_float64_too():
     ):
         assert out.dtype == torch.float64 and torch.isfinite(out).all()
     assert not math.isnan(mixup(x, gen())[2])
+
+
+# --- log-mel (dB) changes of the recording chain -------------------------------------------
+
+
+def test_filter_augment_adds_one_piecewise_linear_curve_per_example():
+    x = torch.randn(16, 20, 64, generator=gen(3)) * 10 - 40
+    out = filter_augment(x, gen(), max_db=6.0)
+    assert out.shape == x.shape and not torch.equal(out, x)
+    curve = out - x  # (batch, frames, bins): the same curve in every frame
+    assert (curve - curve[:, :1]).abs().max() < 1e-4
+    curve = curve[:, 0].double()
+    assert curve.abs().max() <= 6.0 + 1e-4
+    # Piecewise linear with 2 to 5 pieces: 1 to 4 inner points, each between two bins, so the
+    # second difference is non-zero at no more than 8 of the 62 places (else it is a curve).
+    kinks = (curve.diff(dim=1).diff(dim=1).abs() > 1e-3).sum(dim=1)
+    assert (kinks <= 8).all(), kinks
+    # The curves differ between examples and use the range both ways.
+    assert curve.std(dim=0).mean() > 1.0
+    assert curve.max() > 3.0 and curve.min() < -3.0
+
+
+def test_filter_augment_replays_and_zero_db_is_identity():
+    x = torch.randn(4, 5, 32, generator=gen(1))
+    assert torch.equal(filter_augment(x, gen(5), 6.0), filter_augment(x, gen(5), 6.0))
+    assert not torch.equal(filter_augment(x, gen(5), 6.0), filter_augment(x, gen(6), 6.0))
+    assert torch.equal(filter_augment(x, gen(), 0.0), x)
+
+
+def test_frequency_shift_moves_bins_and_repeats_the_edge():
+    bins = 64
+    x = torch.arange(bins, dtype=torch.float32).expand(32, 3, bins).clone()
+    out = frequency_shift(x, gen(), max_bins=3)
+    shifts = set()
+    for row in out[:, 0]:
+        s = int(row[bins // 2] - bins // 2) * -1  # bin 32 now holds bin 32 - s
+        assert -3 <= s <= 3
+        expected = (torch.arange(bins) - s).clamp(0, bins - 1).float()
+        assert torch.equal(row, expected)
+        shifts.add(s)
+    assert len(shifts) >= 5  # most of the 7 shifts occur in 32 draws
+    assert torch.equal(frequency_shift(x, gen(), 0), x)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: filter_augment(torch.zeros(2, 64), gen(), 6.0), "batch, frames, mel_bins"),
+        (lambda: filter_augment(torch.zeros(2, 3, 64), gen(), -1.0), "max_db >= 0"),
+        (lambda: filter_augment(torch.zeros(2, 3, 64), gen(), 6.0, (1, 3)), "points"),
+        (lambda: frequency_shift(torch.zeros(2, 3, 64), gen(), -1), "max_bins >= 0"),
+        (lambda: frequency_shift(torch.zeros(1, 2, 3, 64), gen(), 2), "batch, frames"),
+    ],
+)
+def test_log_mel_augmentations_refuse_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -327,6 +327,28 @@ def test_time_shift_is_a_circular_roll(tagged):
     assert len(shifts) > 3
 
 
+def test_frequency_shift_and_filter_change_the_spectrum_not_the_frames(tagged):
+    dataset, store, originals = tagged
+    shifted = maker(dataset, store, freq_shift=2).draw(ALL).logmel[:, 0]
+    for i in range(8):
+        bins = originals.shape[2]
+        options = [
+            originals[i][:, (torch.arange(bins) - s).clamp(0, bins - 1)] for s in range(-2, 3)
+        ]
+        assert any(torch.equal(shifted[i], o) for o in options), i
+    filtered = maker(dataset, store, filter_db=6.0).draw(ALL).logmel[:, 0]
+    curve = filtered[:7] - originals[:7]  # sounding clips: one curve, the same in every frame
+    assert (curve - curve[:, :1]).abs().max() < 1e-3
+    assert 0 < curve.abs().max() <= 6.0 + 1e-3
+    assert float(filtered.min()) >= DB_FLOOR  # a cut never goes below the frontend's floor
+    # Off, they draw nothing: a run without them replays the draws it made before they existed.
+    plain, off = (
+        maker(dataset, store, gain_db=6.0),
+        maker(dataset, store, gain_db=6.0, freq_shift=0),
+    )
+    assert torch.equal(plain.draw(ALL).logmel, off.draw(ALL).logmel)
+
+
 def test_noise_lowers_nothing_and_changes_the_items(tagged):
     dataset, store, originals = tagged
     bm = maker(dataset, store, noise_prob=1.0)
@@ -352,7 +374,15 @@ def test_noise_sits_10_to_30_db_below_the_clip(tagged):
 
 def test_same_seed_same_draws(tagged):
     dataset, store, _ = tagged
-    settings = dict(mixtures=MIXTURES, mix_prob=0.5, gain_db=6.0, time_shift=True, noise_prob=0.5)
+    settings = dict(
+        mixtures=MIXTURES,
+        mix_prob=0.5,
+        gain_db=6.0,
+        time_shift=True,
+        noise_prob=0.5,
+        freq_shift=2,
+        filter_db=6.0,
+    )
     a, b = maker(dataset, store, seed=7, **settings), maker(dataset, store, seed=7, **settings)
     c = maker(dataset, store, seed=8, **settings)
     differs = False
@@ -477,6 +507,8 @@ def recipe_settings(path: Path, out: Path, text_dir: Path, **over) -> TrainConfi
         gain_db=6.0,
         time_shift=True,
         noise_prob=0.5,
+        freq_shift=2,
+        filter_db=6.0,
         out=str(out),
         cache_dir=str(out.parent / "cache"),
         progress=False,
@@ -499,6 +531,8 @@ def test_a_recipe_run_with_every_augmentation_writes_a_model(recipe_run):
         True,
         0.5,
     )
+    assert (config["freq_shift"], config["filter_db"]) == (2, 6.0)
+    assert (trainer.batches.freq_shift, trainer.batches.filter_db) == (2, 6.0)
     assert (result.out / "validation.json").is_file()
     # The recipe's mixtures and weights reached the batch maker and the sampler.
     assert trainer.batches.mixture_rows and trainer.batches.noise is not None
@@ -539,6 +573,12 @@ def test_config_rejects_out_of_range_augmentation(bad):
         TrainConfig(**bad)
     with pytest.raises(ConfigError):
         load_train_config(None, bad)
+
+
+@pytest.mark.parametrize("bad", [{"freq_shift": -1}, {"filter_db": -0.5}])
+def test_config_rejects_negative_spectral_augmentation(bad):
+    with pytest.raises(ConfigError, match="freq_shift .mel bins. and filter_db .dB. must be >= 0"):
+        TrainConfig(**bad)
 
 
 def test_config_accepts_the_edges():

@@ -1,5 +1,8 @@
 """Training-time audio augmentation: SpecAugment on log-mel, mixup, and waveform tweaks.
 
+Also two log-mel (dB) changes of the recording chain rather than the sound: a random smooth
+equaliser (`filter_augment`) and a shift along the mel axis (`frequency_shift`).
+
 Every function draws its randomness from an explicit `torch.Generator`, so a run is reproduced
 by seeding one generator, whatever else touches torch's global RNG. Random numbers are drawn
 on the generator's device and moved to the data's, so a CPU generator drives GPU batches.
@@ -195,3 +198,60 @@ def mix_background(
         noise_power > 0, (wanted_noise_power / noise_power.clamp(min=1e-300)).sqrt(), 0.0
     )
     return wave + noise * scale[:, None].to(wave.dtype)
+
+
+def _check_logmel(logmel: Tensor, what: str) -> None:
+    if logmel.ndim != 3:
+        raise ValueError(
+            f"{what} needs log-mel of shape (batch, frames, mel_bins), got {tuple(logmel.shape)}"
+        )
+
+
+def filter_augment(
+    logmel_db: Tensor, generator: torch.Generator, max_db: float, points: tuple[int, int] = (3, 6)
+) -> Tensor:
+    """Add a random smooth equaliser curve to each example: FilterAugment's linear type.
+
+    logmel_db: (batch, frames, mel_bins) in dB -> same shape. Per example, k points (k uniform
+    in [points[0], points[1]]) are placed on the mel axis: the two ends plus k - 2 random bins;
+    each gets a gain uniform in [-max_db, max_db] and the curve is linear between them (Nam et
+    al., "FilterAugment", ICASSP 2022). What it imitates: another microphone, another room,
+    another distance, which shift a clip's spectral balance without changing what it is.
+    """
+    _check_logmel(logmel_db, "filter_augment")
+    low, high = points
+    if max_db < 0 or not 2 <= low <= high:
+        raise ValueError(
+            f"filter_augment needs max_db >= 0 and 2 <= points[0] <= points[1], got {max_db} "
+            f"and {points}"
+        )
+    batch, _, bins = logmel_db.shape
+    device = generator.device
+    grid = np.arange(bins, dtype=np.float64)
+    curves = np.empty((batch, bins))
+    for i in range(batch):
+        k = int(torch.randint(low, high + 1, (1,), generator=generator, device=device))
+        inner = torch.rand(k - 2, generator=generator, device=device, dtype=torch.float64)
+        at = np.concatenate([[0.0], np.sort(inner.cpu().numpy()) * (bins - 1), [bins - 1.0]])
+        gains = _uniform(-max_db, max_db, k, generator).cpu().numpy()
+        curves[i] = np.interp(grid, at, gains)
+    curve = torch.from_numpy(curves).to(device=logmel_db.device, dtype=logmel_db.dtype)
+    return logmel_db + curve[:, None, :]
+
+
+def frequency_shift(logmel: Tensor, generator: torch.Generator, max_bins: int) -> Tensor:
+    """Shift each example along the mel axis by a whole number of bins in [-max, +max].
+
+    logmel: (batch, frames, mel_bins) -> same shape. The bins shifted in at the edge repeat the
+    edge bin (nothing wraps round from the other end of the spectrum). A shift of a few mel bins
+    is roughly a pitch shift of a few semitones above 1 kHz: another engine speed, another voice.
+    """
+    _check_logmel(logmel, "frequency_shift")
+    if max_bins < 0:
+        raise ValueError(f"frequency_shift needs max_bins >= 0, got {max_bins}")
+    batch, _, bins = logmel.shape
+    shifts = torch.randint(
+        -max_bins, max_bins + 1, (batch, 1), generator=generator, device=generator.device
+    ).to(logmel.device)
+    source = (torch.arange(bins, device=logmel.device) - shifts).clamp(0, bins - 1)  # (batch, F)
+    return logmel.gather(2, source[:, None, :].expand_as(logmel))

@@ -9,6 +9,8 @@ one, and "a siren wails while a dog barks" matches only a mixture holding both.
 Augmentation works on cached log-mel (dB), where it is cheap and exact enough:
 - gain: a constant in dB added to every bin;
 - time shift: a circular roll of the frames;
+- frequency shift: the mel bins moved up or down a few places (roughly a pitch shift);
+- filter: a random smooth equaliser curve in dB (another microphone or room), after the noise;
 - background noise and two-clip mixtures: a sum of powers, 10·log10(10^(a/10) + 10^(b/10)),
   which is what the mel power of two independent sounds adds up to on average.
 SpecAugment and mixup stay after bn0, in the training step, as PANNs does.
@@ -25,6 +27,7 @@ import torch
 
 from earshot.audio.features import LogMel
 from earshot.config import AudioConfig
+from earshot.train import augment
 from earshot.train.cache import FeatureStore
 from earshot.train.datasets import CaptionDataset
 
@@ -83,8 +86,11 @@ class BatchMaker:
         gain_db: float = 0.0,
         time_shift: bool = False,
         noise_prob: float = 0.0,
+        freq_shift: int = 0,
+        filter_db: float = 0.0,
     ):
         self.dataset, self.store, self.gen = dataset, store, generator
+        self.freq_shift, self.filter_db = freq_shift, filter_db
         self.mix_prob, self.gain_db = mix_prob, gain_db
         self.time_shift, self.noise_prob = time_shift, noise_prob
         clip_tags = [_clip_tags(c) for c in dataset.clips]
@@ -185,8 +191,12 @@ class BatchMaker:
             logmel = torch.stack(
                 [torch.roll(x, s, dims=0) for x, s in zip(logmel, shifts, strict=True)]
             )
+        if self.freq_shift > 0:
+            logmel = augment.frequency_shift(logmel, self.gen, self.freq_shift)
         if self.noise is not None:
             logmel = self._add_noise(logmel)
+        if self.filter_db > 0:
+            logmel = augment.filter_augment(logmel, self.gen, self.filter_db).clamp(min=DB_FLOOR)
         same = holds(audio_mask, self.caption_mask[rows])
         return Draw(logmel.unsqueeze(1), rows, torch.from_numpy(same), audio_mask)
 

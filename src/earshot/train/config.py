@@ -62,6 +62,8 @@ class TrainConfig:
     gain_db: float = 0.0  # random gain in [-gain_db, +gain_db]
     time_shift: bool = False  # random circular shift of the frames
     noise_prob: float = 0.0  # share of clips given coloured background noise at 10-30 dB SNR
+    freq_shift: int = 0  # random shift of the mel bins in [-freq_shift, +freq_shift]
+    filter_db: float = 0.0  # random smooth equaliser (FilterAugment), gains in ±filter_db dB
     precise_bn: int = (
         0  # >0: BatchNorm statistics from this many clean batches before each validation
     )
@@ -90,6 +92,8 @@ class TrainConfig:
             raise ConfigError(f"precision must be fp32 or bf16, not '{self.precision}'")
         if not (0 <= self.mix_prob <= 1 and 0 <= self.noise_prob <= 1 and self.gain_db >= 0):
             raise ConfigError("mix_prob and noise_prob must lie in [0, 1] and gain_db be >= 0")
+        if self.freq_shift < 0 or self.filter_db < 0:
+            raise ConfigError("freq_shift (mel bins) and filter_db (dB) must be >= 0; 0 = off")
         if self.precise_bn < 0:
             raise ConfigError("precise_bn must be >= 0 (a number of batches; 0 turns it off)")
         if self.refit_steps < 0 or (self.refit_lr is not None and self.refit_lr <= 0):

@@ -90,6 +90,8 @@ class Trainer:
             gain_db=cfg.gain_db,
             time_shift=cfg.time_shift,
             noise_prob=cfg.noise_prob,
+            freq_shift=cfg.freq_shift,
+            filter_db=cfg.filter_db,
         )
         if cfg.class_loss > 0 and len(self.batches.class_rows) < 2:
             raise EarshotError(
