@@ -55,20 +55,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ),
     }
     if str(args.dataset).endswith(".toml") and args.split == "test":
-        # A recipe's test split is scored with its held-out paraphrase queries too.
+        # A recipe's test split is scored with its held-out paraphrase queries too, and
+        # with mixtures of its `mix` labels found by two of those queries joined.
+        from earshot.eval.mixtures import evaluate_mixtures
         from earshot.eval.queries import evaluate_queries
         from earshot.train.recipe import recipe_for
 
-        for key, value in evaluate_queries(
-            model,
-            dataset,
-            store,
-            recipe_for(args.dataset).queries(),
-            batch_size=args.batch_size,
-            seed=args.seed,
-            n_boot=args.n_boot,
-        ).items():
+        recipe = recipe_for(args.dataset)
+        settings = dict(batch_size=args.batch_size, seed=args.seed, n_boot=args.n_boot)
+        queries = recipe.queries()
+        for key, value in evaluate_queries(model, dataset, store, queries, **settings).items():
             report[f"held_out_{key}"] = value
+        mixable = [name for name, spec in recipe.labels.items() if spec.mix]
+        mixtures = evaluate_mixtures(model, dataset, store, queries, mixable, **settings)
+        if mixtures is not None:
+            report["held_out_mixtures"] = mixtures
     out = Path(args.out) if args.out else Path(args.model) / "eval"
     json_path, md_path = write_report(report, out, stem=f"report-{_safe(args.split)}")
     if args.json:
