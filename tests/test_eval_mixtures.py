@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from earshot.cli import main
-from earshot.config import AudioConfig, EncoderConfig, ModelConfig, TextConfig
 from earshot.eval.mixtures import (
     LEVEL_DB,
     evaluate_mixtures,
@@ -16,11 +14,11 @@ from earshot.eval.mixtures import (
     mixture_queries,
     mixture_report,
 )
-from earshot.model.io import build_model, load_model, save_model
-from earshot.testing.datasets import write_labels_dataset
+from earshot.model.io import load_model
 from earshot.train.batches import power_sum_db
 from earshot.train.cache import build_feature_cache
 from earshot.train.recipe import load_recipe
+from test_eval_queries import evaluate, recipe_setup
 
 N_BOOT = 50
 A, B, C = "low_hum", "high_whistle", "static_noise"
@@ -138,18 +136,7 @@ queries = ["white noise hissing", "radio static", "a hiss"]
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_text_dir):
-    root = tmp_path_factory.mktemp("eval-mixtures")
-    write_labels_dataset(root / "data" / "synth", per_class={"1": 1, "2": 3}, seconds=1.0)
-    recipe = root / "recipe.toml"
-    recipe.write_text(RECIPE)
-    config = ModelConfig(
-        audio=AudioConfig(sample_rate=16000, fmax=8000.0, window_s=1.0, hop_s=1.0),
-        encoder=EncoderConfig("cnn10", (4, 8, 8, 16), 16),
-        text=TextConfig(str(tiny_text_dir), 16),
-        joint_dim=8,
-    )
-    model_dir = save_model(build_model(config, seed=0), root / "model")
-    return root, recipe, model_dir
+    return recipe_setup(tmp_path_factory.mktemp("eval-mixtures"), RECIPE, tiny_text_dir, 3)
 
 
 def test_evaluate_mixtures_scores_what_it_mixed(setup):
@@ -191,27 +178,7 @@ def test_evaluate_mixtures_scores_what_it_mixed(setup):
 
 def test_cli_evaluate_adds_held_out_mixtures_for_a_recipe_with_mix_labels(setup, capsys):
     root, recipe, model_dir = setup
-    code = main(
-        [
-            "evaluate",
-            "--model",
-            str(model_dir),
-            "--dataset",
-            str(recipe),
-            "--split",
-            "test",
-            "--cache-dir",
-            str(root / "cache"),
-            "--out",
-            str(root / "eval"),
-            "--n-boot",
-            str(N_BOOT),
-            "--json",
-        ]
-    )
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    report = json.loads(captured.out)
+    report = evaluate(capsys, model_dir, recipe, "test", root / "cache", root / "eval")
     mixtures = report["held_out_mixtures"]
     assert (mixtures["pairs"], mixtures["mixtures"], mixtures["level_db"]) == (1, 4, LEVEL_DB)
     for metric in ("R@1", "R@10", "mAP@10"):

@@ -203,14 +203,18 @@ queries = ["white noise hissing", "radio static", "a hiss"]
 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory, tiny_text_dir):
-    root = tmp_path_factory.mktemp("eval-queries")
-    write_labels_dataset(root / "data" / "synth", per_class={"1": 1, "2": 2}, seconds=1.0)
+    return recipe_setup(tmp_path_factory.mktemp("eval-queries"), RECIPE, tiny_text_dir, 2)
+
+
+def recipe_setup(root, recipe_text: str, text_dir, test_clips: int):
+    """A synth dataset (1 train and `test_clips` test clips per label), the recipe, a tiny model."""
+    write_labels_dataset(root / "data" / "synth", per_class={"1": 1, "2": test_clips}, seconds=1.0)
     recipe = root / "recipe.toml"
-    recipe.write_text(RECIPE)
+    recipe.write_text(recipe_text)
     config = ModelConfig(
         audio=AudioConfig(sample_rate=16000, fmax=8000.0, window_s=1.0, hop_s=1.0),
         encoder=EncoderConfig("cnn10", (4, 8, 8, 16), 16),
-        text=TextConfig(str(tiny_text_dir), 16),
+        text=TextConfig(str(text_dir), 16),
         joint_dim=8,
     )
     model_dir = save_model(build_model(config, seed=0), root / "model")

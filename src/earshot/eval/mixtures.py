@@ -132,8 +132,8 @@ def evaluate_mixtures(
     # Single clips: scored by their best window, as everywhere else.
     singles = sorted(i for i in sounding if clip_labels[i] in labels)
     windows = window_embeddings(model, store, batch_size)
-    keep = np.isin(store.window_clip, singles)
-    single_scores = _best_windows(query_vectors, windows[keep], store.window_clip[keep], singles)
+    single_scores = clip_scores(query_vectors, windows, store.window_clip, len(clip_labels))
+    single_scores = single_scores[:, singles]
     device = model.audio_head.weight.device
     mixed = []
     for start in range(0, len(plan), batch_size):
@@ -152,12 +152,3 @@ def evaluate_mixtures(
         seed,
         n_boot,
     )
-
-
-def _best_windows(
-    query_vectors: np.ndarray, windows: np.ndarray, window_clip: np.ndarray, clips: list[int]
-) -> np.ndarray:
-    """(queries, len(clips)) each clip's best-window score."""
-    index = {c: k for k, c in enumerate(clips)}
-    local = np.array([index[c] for c in window_clip], dtype=np.int64)
-    return clip_scores(query_vectors, windows, local, len(clips))
