@@ -293,3 +293,110 @@ def test_evaluate_queries_matches_query_report(tiny_setup):
         n_boot=N_BOOT,
     )
     assert report == direct
+
+
+VAL_RECIPE = """
+root = "data"
+
+[templates]
+np = ["{np}", "the sound of {np}"]
+
+[[source]]
+name = "synth"
+folder = "synth"
+train = "fold=1"
+test = "fold=2"
+val = { group = "file", fraction = 0.5 }
+
+[labels.low_hum]
+np = ["a low hum"]
+mix = true
+queries = ["a deep droning tone"]
+val_queries = ["a humming drone", "a low steady tone"]
+
+[labels.high_whistle]
+np = ["a high whistle"]
+mix = true
+queries = ["a shrill piercing tone"]
+val_queries = ["a whistling sound"]
+
+[labels.static_noise]
+np = ["static noise"]
+mix = true
+queries = ["white noise hissing"]
+val_queries = ["radio static", "a hiss", "noise like a detuned radio"]
+"""
+
+
+@pytest.fixture(scope="module")
+def val_setup(tmp_path_factory, tiny_text_dir):
+    root = tmp_path_factory.mktemp("eval-val-queries")
+    write_labels_dataset(root / "data" / "synth", per_class={"1": 6, "2": 2}, seconds=1.0)
+    (root / "recipe.toml").write_text(VAL_RECIPE)
+    _, _, model_dir = recipe_setup(root / "m", RECIPE, tiny_text_dir, 1)
+    return root, root / "recipe.toml", model_dir
+
+
+def test_cli_evaluate_scores_the_val_split_with_the_val_queries(val_setup, capsys):
+    root, recipe_path, model_dir = val_setup
+    recipe = load_recipe(recipe_path)
+    val = recipe.dataset("val")
+    labels_in_val = {c.label for c in val.clips}
+    assert 0 < len(val) < 18 and len(labels_in_val) >= 2  # the carve took some clips, not all
+    report = evaluate(capsys, model_dir, recipe_path, "val", root / "cache", root / "eval")
+    assert report["clips"] == len(val)
+    n_val_queries = sum(len(recipe.labels[lab].val_queries) for lab in labels_in_val)
+    assert report["val_queries_queries"] == n_val_queries
+    assert report["val_queries_text_to_audio"]["n_queries"] == n_val_queries
+    assert set(report["val_queries_mAP@10_by_label"]) == labels_in_val
+    assert report["val_queries_class_prompts"]["clips"] == len(val)
+    # The mix labels in val are mixed and found by two val queries joined.
+    mixtures = report["val_queries_mixtures"]
+    n_pairs = len(labels_in_val) * (len(labels_in_val) - 1) // 2
+    assert mixtures["pairs"] == n_pairs and mixtures["queries"] == 4 * n_pairs
+    assert 0 <= mixtures["text_to_audio"]["mAP@10"]["value"] <= 1
+    assert not any(k.startswith("held_out_") for k in report)  # test queries never touch val
+    written = json.loads((root / "eval" / "report-val.json").read_text())
+    assert written["val_queries_text_to_audio"] == report["val_queries_text_to_audio"]
+
+
+def test_cli_evaluate_embeds_the_splits_windows_once(tiny_setup, capsys, monkeypatch):
+    import earshot.eval.evaluate as ev
+    import earshot.eval.mixtures as mx
+    import earshot.eval.queries as qs
+
+    calls = []
+    real = ev.window_embeddings
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    for module in (ev, mx, qs):
+        monkeypatch.setattr(module, "window_embeddings", counted)
+    root, recipe, model_dir = tiny_setup
+    report = evaluate(capsys, model_dir, recipe, "test", root / "cache", root / "eval-once")
+    assert "held_out_text_to_audio" in report
+    assert len(calls) == 1
+
+
+def test_passing_window_vectors_gives_the_same_reports(tiny_setup):
+    from earshot.eval.evaluate import evaluate_split, window_embeddings
+
+    root, recipe_path, model_dir = tiny_setup
+    recipe = load_recipe(recipe_path)
+    dataset = recipe.dataset("test")
+    model = load_model(model_dir)
+    store = build_feature_cache(dataset, model.config.audio, root / "cache", progress=False)
+    windows = window_embeddings(model, store)
+    assert evaluate_split(model, dataset, store, n_boot=N_BOOT, windows=windows) == (
+        evaluate_split(model, dataset, store, n_boot=N_BOOT)
+    )
+    queries = recipe.queries()
+    assert evaluate_queries(model, dataset, store, queries, n_boot=N_BOOT, windows=windows) == (
+        evaluate_queries(model, dataset, store, queries, n_boot=N_BOOT)
+    )
+    # Vectors that are not the split's own change the figures: the argument is really used.
+    shuffled = windows[np.random.default_rng(0).permutation(len(windows))]
+    other = evaluate_queries(model, dataset, store, queries, n_boot=N_BOOT, windows=-shuffled)
+    assert other != evaluate_queries(model, dataset, store, queries, n_boot=N_BOOT)

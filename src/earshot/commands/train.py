@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from earshot.train.recipe import Recipe
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -38,7 +42,7 @@ _TRAIN_OWN_ARGS = {"command", "func", "config", "resume", "json"}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from earshot.eval.evaluate import evaluate_split
+    from earshot.eval.evaluate import evaluate_split, window_embeddings
     from earshot.eval.report import format_table, write_report
     from earshot.model.io import load_model, model_id
     from earshot.train.cache import build_feature_cache
@@ -47,29 +51,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device)
     dataset = load_dataset(args.dataset, args.split, args.audio_dir)
     store = build_feature_cache(dataset, model.config.audio, args.cache_dir, progress=not args.json)
+    # Every report below scores the same clips: embed their windows once.
+    windows = window_embeddings(model, store, args.batch_size)
+    settings = dict(batch_size=args.batch_size, seed=args.seed, n_boot=args.n_boot, windows=windows)
     report = {
         "model": str(args.model),
         "model_id": model_id(model),
-        **evaluate_split(
-            model, dataset, store, batch_size=args.batch_size, seed=args.seed, n_boot=args.n_boot
-        ),
+        **evaluate_split(model, dataset, store, **settings),
     }
-    if str(args.dataset).endswith(".toml") and args.split == "test":
-        # A recipe's test split is scored with its held-out paraphrase queries too, and
-        # with mixtures of its `mix` labels found by two of those queries joined.
+    recipe, queries, prefix = _recipe_queries(args.dataset, args.split)
+    if recipe is not None and queries:
+        # A recipe's test split is scored with its held-out paraphrase queries per label, and
+        # with mixtures of its `mix` labels found by two of those queries joined; its val split
+        # the same way with the val paraphrases (the figures model selection looked at).
         from earshot.eval.mixtures import evaluate_mixtures
         from earshot.eval.queries import evaluate_queries
-        from earshot.train.recipe import recipe_for
 
-        recipe = recipe_for(args.dataset)
-        settings = dict(batch_size=args.batch_size, seed=args.seed, n_boot=args.n_boot)
-        queries = recipe.queries()
         for key, value in evaluate_queries(model, dataset, store, queries, **settings).items():
-            report[f"held_out_{key}"] = value
+            report[f"{prefix}{key}"] = value
         mixable = [name for name, spec in recipe.labels.items() if spec.mix]
         mixtures = evaluate_mixtures(model, dataset, store, queries, mixable, **settings)
         if mixtures is not None:
-            report["held_out_mixtures"] = mixtures
+            report[f"{prefix}mixtures"] = mixtures
     out = Path(args.out) if args.out else Path(args.model) / "eval"
     json_path, md_path = write_report(report, out, stem=f"report-{_safe(args.split)}")
     if args.json:
@@ -78,6 +81,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(format_table(report))
         print(f"\nwrote {json_path} and {md_path}")
     return 0
+
+
+def _recipe_queries(
+    dataset: str | Path, split: str
+) -> tuple[Recipe | None, dict[str, list[str]], str]:
+    """A recipe, its per-label query set for `split` and the report-key prefix it goes under
+    (None, {}, "" for a dataset that is not a recipe or a split without its own queries)."""
+    if not str(dataset).endswith(".toml") or split not in ("test", "val"):
+        return None, {}, ""
+    from earshot.train.recipe import recipe_for
+
+    recipe = recipe_for(dataset)
+    if split == "test":
+        return recipe, recipe.queries(), "held_out_"
+    return recipe, recipe.val_queries(), "val_queries_"
 
 
 def _safe(text: str) -> str:

@@ -56,11 +56,13 @@ def evaluate_split(
     batch_size: int = 32,
     seed: int = 0,
     n_boot: int = 1000,
+    windows: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Text→audio and audio→text metrics with 95% CIs for one split.
 
     `text_features` (n_captions, text_dim) are sentence embeddings in `dataset.captions()` order
     (from the text cache during training); without them the model's text encoder runs.
+    `windows` are `window_embeddings(model, store)` when the caller has them already.
     Clips that could not be decoded are left out and counted.
     """
     pairs = dataset.captions()
@@ -74,7 +76,8 @@ def evaluate_split(
             device = model.text_head.weight.device
             feats = torch.as_tensor(text_features, dtype=torch.float32, device=device)
             text_vectors = model.project_text(feats).float().cpu().numpy()
-    windows = window_embeddings(model, store, batch_size)
+    if windows is None:
+        windows = window_embeddings(model, store, batch_size)
     scores = clip_scores(text_vectors, windows, store.window_clip, len(dataset))
 
     keep_clips = np.flatnonzero(usable)

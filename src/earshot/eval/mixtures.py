@@ -117,8 +117,12 @@ def evaluate_mixtures(
     batch_size: int = 32,
     seed: int = 0,
     n_boot: int = 1000,
+    windows: np.ndarray | None = None,
 ) -> dict[str, Any] | None:
-    """Mixtures of `labels` (with held-out queries) in a labelled split; None if < 2 labels."""
+    """Mixtures of `labels` (with held-out queries) in a labelled split; None if < 2 labels.
+
+    `windows` are `window_embeddings(model, store)` when the caller has them already.
+    """
     clip_labels = [clip.label for clip in dataset.clips]
     sounding = {i for i, w in enumerate(store.clip_windows) if len(w)}
     labels = [lab for lab in labels if lab in queries]
@@ -131,7 +135,8 @@ def evaluate_mixtures(
     query_vectors = model.encode_text([t for t, _ in texts]).float().numpy()
     # Single clips: scored by their best window, as everywhere else.
     singles = sorted(i for i in sounding if clip_labels[i] in labels)
-    windows = window_embeddings(model, store, batch_size)
+    if windows is None:
+        windows = window_embeddings(model, store, batch_size)
     single_scores = clip_scores(query_vectors, windows, store.window_clip, len(clip_labels))
     single_scores = single_scores[:, singles]
     device = model.audio_head.weight.device

@@ -111,12 +111,17 @@ def evaluate_queries(
     batch_size: int = 32,
     seed: int = 0,
     n_boot: int = 1000,
+    windows: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Held-out queries (label → sentences) against a labelled split's clips."""
+    """Held-out queries (label → sentences) against a labelled split's clips.
+
+    `windows` are `window_embeddings(model, store)` when the caller has them already.
+    """
     texts = [q for qs in queries.values() for q in qs]
     query_labels = [lab for lab, qs in queries.items() for _ in qs]
     vectors = model.encode_text(texts).float().numpy()
-    windows = window_embeddings(model, store, batch_size)
+    if windows is None:
+        windows = window_embeddings(model, store, batch_size)
     groups = [clip.key.split("/", 1)[0] for clip in dataset.clips]
     return query_report(
         vectors,

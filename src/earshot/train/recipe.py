@@ -131,6 +131,10 @@ class Recipe:
         """The held-out paraphrases per label (labels without any are left out)."""
         return {n: list(s.queries) for n, s in self.labels.items() if s.queries}
 
+    def val_queries(self) -> dict[str, list[str]]:
+        """The val split's paraphrases per label: what validation (and model selection) scores."""
+        return {n: list(s.val_queries) for n, s in self.labels.items() if s.val_queries}
+
     def mixture_captions(self, per_pair: int = 6) -> list[tuple[str, frozenset[str]]]:
         """Captions for two-sound mixtures of `mix` labels: "a siren wails while a dog barks"."""
         mixable = sorted(n for n, s in self.labels.items() if s.mix)
