@@ -291,6 +291,7 @@ def test_evaluate_queries_matches_query_report(tiny_setup):
         [c.label for c in dataset.clips],
         clip_groups=["synth"] * len(dataset),
         n_boot=N_BOOT,
+        clip_recordings=[c.recording for c in dataset.clips],
     )
     assert report == direct
 
@@ -400,3 +401,39 @@ def test_passing_window_vectors_gives_the_same_reports(tiny_setup):
     shuffled = windows[np.random.default_rng(0).permutation(len(windows))]
     other = evaluate_queries(model, dataset, store, queries, n_boot=N_BOOT, windows=-shuffled)
     assert other != evaluate_queries(model, dataset, store, queries, n_boot=N_BOOT)
+
+
+def test_recording_cis_sit_beside_the_clip_cis():
+    clip_labels = ["A"] * 6 + ["B"] * 6
+    windows, owner = geometry(clip_labels)
+    windows[3:6] = E["B"]  # A's second recording sounds like B
+    q, q_labels = queries_for({"A": 4, "B": 4})
+    own = [f"r{i:03d}" for i in range(12)]  # every clip its own recording
+    two_each = ["a1"] * 3 + ["a2"] * 3 + ["b1"] * 3 + ["b2"] * 3
+    args = (q, q_labels, windows, owner, clip_labels)
+    plain = query_report(*args, n_boot=N_BOOT)
+    assert "recordings resampled" not in plain
+    alone = query_report(*args, n_boot=N_BOOT, clip_recordings=own)["recordings resampled"]
+    assert alone["recordings"] == 12
+    accuracy = plain["class_prompts"]["accuracy"]
+    assert alone["class_prompt_accuracy"]["value"] == accuracy["value"]
+    assert alone["class_prompt_accuracy"]["ci95"] == pytest.approx(accuracy["ci95"])  # same CI
+    report = query_report(*args, n_boot=N_BOOT, clip_recordings=two_each, clip_groups=["s"] * 12)
+    grouped = report["recordings resampled"]
+    assert grouped["recordings"] == 4
+    assert grouped["mAP@10"]["value"] == pytest.approx(report["text_to_audio"]["mAP@10"]["value"])
+    width = lambda m: m["ci95"][1] - m["ci95"][0]  # noqa: E731
+    assert width(grouped["class_prompt_accuracy"]) > width(accuracy)  # 4 recordings, not 12 clips
+    assert width(grouped["mAP@10"]) > width(report["text_to_audio"]["mAP@10"])
+    assert report["source s"]["recordings resampled"] == grouped  # one source: the same figures
+
+
+def test_evaluate_queries_resamples_the_recipes_recordings(tiny_setup):
+    root, recipe_path, model_dir = tiny_setup
+    recipe = load_recipe(recipe_path)
+    dataset = recipe.dataset("test")
+    model = load_model(model_dir)
+    store = build_feature_cache(dataset, model.config.audio, root / "cache", progress=False)
+    report = evaluate_queries(model, dataset, store, recipe.queries(), n_boot=N_BOOT)
+    # The synth folder has no recording column: each file is its own recording.
+    assert report["recordings resampled"]["recordings"] == len(dataset)

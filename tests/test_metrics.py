@@ -12,6 +12,7 @@ from earshot.eval.metrics import (
     average_precision_at_k,
     bidirectional_report,
     bootstrap_ci,
+    cluster_bootstrap_ci,
     per_query_metrics,
     precision_at_k,
     ranked_relevance,
@@ -20,6 +21,7 @@ from earshot.eval.metrics import (
     retrieval_report,
     target_ranks,
     targets_to_relevance,
+    two_way_bootstrap_map_ci,
 )
 
 # --- the obvious references -------------------------------------------------------------------
@@ -357,3 +359,92 @@ def test_clotho_sized_bidirectional_report_is_fast():
     )
     assert t2a["mAP@10"]["value"] >= t2a["R@1"]["value"] > 0.1
     assert a2t["R@10"]["value"] > a2t["R@1"]["value"] > 0.1
+
+
+# --- CIs that resample recordings --------------------------------------------------------------
+
+
+def test_cluster_ci_with_one_item_per_group_is_the_plain_bootstrap():
+    v = np.random.default_rng(3).random(60)
+    groups = [f"g{i:03d}" for i in range(60)]  # sorted names: group code = item index
+    assert cluster_bootstrap_ci(v, groups, 500, seed=4) == pytest.approx(
+        bootstrap_ci(v, 500, seed=4), abs=1e-12
+    )
+
+
+def test_cluster_ci_of_identical_clips_is_the_ci_of_their_recordings():
+    # 5 recordings of 20 clips, every clip scored as its recording: 100 clips tell no more
+    # than 5 recordings, so the CI is that of the 5 recording means, far wider than per clip.
+    per_recording = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+    values = np.repeat(per_recording, 20)
+    groups = np.repeat([f"r{i}" for i in range(5)], 20)
+    clustered = cluster_bootstrap_ci(values, groups, 1000, seed=0)
+    assert clustered == pytest.approx(bootstrap_ci(per_recording, 1000, seed=0), abs=1e-12)
+    lo, hi = bootstrap_ci(values, 1000, seed=0)
+    assert clustered[1] - clustered[0] > 2.5 * (hi - lo)
+
+
+def test_two_way_map_ci_is_exact_for_perfect_ranking_and_spans_recording_luck():
+    # 4 recordings (2 per label, 3 clips each), 6 queries per label.
+    labels = np.repeat(["A", "A", "B", "B"], 3)
+    recordings = np.repeat(["a1", "a2", "b1", "b2"], 3)
+    q_labels = np.repeat(["A", "B"], 6)
+    relevance = q_labels[:, None] == labels[None, :]
+    perfect = relevance.astype(np.float32) + 0.01 * np.arange(12)[None, :]
+    assert two_way_bootstrap_map_ci(perfect, relevance, recordings, 200) == (1.0, 1.0)
+    # Recording a2 sounds like B: A's queries find a1 first, then B's clips, then a2.
+    scores = perfect.copy()
+    scores[:6, 3:6] = -1.0
+    scores[6:, 3:6] = 0.5
+    value = per_query_metrics(scores, relevance=relevance)["mAP@10"].mean()
+    lo, hi = two_way_bootstrap_map_ci(scores, relevance, recordings, 500, seed=1)
+    q_lo, q_hi = bootstrap_ci(per_query_metrics(scores, relevance=relevance)["mAP@10"], 500, 1)
+    assert lo <= value <= hi
+    # Resampling queries alone only mixes A's and B's figures; which recordings were drawn
+    # matters more.
+    assert hi - lo > 1.5 * (q_hi - q_lo)
+    assert two_way_bootstrap_map_ci(scores, relevance, recordings, 500, seed=1) == (lo, hi)
+
+
+@pytest.mark.parametrize("groups", [["a", "b"], np.array([["a"] * 12])])
+def test_groups_must_name_one_group_per_item(groups):
+    with pytest.raises(ValueError, match="one group per item"):
+        cluster_bootstrap_ci(np.ones(12), groups)
+    with pytest.raises(ValueError, match="one group per item"):
+        two_way_bootstrap_map_ci(np.ones((2, 12)), np.ones((2, 12), bool), groups)
+
+
+def _slow_two_way_means(scores, relevance, groups, n_boot, seed, k=10):
+    """The definition, item sets materialised: repeat each drawn recording's clips, rank."""
+    codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+    n_groups, n_queries = codes.max() + 1, scores.shape[0]
+    rng = np.random.default_rng(seed)
+    means = []
+    for _ in range(n_boot):
+        counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+        items = np.repeat(np.arange(scores.shape[1]), counts[codes])
+        rel = relevance[:, items]
+        n_rel = rel.sum(axis=1)
+        ok = n_rel > 0
+        ap = np.zeros(n_queries)
+        hits = ranked_relevance(scores[ok][:, items], rel[ok], k)
+        ap[ok] = average_precision_at_k(hits, n_rel[ok], k)
+        picked = rng.integers(0, n_queries, n_queries)
+        means.append(ap[picked[ok[picked]]].mean())
+    return np.array(means)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_two_way_map_ci_matches_its_definition(seed):
+    rng = np.random.default_rng(seed)
+    n_items, n_queries = 40, 15
+    groups = rng.integers(0, 9, n_items).astype(str)
+    labels = rng.integers(0, 3, n_items)
+    relevance = rng.integers(0, 3, n_queries)[:, None] == labels[None, :]
+    scores = rng.random((n_queries, n_items)).astype(np.float32)
+    scores[:, :5] = 0.5  # ties too
+    means = _slow_two_way_means(scores, relevance, groups, 300, seed)
+    point = per_query_metrics(scores, relevance=relevance)["mAP@10"][relevance.any(axis=1)].mean()
+    expected = np.clip(np.quantile(means, [0.025, 0.975]) + point - means.mean(), 0, 1)
+    got = two_way_bootstrap_map_ci(scores, relevance, groups, 300, seed)
+    assert got == pytest.approx(tuple(expected), abs=1e-12)

@@ -319,6 +319,20 @@ def test_splits_are_disjoint_and_val_holds_whole_recordings(recipe_path, splits)
     assert {street[k.split("/", 1)[1]]["split"] for k in keys["test"]} == {"test"}
 
 
+def test_clips_name_the_recording_they_were_cut_from(recipe_path, splits):
+    # The column val is carved by names the recording; a source without it: each file its own.
+    street = read_rows(recipe_path.parent / "data" / "street" / "labels.csv")
+    for d in splits.values():
+        for c in d.clips:
+            source, file = c.key.split("/", 1)
+            if source == "street":
+                assert c.recording == f"street/{street[file]['recording']}"
+            else:
+                assert c.recording == c.key  # "talk/a.wav"
+    test_recordings = {c.recording for c in splits["test"].clips}
+    assert test_recordings == {"street/test0", "street/test1"}  # 4 query-bearing clips in 2
+
+
 def test_val_carving_is_deterministic(recipe_path, splits):
     val = load_recipe(recipe_path).dataset("val")
     assert [c.key for c in val.clips] == [c.key for c in splits["val"].clips]

@@ -5,6 +5,7 @@ from earshot.eval.metrics import (
     average_precision_at_k,
     bidirectional_report,
     bootstrap_ci,
+    cluster_bootstrap_ci,
     hits_from_ranks,
     per_query_metrics,
     precision_at_k,
@@ -14,6 +15,7 @@ from earshot.eval.metrics import (
     retrieval_report,
     target_ranks,
     targets_to_relevance,
+    two_way_bootstrap_map_ci,
 )
 from earshot.eval.report import format_table, to_markdown, write_report
 
@@ -22,6 +24,7 @@ __all__ = [
     "average_precision_at_k",
     "bidirectional_report",
     "bootstrap_ci",
+    "cluster_bootstrap_ci",
     "format_table",
     "hits_from_ranks",
     "per_query_metrics",
@@ -33,5 +36,6 @@ __all__ = [
     "target_ranks",
     "targets_to_relevance",
     "to_markdown",
+    "two_way_bootstrap_map_ci",
     "write_report",
 ]

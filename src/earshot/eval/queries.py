@@ -6,6 +6,11 @@ Two figures, both on clips scored by their best window (as search scores files):
 - class-prompt accuracy: each clip is given the label whose prompt is most similar, where a
   label's prompt is the normalised mean of its queries' vectors (prompt ensembling, as CLIP
   does for zero-shot classification); CI by bootstrap over clips.
+
+Those CIs hold the clips fixed (or treat them as independent). Clips cut from one recording are
+not independent, and a test split with a handful of recordings per class is a small sample of
+recordings, not of clips: given each clip's recording, a second pair of CIs resamples whole
+recordings (and, for mAP@10, queries as well), under "recordings resampled".
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ import numpy as np
 import torch
 
 from earshot.eval.evaluate import clip_scores, window_embeddings
-from earshot.eval.metrics import bootstrap_ci, per_query_metrics, retrieval_report
+from earshot.eval.metrics import (
+    bootstrap_ci,
+    cluster_bootstrap_ci,
+    per_query_metrics,
+    retrieval_report,
+    two_way_bootstrap_map_ci,
+)
 from earshot.model.dual import JointModel
 from earshot.train.cache import FeatureStore
 from earshot.train.datasets import CaptionDataset
@@ -32,8 +43,13 @@ def query_report(
     clip_groups: Sequence[str] | None = None,
     seed: int = 0,
     n_boot: int = 1000,
+    clip_recordings: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The metrics above from vectors: pure numpy, so tests can feed known geometry."""
+    """The metrics above from vectors: pure numpy, so tests can feed known geometry.
+
+    `clip_groups` name each clip's source (figures per source); `clip_recordings` the recording
+    each clip was cut from (CIs that resample recordings).
+    """
     clip_labels = np.array(clip_labels, dtype=object)
     query_labels = np.array(query_labels, dtype=object)
     n_clips = len(clip_labels)
@@ -82,6 +98,12 @@ def query_report(
             if (clip_labels[known] == lab).any()
         },
     }
+    recordings = None
+    if clip_recordings is not None:
+        recordings = np.array(clip_recordings, dtype=object)[usable]
+        report["recordings resampled"] = _recording_cis(
+            scores, relevance, per_query, correct, recordings, recordings[known], n_boot, seed
+        )
     if clip_groups is not None:
         groups = np.array(clip_groups, dtype=object)[usable]
         label_group = {lab: g for lab, g in zip(clip_labels, groups, strict=True)}
@@ -99,7 +121,40 @@ def query_report(
                         "ci95": list(bootstrap_ci(acc, n_boot, seed)),
                     },
                 }
+                if recordings is not None:
+                    report[f"source {g}"]["recordings resampled"] = _recording_cis(
+                        scores[mine],
+                        relevance[mine],
+                        per_query[mine],
+                        acc,
+                        recordings,
+                        recordings[known][groups[known] == g],
+                        n_boot,
+                        seed,
+                    )
     return report
+
+
+def _recording_cis(
+    scores: np.ndarray,
+    relevance: np.ndarray,
+    per_query: np.ndarray,
+    correct: np.ndarray,
+    item_recordings: np.ndarray,
+    correct_recordings: np.ndarray,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """mAP@10 and class-prompt accuracy with CIs that resample recordings (see the top)."""
+    map_ci = two_way_bootstrap_map_ci(scores, relevance, item_recordings, n_boot, seed)
+    return {
+        "recordings": len(set(correct_recordings)),
+        "mAP@10": {"value": float(per_query.mean()), "ci95": list(map_ci)},
+        "class_prompt_accuracy": {
+            "value": float(correct.mean()),
+            "ci95": list(cluster_bootstrap_ci(correct, correct_recordings, n_boot, seed)),
+        },
+    }
 
 
 @torch.no_grad()
@@ -132,4 +187,5 @@ def evaluate_queries(
         clip_groups=groups,
         seed=seed,
         n_boot=n_boot,
+        clip_recordings=[clip.recording or clip.key for clip in dataset.clips],
     )

@@ -46,6 +46,9 @@ class Clip:
     tags: frozenset[str] = frozenset()
     caption_tags: tuple[frozenset[str], ...] = ()
     weight: float = 1.0
+    # The recording the clip was cut from ("" = its own): clips of one recording are not
+    # independent samples, so confidence intervals resample recordings.
+    recording: str = ""
 
 
 @dataclass(frozen=True)

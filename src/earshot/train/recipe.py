@@ -160,8 +160,8 @@ class Recipe:
         clips: list[Clip] = []
         problems: Counter = Counter()
         for source in self.sources:
-            for key, path, label in self._rows(source, split, problems):
-                clip = self._clip(source, key, path, label, split)
+            for key, path, label, recording in self._rows(source, split, problems):
+                clip = self._clip(source, key, path, label, split, recording)
                 if clip is None:
                     problems[f"{split} clips of labels without queries"] += 1
                     continue
@@ -216,9 +216,13 @@ class Recipe:
                 problems[f"{source.name} missing audio files"] += 1
                 continue
             seen.add(file)
-            yield f"{source.name}/{file}", path, label
+            # The column val is carved by names the recording a clip was cut from.
+            recording = (r.get(source.val_group or "file") or file).strip()
+            yield f"{source.name}/{file}", path, label, f"{source.name}/{recording}"
 
-    def _clip(self, source: SourceSpec, key: str, path: Path, label: str, split: str):
+    def _clip(
+        self, source: SourceSpec, key: str, path: Path, label: str, split: str, recording: str
+    ):
         tags = frozenset([label, *self.labels[label].tags, *source.tags])
         if split == "train":
             pairs = self.training_captions(label)
@@ -244,6 +248,7 @@ class Recipe:
             tags=tags,
             caption_tags=tuple(t for _, t in pairs),
             weight=source.weight,
+            recording=recording,
         )
 
 
