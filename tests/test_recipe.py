@@ -333,6 +333,31 @@ def test_clips_name_the_recording_they_were_cut_from(recipe_path, splits):
     assert test_recordings == {"street/test0", "street/test1"}  # 4 query-bearing clips in 2
 
 
+def test_every_label_puts_one_recording_of_each_label_in_val(tmp_path):
+    # A carve of 1 % takes no recording here; `every_label` then takes, per label, its
+    # recording with the lowest hash, and the label's other three still train.
+    tiny = RECIPE.replace("fraction = 0.5 }", "fraction = 0.01 }")
+    plain = load_recipe(write_recipe(tmp_path / "plain", tiny))
+    with pytest.raises(EarshotError, match="no clips in split 'val'"):
+        plain.dataset("val")
+    every = tiny.replace("fraction = 0.01 }", "fraction = 0.01, every_label = true }")
+    recipe = load_recipe(write_recipe(tmp_path / "every", every))
+    val, train = recipe.dataset("val"), recipe.dataset("train")
+    street_val = [c for c in val.clips if c.key.startswith("street/")]
+    by_label = {lab: {c.recording for c in street_val if c.label == lab} for lab in STREET_LABELS}
+    assert all(len(recs) == 1 for recs in by_label.values()), by_label
+    assert len(street_val) == 3 * len(STREET_LABELS)  # whole recordings, 3 clips each
+    train_recs = {c.recording for c in train.clips if c.key.startswith("street/")}
+    assert len(train_recs) == N_RECORDINGS - 3
+    assert not train_recs & {c.recording for c in street_val}
+
+
+def test_an_unknown_val_key_is_refused(tmp_path):
+    path = write_recipe(tmp_path, RECIPE.replace("fraction = 0.5 }", "fraction = 0.5, by = 1 }"))
+    with pytest.raises(EarshotError, match="unknown key.*by.*known: group, fraction, every_label"):
+        load_recipe(path)
+
+
 def test_val_carving_is_deterministic(recipe_path, splits):
     val = load_recipe(recipe_path).dataset("val")
     assert [c.key for c in val.clips] == [c.key for c in splits["val"].clips]

@@ -10,6 +10,12 @@ model never saw, and `val_queries`, written apart from them, which the val split
 label has them) so that choosing the best epoch rewards wording that generalises, not only
 recordings that do.
 
+A source's `val = { group = COLUMN, fraction = F }` carves validation out of its training rows
+by whole groups (recordings): a group goes to val when a hash of its name falls under F, so the
+carve is stable as rows are added; `every_label = true` also gives val one group of each label
+the hash missed (where the label has two or more). The same column names the recording each
+clip was cut from, which held-out reports resample for their recording-level intervals.
+
 `load_dataset("recipe.toml", split)` returns the split as a `CaptionDataset` whose clips carry
 tags and per-caption tags; the training loop treats a caption as matching every clip whose tags
 include the caption's tags, so "music playing" matches the jazz tune and the street band alike.
@@ -58,6 +64,7 @@ class SourceSpec:
     test: str | None = None
     val_group: str | None = None  # column whose values go to val together (a recording)
     val_fraction: float = 0.0
+    val_every_label: bool = False  # val holds at least one group of every label that has two
     tags: tuple[str, ...] = ()
     weight: float = 1.0
     label_map: dict[str, str] = field(default_factory=dict)  # CSV label → recipe label
@@ -197,6 +204,8 @@ class Recipe:
             in_val = [
                 _hash(f"{source.name}\0{r[group]}") < source.val_fraction * 2**64 for r in rows
             ]
+            if source.val_every_label:
+                in_val = _every_label_in_val(source, rows, group, in_val)
             rows = [r for r, v in zip(rows, in_val, strict=True) if v == (split == "val")]
         elif split == "val":
             return
@@ -250,6 +259,28 @@ class Recipe:
             weight=source.weight,
             recording=recording,
         )
+
+
+def _every_label_in_val(
+    source: SourceSpec, rows: list[dict[str, str]], group: str, in_val: list[bool]
+) -> list[bool]:
+    """The hash carve, plus, for each label with no val rows but two or more groups, its group
+    with the lowest hash: validation then scores every label (a 15 % carve of 16 recordings can
+    miss a label entirely), and each such label keeps the rest of its groups for training."""
+    groups_of: dict[str, set[str]] = {}
+    has_val: set[str] = set()
+    for r, v in zip(rows, in_val, strict=True):
+        label = (r[source.label_column] or "").strip()
+        label = source.label_map.get(label, label)
+        groups_of.setdefault(label, set()).add(r[group])
+        if v:
+            has_val.add(label)
+    added = {
+        min(groups, key=lambda g: _hash(f"{source.name}\0{g}"))
+        for label, groups in groups_of.items()
+        if label not in has_val and len(groups) >= 2
+    }
+    return [v or r[group] in added for r, v in zip(rows, in_val, strict=True)]
 
 
 def _pattern(text: str | None):
@@ -329,6 +360,12 @@ def load_recipe(path: str | Path) -> Recipe:
     sources = []
     for s in doc.get("source", []):
         val = s.get("val", {})
+        unknown = sorted(set(val) - {"group", "fraction", "every_label"})
+        if unknown:
+            raise DatasetError(
+                f"recipe '{path}': source '{s.get('name')}' val has unknown key(s) "
+                f"{', '.join(unknown)} (known: group, fraction, every_label)"
+            )
         sources.append(
             SourceSpec(
                 name=s["name"],
@@ -338,6 +375,7 @@ def load_recipe(path: str | Path) -> Recipe:
                 test=s.get("test"),
                 val_group=val.get("group"),
                 val_fraction=float(val.get("fraction", 0.0)),
+                val_every_label=bool(val.get("every_label", False)),
                 tags=_strings(s.get("tags"), f"source {s['name']} tags"),
                 weight=float(s.get("weight", 1.0)),
                 label_map=dict(s.get("label_map", {})),
