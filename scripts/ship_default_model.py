@@ -66,7 +66,7 @@ def main() -> None:
     lo, hi = acc["ci95"]
     print(f"| class-prompt accuracy | {acc['value']:.3f} | [{lo:.3f}, {hi:.3f}] |")
     for key, value in report.items():
-        if key.startswith("held_out_source"):
+        if key.startswith("held_out_source") or key == "held_out_recordings resampled":
             print(key, json.dumps(value))
     print("by label:", json.dumps(report["held_out_mAP@10_by_label"]))
     print("accuracy by label:", json.dumps(report["held_out_accuracy_by_label"]))

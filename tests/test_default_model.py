@@ -149,6 +149,17 @@ def test_model_card_figures_regenerate(shared_data, tmp_path, capsys, model):
         assert got == pytest.approx(shipped["held_out_text_to_audio"][key], abs=0.005), key
     got = report["held_out_class_prompts"]["accuracy"]["value"]
     assert got == pytest.approx(shipped["held_out_class_prompt_accuracy"], abs=0.005)
+    # The card's intervals too: over queries and clips, and resampling recordings.
+    card = shipped["report"]
+    for key in ("held_out_text_to_audio", "held_out_recordings resampled"):
+        ci = report[key]["mAP@10"]["ci95"]
+        assert ci == pytest.approx(card[key]["mAP@10"]["ci95"], abs=0.005), key
+    for got, want in (
+        (report["held_out_class_prompts"], card["held_out_class_prompts"]),
+        (report["held_out_recordings resampled"], card["held_out_recordings resampled"]),
+    ):
+        key = "accuracy" if "accuracy" in got else "class_prompt_accuracy"
+        assert got[key]["ci95"] == pytest.approx(want[key]["ci95"], abs=0.005)
 
 
 @pytest.mark.realdata
