@@ -12,7 +12,6 @@ from earshot.eval.metrics import (
     average_precision_at_k,
     bidirectional_report,
     bootstrap_ci,
-    cluster_bootstrap_ci,
     per_query_metrics,
     precision_at_k,
     ranked_relevance,
@@ -21,8 +20,8 @@ from earshot.eval.metrics import (
     retrieval_report,
     target_ranks,
     targets_to_relevance,
-    two_way_bootstrap_map_ci,
 )
+from earshot.eval.recordings import cluster_bootstrap_ci, two_way_bootstrap_map_ci
 
 # --- the obvious references -------------------------------------------------------------------
 

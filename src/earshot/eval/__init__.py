@@ -5,7 +5,6 @@ from earshot.eval.metrics import (
     average_precision_at_k,
     bidirectional_report,
     bootstrap_ci,
-    cluster_bootstrap_ci,
     hits_from_ranks,
     per_query_metrics,
     precision_at_k,
@@ -15,8 +14,8 @@ from earshot.eval.metrics import (
     retrieval_report,
     target_ranks,
     targets_to_relevance,
-    two_way_bootstrap_map_ci,
 )
+from earshot.eval.recordings import cluster_bootstrap_ci, two_way_bootstrap_map_ci
 from earshot.eval.report import format_table, to_markdown, write_report
 
 __all__ = [

@@ -24,11 +24,10 @@ import torch
 from earshot.eval.evaluate import clip_scores, window_embeddings
 from earshot.eval.metrics import (
     bootstrap_ci,
-    cluster_bootstrap_ci,
     per_query_metrics,
     retrieval_report,
-    two_way_bootstrap_map_ci,
 )
+from earshot.eval.recordings import cluster_bootstrap_ci, two_way_bootstrap_map_ci
 from earshot.model.dual import JointModel
 from earshot.train.cache import FeatureStore
 from earshot.train.datasets import CaptionDataset
