@@ -1,9 +1,10 @@
 """A training run's checkpoint: everything needed to continue it exactly where it stopped.
 
-`checkpoint-last.pt` in the run folder holds the weights, the optimiser, the schedule, both
-random generators, the history, the best epoch's weights as training left them (a head refit
-starts from these) and the settings. It is written after every epoch, atomically. A run resumes
-only under the settings it was started with, apart from the few in `RESUMABLE`.
+`checkpoint-last.pt` in the run folder holds the weights (and their average, when on), the
+optimiser, the schedule, both random generators, the history, the best epoch's weights as
+training left them (a head refit starts from these) and the settings. It is written after
+every epoch, atomically. A run resumes only under the settings it was started with, apart from
+the few in `RESUMABLE`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def save_checkpoint(trainer: Trainer) -> None:
         "torch_rng": torch.get_rng_state(),
         "config": trainer.cfg.to_dict(),
     }
+    if trainer.ema is not None:
+        state["ema"] = trainer.ema.state_dict()
     if not trainer.cfg.freeze_text:
         state["text_model"] = trainer.model.text_encoder.model.state_dict()
     write_checkpoint(trainer.out, state)
@@ -80,6 +83,8 @@ def resume(trainer: Trainer) -> None:
     trainer.model.load_state_dict(state["model"])
     if "text_model" in state:
         trainer.model.text_encoder.model.load_state_dict(state["text_model"])
+    if trainer.ema is not None:  # the settings match, so the checkpoint has one
+        trainer.ema.load_state_dict(state["ema"])
     trainer.temperature.load_state_dict(state["temperature"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])

@@ -71,6 +71,9 @@ class TrainConfig:
     # only where validation improves (train/refit.py); 0 turns it off
     refit_steps: int = 0
     refit_lr: float | None = None  # default: lr
+    # The exponential moving average of the weights is what validation scores and the model
+    # folder gets (train/ema.py); its decay per step, 0 turns it off (the raw weights)
+    ema: float = 0.0
     patience: int = 5  # epochs without a better validation mAP@10 before stopping
     seed: int = 0
     # running
@@ -102,6 +105,10 @@ class TrainConfig:
             raise ConfigError(
                 "refit_steps needs freeze_text = true: the refit works on cached sentence "
                 "embeddings, and a fine-tuned text encoder has none"
+            )
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(
+                f"ema must lie in [0, 1): the average's decay per step, 0 = off; got {self.ema}"
             )
         if self.class_loss < 0 or self.class_temperature <= 0:
             raise ConfigError("class_loss must be >= 0 and class_temperature > 0")

@@ -9,6 +9,7 @@ best epoch by text→audio mAP@10 is the model that lands in `out/`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -31,6 +32,7 @@ from earshot.train.cache import TextCache, build_feature_cache
 from earshot.train.checkpoint import CHECKPOINT, resume, save_checkpoint, write_checkpoint
 from earshot.train.config import TrainConfig
 from earshot.train.datasets import load_dataset
+from earshot.train.ema import WeightAverage
 from earshot.train.losses import (
     LearnableTemperature,
     class_caption_loss,
@@ -103,6 +105,11 @@ class Trainer:
         self.train_text, self.val_text = self._text_features()
         self.temperature = LearnableTemperature(cfg.temperature).to(self.device)
         self._set_trainable()
+        self.ema = (
+            WeightAverage(self.model, cfg.ema, with_text=not cfg.freeze_text)
+            if cfg.ema > 0
+            else None
+        )
         self.steps_per_epoch = cfg.steps_per_epoch or math.ceil(
             len(self.train_clips) / cfg.batch_size
         )
@@ -220,6 +227,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update()
         return float(loss.detach())
 
     # -- epochs ----------------------------------------------------------------------------
@@ -246,6 +255,17 @@ class Trainer:
             self.device,
             bf16=self.cfg.precision == "bf16",
         )
+
+    def scored_weights(self):
+        """A context in which the model carries the weights that are scored and saved: the
+        weight average when there is one (train/ema.py), else the raw weights."""
+        return self.ema.swapped() if self.ema is not None else contextlib.nullcontext()
+
+    def _score(self) -> dict[str, Any]:
+        """Validation of the weights the model carries now, after precise BatchNorm (if on)."""
+        if self.cfg.precise_bn > 0:
+            self.recompute_batchnorm(self.cfg.precise_bn)
+        return self.validate()
 
     def validate(self, n_boot: int = 200) -> dict[str, Any]:
         return evaluate_split(
@@ -289,20 +309,21 @@ class Trainer:
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
             bar.close()
             train_s = time.perf_counter() - start
-            if self.cfg.precise_bn > 0:
-                self.recompute_batchnorm(self.cfg.precise_bn)
-            report = self.validate()
-            self.epoch += 1
-            score = report["text_to_audio"]["mAP@10"]["value"]
-            improved = score > self.best
-            if improved:
-                self.best, self.best_epoch, self.bad_epochs = score, self.epoch, 0
-                self.best_state = {
-                    k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
-                }
-                self.save_model(report)
-            else:
-                self.bad_epochs += 1
+            # With an average, the raw weights are scored too: the pair shows what it gives.
+            raw = self._score()["text_to_audio"]["mAP@10"]["value"] if self.ema else None
+            with self.scored_weights():
+                report = self._score()
+                self.epoch += 1
+                score = report["text_to_audio"]["mAP@10"]["value"]
+                improved = score > self.best
+                if improved:
+                    self.best, self.best_epoch, self.bad_epochs = score, self.epoch, 0
+                    self.best_state = {
+                        k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+                    }
+                    self.save_model(report)
+                else:
+                    self.bad_epochs += 1
             entry = {
                 "epoch": self.epoch,
                 "loss": float(np.mean(losses)),
@@ -314,6 +335,8 @@ class Trainer:
                 "val_R@10": report["text_to_audio"]["R@10"]["value"],
                 "best": improved,
             }
+            if raw is not None:
+                entry["raw_val_mAP@10"] = raw
             self.history.append(entry)
             self.log(entry)
             tqdm.write(  # stderr: stdout stays clean for --json
