@@ -10,11 +10,8 @@ model never saw, and `val_queries`, written apart from them, which the val split
 label has them) so that choosing the best epoch rewards wording that generalises, not only
 recordings that do.
 
-A source's `val = { group = COLUMN, fraction = F }` carves validation out of its training rows
-by whole groups (recordings): a group goes to val when a hash of its name falls under F, so the
-carve is stable as rows are added; `every_label = true` also gives val one group of each label
-the hash missed (where the label has two or more). The same column names the recording each
-clip was cut from, which held-out reports resample for their recording-level intervals.
+How a source's rows split into train / val / test (by row filters, and val by whole
+recordings) is train/splits.py.
 
 `load_dataset("recipe.toml", split)` returns the split as a `CaptionDataset` whose clips carry
 tags and per-caption tags; the training loop treats a caption as matching every clip whose tags
@@ -24,7 +21,6 @@ include the caption's tags, so "music playing" matches the jazz tune and the str
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import tomllib
 import warnings
@@ -34,11 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from earshot.train.datasets import CaptionDataset, Clip, DatasetError, _read_csv, _require
-from earshot.train.datasets import parse_split_filter as _parse_filter
+from earshot.train.datasets import CaptionDataset, Clip, DatasetError
 from earshot.train.mining import compile_rules, mine_captions, normalise, read_corpus
-
-SPLIT_NAMES = ("train", "val", "test")
+from earshot.train.splits import SPLIT_NAMES, SourceSpec, source_rows, stable_hash
 
 
 @dataclass(frozen=True)
@@ -53,21 +47,6 @@ class LabelSpec:
     val_queries: tuple[str, ...] = ()
     mix: bool = False  # may be mixed with other `mix` labels into two-sound clips
     plain: bool = False  # phrases used as written, not expanded through the templates
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    name: str
-    folder: Path
-    label_column: str = "label"
-    train: str = "all"
-    test: str | None = None
-    val_group: str | None = None  # column whose values go to val together (a recording)
-    val_fraction: float = 0.0
-    val_every_label: bool = False  # val holds at least one group of every label that has two
-    tags: tuple[str, ...] = ()
-    weight: float = 1.0
-    label_map: dict[str, str] = field(default_factory=dict)  # CSV label → recipe label
 
 
 @dataclass
@@ -154,7 +133,7 @@ class Recipe:
                 for s1, s2 in itertools.product(sa.sentences or sa.nouns, sb.sentences or sb.nouns)
                 for n1, n2 in [(sa.nouns[0] if sa.nouns else s1, sb.nouns[0] if sb.nouns else s2)]
             ]
-            options = sorted(set(options), key=lambda c: _hash(c))[:per_pair]
+            options = sorted(set(options), key=lambda c: stable_hash(c))[:per_pair]
             out += [(c[0].upper() + c[1:], frozenset([a, b])) for c in options]
         return out
 
@@ -167,7 +146,7 @@ class Recipe:
         clips: list[Clip] = []
         problems: Counter = Counter()
         for source in self.sources:
-            for key, path, label, recording in self._rows(source, split, problems):
+            for key, path, label, recording in source_rows(source, split, self.labels, problems):
                 clip = self._clip(source, key, path, label, split, recording)
                 if clip is None:
                     problems[f"{split} clips of labels without queries"] += 1
@@ -179,55 +158,6 @@ class Recipe:
         if not clips:
             raise DatasetError(f"recipe '{self.path}' has no clips in split '{split}'")
         return CaptionDataset(f"recipe:{self.path.name}", split, tuple(clips), dict(problems))
-
-    def _rows(self, source: SourceSpec, split: str, problems: Counter):
-        csv_path = source.folder / "labels.csv"
-        rows = _read_csv(csv_path)
-        _require(csv_path, rows, ["file", source.label_column])
-        spec = source.test if split == "test" else source.train
-        if spec is None:
-            return
-        if source.test is not None:  # whatever the split: a test clip must never be trained on
-            tested = {r["file"] for r in _select(rows, source.test, csv_path)}
-            both = tested & {r["file"] for r in _select(rows, source.train, csv_path)}
-            if both:
-                raise DatasetError(
-                    f"source '{source.name}': {len(both)} file(s) are in both its train "
-                    f"('{source.train}') and test ('{source.test}') splits, e.g. "
-                    f"'{sorted(both)[0]}'; make the two filters disjoint"
-                )
-        rows = _select(rows, spec, csv_path)
-        if split != "test" and source.val_fraction > 0:
-            group = source.val_group or "file"
-            if group not in rows[0]:
-                raise DatasetError(f"'{csv_path}' has no column '{group}' to carve val from")
-            in_val = [
-                _hash(f"{source.name}\0{r[group]}") < source.val_fraction * 2**64 for r in rows
-            ]
-            if source.val_every_label:
-                in_val = _every_label_in_val(source, rows, group, in_val)
-            rows = [r for r, v in zip(rows, in_val, strict=True) if v == (split == "val")]
-        elif split == "val":
-            return
-        seen = set()
-        for r in rows:
-            file = (r["file"] or "").strip()
-            label = (r[source.label_column] or "").strip()
-            label = source.label_map.get(label, label)
-            path = source.folder / file
-            if not label or label not in self.labels:
-                problems[f"{source.name} rows with a label the recipe does not describe"] += 1
-                continue
-            if file in seen:
-                problems[f"{source.name} duplicate rows"] += 1
-                continue
-            if not path.is_file():
-                problems[f"{source.name} missing audio files"] += 1
-                continue
-            seen.add(file)
-            # The column val is carved by names the recording a clip was cut from.
-            recording = (r.get(source.val_group or "file") or file).strip()
-            yield f"{source.name}/{file}", path, label, f"{source.name}/{recording}"
 
     def _clip(
         self, source: SourceSpec, key: str, path: Path, label: str, split: str, recording: str
@@ -261,28 +191,6 @@ class Recipe:
         )
 
 
-def _every_label_in_val(
-    source: SourceSpec, rows: list[dict[str, str]], group: str, in_val: list[bool]
-) -> list[bool]:
-    """The hash carve, plus, for each label with no val rows but two or more groups, its group
-    with the lowest hash: validation then scores every label (a 15 % carve of 16 recordings can
-    miss a label entirely), and each such label keeps the rest of its groups for training."""
-    groups_of: dict[str, set[str]] = {}
-    has_val: set[str] = set()
-    for r, v in zip(rows, in_val, strict=True):
-        label = (r[source.label_column] or "").strip()
-        label = source.label_map.get(label, label)
-        groups_of.setdefault(label, set()).add(r[group])
-        if v:
-            has_val.add(label)
-    added = {
-        min(groups, key=lambda g: _hash(f"{source.name}\0{g}"))
-        for label, groups in groups_of.items()
-        if label not in has_val and len(groups) >= 2
-    }
-    return [v or r[group] in added for r, v in zip(rows, in_val, strict=True)]
-
-
 def _pattern(text: str | None):
     import re
 
@@ -290,22 +198,6 @@ def _pattern(text: str | None):
         return re.compile(text, re.IGNORECASE) if text else None
     except re.error as e:
         raise DatasetError(f"mining.exclude is not a valid pattern: {e}") from None
-
-
-def _hash(text: str) -> int:
-    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
-
-
-def _select(rows: list[dict[str, str]], spec: str, csv_path: Path) -> list[dict[str, str]]:
-    if spec == "all":
-        return rows
-    column, values = _parse_filter(spec)
-    if column not in rows[0]:
-        raise DatasetError(f"'{csv_path}' has no column '{column}' (split filter '{spec}')")
-    picked = [r for r in rows if (r[column] or "").strip() in values]
-    if not picked:
-        raise DatasetError(f"no rows of '{csv_path}' match '{spec}'")
-    return picked
 
 
 def _strings(value: Any, what: str) -> tuple[str, ...]:

@@ -1,0 +1,135 @@
+"""How a recipe's labelled folders split into train / val / test.
+
+Each `[[source]]` of a recipe names a `labels.csv` folder, a `train` and a `test` row filter
+("fold=1,2,4", or "all"), and optionally `val = { group = COLUMN, fraction = F }`, which carves
+validation out of the training rows by whole groups (recordings): a group goes to val when a
+hash of its name falls under F, so the carve is stable as rows are added. `every_label = true`
+also gives val one group of each label the hash missed (where the label has two or more). The
+same column names the recording each clip was cut from, which held-out reports resample for
+their recording-level intervals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from earshot.train.datasets import DatasetError, _read_csv, _require
+from earshot.train.datasets import parse_split_filter as _parse_filter
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    folder: Path
+    label_column: str = "label"
+    train: str = "all"
+    test: str | None = None
+    val_group: str | None = None  # column whose values go to val together (a recording)
+    val_fraction: float = 0.0
+    val_every_label: bool = False  # val holds at least one group of every label that has two
+    tags: tuple[str, ...] = ()
+    weight: float = 1.0
+    label_map: dict[str, str] = field(default_factory=dict)  # CSV label → recipe label
+
+
+def source_rows(
+    source: SourceSpec, split: str, labels: Collection[str], problems: Counter
+) -> Iterator[tuple[str, Path, str, str]]:
+    """The rows of `source` in `split`, as (clip key, audio path, label, recording).
+
+    Rows whose label is not among `labels`, repeated rows and missing files are skipped and
+    counted in `problems`. A source with a test filter refuses train and test filters that
+    share a file, whichever split is asked for.
+    """
+    csv_path = source.folder / "labels.csv"
+    rows = _read_csv(csv_path)
+    _require(csv_path, rows, ["file", source.label_column])
+    spec = source.test if split == "test" else source.train
+    if spec is None:
+        return
+    if source.test is not None:  # whatever the split: a test clip must never be trained on
+        tested = {r["file"] for r in _select(rows, source.test, csv_path)}
+        both = tested & {r["file"] for r in _select(rows, source.train, csv_path)}
+        if both:
+            raise DatasetError(
+                f"source '{source.name}': {len(both)} file(s) are in both its train "
+                f"('{source.train}') and test ('{source.test}') splits, e.g. "
+                f"'{sorted(both)[0]}'; make the two filters disjoint"
+            )
+    rows = _select(rows, spec, csv_path)
+    if split != "test" and source.val_fraction > 0:
+        group = source.val_group or "file"
+        if group not in rows[0]:
+            raise DatasetError(f"'{csv_path}' has no column '{group}' to carve val from")
+        in_val = [
+            stable_hash(f"{source.name}\0{r[group]}") < source.val_fraction * 2**64 for r in rows
+        ]
+        if source.val_every_label:
+            in_val = _every_label_in_val(source, rows, group, in_val)
+        rows = [r for r, v in zip(rows, in_val, strict=True) if v == (split == "val")]
+    elif split == "val":
+        return
+    seen = set()
+    for r in rows:
+        file = (r["file"] or "").strip()
+        label = (r[source.label_column] or "").strip()
+        label = source.label_map.get(label, label)
+        path = source.folder / file
+        if not label or label not in labels:
+            problems[f"{source.name} rows with a label the recipe does not describe"] += 1
+            continue
+        if file in seen:
+            problems[f"{source.name} duplicate rows"] += 1
+            continue
+        if not path.is_file():
+            problems[f"{source.name} missing audio files"] += 1
+            continue
+        seen.add(file)
+        # The column val is carved by names the recording a clip was cut from.
+        recording = (r.get(source.val_group or "file") or file).strip()
+        yield f"{source.name}/{file}", path, label, f"{source.name}/{recording}"
+
+
+def _every_label_in_val(
+    source: SourceSpec, rows: list[dict[str, str]], group: str, in_val: list[bool]
+) -> list[bool]:
+    """The hash carve, plus, for each label with no val rows but two or more groups, its group
+    with the lowest hash: validation then scores every label (a 15 % carve of 16 recordings can
+    miss a label entirely), and each such label keeps the rest of its groups for training."""
+    groups_of: dict[str, set[str]] = {}
+    has_val: set[str] = set()
+    for r, v in zip(rows, in_val, strict=True):
+        label = (r[source.label_column] or "").strip()
+        label = source.label_map.get(label, label)
+        groups_of.setdefault(label, set()).add(r[group])
+        if v:
+            has_val.add(label)
+    added = {
+        min(groups, key=lambda g: stable_hash(f"{source.name}\0{g}"))
+        for label, groups in groups_of.items()
+        if label not in has_val and len(groups) >= 2
+    }
+    return [v or r[group] in added for r, v in zip(rows, in_val, strict=True)]
+
+
+def stable_hash(text: str) -> int:
+    """A stable 64-bit hash of `text` (the val carve, and any fixed-but-arbitrary order)."""
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
+
+
+def _select(rows: list[dict[str, str]], spec: str, csv_path: Path) -> list[dict[str, str]]:
+    if spec == "all":
+        return rows
+    column, values = _parse_filter(spec)
+    if column not in rows[0]:
+        raise DatasetError(f"'{csv_path}' has no column '{column}' (split filter '{spec}')")
+    picked = [r for r in rows if (r[column] or "").strip() in values]
+    if not picked:
+        raise DatasetError(f"no rows of '{csv_path}' match '{spec}'")
+    return picked
