@@ -118,3 +118,14 @@ def test_quick_serve_benchmark_reports_load_latency_and_memory():
     assert all(rss[k] > 0 for k in ("start", "middle", "end", "max"))
     assert result["in_process"]["search_text"]["p50_ms"] > 0
     assert result["target"]["met"] is False  # a quick run is never the 100k-window figure
+
+
+def test_quick_decode_benchmark_reports_every_format_and_memory():
+    result = run_quick("bench_decode.py")
+    assert set(result["speed"]) == {"wav", "flac", "ogg", "mp3", "m4a", "aac"}
+    for entry in result["speed"].values():
+        assert entry["audio_s_per_s"] > 0 and entry["ratio_to_wav"] > 0
+        assert len(entry["seconds"]) == 2
+    assert result["speed"]["wav"]["ratio_to_wav"] == 1.0
+    for entry in result["memory"].values():
+        assert entry["file_mb"] > 0 and entry["peak_rss_growth_mb"] >= 0

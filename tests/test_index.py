@@ -14,7 +14,13 @@ import pytest
 from earshot.index.build import Indexer
 from earshot.index.store import Catalogue, CatalogueError, ModelMismatchError
 from earshot.model.io import save_model
-from earshot.testing.audio import make_corrupt_files, write_noise, write_tone
+from earshot.testing.audio import (
+    make_corrupt_files,
+    write_av,
+    write_noise,
+    write_tone,
+    write_truncated,
+)
 from earshot.testing.models import tiny_model
 
 
@@ -109,6 +115,23 @@ def test_bad_files_are_skipped_with_reasons_and_never_stop_the_run(tmp_path, lib
         assert cat.skipped() and cat.check() == []
         again = index(cat, model, library)  # skipped files are not retried while unchanged
         assert again.skipped == [] and again.unchanged == 9
+
+
+def test_phone_and_camera_files_are_indexed_through_pyav(tmp_path, library, model):
+    phone = library / "phone"
+    phone.mkdir()
+    write_av(phone / "memo.m4a", 12.0, 48000, channels=2, freq=800.0)
+    write_av(phone / "clip.mp4", 3.0, 44100, video=True)
+    write_truncated(write_av(tmp_path / "whole.m4a", 3.0, 44100), phone / "cut.m4a", 0.5)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        s = index(cat, model, library)
+        assert s.added == 6
+        reasons = dict(s.skipped)
+        assert list(reasons) == [str(phone / "cut.m4a")]
+        assert "corrupt or truncated audio/video file" in reasons[str(phone / "cut.m4a")]
+        # 12 s (+ AAC padding) in 10 s windows, 5 s hop: 0-10 and 5-12; the 3 s clip: one.
+        assert s.segments == 1 + 1 + 1 + 4 + 2 + 1
+        assert cat.check() == []
 
 
 def test_file_vanishing_mid_run(tmp_path, library, model, monkeypatch):

@@ -273,6 +273,45 @@ def test_search_by_example_upload(client, searcher, lib, monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_phone_recording_is_a_query_and_plays(client, searcher, model, monkeypatch, tmp_path):
+    """An M4A example (AAC in MP4; PyAV decodes it, with no suffix on the upload's temp file),
+    and an M4A in the library served as audio/mp4."""
+    from earshot.testing.audio import write_av
+
+    memo = write_av(tmp_path / "memo.m4a", 3.0, 44100, freq=600.0)
+    expected = searcher.search_vector(searcher.embed_example(memo, None, None), 3)
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(uploads))
+    r = client.post(
+        "/api/search/like",
+        params={"k": 3},
+        files={"file": ("memo.m4a", memo.read_bytes(), "audio/mp4")},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["query"]["duration"] == pytest.approx(3.0, abs=0.1)
+    assert [h["file_id"] for h in r.json()["hits"]] == [h.file_id for h in expected]
+    assert list(uploads.iterdir()) == []
+    # In a library: served as audio/mp4 (which browsers play), with its waveform.
+    from earshot.index.build import Indexer
+
+    with Catalogue(tmp_path / "phone.sqlite") as cat:
+        Indexer(cat, model, workers=1, progress=False).run([str(memo)])
+    cat = Catalogue(tmp_path / "phone.sqlite", readonly=True)
+    try:
+        with TestClient(create_app(cat, model, Settings()), base_url=BASE) as phone:
+            fid = phone.get("/api/search", params={"q": "memo"}).json()["hits"][0]["file_id"]
+            audio = phone.get(f"/api/audio/{fid}")
+            assert audio.headers["content-type"] == "audio/mp4"
+            assert audio.content == memo.read_bytes()
+            peaks = phone.get(f"/api/peaks/{fid}")
+            assert peaks.status_code == 200, peaks.text
+            assert peaks.json()["duration"] == pytest.approx(3.0, abs=0.1)
+            assert max(peaks.json()["peaks"]) > 0.3  # the tone, at amplitude 0.5
+    finally:
+        cat.close()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "status", "words"),
     [

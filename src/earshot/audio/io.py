@@ -1,8 +1,9 @@
 """Audio files in, mono float32 at one sample rate out, a block at a time.
 
-soundfile (libsndfile) decodes and soxr resamples. Whatever a file does wrong, the only
-exception that escapes is `AudioDecodeError`, naming the file and the reason; a bad argument
-(a sample rate of 0) is a programming error and raises `ValueError`.
+soundfile (libsndfile) decodes and soxr resamples; M4A/AAC, MP4 and the other formats libsndfile
+does not read go through PyAV by their suffix (audio/av_io.py), with the same checks. Whatever a
+file does wrong, the only exception that escapes is `AudioDecodeError`, naming the file and the
+reason; a bad argument (a sample rate of 0) is a programming error and raises `ValueError`.
 
 How libsndfile 1.2.2 treats a file cut short (found by slicing valid files' bytes):
 
@@ -32,6 +33,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from earshot.audio.av_io import (
+    AV_HINT,
+    AV_SUFFIXES,
+    DecodeFailure,
+    decode_av,
+    looks_like_av,
+    probe_av,
+)
 from earshot.errors import AudioDecodeError
 
 PathLike = str | os.PathLike[str]
@@ -70,15 +79,22 @@ class AudioInfo:
     channels: int
     frames: int
     duration_s: float
-    format: str  # libsndfile's container name: "WAV", "FLAC", "OGG", "MP3", ...
+    format: str  # container: libsndfile's "WAV", "FLAC", "OGG", "MP3", ...; PyAV's "MP4", ...
     subtype: str  # its encoding: "PCM_16", "FLOAT", "VORBIS", "OPUS", "MPEG_LAYER_III", ...
 
 
 def probe(path: PathLike) -> AudioInfo:
     """Read a file's header without decoding it. Raises AudioDecodeError where it won't open."""
-    p = os.fspath(path)
+    return _probe(os.fspath(path))[0]
+
+
+def _probe(p: str) -> tuple[AudioInfo, bool]:
+    """The header, and whether PyAV (not libsndfile) reads the file."""
+    _check_path(p)
+    if _by_av(p):
+        return probe_av(p), True
     with _open(p) as f:
-        return AudioInfo(
+        info = AudioInfo(
             path=p,
             sample_rate=int(f.samplerate),
             channels=int(f.channels),
@@ -87,6 +103,7 @@ def probe(path: PathLike) -> AudioInfo:
             format=str(f.format),
             subtype=str(f.subtype),
         )
+    return info, False
 
 
 def stream(path: PathLike, sample_rate: int, block_s: float = 30.0) -> Iterator[np.ndarray]:
@@ -106,7 +123,9 @@ def stream(path: PathLike, sample_rate: int, block_s: float = 30.0) -> Iterator[
         raise ValueError(f"block_s must be a positive number of seconds, got {block_s!r}")
     p = os.fspath(path)
     # Opened once here only to fail fast: a generator body would not run until next().
-    probe(p)
+    info, by_av = _probe(p)
+    if by_av:
+        return _decode_av(p, int(sample_rate), float(block_s), info)
     return _decode(p, int(sample_rate), float(block_s))
 
 
@@ -158,8 +177,56 @@ def _decode(path: str, sample_rate: int, block_s: float) -> Iterator[np.ndarray]
         ) from e
 
 
-def _open(path: str) -> sf.SoundFile:
-    """Open for reading, or raise AudioDecodeError saying why not."""
+def _decode_av(
+    path: str, sample_rate: int, block_s: float, info: AudioInfo
+) -> Iterator[np.ndarray]:
+    """`_decode` for the formats PyAV reads (audio/av_io.py): the same checks and resampling."""
+    rate = info.sample_rate
+    block = max(1, min(round(block_s * rate), _MAX_BLOCK_SAMPLES // info.channels))
+    resampler = None
+    if rate != sample_rate:
+        resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32")
+    done = 0
+    try:
+        for mono, got_rate in decode_av(path, block):
+            if got_rate != rate:  # a rate change mid-stream: not one signal any more
+                raise AudioDecodeError(
+                    path, f"its sample rate changes from {rate} to {got_rate} Hz; {AV_HINT}"
+                )
+            _check_finite(path, mono, done / rate, rate)
+            done += len(mono)
+            out = mono if resampler is None else resampler.resample_chunk(mono)
+            if len(out):
+                yield out
+    except DecodeFailure as e:
+        raise AudioDecodeError(
+            path,
+            f"truncated or corrupt: decoding failed after {done / rate:.1f} s of the "
+            f"{info.duration_s:.1f} s its header promises ({e}); {AV_HINT}",
+        ) from e
+    if done == 0:
+        raise AudioDecodeError(path, f"no audio could be decoded (cut short?); {AV_HINT}")
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        if len(tail):
+            yield tail
+
+
+def _by_av(path: str) -> bool:
+    """PyAV reads MP4, ASF and ADTS content whatever the name, and files named like them
+    (`AV_SUFFIXES`) unless they start like a format of libsndfile's."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return False  # libsndfile's path words the error
+    if looks_like_av(head):
+        return True
+    return _sniff(head) is None and os.path.splitext(path)[1].lower() in AV_SUFFIXES
+
+
+def _check_path(path: str) -> None:
+    """Raise AudioDecodeError unless `path` is a non-empty regular file."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -175,6 +242,11 @@ def _open(path: str) -> sf.SoundFile:
         raise AudioDecodeError(path, "not a regular file (a pipe or device); save the audio first")
     if st.st_size == 0:
         raise AudioDecodeError(path, f"empty file (0 bytes); {_HINT}")
+
+
+def _open(path: str) -> sf.SoundFile:
+    """Open for reading, or raise AudioDecodeError saying why not."""
+    _check_path(path)
     try:
         f = sf.SoundFile(path)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as e:

@@ -9,8 +9,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# What libsndfile decodes; matched case-insensitively on the suffix.
-AUDIO_SUFFIXES = frozenset(
+from earshot.audio.av_io import AV_SUFFIXES
+
+# What libsndfile decodes, and what PyAV decodes for it (audio/av_io.py); matched
+# case-insensitively on the suffix.
+AUDIO_SUFFIXES = AV_SUFFIXES | frozenset(
     {
         ".wav",
         ".wave",

@@ -62,6 +62,14 @@ _MEDIA_TYPES = {
     "au": "audio/basic",
     "caf": "audio/x-caf",
     "w64": "audio/x-w64",
+    "m4a": "audio/mp4",
+    "m4b": "audio/mp4",
+    "mp4": "audio/mp4",  # the page plays only its sound
+    "m4v": "video/mp4",
+    "mov": "video/quicktime",
+    "3gp": "audio/3gpp",
+    "aac": "audio/aac",
+    "wma": "audio/x-ms-wma",
 }
 
 

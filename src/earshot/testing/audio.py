@@ -69,6 +69,59 @@ def write_noise(
     return _write_chunks(Path(path), chunks, sample_rate, channels, subtype, format)
 
 
+# Suffix → (PyAV container format, audio codec) for `write_av`.
+_AV_WRITERS = {
+    ".m4a": ("mp4", "aac"),
+    ".mp4": ("mp4", "aac"),
+    ".aac": ("adts", "aac"),
+    ".wma": ("asf", "wmav2"),
+}
+
+
+def write_av(
+    path: str | Path,
+    seconds: float,
+    sample_rate: int,
+    channels: int = 1,
+    freq: float = 440.0,
+    seed: int = 0,
+    amplitude: float = 0.5,
+    noise: float = 0.01,
+    video: bool = False,
+) -> Path:
+    """Write `write_tone`'s signal with PyAV (FFmpeg): AAC in MP4 for .m4a/.mp4, bare ADTS AAC
+    for .aac, WMA for .wma. `video=True` adds a small moving picture (an MP4 with sound)."""
+    import av
+
+    path = Path(path)
+    container_format, codec = _AV_WRITERS[path.suffix.lower()]
+    layout = {1: "mono", 2: "stereo"}[channels]
+    with av.open(str(path), "w", format=container_format) as out:
+        audio = out.add_stream(codec, rate=sample_rate, layout=layout)
+        audio.bit_rate = 64_000 * channels  # WMA insists on one
+        picture = None
+        if video:
+            picture = out.add_stream("mpeg4", rate=10)
+            picture.width, picture.height, picture.pix_fmt = 32, 32, "yuv420p"
+        for x in _tone_chunks(seconds, sample_rate, channels, freq, seed, amplitude, noise):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(x.T, dtype=np.float32), format="fltp", layout=layout
+            )
+            frame.sample_rate = sample_rate
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode(None):
+            out.mux(packet)
+        if picture is not None:
+            for i in range(max(1, round(seconds * 10))):
+                image = np.full((32, 32, 3), (i * 20) % 256, dtype=np.uint8)
+                for packet in picture.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    out.mux(packet)
+            for packet in picture.encode(None):
+                out.mux(packet)
+    return path
+
+
 def write_truncated(source: str | Path, dest: str | Path, fraction: float) -> Path:
     """Copy the first `fraction` of `source`'s bytes to `dest`, as an interrupted download."""
     data = Path(source).read_bytes()

@@ -1,0 +1,147 @@
+"""AAC and the other formats libsndfile does not read (M4A, MP4, 3GP, ADTS, WMA), through PyAV.
+
+Phones record M4A (AAC in an MP4 container), and archives hold video files whose sound is
+wanted; libsndfile reads neither. PyAV (FFmpeg's libraries, bundled in its wheel) decodes them.
+`audio.io.probe` and `audio.io.stream` send a file here by its suffix (`AV_SUFFIXES`), after the
+same checks of the path, so the rest of earshot sees one interface, the same mono float32
+blocks and the same `AudioDecodeError`s.
+
+Differences from libsndfile's formats, which callers may see:
+- `frames` and `duration_s` come from the container's header (an estimate from the bit rate for
+  a bare ADTS `.aac`), so `stream()` can yield slightly more or fewer samples than promised:
+  AAC decodes whole 1,024-sample frames, and the encoder's delay is trimmed only where the
+  file says how much it is (an MP4 edit list).
+- Only the first audio track is decoded; a video track's packets are read past, not decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from earshot.errors import AudioDecodeError
+
+if TYPE_CHECKING:
+    from earshot.audio.io import AudioInfo
+
+# Matched case-insensitively on the suffix; everything else goes to libsndfile.
+AV_SUFFIXES = frozenset({".m4a", ".m4b", ".mp4", ".m4v", ".mov", ".3gp", ".aac", ".wma"})
+
+AV_HINT = "re-export it (e.g. as FLAC or WAV)"
+
+# How these files start, whatever they are called: MP4/QuickTime atoms at byte 4, the ASF
+# (WMA) header GUID, or an ADTS frame's sync word (12 bits set, layer 00: never an MP3 frame).
+_ATOMS = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
+_ASF = bytes.fromhex("3026b2758e66cf11")
+
+
+def looks_like_av(head: bytes) -> bool:
+    """Whether a file's first bytes are a container that goes to PyAV."""
+    if head[4:8] in _ATOMS or head.startswith(_ASF):
+        return True
+    return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xF6) == 0xF0
+
+
+def probe_av(path: str) -> AudioInfo:
+    from earshot.audio.io import AudioInfo
+
+    with _open(path) as (container, track):
+        rate = int(track.codec_context.sample_rate or 0)
+        channels = int(track.codec_context.layout.nb_channels or 0)
+        if rate <= 0 or channels <= 0:
+            raise AudioDecodeError(path, f"its audio track has no rate or channels; {AV_HINT}")
+        if track.duration is not None and track.time_base is not None:
+            seconds = float(track.duration * track.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / 1_000_000  # AV_TIME_BASE
+        else:
+            seconds = 0.0
+        names = container.format.name.split(",")  # "mov,mp4,m4a,3gp,3g2,mj2", "aac", "asf"
+        return AudioInfo(
+            path=path,
+            sample_rate=rate,
+            channels=channels,
+            frames=max(0, round(seconds * rate)),
+            duration_s=max(0.0, seconds),
+            format="MP4" if "mp4" in names else names[0].upper(),
+            subtype=str(track.codec_context.name).upper(),
+        )
+
+
+def decode_av(path: str, block_samples: int) -> Iterator[tuple[np.ndarray, int]]:
+    """(samples of every channel averaged, float32, input rate) blocks of about
+    `block_samples` each. A file that fails part-way raises `DecodeFailure` after the good
+    blocks (the caller knows how far it got); one that will not open, AudioDecodeError."""
+    import av
+
+    with _open(path) as (container, track):
+        rate = int(track.codec_context.sample_rate)
+        to_planar = av.AudioResampler(format="fltp")  # any sample format → (channels, n) float
+        pending: list[np.ndarray] = []
+        held = 0
+        try:
+            for frame in container.decode(track):
+                for planar in to_planar.resample(frame):
+                    samples = planar.to_ndarray()
+                    mono = samples[0] if len(samples) == 1 else samples.mean(axis=0)
+                    pending.append(mono.astype(np.float32, copy=False))
+                    held += len(mono)
+                if held >= block_samples:
+                    yield np.concatenate(pending), rate
+                    pending, held = [], 0
+        except av.FFmpegError as e:
+            if pending:  # the good part first, as libsndfile's formats do
+                yield np.concatenate(pending), rate
+            raise DecodeFailure(_describe(e)) from e
+        if pending:
+            yield np.concatenate(pending), rate
+
+
+class _open:
+    """`with _open(path) as (container, audio_track)`, or AudioDecodeError saying why not."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.container = None
+
+    def __enter__(self):
+        import av
+
+        try:
+            self.container = av.open(self.path, mode="r")
+        except av.FFmpegError as e:
+            raise AudioDecodeError(self.path, _why_unopenable(self.path, e)) from e
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise AudioDecodeError(self.path, f"cannot open it ({e}); {AV_HINT}") from e
+        tracks = self.container.streams.audio
+        if not tracks:
+            self.container.close()
+            raise AudioDecodeError(self.path, "has no audio track (a video without sound?)")
+        return self.container, tracks[0]
+
+    def __exit__(self, *exc) -> None:
+        self.container.close()
+
+
+class DecodeFailure(Exception):
+    """Decoding stopped part-way; the message is FFmpeg's reason."""
+
+
+def _describe(e: Exception) -> str:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def _why_unopenable(path: str, e: Exception) -> str:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        head = b""
+    if looks_like_av(head):
+        return f"corrupt or truncated audio/video file ({_describe(e)}); {AV_HINT}"
+    return (
+        f"not a readable audio or video file (starts with {head!r}); check what was saved "
+        f"under this name"
+    )
