@@ -116,3 +116,21 @@ def test_bad_decays_are_refused(data, tmp_path):
     for bad in (1.0, -0.1, 1.5):
         with pytest.raises(ConfigError, match="ema must lie in"):
             settings(data, tmp_path / "x", ema=bad)
+
+
+def test_a_fine_tuned_text_encoder_is_averaged_and_saved_averaged(data, tmp_path, tiny_text_dir):
+    over = dict(epochs=1, text_model=str(tiny_text_dir), freeze_text=False)
+    result = train(settings(data, tmp_path / "avg", ema=0.5, **over))
+    state = torch.load(tmp_path / "avg" / CHECKPOINT, weights_only=True)
+    averaged = {
+        k.removeprefix("module.text_encoder."): v
+        for k, v in state["ema"].items()
+        if k.startswith("module.text_encoder.")
+    }
+    assert averaged and state["text_model"].keys() == averaged.keys()
+    # The folder's sentence encoder is the average, not the raw weights training left.
+    saved = load_model(result.out).text_encoder.model.state_dict()
+    moved = [k for k in averaged if not torch.equal(averaged[k], state["text_model"][k])]
+    assert moved
+    for k in moved:
+        assert torch.equal(saved[k].cpu(), averaged[k].cpu()), k
