@@ -39,6 +39,7 @@ from earshot.train.losses import (
     info_nce,
     triplet_loss,
 )
+from earshot.train.optim import build_optimizer
 from earshot.train.precise_bn import recompute_batchnorm
 from earshot.train.recipe import mixture_captions_for
 from earshot.train.refit import refit_best
@@ -113,11 +114,8 @@ class Trainer:
         self.steps_per_epoch = cfg.steps_per_epoch or math.ceil(
             len(self.train_clips) / cfg.batch_size
         )
-        self.optimizer = torch.optim.AdamW(self._param_groups(), weight_decay=cfg.weight_decay)
-        total = self.steps_per_epoch * cfg.epochs
-        warmup = max(1, round(cfg.warmup_epochs * self.steps_per_epoch))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: _warmup_cosine(s, warmup, total)
+        self.optimizer, self.scheduler = build_optimizer(
+            cfg, self.model, self.temperature, self.steps_per_epoch
         )
         self.epoch, self.best, self.best_epoch, self.bad_epochs = 0, -1.0, 0, 0
         self.history: list[dict[str, Any]] = []
@@ -142,26 +140,6 @@ class Trainer:
         self.model.audio_encoder.requires_grad_(not self.cfg.freeze_audio)
         if not self.cfg.freeze_text:
             self.model.text_encoder.model.to(self.device).requires_grad_(True)
-
-    def _param_groups(self) -> list[dict[str, Any]]:
-        enc_lr = self.cfg.encoder_lr or self.cfg.lr
-        heads = [*self.model.audio_head.parameters(), *self.model.text_head.parameters()]
-        groups = [{"params": heads, "lr": self.cfg.lr}]
-        if not self.cfg.freeze_audio:
-            groups.append({"params": list(self.model.audio_encoder.parameters()), "lr": enc_lr})
-        if not self.cfg.freeze_text:
-            groups.append(
-                {"params": list(self.model.text_encoder.model.parameters()), "lr": enc_lr}
-            )
-        if self.cfg.loss == "infonce":
-            groups.append(
-                {
-                    "params": list(self.temperature.parameters()),
-                    "lr": self.cfg.lr,
-                    "weight_decay": 0.0,
-                }
-            )
-        return groups
 
     # -- one step --------------------------------------------------------------------------
     def _project_rows(self, rows: np.ndarray) -> torch.Tensor:
@@ -395,13 +373,6 @@ class Trainer:
 
     def resume(self) -> None:
         resume(self)
-
-
-def _warmup_cosine(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
