@@ -17,6 +17,7 @@ Differences from libsndfile's formats, which callers may see:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -99,30 +100,21 @@ def decode_av(path: str, block_samples: int) -> Iterator[tuple[np.ndarray, int]]
             yield np.concatenate(pending), rate
 
 
-class _open:
+@contextmanager
+def _open(path: str):
     """`with _open(path) as (container, audio_track)`, or AudioDecodeError saying why not."""
+    import av
 
-    def __init__(self, path: str):
-        self.path = path
-        self.container = None
-
-    def __enter__(self):
-        import av
-
-        try:
-            self.container = av.open(self.path, mode="r")
-        except av.FFmpegError as e:
-            raise AudioDecodeError(self.path, _why_unopenable(self.path, e)) from e
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            raise AudioDecodeError(self.path, f"cannot open it ({e}); {AV_HINT}") from e
-        tracks = self.container.streams.audio
-        if not tracks:
-            self.container.close()
-            raise AudioDecodeError(self.path, "has no audio track (a video without sound?)")
-        return self.container, tracks[0]
-
-    def __exit__(self, *exc) -> None:
-        self.container.close()
+    try:
+        container = av.open(path, mode="r")
+    except av.FFmpegError as e:
+        raise AudioDecodeError(path, _why_unopenable(path, e)) from e
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise AudioDecodeError(path, f"cannot open it ({e}); {AV_HINT}") from e
+    with container:
+        if not container.streams.audio:
+            raise AudioDecodeError(path, "has no audio track (a video without sound?)")
+        yield container, container.streams.audio[0]
 
 
 class DecodeFailure(Exception):

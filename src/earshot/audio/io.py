@@ -135,18 +135,46 @@ def load(path: PathLike, sample_rate: int) -> np.ndarray:
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
+class _ToRate:
+    """Mono blocks at the input rate → checked blocks at the output rate, streaming; counts the
+    input samples taken, which says where a failure happened."""
+
+    def __init__(self, path: str, rate: int, sample_rate: int):
+        self.path, self.rate, self.done = path, rate, 0
+        self.resampler = None
+        if rate != sample_rate:
+            self.resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32")
+
+    def feed(self, mono: np.ndarray) -> np.ndarray:
+        _check_finite(self.path, mono, self.done / self.rate, self.rate)
+        self.done += len(mono)
+        return mono if self.resampler is None else self.resampler.resample_chunk(mono)
+
+    def finish(self, hint: str) -> np.ndarray:
+        """The resampler's tail; AudioDecodeError if nothing was decoded at all."""
+        if self.done == 0:
+            raise AudioDecodeError(self.path, f"no audio could be decoded (cut short?); {hint}")
+        if self.resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        return self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+    def failed(self, promised_s: float, detail: str, hint: str) -> AudioDecodeError:
+        return AudioDecodeError(
+            self.path,
+            f"truncated or corrupt: decoding failed after {self.done / self.rate:.1f} s of the "
+            f"{promised_s:.1f} s its header promises ({detail}); {hint}",
+        )
+
+
 def _decode(path: str, sample_rate: int, block_s: float) -> Iterator[np.ndarray]:
-    done = 0  # input frames decoded so far: says where a failure happened
-    rate, promised = 1, 0
+    convert, promised = _ToRate(path, sample_rate, sample_rate), 0.0  # until it opens
     try:
         with _open(path) as f:
-            rate, channels, promised = int(f.samplerate), int(f.channels), int(f.frames)
+            rate, channels = int(f.samplerate), int(f.channels)
+            convert, promised = _ToRate(path, rate, sample_rate), f.frames / rate
             block = max(1, min(round(block_s * rate), _MAX_BLOCK_SAMPLES // channels))
             buf = np.empty((block, channels), dtype=np.float32)  # (frames, channels), reused
             weights = np.full(channels, 1.0 / channels, dtype=np.float32)
-            resampler = None
-            if rate != sample_rate:
-                resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32")
             while True:
                 # read() with `out` goes past the header's frame count if the data does, and
                 # returns only what was decoded; blocks() would pad a short read with stale data.
@@ -156,25 +184,16 @@ def _decode(path: str, sample_rate: int, block_s: float) -> Iterator[np.ndarray]
                 # A mat-vec, not got.mean(axis=1): numpy's strided mean took 6.7 ms per 10 s of
                 # 44.1 kHz stereo, the mat-vec 0.1 ms (and is exact for stereo).
                 mono = got[:, 0].copy() if channels == 1 else got @ weights
-                _check_finite(path, mono, done / rate, rate)
-                done += len(mono)
-                out = mono if resampler is None else resampler.resample_chunk(mono)
+                out = convert.feed(mono)
                 if len(out):
                     yield out
-            if done == 0:
-                raise AudioDecodeError(path, f"no audio could be decoded (cut short?); {_HINT}")
-            if resampler is not None:
-                tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-                if len(tail):
-                    yield tail
+            tail = convert.finish(_HINT)
+            if len(tail):
+                yield tail
     except AudioDecodeError:
         raise
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, EOFError) as e:
-        raise AudioDecodeError(
-            path,
-            f"truncated or corrupt: decoding failed after {done / rate:.1f} s of the "
-            f"{promised / rate:.1f} s its header promises ({_describe(e)}); {_HINT}",
-        ) from e
+        raise convert.failed(promised, _describe(e), _HINT) from e
 
 
 def _decode_av(
@@ -183,33 +202,21 @@ def _decode_av(
     """`_decode` for the formats PyAV reads (audio/av_io.py): the same checks and resampling."""
     rate = info.sample_rate
     block = max(1, min(round(block_s * rate), _MAX_BLOCK_SAMPLES // info.channels))
-    resampler = None
-    if rate != sample_rate:
-        resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32")
-    done = 0
+    convert = _ToRate(path, rate, sample_rate)
     try:
         for mono, got_rate in decode_av(path, block):
             if got_rate != rate:  # a rate change mid-stream: not one signal any more
                 raise AudioDecodeError(
                     path, f"its sample rate changes from {rate} to {got_rate} Hz; {AV_HINT}"
                 )
-            _check_finite(path, mono, done / rate, rate)
-            done += len(mono)
-            out = mono if resampler is None else resampler.resample_chunk(mono)
+            out = convert.feed(mono)
             if len(out):
                 yield out
     except DecodeFailure as e:
-        raise AudioDecodeError(
-            path,
-            f"truncated or corrupt: decoding failed after {done / rate:.1f} s of the "
-            f"{info.duration_s:.1f} s its header promises ({e}); {AV_HINT}",
-        ) from e
-    if done == 0:
-        raise AudioDecodeError(path, f"no audio could be decoded (cut short?); {AV_HINT}")
-    if resampler is not None:
-        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-        if len(tail):
-            yield tail
+        raise convert.failed(info.duration_s, str(e), AV_HINT) from e
+    tail = convert.finish(AV_HINT)
+    if len(tail):
+        yield tail
 
 
 def _by_av(path: str) -> bool:
@@ -245,8 +252,7 @@ def _check_path(path: str) -> None:
 
 
 def _open(path: str) -> sf.SoundFile:
-    """Open for reading, or raise AudioDecodeError saying why not."""
-    _check_path(path)
+    """Open a file `_check_path` passed for reading, or raise AudioDecodeError saying why not."""
     try:
         f = sf.SoundFile(path)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as e:
