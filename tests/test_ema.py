@@ -9,9 +9,10 @@ import torch
 
 from earshot.model.io import load_model
 from earshot.testing.datasets import write_labels_dataset
-from earshot.train.config import ConfigError, load_train_config
+from earshot.train.config import ConfigError
 from earshot.train.ema import WeightAverage
 from earshot.train.loop import CHECKPOINT, Trainer, train
+from test_train import settings as train_settings
 
 
 @pytest.fixture(scope="module")
@@ -20,24 +21,8 @@ def data(tmp_path_factory):
 
 
 def settings(data, out, **over):
-    base = dict(
-        dataset=str(data),
-        train_split="fold=1",
-        val_split="fold=2",
-        encoder="cnn10",
-        widths=(8, 16, 16, 32),
-        embed_dim=32,
-        joint_dim=16,
-        epochs=2,
-        batch_size=8,
-        lr=3e-3,
-        steps_per_epoch=4,
-        out=str(out),
-        cache_dir=str(out.parent / "cache"),
-        progress=False,
-        patience=10,
-    )
-    return load_train_config(None, {**base, **over})
+    """test_train's tiny run, two short epochs."""
+    return train_settings(data, out, **{"epochs": 2, "steps_per_epoch": 4, **over})
 
 
 def _trained_parts(model):
@@ -95,9 +80,15 @@ def test_a_run_with_the_average_trains_the_same_and_saves_the_average(data, tmp_
     report = json.loads((tmp_path / "avg" / "validation.json").read_text())
     assert report["text_to_audio"]["mAP@10"]["value"] == pytest.approx(best["val_mAP@10"])
     assert best["val_mAP@10"] != best["raw_val_mAP@10"]
-    if averaged.best_epoch == 2:  # the last epoch: the folder equals the checkpoint's average
-        ema = {k.removeprefix("module."): v for k, v in b["ema"].items()}
-        assert torch.equal(saved[head], ema[head])
+    # One epoch: the best is the last, so the folder must equal the checkpoint's average.
+    train(settings(data, tmp_path / "one", ema=0.9, epochs=1))
+    one = torch.load(tmp_path / "one" / CHECKPOINT, weights_only=True)
+    ema = {k.removeprefix("module."): v for k, v in one["ema"].items()}
+    folder = load_model(tmp_path / "one", with_text=False).state_dict()
+    for k in ema:
+        if k != "n_averaged":
+            assert torch.equal(folder[k], ema[k]), k
+    assert not torch.equal(folder[head], one["model"][head])
 
 
 def test_a_resumed_run_continues_the_average_exactly(data, tmp_path):
