@@ -71,10 +71,11 @@ def probe_av(path: str) -> AudioInfo:
         )
 
 
-def decode_av(path: str, block_samples: int) -> Iterator[tuple[np.ndarray, int]]:
-    """(samples of every channel averaged, float32, input rate) blocks of about
-    `block_samples` each. A file that fails part-way raises `DecodeFailure` after the good
-    blocks (the caller knows how far it got); one that will not open, AudioDecodeError."""
+def decode_av(path: str, block_samples: int) -> Iterator[np.ndarray]:
+    """Blocks of about `block_samples`, every channel averaged, float32, at the track's rate
+    (`probe_av`). A file that fails part-way raises `DecodeFailure` after the good blocks (the
+    caller knows how far it got); one that will not open, or changes its sample rate part-way
+    (no longer one signal), AudioDecodeError."""
     import av
 
     with _open(path) as (container, track):
@@ -85,19 +86,25 @@ def decode_av(path: str, block_samples: int) -> Iterator[tuple[np.ndarray, int]]
         try:
             for frame in container.decode(track):
                 for planar in to_planar.resample(frame):
+                    if planar.sample_rate != rate:
+                        raise AudioDecodeError(
+                            path,
+                            f"its sample rate changes from {rate} to {planar.sample_rate} Hz; "
+                            f"{AV_HINT}",
+                        )
                     samples = planar.to_ndarray()
                     mono = samples[0] if len(samples) == 1 else samples.mean(axis=0)
                     pending.append(mono.astype(np.float32, copy=False))
                     held += len(mono)
                 if held >= block_samples:
-                    yield np.concatenate(pending), rate
+                    yield np.concatenate(pending)
                     pending, held = [], 0
         except av.FFmpegError as e:
             if pending:  # the good part first, as libsndfile's formats do
-                yield np.concatenate(pending), rate
+                yield np.concatenate(pending)
             raise DecodeFailure(_describe(e)) from e
         if pending:
-            yield np.concatenate(pending), rate
+            yield np.concatenate(pending)
 
 
 @contextmanager

@@ -204,11 +204,7 @@ def _decode_av(
     block = max(1, min(round(block_s * rate), _MAX_BLOCK_SAMPLES // info.channels))
     convert = _ToRate(path, rate, sample_rate)
     try:
-        for mono, got_rate in decode_av(path, block):
-            if got_rate != rate:  # a rate change mid-stream: not one signal any more
-                raise AudioDecodeError(
-                    path, f"its sample rate changes from {rate} to {got_rate} Hz; {AV_HINT}"
-                )
+        for mono in decode_av(path, block):
             out = convert.feed(mono)
             if len(out):
                 yield out
