@@ -31,10 +31,13 @@ class JointModel(nn.Module):
         self.config = config
         self.frontend = LogMel(config.audio)
         self.audio_encoder = build_audio_encoder(config.encoder, config.audio.n_mels)
-        self.audio_head = nn.Linear(config.encoder.embed_dim, config.joint_dim)
+        self.audio_head = nn.Linear(audio_head_inputs(config), config.joint_dim)
         self.text_head = nn.Linear(config.text.dim, config.joint_dim)
         self._text_encoder: TextEncoder | None = None
         self.source: str | None = None  # the folder it was loaded from, if any
+        # The audio encoder's tag vocabulary (AudioSet's 527 display names for a tagging
+        # backbone), set by the loader; empty for encoders without a tag head (PANNs here).
+        self.tag_names: tuple[str, ...] = ()
 
     # -- text ------------------------------------------------------------------------------
     def attach_text_encoder(self, encoder: TextEncoder) -> None:
@@ -103,19 +106,85 @@ class JointModel(nn.Module):
         finally:
             self.train(was_training)
 
+    @torch.no_grad()
+    def encode_audio_tagged(
+        self,
+        waveforms: torch.Tensor | np.ndarray,
+        batch_size: int = 8,
+        precision: str = "fp32",
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Like `encode_audio`, plus each window's tag probabilities: (n, joint_dim) unit vectors
+        and (n, len(tag_names)) float32 in [0, 1], or None for a model without tags."""
+        if not self.tag_names:
+            return self.encode_audio(waveforms, batch_size, precision), None
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
+        x = torch.as_tensor(waveforms, dtype=torch.float32)
+        if x.dim() == 1:
+            x = x.unsqueeze(0)
+        was_training = self.training
+        self.eval()
+        device = self.audio_head.weight.device
+        try:
+            vectors, tags = [], []
+            for i in range(0, x.shape[0], batch_size):
+                logmel = self.frontend(x[i : i + batch_size].to(device))
+                v, logits = self._embed_logmel(logmel, precision)
+                vectors.append(v.float().cpu())
+                tags.append(torch.sigmoid(logits.float()).cpu())
+            if not vectors:
+                return torch.zeros((0, self.config.joint_dim)), torch.zeros(
+                    (0, len(self.tag_names))
+                )
+            return torch.cat(vectors), torch.cat(tags)
+        finally:
+            self.train(was_training)
+
     def _encode_batch(self, x: torch.Tensor, precision: str) -> torch.Tensor:
         return self.embed_logmel(self.frontend(x), precision)  # the frontend is always fp32
 
     def embed_logmel(self, logmel: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-        # logmel: (batch, 1, frames, n_mels) → (batch, joint_dim) unit vectors
+        # logmel: the frontend's output → (batch, joint_dim) unit vectors
+        return self._embed_logmel(logmel, precision)[0]
+
+    def audio_features(
+        self, logmel: torch.Tensor, precision: str = "fp32"
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The encoder's outputs for a batch of log-mel: what the audio head reads (its
+        embedding, with a tagging encoder's squared tag probabilities appended when the config
+        says so) and the tag logits (None without a tag head)."""
         if precision == "bf16":
             logmel = logmel.contiguous(memory_format=torch.channels_last)
             ctx = torch.autocast(device_type=logmel.device.type, dtype=torch.bfloat16)
         else:
             ctx = contextlib.nullcontext()
         with ctx:
-            features = self.audio_encoder(logmel)
-        return F.normalize(self.audio_head(features.float()), dim=-1)
+            out = self.audio_encoder(logmel)
+        features, logits = out if isinstance(out, tuple) else (out, None)
+        features = features.float()
+        if logits is not None:
+            logits = logits.float()
+            if _head_tags(self.config):
+                features = torch.cat([features, torch.sigmoid(logits).square()], dim=-1)
+        return features, logits
+
+    def _embed_logmel(
+        self, logmel: torch.Tensor, precision: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        features, logits = self.audio_features(logmel, precision)
+        return F.normalize(self.audio_head(features), dim=-1), logits
+
+
+def _head_tags(config: ModelConfig) -> bool:
+    # Whether the audio head also reads the squared tag probabilities (a tagging encoder's
+    # "teacher space", see MODEL_CARD-general.md); False for every other encoder.
+    return bool(getattr(config.encoder, "head_tags", False))
+
+
+def audio_head_inputs(config: ModelConfig) -> int:
+    """The audio head's input width: the encoder's embedding (+ its tags when it reads them)."""
+    extra = int(getattr(config.encoder, "n_tags", 0)) if _head_tags(config) else 0
+    return config.encoder.embed_dim + extra
 
 
 def resolve_precision(precision: str) -> str:
