@@ -10,6 +10,7 @@ from earshot.commands import model as model_cmds
 from earshot.commands import search as search_cmds
 from earshot.commands import serve as serve_cmds
 from earshot.commands import train as train_cmds
+from earshot.commands import weights as weights_cmds
 from earshot.errors import EarshotError
 
 
@@ -152,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=train_cmds.cmd_evaluate)
+
+    p = sub.add_parser("weights", help="third-party weights: list, fetch ID, path ID")
+    weights_cmds.add_arguments(p)
+    p.set_defaults(func=weights_cmds.cmd_weights)
     return parser
 
 
