@@ -20,6 +20,7 @@ include the caption's tags, so "music playing" matches the jazz tune and the str
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import tomllib
@@ -32,7 +33,7 @@ from typing import Any
 
 from earshot.train.datasets import CaptionDataset, Clip, DatasetError
 from earshot.train.mining import compile_rules, mine_captions, normalise, read_corpus
-from earshot.train.splits import SPLIT_NAMES, SourceSpec, source_rows, stable_hash
+from earshot.train.splits import SPLIT_NAMES, SourceSpec, is_zeroshot, source_rows, stable_hash
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class LabelSpec:
     val_queries: tuple[str, ...] = ()
     mix: bool = False  # may be mixed with other `mix` labels into two-sound clips
     plain: bool = False  # phrases used as written, not expanded through the templates
+    # Read from a source's CSV (`auto_labels`): the label's own words are its noun phrase,
+    # trained through the `auto` templates only, and held out as written as its test query.
+    auto: bool = False
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Recipe:
     mixture_templates: tuple[str, ...]
     val_captions: int
     mining: dict[str, Any]
+    auto_templates: tuple[str, ...] = ("the sound of {np}",)
     _mined: dict[str, list[str]] | None = field(default=None, repr=False)
 
     # -- captions -------------------------------------------------------------------------
@@ -69,6 +74,8 @@ class Recipe:
         spec = self.labels[label]
         if spec.plain:
             caps = [*spec.nouns, *spec.sentences]
+        elif spec.auto:
+            caps = [t.format(np=n) for n in spec.nouns for t in self.auto_templates]
         else:
             caps = [t.format(np=n) for n in spec.nouns for t in self.noun_templates]
             caps += [t.format(s=s) for s in spec.sentences for t in self.sentence_templates]
@@ -216,6 +223,11 @@ def load_recipe(path: str | Path) -> Recipe:
         raise DatasetError(f"recipe '{path}' does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise DatasetError(f"cannot read recipe '{path}': {e}") from None
+    doc = _with_included(doc, path)
+    # [zeroshot] fraction: that share of the CSV labels (auto_labels) is never trained on
+    zeroshot = float(doc.get("zeroshot", {}).get("fraction", 0.0))
+    if not 0.0 <= zeroshot < 1.0:
+        raise DatasetError(f"recipe '{path}': zeroshot.fraction must lie in [0, 1)")
     root = (path.parent / doc.get("root", ".")).resolve()
     if not root.is_dir():
         raise DatasetError(
@@ -252,6 +264,13 @@ def load_recipe(path: str | Path) -> Recipe:
     sources = []
     for s in doc.get("source", []):
         val = s.get("val", {})
+        test = s.get("test")
+        carve = test if isinstance(test, dict) else {}
+        if sorted(set(carve) - {"group", "fraction"}):
+            raise DatasetError(
+                f"recipe '{path}': source '{s.get('name')}' test carve takes group and "
+                f"fraction, got {sorted(carve)}"
+            )
         unknown = sorted(set(val) - {"group", "fraction", "every_label"})
         if unknown:
             raise DatasetError(
@@ -264,7 +283,10 @@ def load_recipe(path: str | Path) -> Recipe:
                 folder=root / s["folder"],
                 label_column=s.get("label_column", "label"),
                 train=s.get("train", "all"),
-                test=s.get("test"),
+                test=None if carve else test,
+                test_group=carve.get("group"),
+                test_fraction=float(carve.get("fraction", 0.0)),
+                auto_labels=bool(s.get("auto_labels", False)),
                 val_group=val.get("group"),
                 val_fraction=float(val.get("fraction", 0.0)),
                 val_every_label=bool(val.get("every_label", False)),
@@ -275,6 +297,16 @@ def load_recipe(path: str | Path) -> Recipe:
         )
     if not sources:
         raise DatasetError(f"recipe '{path}' lists no [[source]]")
+    for source in sources:
+        if source.auto_labels:
+            for name in _csv_labels(source):
+                if name not in labels:
+                    labels[name] = LabelSpec(name, nouns=(name,), queries=(name,), auto=True)
+    # Only labels read from a CSV are held out: a described label is trained by its sources.
+    held = frozenset(n for n, s in labels.items() if s.auto and is_zeroshot(n, zeroshot))
+    sources = [
+        dataclasses.replace(s, zeroshot_labels=held) if s.auto_labels else s for s in sources
+    ]
     t = doc.get("templates", {})
     recipe = Recipe(
         path=path,
@@ -285,11 +317,63 @@ def load_recipe(path: str | Path) -> Recipe:
         noun_templates=_strings(t.get("np", ["{np}"]), "templates.np"),
         sentence_templates=_strings(t.get("s", ["{s}"]), "templates.s"),
         mixture_templates=_strings(t.get("mixture", ["{s1} and {s2}"]), "templates.mixture"),
+        auto_templates=_strings(t.get("auto", ["the sound of {np}"]), "templates.auto"),
         val_captions=int(doc.get("val_captions", 5)),
         mining=doc.get("mining", {}),
     )
+    _drop_taken_auto_queries(recipe)
     check_queries_held_out(recipe)
     return recipe
+
+
+def _drop_taken_auto_queries(recipe: Recipe) -> None:
+    """An auto label whose words are already a training caption elsewhere ("animal sounds" is
+    the `animal` tag's caption) cannot be held out as written: it keeps no test query."""
+    auto = {n for n, s in recipe.labels.items() if s.auto}
+    if not auto:
+        return
+    taken = {normalise(c) for c in itertools.chain.from_iterable(recipe.tag_captions.values())}
+    for name in recipe.labels:
+        if name not in auto:
+            taken |= {normalise(c) for c, _ in recipe.training_captions(name)}
+    for name in auto:
+        own = {normalise(c) for c in recipe.label_captions(name)}
+        if normalise(name) in taken or normalise(name) in own:
+            spec = recipe.labels[name]
+            recipe.labels[name] = LabelSpec(**{**spec.__dict__, "queries": ()})
+
+
+def _with_included(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`include = "other.toml"`: that recipe's sources, labels, tags, templates and mining
+    come first; this file's add to them (a table's keys replace the included ones)."""
+    name = doc.pop("include", None)
+    if name is None:
+        return doc
+    base_path = path.parent / name
+    try:
+        base = _with_included(tomllib.loads(base_path.read_text(encoding="utf-8")), base_path)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise DatasetError(f"recipe '{path}' includes '{base_path}', which fails: {e}") from None
+    if base.get("root", ".") != doc.get("root", base.get("root", ".")):
+        raise DatasetError(f"recipe '{path}' and its include '{base_path}' name other roots")
+    out = {**base, **{k: v for k, v in doc.items() if k not in ("source", "labels", "tags")}}
+    out["source"] = [*base.get("source", []), *doc.get("source", [])]
+    for table in ("labels", "tags", "templates", "mining"):
+        if table in base or table in doc:
+            out[table] = {**base.get(table, {}), **doc.get(table, {})}
+    return out
+
+
+def _csv_labels(source: SourceSpec) -> list[str]:
+    """The labels of a source's CSV, in first-seen order (mapped by its label_map)."""
+    from earshot.train.datasets import _read_csv
+
+    seen: dict[str, None] = {}
+    for r in _read_csv(source.folder / "labels.csv"):
+        label = (r.get(source.label_column) or "").strip()
+        if label:
+            seen[source.label_map.get(label, label)] = None
+    return list(seen)
 
 
 def recipe_for(path: str | Path) -> Recipe:

@@ -36,6 +36,25 @@ class SourceSpec:
     tags: tuple[str, ...] = ()
     weight: float = 1.0
     label_map: dict[str, str] = field(default_factory=dict)  # CSV label → recipe label
+    # Test carved by whole groups (recordings), as val is, for folders with no split column:
+    # `test = { group = "recording", fraction = 0.2 }`. Then `test` is None.
+    test_group: str | None = None
+    test_fraction: float = 0.0
+    # Every label of the CSV is the recipe's, described by its own words (`auto_labels`).
+    auto_labels: bool = False
+    # Labels held out of training entirely (their clips are test only, keyed
+    # `<name>-zeroshot/...` so reports score them apart); the recipe picks them (is_zeroshot).
+    zeroshot_labels: frozenset[str] = frozenset()
+
+    @property
+    def has_test(self) -> bool:
+        return self.test is not None or self.test_fraction > 0
+
+
+def is_zeroshot(label: str, fraction: float) -> bool:
+    """Whether a recipe holding out `fraction` of its CSV labels holds out this one: by a hash
+    of the label alone, so every source agrees."""
+    return stable_hash(f"zeroshot\0{label}") < fraction * 2**64
 
 
 def source_rows(
@@ -50,6 +69,9 @@ def source_rows(
     csv_path = source.folder / "labels.csv"
     rows = _read_csv(csv_path)
     _require(csv_path, rows, ["file", source.label_column])
+    if source.test_fraction > 0:
+        yield from _carved_rows(source, split, labels, problems, rows, csv_path)
+        return
     spec = source.test if split == "test" else source.train
     if spec is None:
         return
@@ -63,6 +85,56 @@ def source_rows(
                 f"'{sorted(both)[0]}'; make the two filters disjoint"
             )
     rows = _select(rows, spec, csv_path)
+    yield from _rows_of(source, split, labels, problems, rows, csv_path)
+
+
+def _carved_rows(
+    source: SourceSpec,
+    split: str,
+    labels: Collection[str],
+    problems: Counter,
+    rows: list[dict[str, str]],
+    csv_path: Path,
+) -> Iterator[tuple[str, Path, str, str]]:
+    """Test by whole groups: a group is test when a hash of its name (not of the source's,
+    so two sources over one folder agree on a shared recording) falls under the fraction (and every clip of a zero-shot label is test); the rest is train (and val)."""
+    rows = _select(rows, source.train, csv_path)
+    group = source.test_group or "file"
+    if group not in rows[0]:
+        raise DatasetError(f"'{csv_path}' has no column '{group}' to carve test from")
+    cut = source.test_fraction * 2**64
+
+    def label_of(r: dict[str, str]) -> str:
+        label = (r[source.label_column] or "").strip()
+        return source.label_map.get(label, label)
+
+    zeroshot = {label_of(r) for r in rows} & source.zeroshot_labels
+    # A recording with a clip of a zero-shot label is test as a whole: a variant of the
+    # same take under another label must not teach the model the held-out sound.
+    held_groups = {r[group] for r in rows if label_of(r) in zeroshot}
+    in_test = [r[group] in held_groups or stable_hash(f"test\0{r[group]}") < cut for r in rows]
+    if split == "test":
+        picked = [r for r, t in zip(rows, in_test, strict=True) if t]
+        plain = [r for r in picked if label_of(r) not in zeroshot]
+        held = [r for r in picked if label_of(r) in zeroshot]
+        yield from _rows_of(source, split, labels, problems, plain, csv_path)
+        yield from _rows_of(source, split, labels, problems, held, csv_path, suffix="-zeroshot")
+        return
+    rest = [r for r, t in zip(rows, in_test, strict=True) if not t]
+    yield from _rows_of(source, split, labels, problems, rest, csv_path)
+
+
+def _rows_of(
+    source: SourceSpec,
+    split: str,
+    labels: Collection[str],
+    problems: Counter,
+    rows: list[dict[str, str]],
+    csv_path: Path,
+    suffix: str = "",
+) -> Iterator[tuple[str, Path, str, str]]:
+    if not rows:
+        return
     if split != "test" and source.val_fraction > 0:
         group = source.val_group or "file"
         if group not in rows[0]:
@@ -93,7 +165,7 @@ def source_rows(
         seen.add(file)
         # The column val is carved by names the recording a clip was cut from.
         recording = (r.get(source.val_group or "file") or file).strip()
-        yield f"{source.name}/{file}", path, label, f"{source.name}/{recording}"
+        yield f"{source.name}{suffix}/{file}", path, label, f"{source.name}/{recording}"
 
 
 def _every_label_in_val(
@@ -126,10 +198,11 @@ def stable_hash(text: str) -> int:
 def _select(rows: list[dict[str, str]], spec: str, csv_path: Path) -> list[dict[str, str]]:
     if spec == "all":
         return rows
-    column, values = _parse_filter(spec)
+    negate = "!=" in spec  # `source!=a,b`: every row but those
+    column, values = _parse_filter(spec.replace("!=", "=", 1))
     if column not in rows[0]:
         raise DatasetError(f"'{csv_path}' has no column '{column}' (split filter '{spec}')")
-    picked = [r for r in rows if (r[column] or "").strip() in values]
+    picked = [r for r in rows if ((r[column] or "").strip() in values) != negate]
     if not picked:
         raise DatasetError(f"no rows of '{csv_path}' match '{spec}'")
     return picked
