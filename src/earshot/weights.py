@@ -338,7 +338,7 @@ def resolve_weights(
         raise _missing(ref, looked, f"downloading is off ({offline})")
     try:
         return download(ref, cached.parent, progress=progress)
-    except ModelLoadError as e:
+    except (ModelLoadError, OSError) as e:  # OSError: the cache cannot be written
         looked.append(f"download: {ref.url} (failed)")
         raise _missing(ref, looked, f"the download failed: {e}") from None
 
@@ -567,7 +567,7 @@ def _attempt(ref: WeightsRef, part: Path, progress: bool, timeout: float) -> Non
             with open(part, mode) as f:
                 while True:
                     try:
-                        block = response.read(_CHUNK)
+                        block = response.read1(_CHUNK)  # what has arrived: kept on a timeout
                     except (OSError, http.client.HTTPException) as e:
                         raise _Transient(f"connection lost after {have + got} bytes: {e}") from e
                     if not block:
