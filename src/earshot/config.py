@@ -6,23 +6,42 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+FRONTENDS = ("panns", "efficientat")
+
 
 @dataclass(frozen=True)
 class AudioConfig:
-    """How a file becomes log-mel frames. Defaults are PANNs' (CNN14, 32 kHz)."""
+    """How a file becomes log-mel frames. Defaults are PANNs' (CNN14, 32 kHz).
+
+    `frontend` names the log-mel recipe: "panns" (`audio.features.LogMel`: Slaney mels, dB) or
+    "efficientat" (`audio.efficientat_frontend.EfficientAtLogMel`: pre-emphasis, Kaldi mels,
+    log + fixed normalisation; `EFFICIENTAT_AUDIO` holds its settings).
+    """
 
     sample_rate: int = 32000
-    n_fft: int = 1024  # window length too: PANNs uses win_length == n_fft
+    n_fft: int = 1024
     hop_length: int = 320
     n_mels: int = 64
     fmin: float = 50.0
     fmax: float = 14000.0
     window_s: float = 10.0  # analysis window for long files
     hop_s: float = 5.0
+    frontend: str = "panns"
+    win_length: int | None = None  # STFT window length; None = n_fft (PANNs)
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
             raise ValueError(f"audio settings must be positive: {self}")
+        if self.frontend not in FRONTENDS:
+            raise ValueError(
+                f"unknown audio frontend '{self.frontend}'; known: {', '.join(FRONTENDS)}"
+            )
+        if self.win_length is not None:
+            object.__setattr__(self, "win_length", int(self.win_length))
+            if not 0 < self.win_length <= self.n_fft:
+                raise ValueError(
+                    f"need 0 < win_length <= n_fft, got {self.win_length} and {self.n_fft}"
+                )
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
             raise ValueError(
                 f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, "
@@ -44,16 +63,28 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """The audio CNN. `widths` are the conv blocks' channels; PANNs' CNN14 is the default."""
+    """The audio CNN; PANNs' CNN14 is the default.
+
+    PANNs (cnn14, cnn10): `widths` are the conv blocks' channels, `embed_dim` fc1's width.
+    EfficientAT MobileNetV3 (mn04, mn10, ...): `width` is the width multiplier, `widths` is
+    empty, `embed_dim` the pooled last-conv width (384 for 0.4, 960 for 1.0) and `n_tags` the
+    AudioSet classifier's outputs (527). PANNs encoders carry no classifier: `n_tags` 0.
+    """
 
     name: str = "cnn14"
     widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
-    embed_dim: int = 2048  # fc1's width: the audio embedding fed to the head
+    embed_dim: int = 2048  # the audio embedding fed to the head
+    width: float = 1.0  # MobileNet width multiplier
+    n_tags: int = 0  # tag classifier outputs (0: none)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        if any(w <= 0 for w in self.widths) or self.embed_dim <= 0:
+        object.__setattr__(self, "width", float(self.width))
+        object.__setattr__(self, "n_tags", int(self.n_tags))
+        if any(w <= 0 for w in self.widths) or self.embed_dim <= 0 or not self.width > 0:
             raise ValueError(f"encoder widths must be positive: {self}")
+        if self.n_tags < 0:
+            raise ValueError(f"n_tags must be >= 0: {self}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +105,13 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["encoder"]["widths"] = list(self.encoder.widths)
+        # Fields added after models were shipped are written only when they differ from their
+        # defaults, so an older config's dict (and the model id hashed from it) is unchanged.
+        for part, names in _LATER_FIELDS.items():
+            defaults = {f.name: f.default for f in dataclasses.fields(getattr(self, part))}
+            for name in names:
+                if d[part][name] == defaults[name]:
+                    del d[part][name]
         return d
 
     @classmethod
@@ -88,6 +126,19 @@ class ModelConfig:
             text=_build(TextConfig, d.get("text", {})),
             joint_dim=int(d.get("joint_dim", 300)),
         )
+
+
+# Per part of ModelConfig: fields left out of to_dict() while they hold their default.
+_LATER_FIELDS: dict[str, tuple[str, ...]] = {
+    "audio": ("frontend", "win_length"),
+    "encoder": ("width", "n_tags"),
+}
+
+# EfficientAT's front end (`audio.efficientat_frontend`): 128 Kaldi mels from 0 to 15 kHz,
+# an 800-sample Hann window in a 1024-point FFT, hop 320 at 32 kHz.
+EFFICIENTAT_AUDIO = AudioConfig(
+    n_mels=128, fmin=0.0, fmax=15000.0, frontend="efficientat", win_length=800
+)
 
 
 def _build(cls: type, d: dict[str, Any]) -> Any:

@@ -1,8 +1,10 @@
-"""PANNs' CNN14 and CNN10, with PANNs' parameter names so their checkpoints map one to one.
+"""PANNs' CNN14 and CNN10, with PANNs' parameter names so their checkpoints map one to one;
+the registry of audio encoders, which also holds EfficientAT's MobileNets (`encoders.efficientat`).
 
-The encoders take log-mel frames and return fc1's embedding; the frontend lives in
+The PANNs encoders take log-mel frames and return fc1's embedding; the frontend lives in
 `earshot.audio.features` and the classifier (`fc_audioset`) is left out: earshot needs the
-embedding, not AudioSet's 527 tags.
+embedding, not AudioSet's 527 tags. The MobileNets ("mn04", "mn10") keep their tagger and
+return `(embedding, logits)`; they take `config.EFFICIENTAT_AUDIO`'s front end.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from earshot.config import EncoderConfig
+from earshot.config import EFFICIENTAT_AUDIO, AudioConfig, EncoderConfig
+from earshot.encoders.efficientat import build_mn, mn_encoder_config
 
 
 def init_layer(layer: nn.Module) -> None:
@@ -108,21 +111,33 @@ def build_cnn10(config: EncoderConfig, n_mels: int) -> PannsCnn:
     return PannsCnn(config, n_mels, [(2, 2)] * len(config.widths))
 
 
-AudioEncoderBuilder = Callable[[EncoderConfig, int], PannsCnn]
+AudioEncoderBuilder = Callable[[EncoderConfig, int], nn.Module]
 
 AUDIO_ENCODERS: dict[str, AudioEncoderBuilder] = {
     "cnn14": build_cnn14,
     "cnn10": build_cnn10,
+    "mn04": build_mn,
+    "mn10": build_mn,
 }
 
-# PANNs' own sizes, for configs that name a standard architecture.
+# Upstream's own sizes, for configs that name a standard architecture.
 STANDARD_ENCODERS: dict[str, EncoderConfig] = {
     "cnn14": EncoderConfig("cnn14", (64, 128, 256, 512, 1024, 2048), 2048),
     "cnn10": EncoderConfig("cnn10", (64, 128, 256, 512), 512),
+    "mn04": mn_encoder_config("mn04"),
+    "mn10": mn_encoder_config("mn10"),
+}
+
+# The front end each standard encoder was trained with.
+STANDARD_AUDIO: dict[str, AudioConfig] = {
+    "cnn14": AudioConfig(),
+    "cnn10": AudioConfig(),
+    "mn04": EFFICIENTAT_AUDIO,
+    "mn10": EFFICIENTAT_AUDIO,
 }
 
 
-def build_audio_encoder(config: EncoderConfig, n_mels: int) -> PannsCnn:
+def build_audio_encoder(config: EncoderConfig, n_mels: int) -> nn.Module:
     try:
         builder = AUDIO_ENCODERS[config.name]
     except KeyError:

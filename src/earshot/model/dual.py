@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from earshot.audio.features import LogMel
+from earshot.audio.efficientat_frontend import build_frontend
 from earshot.config import ModelConfig
 from earshot.encoders.audio import build_audio_encoder
 from earshot.encoders.text import TextEncoder
@@ -29,7 +29,7 @@ class JointModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.frontend = LogMel(config.audio)
+        self.frontend = build_frontend(config.audio)
         self.audio_encoder = build_audio_encoder(config.encoder, config.audio.n_mels)
         self.audio_head = nn.Linear(audio_head_inputs(config), config.joint_dim)
         self.text_head = nn.Linear(config.text.dim, config.joint_dim)

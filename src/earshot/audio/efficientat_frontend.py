@@ -1,0 +1,164 @@
+"""EfficientAT's log-mel front end, numerically its `AugmentMelSTFT` in eval mode.
+
+Upstream (github.com/fschmid56/EfficientAT) computes, in `models/preprocess.py`
+`AugmentMelSTFT.forward`, for a mono 32 kHz waveform:
+
+1. a pre-emphasis filter, `conv1d` with the 2-tap kernel [-0.97, 1] (the buffer
+   `preemphasis_coefficient` of `AugmentMelSTFT.__init__`): y[n] = x[n + 1] - 0.97 x[n], so the
+   signal loses one sample;
+2. `torch.stft` with n_fft 1024, hop 320, win_length 800 and a `torch.hann_window(800,
+   periodic=False)` (defaults of `AugmentMelSTFT.__init__` and of `inference.py`'s
+   `--window_size 800 --hop_size 320`), `center=True` and torch.stft's default `pad_mode`,
+   which is "reflect"; torch centres the 800-sample window inside the 1024-sample frame
+   (112 zeros either side);
+3. the power spectrum, `(x ** 2).sum(-1)` of the real/imaginary pair;
+4. a 128-bin mel filterbank from `torchaudio.compliance.kaldi.get_mel_banks(n_mels, n_fft, sr,
+   fmin, fmax, vtln_low=100, vtln_high=-500, vtln_warp_factor=1.0)` (no VTLN warping at factor 1),
+   which covers the n_fft / 2 = 512 bins below Nyquist, padded with one zero column for the
+   Nyquist bin (`torch.nn.functional.pad(mel_basis, (0, 1))`); fmin 0 and fmax None, which
+   `AugmentMelSTFT.__init__` turns into sr // 2 - fmax_aug_range // 2 = 16000 - 1000 = 15000 Hz;
+   the random fmin/fmax jitter and the frequency/time masking are training-only;
+5. `log(x + 1e-5)` and the "fast normalisation" `(x + 4.5) / 5`.
+
+The filterbank is built here (`kaldi_mel_banks`), so torchaudio is not needed; the maths is
+Kaldi's (mel = 1127 ln(1 + f / 700), triangles that are linear on the mel axis, peak 1, no area
+normalisation, bin k at frequency k * sr / n_fft).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from earshot.config import AudioConfig
+
+PREEMPHASIS = 0.97  # AugmentMelSTFT.__init__: preemphasis_coefficient = [[[-.97, 1]]]
+LOG_OFFSET = 1e-5  # AugmentMelSTFT.forward: (melspec + 0.00001).log()
+NORM_SHIFT = 4.5  # AugmentMelSTFT.forward: (melspec + 4.5) / 5.
+NORM_SCALE = 5.0
+
+
+def kaldi_mel_scale(freq: np.ndarray | float) -> np.ndarray:
+    """Kaldi's (and HTK's natural-log) mel scale: 1127 ln(1 + f / 700)."""
+    return 1127.0 * np.log1p(np.asarray(freq, dtype=np.float64) / 700.0)
+
+
+def kaldi_mel_banks(
+    n_mels: int, n_fft: int, sample_rate: float, fmin: float, fmax: float
+) -> np.ndarray:
+    """Kaldi-style triangular mel filters over the n_fft / 2 bins below Nyquist.
+
+    The filterbank of torchaudio's `compliance.kaldi.get_mel_banks` with vtln_warp_factor 1.0,
+    computed in float64: filter m spans mel points m, m + 1, m + 2 of n_mels + 2 points equally
+    spaced on the mel axis from mel(fmin) to mel(fmax); its weight at FFT bin k is
+    max(0, min(up, down)) of the two linear slopes evaluated at mel(k * sample_rate / n_fft).
+    `fmax <= 0` means nyquist + fmax, as in Kaldi. Returns (n_mels, n_fft // 2), float64.
+    """
+    if n_mels <= 3:
+        raise ValueError(f"need more than 3 mel bins, got {n_mels}")
+    if n_fft % 2:
+        raise ValueError(f"n_fft must be even, got {n_fft}")
+    nyquist = 0.5 * sample_rate
+    if fmax <= 0.0:
+        fmax += nyquist
+    if not (0.0 <= fmin < nyquist and 0.0 < fmax <= nyquist and fmin < fmax):
+        raise ValueError(f"need 0 <= fmin < fmax <= nyquist, got fmin={fmin}, fmax={fmax}")
+    mel_low = 1127.0 * math.log(1.0 + fmin / 700.0)
+    mel_high = 1127.0 * math.log(1.0 + fmax / 700.0)
+    delta = (mel_high - mel_low) / (n_mels + 1)
+    m = np.arange(n_mels, dtype=np.float64)[:, None]
+    left = mel_low + m * delta
+    centre = mel_low + (m + 1.0) * delta
+    right = mel_low + (m + 2.0) * delta
+    bin_mel = kaldi_mel_scale(sample_rate / n_fft * np.arange(n_fft // 2))[None, :]
+    up = (bin_mel - left) / (centre - left)
+    down = (right - bin_mel) / (right - centre)
+    return np.maximum(0.0, np.minimum(up, down))
+
+
+def efficientat_mel_matrix(config: AudioConfig) -> np.ndarray:
+    """The (n_mels, n_fft // 2 + 1) float32 matrix applied to the power spectrum: Kaldi's banks
+    plus a zero column for the Nyquist bin, as `AugmentMelSTFT.forward` pads them."""
+    banks = kaldi_mel_banks(
+        config.n_mels, config.n_fft, config.sample_rate, config.fmin, config.fmax
+    )
+    return np.pad(banks, ((0, 0), (0, 1))).astype(np.float32)
+
+
+class EfficientAtLogMel(nn.Module):
+    """Waveform (batch, samples) → EfficientAT log-mel (batch, 1, n_mels, frames).
+
+    frames = 1 + (samples - 1) // hop_length (pre-emphasis drops a sample). Frequency runs along
+    dim 2, as the MobileNets expect: the transpose of `LogMel`'s (frames, n_mels) layout. fp32
+    input computes in fp32 as upstream does; fp64 input computes in fp64 throughout.
+    """
+
+    def __init__(self, config: AudioConfig):
+        super().__init__()
+        if config.frontend != "efficientat":
+            raise ValueError(f"EfficientAtLogMel needs frontend='efficientat', got {config}")
+        self.config = config
+        self.win_length = config.win_length or config.n_fft
+        # Buffers, not parameters: fixed, and kept out of the saved weights.
+        self.register_buffer(
+            "window",
+            torch.hann_window(self.win_length, periodic=False, dtype=torch.float64),
+            persistent=False,
+        )
+        self.register_buffer(
+            "preemphasis",
+            torch.tensor([[[-PREEMPHASIS, 1.0]]], dtype=torch.float64),
+            persistent=False,
+        )
+        mel = torch.from_numpy(efficientat_mel_matrix(config).astype(np.float64))
+        self.register_buffer("mel_basis", mel, persistent=False)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        if waveform.dim() != 2:
+            raise ValueError(
+                f"EfficientAtLogMel expects (batch, samples), got shape {tuple(waveform.shape)}"
+            )
+        n_fft = self.config.n_fft
+        if waveform.shape[1] - 1 <= n_fft // 2:
+            raise ValueError(
+                f"signal of {waveform.shape[1]} samples is too short for reflect padding "
+                f"(needs more than {n_fft // 2 + 1}); pad it first"
+            )
+        dtype = torch.float64 if waveform.dtype == torch.float64 else torch.float32
+        x = F.conv1d(waveform.to(dtype).unsqueeze(1), self.preemphasis.to(dtype)).squeeze(1)
+        spec = torch.stft(
+            x,
+            n_fft=n_fft,
+            hop_length=self.config.hop_length,
+            win_length=self.win_length,
+            window=self.window.to(dtype),
+            center=True,
+            pad_mode="reflect",
+            normalized=False,
+            return_complex=True,
+        )  # (batch, n_fft // 2 + 1, frames)
+        power = torch.view_as_real(spec).square().sum(dim=-1)
+        mel = torch.matmul(self.mel_basis.to(dtype), power)  # (batch, n_mels, frames)
+        logmel = (torch.log(mel + LOG_OFFSET) + NORM_SHIFT) / NORM_SCALE
+        return logmel.unsqueeze(1)
+
+
+def build_frontend(audio: AudioConfig) -> nn.Module:
+    """The front end `audio.frontend` names: "panns" → `LogMel`, "efficientat" →
+    `EfficientAtLogMel`."""
+    if audio.frontend == "efficientat":
+        return EfficientAtLogMel(audio)
+    if audio.frontend == "panns":
+        from earshot.audio.features import LogMel
+
+        if audio.win_length not in (None, audio.n_fft):
+            raise ValueError(
+                f"the panns frontend windows with n_fft samples; got win_length "
+                f"{audio.win_length} for n_fft {audio.n_fft}"
+            )
+        return LogMel(audio)
+    raise ValueError(f"unknown audio frontend '{audio.frontend}'; known: efficientat, panns")
