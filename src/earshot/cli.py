@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-duration", type=float, metavar="S")
     p.add_argument("--format", nargs="+", metavar="EXT", help="only these formats (wav flac ...)")
     p.add_argument(
+        "--tag",
+        action="append",
+        metavar="NAME",
+        help="only files with this sound tag, e.g. Dog (repeatable: all; alone: list them)",
+    )
+    p.add_argument("--tag-min", type=float, metavar="P", help="a tag counts from P (default 0.3)")
+    p.add_argument(
         "--hybrid",
         action="store_true",
         help="fuse keyword matches on names and tags with the sound ranking",
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("embed needs --audio FILE... or --text SENTENCE...")
     if args.command == "search":
         given = [x for x in (args.query, args.like, args.like_id, args.queries) if x is not None]
-        if len(given) != 1:
+        if len(given) != 1 and not (not given and args.tag):
             parser.error("search takes one of: a query, --like FILE, --like-id N, --queries FILE")
         if (args.start is not None or args.end is not None) and not args.like:
             parser.error("--start/--end go with --like")
