@@ -6,6 +6,10 @@ import pytest
 # Tests never touch the network: the hub is off for every model load in the suite.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Without --model, commands use the general model where its backbone resolves (../shared is
+# beside the repo in CI). The suite pins the compact one, so results do not depend on that;
+# tests of the choice itself (test_general_model.py) lift the pin.
+os.environ.setdefault("EARSHOT_DEFAULT_MODEL", "compact")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

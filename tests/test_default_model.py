@@ -23,7 +23,7 @@ DEMO = REPO / "demo" / "audio"
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model("default")
+    return load_model("compact")
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_model_card_figures_regenerate(shared_data, tmp_path, capsys, model):
         [
             "evaluate",
             "--model",
-            "default",
+            "compact",
             "--dataset",
             str(REPO / "configs" / "default-data.toml"),
             "--split",

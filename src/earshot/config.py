@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from earshot.weights import WeightsRef
+
 FRONTENDS = ("panns", "efficientat")
 
 
@@ -76,8 +78,21 @@ class EncoderConfig:
     embed_dim: int = 2048  # the audio embedding fed to the head
     width: float = 1.0  # MobileNet width multiplier
     n_tags: int = 0  # tag classifier outputs (0: none)
+    # Pretrained weights from elsewhere, named and never stored (`earshot.weights.WeightsRef`:
+    # id, file, sha256, size, url): the encoder's checkpoint and its tag names' file. A model
+    # with `weights` keeps its encoder out of model.safetensors (model/pretrained.py).
+    weights: WeightsRef | None = None
+    labels: WeightsRef | None = None
+    head_tags: bool = False  # the audio head also reads the squared tag probabilities
 
     def __post_init__(self) -> None:
+        for name in ("weights", "labels"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, WeightsRef.from_dict(value))
+        object.__setattr__(self, "head_tags", bool(self.head_tags))
+        if self.head_tags and self.n_tags == 0:
+            raise ValueError(f"head_tags needs an encoder with tags (n_tags > 0): {self}")
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         object.__setattr__(self, "width", float(self.width))
         object.__setattr__(self, "n_tags", int(self.n_tags))
@@ -131,7 +146,7 @@ class ModelConfig:
 # Per part of ModelConfig: fields left out of to_dict() while they hold their default.
 _LATER_FIELDS: dict[str, tuple[str, ...]] = {
     "audio": ("frontend", "win_length"),
-    "encoder": ("width", "n_tags"),
+    "encoder": ("width", "n_tags", "weights", "labels", "head_tags"),
 }
 
 # EfficientAT's front end (`audio.efficientat_frontend`): 128 Kaldi mels from 0 to 15 kHz,

@@ -47,12 +47,26 @@ def save_model(model: JointModel, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, **model.config.to_dict()}
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in _own_state(model).items()}
     _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p))
     _atomic_write(
         directory / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n")
     )
     return directory
+
+
+BACKBONE_PREFIX = "audio_encoder."
+
+
+def _own_state(model: JointModel) -> dict:
+    """What a model folder stores: every tensor, less a named backbone's (never ours to ship,
+    resolved at load time instead: model/pretrained.py)."""
+    from earshot.model.pretrained import has_backbone
+
+    state = model.state_dict()
+    if has_backbone(model.config):
+        state = {k: v for k, v in state.items() if not k.startswith(BACKBONE_PREFIX)}
+    return state
 
 
 def _atomic_write(target: Path, write) -> None:
@@ -88,26 +102,73 @@ def read_config(directory: str | Path) -> ModelConfig:
         raise ModelLoadError(f"invalid model config '{path}': {e}") from None
 
 
-DEFAULT_NAME = "default"  # `--model default`: the model shipped inside the package
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+# Models shipped inside the package, by name (a folder of that name here wins):
+# `general` (MODEL_CARD-general.md): heads on EfficientAT's AudioSet backbone, which it names
+# and resolves at run time; `compact` (MODEL_CARD.md): small, all ours, works offline at once.
+# `default` is `general` where its backbone resolves, else `compact`, with a one-line notice;
+# $EARSHOT_DEFAULT_MODEL (general | compact) fixes the choice.
+DEFAULT_NAME = "default"
+DEFAULT_ENV = "EARSHOT_DEFAULT_MODEL"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_DIR = MODELS_DIR / "default"  # the compact model (the folder keeps its first name)
+GENERAL_DIR = MODELS_DIR / "general"
+PACKAGED_NAMES = ("general", "compact")
+
+
+def packaged_model_dir(name: str) -> Path:
+    """The folder of a model shipped with earshot (`general`, `compact`)."""
+    folder = {"general": GENERAL_DIR, "compact": DEFAULT_DIR}[name]
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(
+            f"this installation has no default model ('{folder}' is missing or empty): "
+            "pass --model DIR, or reinstall earshot"
+        )
+    return folder
 
 
 def default_model_dir() -> Path:
-    """The packaged default model's folder (trained by `configs/default.toml`)."""
-    if not (DEFAULT_DIR / "config.json").is_file():
-        raise ModelLoadError(
-            f"this installation has no default model ('{DEFAULT_DIR}' is missing or empty): "
-            "pass --model DIR, or reinstall earshot"
-        )
-    return DEFAULT_DIR
+    """The packaged compact model's folder (trained by `configs/default.toml`)."""
+    return packaged_model_dir("compact")
 
 
 def resolve_model_dir(directory: str | Path) -> Path:
-    """A model folder path; the name `default` means the packaged model unless a folder
-    of that name exists here."""
-    if str(directory) == DEFAULT_NAME and not Path(directory).is_dir():
-        return default_model_dir()
+    """A model folder path; the names `general` and `compact` mean the packaged models, and
+    `default` the one `choose_default_model` picks, unless a folder of that name exists here."""
+    name = str(directory)
+    if Path(directory).is_dir():
+        return Path(directory)
+    if name in PACKAGED_NAMES:
+        return packaged_model_dir(name)
+    if name == DEFAULT_NAME:
+        return choose_default_model()
     return Path(directory)
+
+
+def choose_default_model(quiet: bool = False) -> Path:
+    """`default`: the general model where its backbone resolves (a path, the cache, the shared
+    folder, or a download unless offline), else the compact model, saying so in one line."""
+    import os
+
+    from earshot.model.pretrained import backbone_problem
+
+    fixed = os.environ.get(DEFAULT_ENV, "").strip()
+    if fixed:
+        if fixed not in PACKAGED_NAMES:
+            raise ModelLoadError(
+                f"${DEFAULT_ENV} must be one of {', '.join(PACKAGED_NAMES)}, not '{fixed}'"
+            )
+        return packaged_model_dir(fixed)
+    if not (GENERAL_DIR / "config.json").is_file():
+        return default_model_dir()
+    compact = default_model_dir()
+    problem = backbone_problem(read_config(GENERAL_DIR))
+    if problem is None:
+        return GENERAL_DIR
+    if not quiet:
+        import sys
+
+        print(f"earshot: using the compact model (knows ~25 sounds): {problem}", file=sys.stderr)
+    return compact
 
 
 def load_model(directory: str | Path, device: str = "cpu", with_text: bool = True) -> JointModel:
@@ -117,6 +178,8 @@ def load_model(directory: str | Path, device: str = "cpu", with_text: bool = Tru
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from earshot.model.pretrained import attach_backbone, has_backbone
 
     directory = resolve_model_dir(directory)
     config = read_config(directory)
@@ -128,6 +191,11 @@ def load_model(directory: str | Path, device: str = "cpu", with_text: bool = Tru
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelLoadError(f"cannot read '{weights}': {e}") from None
     model = JointModel(config)
+    if has_backbone(config):
+        # The backbone is named, not stored: resolve and load it, then the heads on top.
+        attach_backbone(model)
+        expected = {k: v for k, v in model.state_dict().items() if k.startswith(BACKBONE_PREFIX)}
+        state = {**expected, **state}
     check_state_dict(model, state, str(weights))
     model.load_state_dict(state, strict=True)
     if with_text:

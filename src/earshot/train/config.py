@@ -28,7 +28,9 @@ class TrainConfig:
     val_split: str = "validation"
     # model
     init: str | None = None  # a model folder to start from; else built from the fields below
-    encoder: str = "cnn14"  # cnn14 | cnn10
+    # cnn14 | cnn10 (trained here), or mn04 | mn10: EfficientAT's AudioSet backbone, named by
+    # the model folder, frozen; only the heads train, on its cached features (train/heads.py)
+    encoder: str = "cnn14"
     widths: tuple[int, ...] | None = None  # conv widths; None = PANNs' own for `encoder`
     embed_dim: int | None = None
     panns: str | None = None  # PANNs checkpoint for the audio encoder
@@ -46,6 +48,9 @@ class TrainConfig:
     # Added to the loss: each clip against one caption of every label (labelled data only)
     class_loss: float = 0.0  # its weight; 0 turns it off
     class_temperature: float = 0.1
+    # Pretrained backbones (mn04, mn10): weight of the teacher-space term that keeps every
+    # window near the text head's image of its AudioSet tags (train/heads.py); 0 = off
+    distill: float = 0.0
     # optimisation
     epochs: int = 30
     steps_per_epoch: int | None = None  # default: one pass over the training clips

@@ -382,6 +382,15 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    from earshot.model.pretrained import BACKBONES
+
+    if cfg.encoder in BACKBONES:
+        # A frozen pretrained backbone: the heads fit on its cached features (train/heads.py).
+        from earshot.train.heads import train_general
+
+        r = train_general(cfg, progress=cfg.progress)
+        steps = cfg.steps_per_epoch or 100
+        return TrainResult(r["out"], r["best_step"] // steps, r["best_val_mAP@10"], r["history"])
     trainer = Trainer(cfg)
     if resume:
         trainer.resume()

@@ -1,0 +1,359 @@
+"""Heads on a frozen pretrained backbone: the general model's training.
+
+The backbone (EfficientAT's AudioSet MobileNet) is named by the model folder and never trained
+here, so every training window goes through it once: its pooled embedding and its 527 tag
+logits are cached (`backbone_features`), and training fits the two linear heads on those
+features, a few thousand steps of small matrix products that take minutes on 2 CPU cores.
+
+Start: the teacher space (`earshot.model.teacher`): a window's vector is the sum of the sentence
+vectors of AudioSet's class names, weighted by its squared tag probabilities, and queries go
+through the sentence encoder as they are, both projected to `joint_dim` by one PCA basis. That
+start already knows AudioSet's 527 classes; the heads then learn our labelled sounds with a
+multi-positive InfoNCE over in-batch captions (a caption is positive for every clip whose tags
+hold all of its tags), while a distillation term (`distill`) keeps every window's vector near
+the text head's image of its teacher vector, so the breadth beyond our labels is not traded
+away. Validation (text→audio mAP@10 on the val split, clips scored by their best window, as
+`earshot evaluate` scores them) picks the step that lands in the model folder; step 0, the
+teacher start, is scored too, so a run that cannot beat it says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from earshot.audio.windows import window_file
+from earshot.errors import AudioDecodeError
+from earshot.eval.evaluate import clip_scores
+from earshot.eval.metrics import per_query_metrics
+from earshot.model.dual import JointModel
+from earshot.train.batches import holds
+from earshot.train.datasets import CaptionDataset
+
+FEATURES_VERSION = 1
+LOG_FILE = "heads-log.json"
+
+
+@dataclass
+class BackboneFeatures:
+    """The frozen backbone's outputs for every window of a split."""
+
+    features: np.ndarray  # (windows, head inputs) float32: what the audio head reads
+    logits: np.ndarray  # (windows, n_tags) float32
+    window_clip: np.ndarray  # (windows,) clip index of each window
+
+    @property
+    def tags(self) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.logits))
+
+
+def _features_key(model: JointModel, dataset: CaptionDataset, backbone_id: str) -> str:
+    h = hashlib.sha256(
+        json.dumps(
+            [FEATURES_VERSION, model.config.audio.__dict__, model.config.encoder.name, backbone_id],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
+    for clip in dataset.clips:
+        st = clip.path.stat()
+        h.update(f"\0{clip.key}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def backbone_features(
+    model: JointModel,
+    dataset: CaptionDataset,
+    cache_dir: str | Path,
+    backbone_id: str,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> BackboneFeatures:
+    """Every window of every clip through the frontend and the frozen encoder, once; cached in
+    `cache_dir` under a key of the clips' files, the audio settings and the backbone's hash."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() else "_" for c in dataset.split)
+    path = cache_dir / f"backbone-{safe}-{_features_key(model, dataset, backbone_id)}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return BackboneFeatures(z["features"], z["logits"], z["window_clip"])
+    model.eval()
+    feats, logits, owners = [], [], []
+    pending: list[np.ndarray] = []
+    pending_clip: list[int] = []
+
+    def flush() -> None:
+        x = torch.from_numpy(np.stack(pending))
+        f, lg = model.audio_features(model.frontend(x))
+        feats.append(f.numpy())
+        logits.append(lg.numpy())
+        owners.extend(pending_clip)
+        pending.clear()
+        pending_clip.clear()
+
+    bar = _bar(len(dataset), f"backbone {dataset.split}", progress)
+    failed = 0
+    for i, clip in enumerate(dataset.clips):
+        try:
+            for w in window_file(clip.path, model.config.audio):
+                pending.append(w.samples)
+                pending_clip.append(i)
+                if len(pending) == batch_size:
+                    flush()
+        except AudioDecodeError:
+            failed += 1
+        bar.update(1)
+    if pending:
+        flush()
+    bar.close()
+    if failed:
+        print(f"backbone {dataset.split}: {failed} clip(s) could not be decoded", file=sys.stderr)
+    out = BackboneFeatures(
+        np.concatenate(feats).astype(np.float32),
+        np.concatenate(logits).astype(np.float32),
+        np.asarray(owners, dtype=np.int64),
+    )
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, features=out.features, logits=out.logits, window_clip=out.window_clip)
+    os.replace(tmp, path)
+    return out
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="clip", disable=not enabled, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.05
+    distill: float = 1.0  # weight of the teacher-space term; 0 turns it off
+    eval_every: int = 250
+    seed: int = 0
+
+
+class _Split:
+    """A split's windows, clips, captions and their text features, as tensors for training."""
+
+    def __init__(self, dataset: CaptionDataset, bf: BackboneFeatures, text: dict[str, np.ndarray]):
+        self.dataset = dataset
+        self.features = torch.from_numpy(bf.features)
+        self.window_clip = bf.window_clip
+        n = len(dataset)
+        self.clip_windows = [np.flatnonzero(bf.window_clip == i) for i in range(n)]
+        self.usable = np.array([len(w) > 0 for w in self.clip_windows])
+        pairs = dataset.captions()
+        self.captions = [c for c, _ in pairs]
+        self.caption_clip = np.array([i for _, i in pairs])
+        self.text = torch.from_numpy(np.stack([text[c] for c in self.captions]))
+        # tags: each clip's, each caption's (a caption matches clips holding all of its tags)
+        vocab = sorted({t for c in dataset.clips for t in _clip_tags(c)})
+        index = {t: i for i, t in enumerate(vocab)}
+        self.clip_tags = np.zeros((n, len(vocab)), dtype=bool)
+        for i, c in enumerate(dataset.clips):
+            self.clip_tags[i, [index[t] for t in _clip_tags(c)]] = True
+        cap_tags = [t for c in dataset.clips for t in _caption_tags(c)]
+        self.caption_tags = np.zeros((len(cap_tags), len(vocab)), dtype=bool)
+        for j, tags in enumerate(cap_tags):
+            self.caption_tags[j, [index[t] for t in tags if t in index]] = True
+        first = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(first, self.caption_clip + 1, 1)
+        self.caption_start = np.cumsum(first)  # clip i's captions: [start[i], start[i + 1])
+
+
+def _clip_tags(clip) -> frozenset[str]:
+    return clip.tags or frozenset([f"label:{clip.label}" if clip.label else f"clip:{clip.key}"])
+
+
+def _caption_tags(clip) -> list[frozenset[str]]:
+    if clip.caption_tags:
+        return list(clip.caption_tags)
+    return [_clip_tags(clip)] * len(clip.captions)
+
+
+@torch.no_grad()
+def score_split(model: JointModel, split: _Split) -> float:
+    """Text→audio mAP@10 over the split's captions, relevant = clips holding the caption's tags,
+    clips scored by their best window."""
+    model.eval()
+    windows = F.normalize(model.audio_head(split.features), dim=-1).numpy()
+    text = model.project_text(split.text).numpy()
+    scores = clip_scores(text, windows, split.window_clip, len(split.dataset))
+    keep = np.flatnonzero(split.usable)
+    rel = holds(split.clip_tags[keep], split.caption_tags).T  # (captions, clips)
+    scores = scores[:, keep]
+    has = rel.any(axis=1)
+    return float(per_query_metrics(scores[has], relevance=rel[has])["mAP@10"].mean())
+
+
+def fit_heads(
+    model: JointModel,
+    train: _Split,
+    val: _Split,
+    teacher: torch.Tensor,
+    settings: HeadSettings,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit `model`'s two heads in place; leaves the best validation step's weights in it.
+
+    `teacher` (n_tags, text_dim): the sentence vector of each tag's name, the teacher space.
+    """
+    gen = torch.Generator().manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    params = [*model.audio_head.parameters(), *model.text_head.parameters()]
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.steps)
+    n_tags = teacher.shape[0]
+    # The teacher vector of every training window: Σ_c p(c)² · sentence(c), in the text space.
+    tag_p2 = train.features[:, -n_tags:] if _reads_tags(model) else None
+    if tag_p2 is None:
+        raise ValueError("fit_heads needs a model whose audio head reads the tag probabilities")
+    teacher_text = F.normalize(tag_p2 @ teacher, dim=-1)  # (windows, text_dim)
+    weights = np.array([c.weight for c in train.dataset.clips], dtype=np.float64)
+    weights[~train.usable] = 0.0
+    weights /= weights.sum()
+    history = [{"step": 0, "val_mAP@10": round(score_split(model, val), 4)}]
+    best = (history[0]["val_mAP@10"], 0, _heads_state(model))
+    start = time.perf_counter()
+    bs = min(settings.batch_size, int(train.usable.sum()))
+    for step in range(1, settings.steps + 1):
+        model.train()
+        clips = rng.choice(len(weights), size=bs, replace=False, p=weights)
+        wins = np.array([rng.choice(train.clip_windows[c]) for c in clips])
+        lo, hi = train.caption_start[clips], train.caption_start[clips + 1]
+        caps = lo + (rng.random(bs) * (hi - lo)).astype(np.int64)
+        a = F.normalize(model.audio_head(train.features[wins]), dim=-1)
+        t = model.project_text(train.text[caps])
+        pos = torch.from_numpy(holds(train.clip_tags[clips], train.caption_tags[caps]))
+        logits = a @ t.T / settings.temperature
+        loss = 0.5 * (_multi_positive_nce(logits, pos) + _multi_positive_nce(logits.T, pos.T))
+        if settings.distill > 0:
+            # Every window of the batch, plus as many others: the teacher term sees all audio.
+            extra = torch.randint(len(train.features), (bs,), generator=gen).numpy()
+            rows = np.concatenate([wins, extra])
+            a_all = F.normalize(model.audio_head(train.features[rows]), dim=-1)
+            target = model.project_text(teacher_text[rows])
+            loss = loss + settings.distill * (1.0 - (a_all * target).sum(-1)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % settings.eval_every == 0 or step == settings.steps:
+            score = score_split(model, val)
+            history.append(
+                {"step": step, "loss": round(float(loss), 4), "val_mAP@10": round(score, 4)}
+            )
+            if progress:
+                print(
+                    f"step {step}: loss {float(loss):.4f}, val mAP@10 {score:.4f} "
+                    f"({time.perf_counter() - start:.0f} s)",
+                    file=sys.stderr,
+                )
+            if score > best[0]:
+                best = (score, step, _heads_state(model))
+    model.audio_head.load_state_dict(best[2][0])
+    model.text_head.load_state_dict(best[2][1])
+    model.eval()
+    return {"best_step": best[1], "best_val_mAP@10": round(best[0], 4), "history": history}
+
+
+def _reads_tags(model: JointModel) -> bool:
+    return bool(getattr(model.config.encoder, "head_tags", False))
+
+
+def _heads_state(model: JointModel):
+    return (
+        {k: v.detach().clone() for k, v in model.audio_head.state_dict().items()},
+        {k: v.detach().clone() for k, v in model.text_head.state_dict().items()},
+    )
+
+
+def _multi_positive_nce(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """-log of the softmax mass on each row's positives (rows without one are skipped)."""
+    has = pos.any(dim=1)
+    log_all = torch.logsumexp(logits, dim=1)
+    log_pos = torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=1)
+    return (log_all - log_pos)[has].mean()
+
+
+def train_general(cfg, progress: bool = True) -> dict[str, Any]:
+    """`earshot train` for a config with `backbone` set: the frozen backbone, the teacher
+    start, the heads fitted on cached backbone features; the model folder lands in `cfg.out`."""
+    from earshot.encoders.text import load_text_encoder
+    from earshot.model.io import model_id, save_model
+    from earshot.model.pretrained import attach_backbone, pretrained_config
+    from earshot.model.teacher import init_teacher_heads, pca_basis, teacher_matrix
+    from earshot.train.cache import TextCache
+    from earshot.train.datasets import load_dataset
+
+    torch.manual_seed(cfg.seed)
+    text_encoder = load_text_encoder(cfg.text_model)
+    config = pretrained_config(
+        cfg.encoder, cfg.text_model, text_encoder.dim, cfg.joint_dim, cfg.window_s, cfg.hop_s
+    )
+    model = JointModel(config)
+    attach_backbone(model, progress=progress)
+    model.attach_text_encoder(text_encoder)
+    model.eval()
+    train_ds = load_dataset(cfg.dataset, cfg.train_split, cfg.audio_dir)
+    val_ds = load_dataset(cfg.dataset, cfg.val_split, cfg.audio_dir)
+    cache = TextCache(Path(cfg.cache_dir) / "text.sqlite")
+    try:
+        captions = list(dict.fromkeys(c for ds in (train_ds, val_ds) for c, _ in ds.captions()))
+        vectors = cache.embed(text_encoder, captions)
+    finally:
+        cache.close()
+    text = dict(zip(captions, vectors, strict=True))
+    teacher = teacher_matrix(model)
+    # One basis for both sides: the directions our captions and AudioSet's classes span.
+    basis = pca_basis(np.concatenate([teacher.numpy(), vectors]), cfg.joint_dim)
+    init_teacher_heads(model, teacher, basis)
+    backbone = config.encoder.weights.sha256 or config.encoder.weights.id
+    bf_train = backbone_features(model, train_ds, cfg.cache_dir, backbone, progress=progress)
+    bf_val = backbone_features(model, val_ds, cfg.cache_dir, backbone, progress=progress)
+    settings = HeadSettings(
+        steps=cfg.epochs * (cfg.steps_per_epoch or 100),
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        temperature=cfg.temperature,
+        distill=cfg.distill,
+        eval_every=cfg.steps_per_epoch or 100,
+        seed=cfg.seed,
+    )
+    log = fit_heads(
+        model,
+        _Split(train_ds, bf_train, text),
+        _Split(val_ds, bf_val, text),
+        teacher,
+        settings,
+        progress=progress,
+    )
+    out = save_model(model, cfg.out)
+    log.update(
+        model_id=model_id(model),
+        train_clips=len(train_ds),
+        train_windows=len(bf_train.window_clip),
+        val_clips=len(val_ds),
+        settings=settings.__dict__,
+        config=cfg.to_dict(),
+    )
+    (out / LOG_FILE).write_text(json.dumps(log, indent=2) + "\n")
+    return {"out": out, **log}
