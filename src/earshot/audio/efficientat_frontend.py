@@ -22,14 +22,16 @@ Upstream (github.com/fschmid56/EfficientAT) computes, in `models/preprocess.py`
 
 The filterbank is built here (`kaldi_mel_banks`), so torchaudio is not needed; the maths is
 Kaldi's (mel = 1127 ln(1 + f / 700), triangles that are linear on the mel axis, peak 1, no area
-normalisation, bin k at frequency k * sr / n_fft).
+normalisation, bin k at frequency k * sr / n_fft). In float32 the front end reproduces
+upstream's arithmetic step for step (its float32 window and filterbank included), which makes
+its output equal to upstream's, not merely close: the float32 filterbank alone differs from the
+exact one by up to 1.3e-5, which moves quiet log-mel bins by up to 2e-4.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,21 +44,23 @@ NORM_SHIFT = 4.5  # AugmentMelSTFT.forward: (melspec + 4.5) / 5.
 NORM_SCALE = 5.0
 
 
-def kaldi_mel_scale(freq: np.ndarray | float) -> np.ndarray:
-    """Kaldi's (and HTK's natural-log) mel scale: 1127 ln(1 + f / 700)."""
-    return 1127.0 * np.log1p(np.asarray(freq, dtype=np.float64) / 700.0)
-
-
 def kaldi_mel_banks(
-    n_mels: int, n_fft: int, sample_rate: float, fmin: float, fmax: float
-) -> np.ndarray:
-    """Kaldi-style triangular mel filters over the n_fft / 2 bins below Nyquist.
+    n_mels: int,
+    n_fft: int,
+    sample_rate: float,
+    fmin: float,
+    fmax: float,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Kaldi-style triangular mel filters below Nyquist: (n_mels, n_fft // 2) in `dtype`.
 
-    The filterbank of torchaudio's `compliance.kaldi.get_mel_banks` with vtln_warp_factor 1.0,
-    computed in float64: filter m spans mel points m, m + 1, m + 2 of n_mels + 2 points equally
-    spaced on the mel axis from mel(fmin) to mel(fmax); its weight at FFT bin k is
+    The filterbank of torchaudio's `compliance.kaldi.get_mel_banks` with vtln_warp_factor 1.0:
+    filter m spans mel points m, m + 1, m + 2 of n_mels + 2 points equally spaced on the mel
+    axis (mel = 1127 ln(1 + f / 700)) from mel(fmin) to mel(fmax); its weight at FFT bin k is
     max(0, min(up, down)) of the two linear slopes evaluated at mel(k * sample_rate / n_fft).
-    `fmax <= 0` means nyquist + fmax, as in Kaldi. Returns (n_mels, n_fft // 2), float64.
+    `fmax <= 0` means nyquist + fmax, as in Kaldi. The band edges are Python floats and the
+    rest is tensor arithmetic in `dtype`, in the order torchaudio evaluates it, so the default
+    float32 gives the very matrix upstream uses (rounding included); float64 is the exact one.
     """
     if n_mels <= 3:
         raise ValueError(f"need more than 3 mel bins, got {n_mels}")
@@ -69,24 +73,25 @@ def kaldi_mel_banks(
         raise ValueError(f"need 0 <= fmin < fmax <= nyquist, got fmin={fmin}, fmax={fmax}")
     mel_low = 1127.0 * math.log(1.0 + fmin / 700.0)
     mel_high = 1127.0 * math.log(1.0 + fmax / 700.0)
-    delta = (mel_high - mel_low) / (n_mels + 1)
-    m = np.arange(n_mels, dtype=np.float64)[:, None]
-    left = mel_low + m * delta
-    centre = mel_low + (m + 1.0) * delta
-    right = mel_low + (m + 2.0) * delta
-    bin_mel = kaldi_mel_scale(sample_rate / n_fft * np.arange(n_fft // 2))[None, :]
+    step = (mel_high - mel_low) / (n_mels + 1)
+    m = torch.arange(n_mels, dtype=dtype)[:, None]
+    left = mel_low + m * step
+    centre = mel_low + (m + 1.0) * step
+    right = mel_low + (m + 2.0) * step
+    bin_hz = (sample_rate / n_fft) * torch.arange(n_fft // 2, dtype=dtype)
+    bin_mel = (1127.0 * torch.log(1.0 + bin_hz / 700.0))[None, :]
     up = (bin_mel - left) / (centre - left)
     down = (right - bin_mel) / (right - centre)
-    return np.maximum(0.0, np.minimum(up, down))
+    return torch.clamp(torch.minimum(up, down), min=0.0)
 
 
-def efficientat_mel_matrix(config: AudioConfig) -> np.ndarray:
-    """The (n_mels, n_fft // 2 + 1) float32 matrix applied to the power spectrum: Kaldi's banks
-    plus a zero column for the Nyquist bin, as `AugmentMelSTFT.forward` pads them."""
+def efficientat_mel_matrix(config: AudioConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The (n_mels, n_fft // 2 + 1) matrix applied to the power spectrum: Kaldi's banks plus a
+    zero column for the Nyquist bin, as `AugmentMelSTFT.forward` pads them."""
     banks = kaldi_mel_banks(
-        config.n_mels, config.n_fft, config.sample_rate, config.fmin, config.fmax
+        config.n_mels, config.n_fft, config.sample_rate, config.fmin, config.fmax, dtype
     )
-    return np.pad(banks, ((0, 0), (0, 1))).astype(np.float32)
+    return F.pad(banks, (0, 1))
 
 
 class EfficientAtLogMel(nn.Module):
@@ -104,18 +109,13 @@ class EfficientAtLogMel(nn.Module):
         self.config = config
         self.win_length = config.win_length or config.n_fft
         # Buffers, not parameters: fixed, and kept out of the saved weights.
-        self.register_buffer(
-            "window",
-            torch.hann_window(self.win_length, periodic=False, dtype=torch.float64),
-            persistent=False,
-        )
-        self.register_buffer(
-            "preemphasis",
-            torch.tensor([[[-PREEMPHASIS, 1.0]]], dtype=torch.float64),
-            persistent=False,
-        )
-        mel = torch.from_numpy(efficientat_mel_matrix(config).astype(np.float64))
-        self.register_buffer("mel_basis", mel, persistent=False)
+        # Buffers in float32 and float64: the float32 ones are upstream's own values (torch's
+        # float32 Hann window, torchaudio's float32 filterbank), the float64 ones exact.
+        for suffix, dtype in (("", torch.float32), ("64", torch.float64)):
+            window = torch.hann_window(self.win_length, periodic=False, dtype=dtype)
+            self.register_buffer("window" + suffix, window, persistent=False)
+            mel = efficientat_mel_matrix(config, dtype)
+            self.register_buffer("mel_basis" + suffix, mel, persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         if waveform.dim() != 2:
@@ -128,21 +128,26 @@ class EfficientAtLogMel(nn.Module):
                 f"signal of {waveform.shape[1]} samples is too short for reflect padding "
                 f"(needs more than {n_fft // 2 + 1}); pad it first"
             )
-        dtype = torch.float64 if waveform.dtype == torch.float64 else torch.float32
-        x = F.conv1d(waveform.to(dtype).unsqueeze(1), self.preemphasis.to(dtype)).squeeze(1)
+        if waveform.dtype == torch.float64:
+            window, mel_basis = self.window64, self.mel_basis64
+        else:
+            window, mel_basis = self.window, self.mel_basis
+            waveform = waveform.float()
+        kernel = torch.tensor([[[-PREEMPHASIS, 1.0]]], dtype=waveform.dtype, device=waveform.device)
+        x = F.conv1d(waveform.unsqueeze(1), kernel).squeeze(1)
         spec = torch.stft(
             x,
             n_fft=n_fft,
             hop_length=self.config.hop_length,
             win_length=self.win_length,
-            window=self.window.to(dtype),
+            window=window,
             center=True,
             pad_mode="reflect",
             normalized=False,
             return_complex=True,
         )  # (batch, n_fft // 2 + 1, frames)
         power = torch.view_as_real(spec).square().sum(dim=-1)
-        mel = torch.matmul(self.mel_basis.to(dtype), power)  # (batch, n_mels, frames)
+        mel = torch.matmul(mel_basis, power)  # (batch, n_mels, frames)
         logmel = (torch.log(mel + LOG_OFFSET) + NORM_SHIFT) / NORM_SCALE
         return logmel.unsqueeze(1)
 

@@ -122,6 +122,31 @@ def write_av(
     return path
 
 
+def chirp_mix(seconds: float = 10.0, sample_rate: int = 32000, seed: int = 0) -> np.ndarray:
+    """A seeded, broadband test signal: (samples,) float32 in [-1, 1].
+
+    An exponential chirp rising from 60 Hz to 12 kHz over the whole signal, a linear chirp
+    falling from 9 kHz to 300 Hz, a 1 kHz tone burst of 0.1 s at every whole second, a decaying
+    click every 0.37 s and seeded white noise: energy at every frequency and time, onsets and
+    steady parts, so a front end or a tagger is checked across the spectrum. Computed in
+    float64, returned as float32; the same arguments give the same samples.
+    """
+    n = round(seconds * sample_rate)
+    t = np.arange(n, dtype=np.float64) / sample_rate
+    span = max(seconds, 1.0 / sample_rate)
+    f0, f1 = 60.0, 12000.0
+    k = np.log(f1 / f0) / span  # exponential chirp: phase = 2 pi f0 (e^{kt} - 1) / k
+    x = 0.25 * np.sin(2 * np.pi * f0 * np.expm1(k * t) / k)
+    g0, g1 = 9000.0, 300.0  # linear chirp: phase = 2 pi (g0 t + (g1 - g0) t^2 / (2 span))
+    x += 0.15 * np.sin(2 * np.pi * (g0 * t + (g1 - g0) * t * t / (2 * span)))
+    burst = (t % 1.0) < 0.1
+    x += 0.2 * burst * np.sin(2 * np.pi * 1000.0 * t)
+    since_click = t % 0.37
+    x += 0.3 * np.exp(-since_click * 200.0) * np.sin(2 * np.pi * 3000.0 * since_click)
+    x += 0.02 * np.random.default_rng(seed).standard_normal(n)
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
 def write_truncated(source: str | Path, dest: str | Path, fraction: float) -> Path:
     """Copy the first `fraction` of `source`'s bytes to `dest`, as an interrupted download."""
     data = Path(source).read_bytes()
