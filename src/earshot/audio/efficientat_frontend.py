@@ -108,9 +108,9 @@ class EfficientAtLogMel(nn.Module):
             raise ValueError(f"EfficientAtLogMel needs frontend='efficientat', got {config}")
         self.config = config
         self.win_length = config.win_length or config.n_fft
-        # Buffers, not parameters: fixed, and kept out of the saved weights.
-        # Buffers in float32 and float64: the float32 ones are upstream's own values (torch's
-        # float32 Hann window, torchaudio's float32 filterbank), the float64 ones exact.
+        # Buffers, not parameters: fixed, and kept out of the saved weights. The float32 ones
+        # are upstream's own values (torch's float32 Hann window, torchaudio's float32
+        # filterbank), the float64 ones exact.
         for suffix, dtype in (("", torch.float32), ("64", torch.float64)):
             window = torch.hann_window(self.win_length, periodic=False, dtype=dtype)
             self.register_buffer("window" + suffix, window, persistent=False)
@@ -133,6 +133,7 @@ class EfficientAtLogMel(nn.Module):
         else:
             window, mel_basis = self.window, self.mel_basis
             waveform = waveform.float()
+        window, mel_basis = window.to(waveform.dtype), mel_basis.to(waveform.dtype)
         kernel = torch.tensor([[[-PREEMPHASIS, 1.0]]], dtype=waveform.dtype, device=waveform.device)
         x = F.conv1d(waveform.unsqueeze(1), kernel).squeeze(1)
         spec = torch.stft(
@@ -147,7 +148,8 @@ class EfficientAtLogMel(nn.Module):
             return_complex=True,
         )  # (batch, n_fft // 2 + 1, frames)
         power = torch.view_as_real(spec).square().sum(dim=-1)
-        mel = torch.matmul(mel_basis, power)  # (batch, n_mels, frames)
+        with torch.autocast(device_type=power.device.type, enabled=False):  # as upstream
+            mel = torch.matmul(mel_basis, power)  # (batch, n_mels, frames)
         logmel = (torch.log(mel + LOG_OFFSET) + NORM_SHIFT) / NORM_SCALE
         return logmel.unsqueeze(1)
 
