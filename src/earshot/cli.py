@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default="cnn14", choices=["cnn14", "cnn10"])
     p.add_argument("--panns", metavar="PTH", help="PANNs checkpoint for the audio encoder")
     p.add_argument(
+        "--efficientat",
+        choices=["mn04", "mn10"],
+        help="EfficientAT's AudioSet backbone, named (not copied), with the heads set to its "
+        "teacher space: the no-training baseline (--joint-dim 384 makes it exact)",
+    )
+    p.add_argument(
         "--text-model",
         default="all-MiniLM-L6-v2",
         help="sentence-transformers name or folder (default: all-MiniLM-L6-v2)",

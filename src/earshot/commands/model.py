@@ -82,22 +82,12 @@ def cmd_info(args: argparse.Namespace) -> int:
             "name": c.encoder.name,
             "widths": list(c.encoder.widths),
             "embed_dim": c.encoder.embed_dim,
+            "tags": c.encoder.n_tags,
+            # A named backbone: where it comes from (never stored in the model folder)
+            "weights": c.encoder.weights.to_dict() if c.encoder.weights else None,
         },
         "text_model": {"name": c.text.model, "dim": c.text.dim},
-        "frontend": {
-            "sample_rate": c.audio.sample_rate,
-            "n_fft": c.audio.n_fft,
-            "win_length": c.audio.n_fft,
-            "hop_length": c.audio.hop_length,
-            "n_mels": c.audio.n_mels,
-            "fmin": c.audio.fmin,
-            "fmax": c.audio.fmax,
-            "window": "hann (periodic)",
-            "power": 2.0,
-            "log": "10*log10(max(x, 1e-10))",
-            "center": True,
-            "pad_mode": "reflect",
-        },
+        "frontend": _frontend_info(c.audio),
         "windows": {"window_s": c.audio.window_s, "hop_s": c.audio.hop_s},
         "parameters": n_params,
     }
@@ -113,15 +103,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         f" -> head -> {c.joint_dim}-d ({n_params / 1e6:.1f} M parameters in all)"
     )
     print(f"text        {c.text.model} ({c.text.dim}-d) -> head -> {c.joint_dim}-d")
+    if c.encoder.weights:
+        w = c.encoder.weights
+        print(f"backbone    {w.id}: {w.file} ({w.licence}), named, not stored; {w.url}")
     print(
-        f"frontend    {f['sample_rate']} Hz, n_fft {f['n_fft']} hann, hop {f['hop_length']}, "
-        f"{f['n_mels']} mels {f['fmin']:g}-{f['fmax']:g} Hz, {f['log']}, centred reflect"
+        f"frontend    {f['kind']}: {f['sample_rate']} Hz, n_fft {f['n_fft']} "
+        f"(window {f['win_length']}, {f['window']}), hop {f['hop_length']}, {f['n_mels']} "
+        f"mels {f['fmin']:g}-{f['fmax']:g} Hz, {f['log']}, centred reflect"
     )
     print(f"windows     {c.audio.window_s:g} s, hop {c.audio.hop_s:g} s")
     return 0
 
 
 def cmd_init_model(args: argparse.Namespace) -> int:
+    if args.efficientat:
+        return _init_teacher_model(args)
     from earshot.config import ModelConfig, TextConfig
     from earshot.encoders.audio import STANDARD_ENCODERS
     from earshot.encoders.panns import load_panns_checkpoint
@@ -144,3 +140,62 @@ def cmd_init_model(args: argparse.Namespace) -> int:
         f"{args.text_model}; the heads are untrained: train it before searching with it"
     )
     return 0
+
+
+def _init_teacher_model(args: argparse.Namespace) -> int:
+    """A model folder on EfficientAT's AudioSet backbone whose heads compute the teacher space:
+    the no-training baseline the general model is measured against. With the text encoder's
+    own width as joint_dim (`--joint-dim 384` for MiniLM) it is exactly Σ p² · sentence(tag);
+    narrower, the same through a PCA basis of the tag sentences."""
+    from earshot.encoders.text import load_text_encoder
+    from earshot.model.dual import JointModel
+    from earshot.model.io import model_id, save_model
+    from earshot.model.pretrained import attach_backbone, pretrained_config
+    from earshot.model.teacher import init_teacher_heads, pca_basis, teacher_matrix
+
+    text = load_text_encoder(args.text_model)
+    config = pretrained_config(args.efficientat, args.text_model, text.dim, args.joint_dim)
+    model = JointModel(config)
+    attach_backbone(model)
+    model.attach_text_encoder(text)
+    teacher = teacher_matrix(model)
+    basis = None if args.joint_dim == text.dim else pca_basis(teacher.numpy(), args.joint_dim)
+    init_teacher_heads(model, teacher, basis)
+    save_model(model, args.out)
+    print(
+        f"wrote {args.out} (id {model_id(model)}): the teacher space of {args.efficientat} "
+        f"(AudioSet tags read as sentences by {args.text_model}); untrained heads, no training "
+        f"data: the baseline a trained model must beat. The folder names the backbone "
+        f"({config.encoder.weights.file}) and does not hold it"
+    )
+    return 0
+
+
+def _frontend_info(audio) -> dict:
+    common = {
+        "kind": audio.frontend,
+        "sample_rate": audio.sample_rate,
+        "n_fft": audio.n_fft,
+        "win_length": audio.win_length or audio.n_fft,
+        "hop_length": audio.hop_length,
+        "n_mels": audio.n_mels,
+        "fmin": audio.fmin,
+        "fmax": audio.fmax,
+        "power": 2.0,
+        "center": True,
+        "pad_mode": "reflect",
+    }
+    if audio.frontend == "efficientat":
+        return {
+            **common,
+            "window": "hann (symmetric)",
+            "preemphasis": 0.97,
+            "mels": "kaldi",
+            "log": "(log(x + 1e-5) + 4.5) / 5",
+        }
+    return {
+        **common,
+        "window": "hann (periodic)",
+        "mels": "slaney",
+        "log": "10*log10(max(x, 1e-10))",
+    }

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from earshot.audio.features import LogMel
+from earshot.audio.efficientat_frontend import build_frontend
 from earshot.audio.windows import window_file
 from earshot.config import AudioConfig
 from earshot.errors import AudioDecodeError
@@ -94,17 +94,19 @@ def build_feature_cache(
 def _fill(
     path: Path, dataset: CaptionDataset, audio: AudioConfig, key: str, progress: bool, h5py
 ) -> None:
-    frames = 1 + audio.window_samples // audio.hop_length
+    frontend = build_frontend(audio)
+    with torch.no_grad():  # one window's shape: (frames, n_mels) for PANNs, transposed for others
+        shape = tuple(frontend(torch.zeros(1, audio.window_samples)).shape[2:])
     f = _open_partial(path, key, h5py)
     if f is None:
         f = h5py.File(path, "w")
         f.attrs.update(key=key, n_clips=len(dataset), clips_done=0)
         f.create_dataset(
             "logmel",
-            (0, frames, audio.n_mels),
-            maxshape=(None, frames, audio.n_mels),
+            (0, *shape),
+            maxshape=(None, *shape),
             dtype="float32",
-            chunks=(1, frames, audio.n_mels),
+            chunks=(1, *shape),
         )
         for name, dtype in [
             ("window_clip", "int32"),
@@ -114,7 +116,6 @@ def _fill(
         ]:
             f.create_dataset(name, (0,), maxshape=(None,), dtype=dtype)
         f.create_dataset("failed_reason", (0,), maxshape=(None,), dtype=h5py.string_dtype())
-    frontend = LogMel(audio)
     start = int(f.attrs["clips_done"])
     bar = _progress(len(dataset), start, f"log-mel {dataset.split}", progress)
     try:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from earshot.audio.windows import window_file
-from earshot.errors import AudioDecodeError
+from earshot.errors import AudioDecodeError, EarshotError
 from earshot.eval.evaluate import clip_scores
 from earshot.eval.metrics import per_query_metrics
 from earshot.model.dual import JointModel
@@ -258,11 +258,15 @@ def fit_heads(
         if step % settings.eval_every == 0 or step == settings.steps:
             score = score_split(model, val)
             history.append(
-                {"step": step, "loss": round(float(loss), 4), "val_mAP@10": round(score, 4)}
+                {
+                    "step": step,
+                    "loss": round(float(loss.detach()), 4),
+                    "val_mAP@10": round(score, 4),
+                }
             )
             if progress:
                 print(
-                    f"step {step}: loss {float(loss):.4f}, val mAP@10 {score:.4f} "
+                    f"step {step}: loss {float(loss.detach()):.4f}, val mAP@10 {score:.4f} "
                     f"({time.perf_counter() - start:.0f} s)",
                     file=sys.stderr,
                 )
@@ -297,20 +301,32 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
     """`earshot train` for a config with `backbone` set: the frozen backbone, the teacher
     start, the heads fitted on cached backbone features; the model folder lands in `cfg.out`."""
     from earshot.encoders.text import load_text_encoder
-    from earshot.model.io import model_id, save_model
-    from earshot.model.pretrained import attach_backbone, pretrained_config
+    from earshot.model.io import load_model, model_id, save_model
+    from earshot.model.pretrained import attach_backbone, has_backbone, pretrained_config
     from earshot.model.teacher import init_teacher_heads, pca_basis, teacher_matrix
     from earshot.train.cache import TextCache
     from earshot.train.datasets import load_dataset
 
     torch.manual_seed(cfg.seed)
-    text_encoder = load_text_encoder(cfg.text_model)
-    config = pretrained_config(
-        cfg.encoder, cfg.text_model, text_encoder.dim, cfg.joint_dim, cfg.window_s, cfg.hop_s
-    )
-    model = JointModel(config)
-    attach_backbone(model, progress=progress)
-    model.attach_text_encoder(text_encoder)
+    if cfg.init:
+        # Start from a model folder on a named backbone (its heads, e.g. a teacher folder
+        # written by `earshot init-model --efficientat`), not from the teacher start.
+        model = load_model(cfg.init)
+        if not has_backbone(model.config) or not _reads_tags(model):
+            raise EarshotError(
+                f"init '{cfg.init}' is not a model on a named tagging backbone; "
+                "heads-only training needs one (earshot init-model DIR --efficientat mn04)"
+            )
+        text_encoder = model.text_encoder
+    else:
+        text_encoder = load_text_encoder(cfg.text_model)
+        config = pretrained_config(
+            cfg.encoder, cfg.text_model, text_encoder.dim, cfg.joint_dim, cfg.window_s, cfg.hop_s
+        )
+        model = JointModel(config)
+        attach_backbone(model, progress=progress)
+        model.attach_text_encoder(text_encoder)
+    config = model.config
     model.eval()
     train_ds = load_dataset(cfg.dataset, cfg.train_split, cfg.audio_dir)
     val_ds = load_dataset(cfg.dataset, cfg.val_split, cfg.audio_dir)
@@ -322,9 +338,10 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
         cache.close()
     text = dict(zip(captions, vectors, strict=True))
     teacher = teacher_matrix(model)
-    # One basis for both sides: the directions our captions and AudioSet's classes span.
-    basis = pca_basis(np.concatenate([teacher.numpy(), vectors]), cfg.joint_dim)
-    init_teacher_heads(model, teacher, basis)
+    if not cfg.init:
+        # One basis for both sides: the directions our captions and AudioSet's classes span.
+        basis = pca_basis(np.concatenate([teacher.numpy(), vectors]), config.joint_dim)
+        init_teacher_heads(model, teacher, basis)
     backbone = config.encoder.weights.sha256 or config.encoder.weights.id
     bf_train = backbone_features(model, train_ds, cfg.cache_dir, backbone, progress=progress)
     bf_val = backbone_features(model, val_ds, cfg.cache_dir, backbone, progress=progress)

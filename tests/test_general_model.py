@@ -1,0 +1,215 @@
+"""Models on a named pretrained backbone: the folder holds only our heads, the backbone resolves
+at load time, the teacher space is exact, the heads train, and `default` picks the general
+model only where its backbone resolves. A fake backbone (our own random weights in EfficientAT's
+layout, `earshot.testing.backbone`) stands in for the real one; tests of the real one are at the
+end and skip without ../shared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from earshot.errors import ModelLoadError
+from earshot.model.dual import JointModel
+from earshot.model.io import WEIGHTS_FILE, load_model, model_id, save_model
+from earshot.model.pretrained import attach_backbone
+from earshot.model.teacher import init_teacher_heads, pca_basis, teacher_matrix
+from earshot.testing.audio import chirp_mix
+from earshot.testing.backbone import fake_general_config, write_fake_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fake_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(scope="module")
+def fake(fake_dir):
+    return write_fake_backbone(fake_dir)
+
+
+@pytest.fixture
+def weights_env(fake, fake_dir, monkeypatch, tmp_path):
+    """The fake backbone resolves through $EARSHOT_WEIGHTS_DIR; the cache is the test's own."""
+    monkeypatch.setenv("EARSHOT_WEIGHTS_DIR", str(fake_dir))
+    monkeypatch.setenv("EARSHOT_CACHE_DIR", str(tmp_path / "cache"))
+    return fake
+
+
+def _teacher_model(fake, tiny_text_dir, joint_dim=16) -> JointModel:
+    from earshot.encoders.text import load_text_encoder
+
+    text = load_text_encoder(str(tiny_text_dir))
+    config = fake_general_config(*fake, str(tiny_text_dir), text.dim, joint_dim)
+    model = JointModel(config)
+    attach_backbone(model, progress=False)
+    model.attach_text_encoder(text)
+    teacher = teacher_matrix(model)
+    basis = None if joint_dim == text.dim else pca_basis(teacher.numpy(), joint_dim)
+    init_teacher_heads(model, teacher, basis)
+    return model.eval()
+
+
+def test_folder_names_the_backbone_and_stores_only_heads(weights_env, tiny_text_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    model = _teacher_model(weights_env, tiny_text_dir)
+    assert model.tag_names[:2] == ("Tone", "Noise") and len(model.tag_names) == 527
+    out = save_model(model, tmp_path / "m")
+    stored = load_file(str(out / WEIGHTS_FILE))
+    assert stored and not any(k.startswith("audio_encoder.") for k in stored)
+    assert set(stored) == {
+        "audio_head.weight",
+        "audio_head.bias",
+        "text_head.weight",
+        "text_head.bias",
+    }
+    config = json.loads((out / "config.json").read_text())
+    ref = config["encoder"]["weights"]
+    assert ref["sha256"] == weights_env[0].sha256 and ref["url"].startswith("http")
+    again = load_model(out)
+    assert model_id(again) == model_id(model)
+    x = torch.from_numpy(chirp_mix(1.0, seed=3))[None]
+    v1, t1 = model.encode_audio_tagged(x)
+    v2, t2 = again.encode_audio_tagged(x)
+    assert torch.equal(v1, v2) and torch.equal(t1, t2)
+    assert t1.shape == (1, 527) and float(t1.min()) >= 0 and float(t1.max()) <= 1
+
+
+def test_a_missing_backbone_is_a_clear_error(weights_env, tiny_text_dir, tmp_path, monkeypatch):
+    out = save_model(_teacher_model(weights_env, tiny_text_dir), tmp_path / "m")
+    monkeypatch.setenv("EARSHOT_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("EARSHOT_SHARED_DIR", str(tmp_path / "no-shared"))
+    monkeypatch.setenv("EARSHOT_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match=weights_env[0].file):
+        load_model(out)
+
+
+def test_teacher_space_is_the_tag_weighted_sum_of_tag_sentences(weights_env, tiny_text_dir):
+    model = _teacher_model(weights_env, tiny_text_dir, joint_dim=16)  # identity: exact
+    x = torch.from_numpy(np.stack([chirp_mix(1.0, seed=s) for s in range(3)]))
+    vectors, tags = model.encode_audio_tagged(x)
+    sentences = teacher_matrix(model)
+    expected = F.normalize(tags.square() @ sentences, dim=-1)
+    assert torch.allclose(vectors, expected, atol=1e-5)
+    query = model.encode_text(["the sound of tone"])
+    plain = F.normalize(model.text_encoder.encode(["the sound of tone"]).float(), dim=-1)
+    assert torch.allclose(query, plain, atol=1e-6)
+
+
+def test_pca_basis_is_orthonormal_and_keeps_most_length():
+    rng = np.random.default_rng(0)
+    low = rng.standard_normal((200, 4)) @ rng.standard_normal((4, 12))
+    basis = pca_basis(low, 4)
+    assert np.allclose(basis @ basis.T, np.eye(4), atol=1e-5)
+    kept = np.linalg.norm(low @ basis.T, axis=1) / np.linalg.norm(low, axis=1)
+    assert kept.min() > 0.999
+    with pytest.raises(ValueError):
+        pca_basis(low, 13)
+
+
+def test_default_prefers_general_only_where_its_backbone_resolves(
+    weights_env, tiny_text_dir, tmp_path, monkeypatch, capsys
+):
+    import earshot.model.io as model_io
+
+    general = save_model(_teacher_model(weights_env, tiny_text_dir), tmp_path / "general")
+    monkeypatch.setattr(model_io, "GENERAL_DIR", general)
+    monkeypatch.delenv("EARSHOT_DEFAULT_MODEL", raising=False)
+    assert model_io.choose_default_model() == general
+    assert capsys.readouterr().err == ""
+    # Offline, nothing cached, no shared folder: the compact model, and one line saying why.
+    monkeypatch.setenv("EARSHOT_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("EARSHOT_SHARED_DIR", str(tmp_path / "no-shared"))
+    monkeypatch.setenv("EARSHOT_OFFLINE", "1")
+    assert model_io.choose_default_model() == model_io.DEFAULT_DIR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compact model" in err[0]
+    assert "earshot weights fetch fake-mn04" in err[0]
+    monkeypatch.setenv("EARSHOT_DEFAULT_MODEL", "nonsense")
+    with pytest.raises(ModelLoadError, match="EARSHOT_DEFAULT_MODEL"):
+        model_io.choose_default_model()
+
+
+def test_train_general_beats_or_keeps_its_teacher_start(weights_env, tiny_text_dir, tmp_path):
+    """A run on a small synthetic recipe: step 0 (the teacher) is scored, the best step lands
+    in the folder, and the folder loads with the backbone resolved again."""
+    from earshot.testing.datasets import write_labels_dataset
+    from earshot.train.config import TrainConfig
+    from earshot.train.heads import LOG_FILE, train_general
+
+    data = write_labels_dataset(tmp_path / "data", per_class={"1": 6, "2": 3}, seconds=1.0)
+    start = save_model(_teacher_model(weights_env, tiny_text_dir, 12), tmp_path / "teacher")
+    cfg = TrainConfig(
+        init=str(start),
+        dataset=str(data),
+        train_split="fold=1",
+        val_split="fold=2",
+        encoder="mn04",
+        text_model=str(tiny_text_dir),
+        joint_dim=12,
+        window_s=1.0,
+        hop_s=0.5,
+        epochs=4,
+        steps_per_epoch=10,
+        batch_size=8,
+        lr=1e-2,
+        distill=0.5,
+        out=str(tmp_path / "run"),
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+    )
+    result = train_general(cfg, progress=False)
+    log = json.loads((tmp_path / "run" / LOG_FILE).read_text())
+    scores = [h["val_mAP@10"] for h in log["history"]]
+    assert log["history"][0]["step"] == 0 and len(scores) == 5
+    assert result["best_val_mAP@10"] == max(scores) >= scores[0]
+    model = load_model(tmp_path / "run")
+    assert model_id(model) == log["model_id"]
+    # Caches were written and a second run reuses them (no second backbone pass).
+    assert list((tmp_path / "cache").glob("backbone-*.npz"))
+
+
+# -- the real backbone, where ../shared is present ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_teacher(shared_data, tmp_path_factory):
+    from earshot.cli import main
+
+    out = tmp_path_factory.mktemp("teacher") / "m"
+    assert main(["init-model", str(out), "--efficientat", "mn04", "--joint-dim", "384"]) == 0
+    return load_model(out)
+
+
+@pytest.mark.realdata
+def test_real_teacher_ranks_everyday_sounds(real_teacher, shared_data):
+    from earshot.audio.windows import window_file
+
+    clips = {
+        "a jackhammer": shared_data / "urbansound8k-derived/audio/73623-7-6-0.ogg",
+    }
+    rows = [
+        r.split(",") for r in (shared_data / "sfx-pool" / "labels.csv").read_text().splitlines()
+    ]
+    by_label = {}
+    for r in rows[1:]:
+        by_label.setdefault(r[1], r[0])
+    for label in ("glass breaking", "footsteps on gravel", "rain", "door closing"):
+        if label in by_label:
+            clips[label] = shared_data / "sfx-pool" / by_label[label]
+    vecs = []
+    for path in clips.values():
+        w = np.stack([x.samples for x in window_file(path, real_teacher.config.audio)])
+        vecs.append(real_teacher.encode_audio(w).max(dim=0).values)
+    audio = F.normalize(torch.stack(vecs), dim=-1)
+    text = real_teacher.encode_text(list(clips))
+    ranks = (text @ audio.T).argmax(dim=1)
+    assert (ranks == torch.arange(len(clips))).float().mean() >= 0.6
