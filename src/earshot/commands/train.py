@@ -69,6 +69,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         for key, value in evaluate_queries(model, dataset, store, queries, **settings).items():
             report[f"{prefix}{key}"] = value
+        if args.split == "test":
+            # Labels read from file names: also scored with real human captions that name them.
+            captions = recipe.caption_queries()
+            if captions:
+                scored = evaluate_queries(model, dataset, store, captions, **settings)
+                for key, value in scored.items():
+                    report[f"held_out_captions_{key}"] = value
         mixable = [name for name, spec in recipe.labels.items() if spec.mix]
         mixtures = evaluate_mixtures(model, dataset, store, queries, mixable, **settings)
         if mixtures is not None:

@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from earshot.train.datasets import CaptionDataset, Clip, DatasetError
-from earshot.train.mining import compile_rules, mine_captions, normalise, read_corpus
+from earshot.train.mining import (
+    compile_rules,
+    mine_by_label_words,
+    mine_captions,
+    normalise,
+    read_corpus,
+)
 from earshot.train.splits import SPLIT_NAMES, SourceSpec, is_zeroshot, source_rows, stable_hash
 
 
@@ -66,6 +72,7 @@ class Recipe:
     val_captions: int
     mining: dict[str, Any]
     auto_templates: tuple[str, ...] = ("the sound of {np}",)
+    caption_spec: dict[str, Any] = field(default_factory=dict)
     _mined: dict[str, list[str]] | None = field(default=None, repr=False)
 
     # -- captions -------------------------------------------------------------------------
@@ -123,6 +130,29 @@ class Recipe:
     def queries(self) -> dict[str, list[str]]:
         """The held-out paraphrases per label (labels without any are left out)."""
         return {n: list(s.queries) for n, s in self.labels.items() if s.queries}
+
+    def caption_queries(self) -> dict[str, list[str]]:
+        """Real human captions (from `[caption_queries] corpora`) as held-out queries for the
+        labels read from file names: sentences holding every content word of the label's name
+        (train/mining.py `mine_by_label_words`), never a training caption or another query."""
+        spec = self.caption_spec
+        if not spec:
+            return {}
+        labels = [n for n, s in self.labels.items() if s.auto and s.queries]
+        sentences: list[str] = []
+        for rel, column in spec.get("corpora", []):
+            path = self.root / rel
+            if path.is_file():
+                sentences += read_corpus(path, column)
+        forbidden = [c for label in self.labels for c, _ in self.training_captions(label)]
+        forbidden += self.all_queries() + self.all_val_queries()
+        return mine_by_label_words(
+            sentences,
+            labels,
+            per_label=int(spec.get("per_label", 5)),
+            max_words=int(spec.get("max_words", 14)),
+            forbidden=forbidden,
+        )
 
     def val_queries(self) -> dict[str, list[str]]:
         """The val split's paraphrases per label: what validation (and model selection) scores."""
@@ -318,6 +348,7 @@ def load_recipe(path: str | Path) -> Recipe:
         sentence_templates=_strings(t.get("s", ["{s}"]), "templates.s"),
         mixture_templates=_strings(t.get("mixture", ["{s1} and {s2}"]), "templates.mixture"),
         auto_templates=_strings(t.get("auto", ["the sound of {np}"]), "templates.auto"),
+        caption_spec=dict(doc.get("caption_queries", {})),
         val_captions=int(doc.get("val_captions", 5)),
         mining=doc.get("mining", {}),
     )

@@ -97,7 +97,8 @@ def _carved_rows(
     csv_path: Path,
 ) -> Iterator[tuple[str, Path, str, str]]:
     """Test by whole groups: a group is test when a hash of its name (not of the source's,
-    so two sources over one folder agree on a shared recording) falls under the fraction (and every clip of a zero-shot label is test); the rest is train (and val)."""
+    so two sources over one folder agree on a shared recording) falls under the fraction, and
+    every clip of a zero-shot label is test; the rest is train (and val)."""
     rows = _select(rows, source.train, csv_path)
     group = source.test_group or "file"
     if group not in rows[0]:
