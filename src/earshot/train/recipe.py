@@ -296,10 +296,10 @@ def load_recipe(path: str | Path) -> Recipe:
         val = s.get("val", {})
         test = s.get("test")
         carve = test if isinstance(test, dict) else {}
-        if sorted(set(carve) - {"group", "fraction"}):
+        if sorted(set(carve) - {"group", "fraction", "every_label"}):
             raise DatasetError(
-                f"recipe '{path}': source '{s.get('name')}' test carve takes group and "
-                f"fraction, got {sorted(carve)}"
+                f"recipe '{path}': source '{s.get('name')}' test carve takes group, "
+                f"fraction and every_label, got {sorted(carve)}"
             )
         unknown = sorted(set(val) - {"group", "fraction", "every_label"})
         if unknown:
@@ -316,6 +316,7 @@ def load_recipe(path: str | Path) -> Recipe:
                 test=None if carve else test,
                 test_group=carve.get("group"),
                 test_fraction=float(carve.get("fraction", 0.0)),
+                test_every_label=int(carve.get("every_label", 0)),
                 auto_labels=bool(s.get("auto_labels", False)),
                 val_group=val.get("group"),
                 val_fraction=float(val.get("fraction", 0.0)),

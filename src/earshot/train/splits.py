@@ -40,6 +40,9 @@ class SourceSpec:
     # `test = { group = "recording", fraction = 0.2 }`. Then `test` is None.
     test_group: str | None = None
     test_fraction: float = 0.0
+    # ... plus, for each label with `test_every_label` or more groups and none in test, its
+    # group with the lowest hash: a test split that scores every label seen often enough.
+    test_every_label: int = 0
     # Every label of the CSV is the recipe's, described by its own words (`auto_labels`).
     auto_labels: bool = False
     # Labels held out of training entirely (their clips are test only, keyed
@@ -114,6 +117,19 @@ def _carved_rows(
     # same take under another label must not teach the model the held-out sound.
     held_groups = {r[group] for r in rows if label_of(r) in zeroshot}
     in_test = [r[group] in held_groups or stable_hash(f"test\0{r[group]}") < cut for r in rows]
+    if source.test_every_label:
+        groups_of: dict[str, set[str]] = {}
+        tested: set[str] = set()
+        for r, t in zip(rows, in_test, strict=True):
+            groups_of.setdefault(label_of(r), set()).add(r[group])
+            if t:
+                tested.add(label_of(r))
+        added = {
+            min(groups, key=lambda g: stable_hash(f"test\0{g}"))
+            for label, groups in groups_of.items()
+            if label not in tested and len(groups) >= source.test_every_label
+        }
+        in_test = [t or r[group] in added for r, t in zip(rows, in_test, strict=True)]
     if split == "test":
         picked = [r for r, t in zip(rows, in_test, strict=True) if t]
         plain = [r for r in picked if label_of(r) not in zeroshot]
