@@ -149,6 +149,8 @@ def test_standard_configs():
     assert STANDARD_AUDIO["mn04"] == EFFICIENTAT_AUDIO
     with pytest.raises(ValueError, match="384-d embedding"):
         build_audio_encoder(EncoderConfig("mn04", (), 512, width=0.4, n_tags=527), 128)
+    with pytest.raises(ValueError, match="width-0.4 model"):
+        build_audio_encoder(EncoderConfig("mn04", (), 960, width=1.0, n_tags=527), 128)
 
 
 def test_forward_shapes_and_determinism(mn04):

@@ -210,6 +210,12 @@ class EfficientAtMN(nn.Module):
         super().__init__()
         if config.n_tags <= 0:
             raise ValueError(f"{config.name} needs n_tags > 0 (its classifier), got {config}")
+        named = MN_WIDTHS.get(config.name)
+        if named is not None and config.width != named:
+            raise ValueError(
+                f"{config.name} is EfficientAT's width-{named:g} model, config says width "
+                f"{config.width:g}"
+            )
         expected = mn_embed_dim(config.width)
         if config.embed_dim != expected:
             raise ValueError(
