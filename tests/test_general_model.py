@@ -173,8 +173,18 @@ def test_train_general_beats_or_keeps_its_teacher_start(weights_env, tiny_text_d
     assert result["best_val_mAP@10"] == max(scores) >= scores[0]
     model = load_model(tmp_path / "run")
     assert model_id(model) == log["model_id"]
-    # Caches were written and a second run reuses them (no second backbone pass).
-    assert list((tmp_path / "cache").glob("backbone-*.npz"))
+    # One cache file per clip; a second pass over the same audio runs no backbone at all.
+    from earshot.train.datasets import load_dataset
+    from earshot.train.heads import backbone_features
+
+    cached = list((tmp_path / "cache").glob("backbone-*/*/*.npz"))
+    assert len(cached) == 27  # 3 classes x (6 train + 3 val) clips
+    dataset = load_dataset(str(data), "fold=2")
+    first = backbone_features(model, dataset, cfg.cache_dir, "x", progress=False)
+    model.audio_features = None  # would fail if called
+    again = backbone_features(model, dataset, cfg.cache_dir, "x", progress=False)
+    assert np.array_equal(first.features, again.features)
+    assert np.array_equal(first.window_clip, again.window_clip)
 
 
 # -- the real backbone, where ../shared is present ---------------------------------------------

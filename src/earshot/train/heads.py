@@ -57,18 +57,29 @@ class BackboneFeatures:
         return 1.0 / (1.0 + np.exp(-self.logits))
 
 
-def _features_key(model: JointModel, dataset: CaptionDataset, backbone_id: str) -> str:
-    h = hashlib.sha256(
+def features_folder(model: JointModel, cache_dir: str | Path, backbone_id: str) -> Path:
+    """Where one backbone's per-clip outputs are cached: keyed by everything they depend on
+    but the audio (the frontend settings, the encoder, the backbone's hash, the head input)."""
+    key = hashlib.sha256(
         json.dumps(
-            [FEATURES_VERSION, model.config.audio.__dict__, model.config.encoder.name, backbone_id],
+            [
+                FEATURES_VERSION,
+                model.config.audio.__dict__,
+                model.config.encoder.name,
+                backbone_id,
+                _reads_tags(model),
+            ],
             sort_keys=True,
             default=str,
         ).encode()
-    )
-    for clip in dataset.clips:
-        st = clip.path.stat()
-        h.update(f"\0{clip.key}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+    ).hexdigest()[:16]
+    return Path(cache_dir) / f"backbone-{key}"
+
+
+def _clip_file(folder: Path, path: Path) -> Path:
+    st = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+    return folder / key[:2] / f"{key}.npz"
 
 
 @torch.no_grad()
@@ -80,55 +91,79 @@ def backbone_features(
     batch_size: int = 16,
     progress: bool = True,
 ) -> BackboneFeatures:
-    """Every window of every clip through the frontend and the frozen encoder, once; cached in
-    `cache_dir` under a key of the clips' files, the audio settings and the backbone's hash."""
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() else "_" for c in dataset.split)
-    path = cache_dir / f"backbone-{safe}-{_features_key(model, dataset, backbone_id)}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return BackboneFeatures(z["features"], z["logits"], z["window_clip"])
+    """Every window of every clip through the frontend and the frozen encoder, once.
+
+    Cached per clip (a file's path, size and mtime) under `features_folder`, so a new split of
+    the same audio costs nothing and a killed run keeps every clip it finished; each clip's
+    file lands whole (write, then rename)."""
+    folder = features_folder(model, cache_dir, backbone_id)
     model.eval()
-    feats, logits, owners = [], [], []
+    per_clip: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    todo = []
+    for i, clip in enumerate(dataset.clips):
+        target = _clip_file(folder, clip.path)
+        if target.is_file():
+            with np.load(target) as z:
+                per_clip[i] = (z["features"], z["logits"])
+        else:
+            todo.append(i)
     pending: list[np.ndarray] = []
-    pending_clip: list[int] = []
+    owners: list[int] = []
+    done: dict[int, list] = {}
+    remaining: dict[int, int] = {}
 
     def flush() -> None:
-        x = torch.from_numpy(np.stack(pending))
-        f, lg = model.audio_features(model.frontend(x))
-        feats.append(f.numpy())
-        logits.append(lg.numpy())
-        owners.extend(pending_clip)
+        f, lg = model.audio_features(model.frontend(torch.from_numpy(np.stack(pending))))
+        for row, i in enumerate(owners):
+            done[i][0].append(f[row].numpy())
+            done[i][1].append(lg[row].numpy())
+            remaining[i] -= 1
+            if remaining[i] == 0:
+                _finish(i)
         pending.clear()
-        pending_clip.clear()
+        owners.clear()
 
-    bar = _bar(len(dataset), f"backbone {dataset.split}", progress)
+    def _finish(i: int) -> None:
+        feats = np.stack(done[i][0]).astype(np.float32)
+        logits = np.stack(done[i][1]).astype(np.float32)
+        per_clip[i] = (feats, logits)
+        target = _clip_file(folder, dataset.clips[i].path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, features=feats, logits=logits)
+        os.replace(tmp, target)
+        del done[i]
+
+    bar = _bar(len(todo), f"backbone {dataset.split}", progress and bool(todo))
     failed = 0
-    for i, clip in enumerate(dataset.clips):
+    for i in todo:
         try:
-            for w in window_file(clip.path, model.config.audio):
-                pending.append(w.samples)
-                pending_clip.append(i)
-                if len(pending) == batch_size:
-                    flush()
+            windows = [w.samples for w in window_file(dataset.clips[i].path, model.config.audio)]
         except AudioDecodeError:
             failed += 1
+            windows = []
+        if windows:
+            done[i] = ([], [])
+            remaining[i] = len(windows)
+            for w in windows:
+                pending.append(w)
+                owners.append(i)
+                if len(pending) == batch_size:
+                    flush()
         bar.update(1)
     if pending:
         flush()
     bar.close()
     if failed:
         print(f"backbone {dataset.split}: {failed} clip(s) could not be decoded", file=sys.stderr)
-    out = BackboneFeatures(
-        np.concatenate(feats).astype(np.float32),
-        np.concatenate(logits).astype(np.float32),
-        np.asarray(owners, dtype=np.int64),
+    order = sorted(per_clip)
+    if not order:
+        raise EarshotError(f"no clip of split '{dataset.split}' could be decoded")
+    return BackboneFeatures(
+        np.concatenate([per_clip[i][0] for i in order]),
+        np.concatenate([per_clip[i][1] for i in order]),
+        np.concatenate([np.full(len(per_clip[i][0]), i, dtype=np.int64) for i in order]),
     )
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, features=out.features, logits=out.logits, window_clip=out.window_clip)
-    os.replace(tmp, path)
-    return out
 
 
 def _bar(total: int, desc: str, enabled: bool):
