@@ -240,6 +240,59 @@ def test_filters_and_errors_show(browser, server):
     assert "folder must be an absolute path" in d.find_element(By.ID, "banner").text
 
 
+@pytest.fixture(scope="module")
+def tagged_server(tmp_path_factory, tiny_text_dir):
+    """A catalogue indexed by test_tags' stand-in tagging model ("Tone", "Noise", ...)."""
+    from earshot.index.build import Indexer
+    from earshot.model.io import save_model
+    from earshot.testing.models import tiny_model
+    from test_tags import tagged, write_library
+
+    base = tmp_path_factory.mktemp("serve-browser-tags")
+    write_library(base / "library")
+    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), base / "model")
+    with Catalogue(base / "c.sqlite") as cat:
+        model = tagged(load_model(base / "model"))
+        Indexer(cat, model, workers=1, progress=False).run([str(base / "library")])
+    cat = Catalogue(base / "c.sqlite", readonly=True)
+    with ServerThread(create_app(cat, load_model(base / "model"), Settings())) as running:
+        yield running
+    cat.close()
+
+
+def test_tag_chips_filter_by_their_tag(browser, tagged_server, shots):
+    d = browser
+    open_page(d, tagged_server)
+    wait(d, lambda d: d.find_element(By.ID, "tag-filter").is_displayed(), "the tag filter")
+    search(d, "a sound")
+    chips = d.find_elements(By.CSS_SELECTOR, "#results .hit .tag-chip")
+    assert chips and all(c.is_displayed() for c in chips)
+    d.save_screenshot(str(shots / "browser-tags.png"))
+    noise = next(c for c in chips if c.get_attribute("data-tag") == "Noise")
+    noise.click()
+    wait(d, lambda d: "(filtered)" in d.find_element(By.ID, "status").text, "tag-filtered results")
+    names = {h["name"] for h in hits_on_screen(d)}
+    assert names == {"traffic.wav", "hiss.flac", "mixed.wav"}
+    assert "tag=Noise" in d.current_url
+    chosen = d.find_element(By.CSS_SELECTOR, "#tag-chosen .tag-chip")
+    assert chosen.get_attribute("data-tag") == "Noise"
+
+    # The filter box adds a second tag (all must match); with no text, the tags alone list.
+    box = d.find_element(By.ID, "tag")
+    box.send_keys("tone", Keys.ENTER)
+    wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#tag-chosen .tag-chip")) == 2, "2 tags")
+    wait(d, lambda d: {h["name"] for h in hits_on_screen(d)} == {"mixed.wav"}, "tone + noise")
+    d.find_element(By.ID, "q").clear()
+    d.find_element(By.ID, "q").send_keys(Keys.ENTER)
+    wait(d, lambda d: "tagged “Noise” + “tone”" in d.find_element(By.ID, "status").text, "list")
+    assert {h["name"] for h in hits_on_screen(d)} == {"mixed.wav"}
+
+    # Clicking a chosen tag removes it.
+    for _ in range(2):
+        d.find_element(By.CSS_SELECTOR, "#tag-chosen .tag-chip").click()
+    wait(d, lambda d: not d.find_element(By.ID, "tag-chosen").is_displayed(), "no tags left")
+
+
 def test_narrow_screen_has_no_sideways_scroll(browser, server, shots):
     d = browser
     open_page(d, server, width=400, height=800, mobile=True)

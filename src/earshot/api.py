@@ -45,9 +45,22 @@ class Index:
             self._searcher = Searcher(self.catalogue, self.model)
         return self._searcher
 
-    def search(self, text: str, k: int = 10, hybrid: bool = False, **filters):
-        """Files that sound like `text`, best first, each with its best-matching window."""
-        return self.searcher().search_text(text, k, _filters(filters), hybrid=hybrid)
+    def search(self, text: str | None = None, k: int = 10, hybrid: bool = False, **filters):
+        """Files that sound like `text`, best first, each with its best-matching window.
+
+        Filters: folder, min_duration, max_duration, formats, and for a catalogue indexed by a
+        tagging model tags=["Dog", ...] (every one required, any case; some window of the file
+        has it at >= tag_min, default 0.3). With tags and no text: the files having the tags,
+        likeliest first (`search_tags`).
+        """
+        chosen = _filters(filters)
+        if not (text and text.strip()) and chosen.tags:
+            return self.searcher().search_tags((), k, chosen)
+        return self.searcher().search_text(text or "", k, chosen, hybrid=hybrid)
+
+    def search_tags(self, tags, k: int = 10, **filters):
+        """Files having every one of `tags` (sound tag names), likeliest first."""
+        return self.searcher().search_tags(tags, k, _filters(filters))
 
     def search_like(
         self,
@@ -79,12 +92,15 @@ def _filters(kwargs: dict):
     formats = kwargs.pop("formats", None)
     if isinstance(formats, str):
         formats = (formats,)
+    tags = kwargs.pop("tags", None)
+    if tags is not None and not isinstance(tags, str):
+        tags = tuple(tags)
     try:
-        return Filters(formats=tuple(formats) if formats else None, **kwargs)
+        return Filters(formats=tuple(formats) if formats else None, tags=tags, **kwargs)
     except TypeError:
         raise TypeError(
             f"unknown filter(s): {', '.join(kwargs)}; "
-            "use folder, min_duration, max_duration, formats"
+            "use folder, min_duration, max_duration, formats, tags, tag_min"
         ) from None
 
 

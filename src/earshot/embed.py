@@ -17,19 +17,22 @@ class WindowEmbedding:
     start_s: float
     end_s: float
     vector: np.ndarray  # (joint_dim,) float32, unit norm
+    # (len(model.tag_names),) float32 tag probabilities in [0, 1]; None for a model without tags
+    tags: np.ndarray | None = None
 
 
 def embed_windows(
     model: JointModel, windows: Iterator[Window], batch_size: int = 8, precision: str = "fp32"
 ) -> Iterator[WindowEmbedding]:
-    """Embed windows in batches of `batch_size` as they arrive."""
+    """Embed windows in batches of `batch_size` as they arrive (with each window's tag
+    probabilities when the model tags windows)."""
     batch: list[Window] = []
 
     def flush() -> Iterator[WindowEmbedding]:
         samples = np.stack([w.samples for w in batch])  # (batch, window_samples)
-        vectors = model.encode_audio(samples, batch_size=len(batch), precision=precision).numpy()
-        for w, v in zip(batch, vectors, strict=True):
-            yield WindowEmbedding(w.start_s, w.end_s, v)
+        vectors, tags = encode_windows(model, samples, len(batch), precision)
+        for i, (w, v) in enumerate(zip(batch, vectors, strict=True)):
+            yield WindowEmbedding(w.start_s, w.end_s, v, None if tags is None else tags[i])
         batch.clear()
 
     for window in windows:
@@ -38,6 +41,17 @@ def embed_windows(
             yield from flush()
     if batch:
         yield from flush()
+
+
+def encode_windows(
+    model: JointModel, samples: np.ndarray, batch_size: int = 8, precision: str = "fp32"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(n, window_samples) → (n, joint_dim) vectors and, from a model with `tag_names`, its
+    (n, len(tag_names)) tag probabilities (else None); float32 numpy arrays."""
+    if not getattr(model, "tag_names", ()):
+        return model.encode_audio(samples, batch_size=batch_size, precision=precision).numpy(), None
+    vectors, tags = model.encode_audio_tagged(samples, batch_size, precision)
+    return vectors.numpy(), None if tags is None else tags.numpy().astype(np.float32, copy=False)
 
 
 def embed_file(

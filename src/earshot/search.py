@@ -1,17 +1,22 @@
 """Search a catalogue by text or by example: ANN over windows, ranked per file by its best window.
 
 The ANN returns segments; results are files, each with the window that matched best, so a
-two-hour recording appears once, at the minute that fits the query.
+two-hour recording appears once, at the minute that fits the query. Catalogues indexed by a
+tagging model also hold each window's top sound tags: hits carry their window's, and a tag
+filter keeps the files where some window has every tag asked for.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import difflib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from earshot.errors import EarshotError
+from earshot.index.schema import CONFIDENT_TAG
 from earshot.index.store import Catalogue
 
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
@@ -23,9 +28,20 @@ class Filters:
     min_duration: float | None = None
     max_duration: float | None = None
     formats: tuple[str, ...] | None = None
+    # Sound tags a file must have, all of them (display names, any case): some window of the
+    # file has each at >= tag_min (None: CONFIDENT_TAG, 0.3).
+    tags: tuple[str, ...] | None = None
+    tag_min: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.tags is not None:
+            names = (self.tags,) if isinstance(self.tags, str) else self.tags
+            cleaned = tuple(str(t).strip() for t in names if str(t).strip())
+            object.__setattr__(self, "tags", cleaned or None)
 
     def active(self) -> bool:
-        return any(v is not None for v in asdict(self).values())
+        # tag_min alone filters nothing
+        return any(v is not None for k, v in asdict(self).items() if k != "tag_min")
 
 
 @dataclass(frozen=True)
@@ -34,17 +50,25 @@ class Hit:
     path: str
     start_s: float  # the best-matching window
     end_s: float
-    score: float  # cosine similarity of that window (hybrid: the fused score)
+    score: float  # cosine similarity of that window (hybrid: the fused score; tags: probability)
     file_id: int
     segment_id: int
     duration_s: float
     format: str
+    # That window's sound tags, (name, probability) best first; () for untagged catalogues.
+    tags: tuple[tuple[str, float], ...] = field(default=())
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["start"], d["end"] = round(d.pop("start_s"), 3), round(d.pop("end_s"), 3)
         d["score"] = round(d["score"], 6)
+        d["tags"] = tags_json(self.tags)
         return d
+
+
+def tags_json(tags: Sequence[tuple[str, float]]) -> list[dict]:
+    """A hit's tags as JSON gives them: [{"name": "Dog", "p": 0.93}, ...]."""
+    return [{"name": name, "p": round(float(p), 3)} for name, p in tags]
 
 
 class SearchError(EarshotError):
@@ -71,6 +95,7 @@ class Searcher:
         self._ann = None
         self._ann_generation = -1
         self._allowed_cache: dict[tuple[Filters, int], np.ndarray] = {}
+        self._tag_lookup: tuple[tuple[str, ...], dict[str, int]] = ((), {})  # vocabulary, index
 
     # -- the ANN, refreshed when the catalogue changed ------------------------------------
     def ann(self):
@@ -97,6 +122,86 @@ class Searcher:
         query = self.model.encode_text([text]).numpy()[0]
         hits = self.search_vector(query, k if not hybrid else max(k, 50), filters)
         return self._fuse(text, query, hits, k, filters) if hybrid else hits
+
+    def search_tags(
+        self, tags: Sequence[str] = (), k: int = 10, filters: Filters | None = None
+    ) -> list[Hit]:
+        """Files having every one of `tags` (and those of `filters`), no text: ranked by the
+        weakest tag's best probability over the file's windows, each with the window where the
+        tags are likeliest together. Hit.score is that probability."""
+        if k < 1:
+            raise SearchError("k must be at least 1")
+        filters = filters or Filters()
+        asked = Filters(tags=tags).tags or ()  # one name, or several
+        names = tuple(dict.fromkeys((*asked, *(filters.tags or ()))))
+        if not names:
+            raise SearchError("no tag given: name a sound tag, e.g. --tag Dog")
+        indices = self.resolve_tags(names)
+        scores = self.cat.files_with_tags(indices, self._tag_min(filters))
+        rest = replace(filters, tags=None, tag_min=None)
+        if rest.active() and scores:
+            allowed = set(
+                self.cat.file_ids_matching(
+                    rest.folder, rest.min_duration, rest.max_duration, rest.formats
+                ).tolist()
+            )
+            scores = {f: p for f, p in scores.items() if f in allowed}
+        vocabulary = self.cat.tag_names
+        wanted = [vocabulary[i] for i in indices]
+        hits = []
+        for rank, (fid, p) in enumerate(sorted(scores.items(), key=lambda t: (-t[1], t[0]))[:k], 1):
+            segments = self.cat.file_segments(fid)
+            tags_of = self.cat.segment_tags([s.segment_id for s in segments])
+
+            def together(s, tags_of=tags_of) -> float:
+                have = dict(tags_of.get(s.segment_id, ()))
+                return min(have.get(n, 0.0) for n in wanted)
+
+            best = max(segments, key=together)  # the earliest of equals
+            hits.append(
+                Hit(
+                    rank,
+                    best.path,
+                    best.start_s,
+                    best.end_s,
+                    p,
+                    fid,
+                    best.segment_id,
+                    best.duration_s,
+                    best.format,
+                    tuple(tags_of.get(best.segment_id, ())),
+                )
+            )
+        return hits
+
+    def resolve_tags(self, names: Sequence[str]) -> tuple[int, ...]:
+        """Tag names (any case) → indices into the catalogue's vocabulary; a SearchError naming
+        the near matches for a name it does not have."""
+        vocabulary = self.cat.tag_names
+        if not vocabulary:
+            raise SearchError(
+                f"catalogue '{self.cat.path}' has no sound tags: the model that indexed it does "
+                "not tag windows, so there is nothing to filter by tag"
+            )
+        if self._tag_lookup[0] is not vocabulary:
+            lookup: dict[str, int] = {}
+            for i, name in enumerate(vocabulary):
+                lookup.setdefault(name.casefold(), i)
+            self._tag_lookup = (vocabulary, lookup)
+        out = []
+        for name in names:
+            i = self._tag_lookup[1].get(str(name).strip().casefold())
+            if i is None:
+                raise SearchError(_unknown_tag(str(name), vocabulary))
+            out.append(i)
+        return tuple(dict.fromkeys(out))
+
+    @staticmethod
+    def _tag_min(filters: Filters | None) -> float:
+        p = CONFIDENT_TAG if filters is None or filters.tag_min is None else filters.tag_min
+        if not 0.0 <= float(p) <= 1.0:
+            raise SearchError(f"the tag threshold must be within 0-1, got {p:g}")
+        return float(p)
 
     def search_like(
         self,
@@ -175,21 +280,33 @@ class Searcher:
                 break
             pool = min(total, pool * 4)
         ranked = sorted(best.values(), key=lambda t: -t[0])[:k]
-        return [self._hit(r, sid, score, rows) for r, (score, sid) in enumerate(ranked, 1)]
+        tags = self.cat.segment_tags([sid for _, sid in ranked])
+        return [
+            self._hit(r, sid, score, rows, tags.get(sid, ()))
+            for r, (score, sid) in enumerate(ranked, 1)
+        ]
 
     def _allowed(self, filters: Filters) -> np.ndarray:
         """Segment ids passing `filters`, cached per catalogue generation: the SQL behind a
         broad filter over 1M windows takes ~60 ms, a query after it ~2 ms."""
+        # Resolved on every call, so an unknown tag is an error each time it is asked for.
+        tags = self.resolve_tags(filters.tags) if filters.tags else None
+        tag_min = self._tag_min(filters)
         key = (filters, self.cat.generation)
         if key not in self._allowed_cache:
             if len(self._allowed_cache) >= 8:
                 self._allowed_cache.pop(next(iter(self._allowed_cache)))
             self._allowed_cache[key] = self.cat.segment_ids_matching(
-                filters.folder, filters.min_duration, filters.max_duration, filters.formats
+                filters.folder,
+                filters.min_duration,
+                filters.max_duration,
+                filters.formats,
+                tags=tags,
+                tag_min=tag_min,
             )
         return self._allowed_cache[key]
 
-    def _hit(self, rank: int, segment_id: int, score: float, rows: dict) -> Hit:
+    def _hit(self, rank: int, segment_id: int, score: float, rows: dict, tags=()) -> Hit:
         row = rows[segment_id]
         return Hit(
             rank,
@@ -201,6 +318,7 @@ class Searcher:
             segment_id,
             row.duration_s,
             row.format,
+            tuple(tags),
         )
 
     def _fuse(
@@ -224,19 +342,11 @@ class Searcher:
         out = []
         for rank, (fid, score) in enumerate(sorted(fused.items(), key=lambda t: -t[1])[:k], 1):
             hit = by_file.get(fid) or self._best_window(fid, query)
-            out.append(
-                Hit(
-                    rank,
-                    hit.path,
-                    hit.start_s,
-                    hit.end_s,
-                    score,
-                    fid,
-                    hit.segment_id,
-                    hit.duration_s,
-                    hit.format,
-                )
-            )
+            out.append(replace(hit, rank=rank, score=score))
+        tags = self.cat.segment_tags([h.segment_id for h in out if not h.tags])
+        for i, h in enumerate(out):
+            if h.segment_id in tags:
+                out[i] = replace(h, tags=tuple(tags[h.segment_id]))
         return out
 
     def _best_window(self, file_id: int, query: np.ndarray) -> Hit:
@@ -255,3 +365,19 @@ class Searcher:
             s.duration_s,
             s.format,
         )
+
+
+def _unknown_tag(name: str, vocabulary: Sequence[str]) -> str:
+    """'no tag named ...' with the vocabulary's nearest names (difflib, then substrings)."""
+    folded: dict[str, str] = {}
+    for n in vocabulary:
+        folded.setdefault(n.casefold(), n)
+    key = name.strip().casefold()
+    near = [folded[n] for n in difflib.get_close_matches(key, list(folded), n=5, cutoff=0.6)]
+    if key and len(near) < 5:
+        near += [n for f, n in folded.items() if key in f and n not in near][: 5 - len(near)]
+    hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+    return (
+        f"no sound tag named '{name}' among the catalogue's {len(vocabulary)} tags "
+        f"(matched ignoring case){hint}"
+    )

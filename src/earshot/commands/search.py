@@ -61,11 +61,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     from earshot.search import Filters, Searcher
 
     catalogue, model = _catalogue_and_model(args, create=False)
+    tags = getattr(args, "tag", None) or None
     filters = Filters(
         args.folder and str(Path(args.folder).expanduser().absolute()),
         args.min_duration,
         args.max_duration,
         tuple(args.format) if args.format else None,
+        tuple(tags) if tags else None,
+        getattr(args, "tag_min", None),
     )
     with catalogue:
         searcher = Searcher(catalogue, model)
@@ -75,6 +78,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                 return searcher.search_like(args.like, args.k, args.start, args.end, filters)
             if args.like_id is not None:
                 return searcher.search_like_segment(args.like_id, args.k, filters)
+            if query is None and filters.tags:  # --tag alone: the files having the tags
+                return searcher.search_tags((), args.k, filters)
             return searcher.search_text(query, args.k, filters, hybrid=args.hybrid)
 
         if args.queries:
@@ -88,14 +93,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             return 0
         hits = run(args.query)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "query": args.query or args.like or args.like_id,
-                    "hits": [h.as_dict() for h in hits],
-                }
-            )
-        )
+        doc = {"query": args.query or args.like or args.like_id}
+        if filters.tags:
+            doc["tags"] = list(filters.tags)
+        print(json.dumps({**doc, "hits": [h.as_dict() for h in hits]}))
         return 0
     if not hits:
         print("no matches")
@@ -104,7 +105,14 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{h.rank:3d}. {h.score:+.3f}  {_clock(h.start_s)}-{_clock(h.end_s)}  {h.path}  "
             f"[segment {h.segment_id}]"
         )
+        if h.tags:
+            print(f"       {tag_line(h.tags)}")
     return 0
+
+
+def tag_line(tags, n: int = 5) -> str:
+    """A hit's best few tags on one line: 'Dog 0.93 · Bark 0.88'."""
+    return " · ".join(f"{name} {p:.2f}" for name, p in tags[:n])
 
 
 def _clock(seconds: float) -> str:

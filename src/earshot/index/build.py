@@ -161,6 +161,7 @@ class Indexer:
                 "config": model.config.to_dict(),
                 "path": getattr(model, "source", None),
             },
+            tag_names=getattr(model, "tag_names", ()),
         )
 
     def run(self, roots: Iterable[str | Path], keep_missing: bool = False) -> IndexSummary:
@@ -252,6 +253,7 @@ class Indexer:
         from earshot.embed import embed_windows
 
         # Embed before the transaction opens, so the write lock is held only for the writes.
+        # A "segments" payload is (segments, their tag probabilities or None).
         work = []
         for d in batch:
             if d.vanished:
@@ -268,16 +270,18 @@ class Indexer:
                 from earshot.audio.windows import window_file
 
                 try:
-                    segs = [
-                        (w.start_s, w.end_s, w.vector)
-                        for w in embed_windows(
+                    embedded = list(
+                        embed_windows(
                             self.model,
                             window_file(d.entry.path, self.audio),
                             self.batch_size,
                             self.precision,
                         )
-                    ]
-                    work.append((d, "segments", segs))
+                    )
+                    segs = [(w.start_s, w.end_s, w.vector) for w in embedded]
+                    tagged = embedded and embedded[0].tags is not None
+                    tags = np.stack([w.tags for w in embedded]) if tagged else None
+                    work.append((d, "segments", (segs, tags)))
                 except AudioDecodeError as e:
                     work.append((d, None, None))
                     d.error = e.reason
@@ -295,12 +299,14 @@ class Indexer:
                 if kind == "reuse" and self._copy(payload, d):
                     summary.reused += 1
                 elif kind == "reuse":  # its source changed earlier in this batch: embed it
-                    segs = self._segments(d, self._encode(d.windows))
-                    self.cat.put_file(d.record, segs)
+                    vectors, tags = self._encode(d.windows)
+                    segs = self._segments(d, vectors)
+                    self.cat.put_file(d.record, segs, tags)
                     summary.segments += len(segs)
                 else:
-                    self.cat.put_file(d.record, payload)
-                    summary.segments += len(payload)
+                    segs, tags = payload
+                    self.cat.put_file(d.record, segs, tags)
+                    summary.segments += len(segs)
                 summary.audio_s += d.record.duration_s
                 if was_known and known[d.entry.path].status == "ok":
                     summary.updated += 1
@@ -314,15 +320,20 @@ class Indexer:
         ]
         if not todo:
             return
-        vectors = self._encode(np.concatenate([work[i][0].windows for i in todo]))
+        vectors, tags = self._encode(np.concatenate([work[i][0].windows for i in todo]))
         at = 0
         for i in todo:
             d = work[i][0]
-            work[i] = (d, "segments", self._segments(d, vectors[at : at + len(d.windows)]))
+            span = slice(at, at + len(d.windows))
+            segs = self._segments(d, vectors[span])
+            work[i] = (d, "segments", (segs, None if tags is None else tags[span]))
             at += len(d.windows)
 
-    def _encode(self, waves: np.ndarray) -> np.ndarray:
-        return self.model.encode_audio(waves, self.batch_size, self.precision).numpy()
+    def _encode(self, waves: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Vectors and, from a model that tags windows, their tag probabilities (else None)."""
+        from earshot.embed import encode_windows
+
+        return encode_windows(self.model, waves, self.batch_size, self.precision)
 
     @staticmethod
     def _segments(d: Decoded, vectors: np.ndarray) -> list[tuple[float, float, np.ndarray]]:

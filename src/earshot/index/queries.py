@@ -19,13 +19,17 @@ import numpy as np
 
 from earshot.index.schema import (
     BM25_WEIGHTS,
+    CONFIDENT_TAG,
     INVARIANTS,
-    SCHEMA_VERSION,
     SEGMENT_SELECT,
+    TAG_DTYPE,
+    TAG_INVARIANTS,
     CatalogueError,
     FileState,
     SegmentRow,
+    decode_tags,
     fts_query,
+    summarise_tags,
 )
 
 _IN_CHUNK = 900  # ids per `IN (...)`, under the 999 variables older SQLite builds allow
@@ -50,6 +54,9 @@ class CatalogueQueries:
 
         @property
         def generation(self) -> int: ...
+
+        @property
+        def tag_names(self) -> tuple[str, ...]: ...
 
     # --- reads for the indexer's diff --------------------------------------------------------
 
@@ -128,6 +135,7 @@ class CatalogueQueries:
                 "SELECT count(*) FROM segments WHERE file_id = ?", (int(file_id),)
             ).fetchone()[0]
         info["tags"] = json.loads(info["tags"])
+        info["sound_tags"] = self._named(info.pop("tag_probs", None))
         return info
 
     def segment_ids_matching(
@@ -136,41 +144,114 @@ class CatalogueQueries:
         min_duration: float | None = None,
         max_duration: float | None = None,
         formats: Sequence[str] | None = None,
+        tags: Sequence[int] | None = None,
+        tag_min: float = CONFIDENT_TAG,
     ) -> np.ndarray:
         """(n,) int64 ids, ascending, of the segments whose FILE passes every filter given.
 
         folder: that folder and everything under it (~ and relative paths are resolved against
         the current directory); durations: the file's, in seconds, inclusive; formats: matched
         case-insensitively against the file's format, subtype or extension ('wav', 'flac',
-        'ogg', 'opus', 'mp3', 'm4a'). None or empty means no filter.
+        'ogg', 'opus', 'mp3', 'm4a'); tags: indices into `tag_names`, each of which one of the
+        file's windows must have with probability >= tag_min. None or empty means no filter.
         """
-        where, params = ["f.status = 'ok'"], []
-        if folder is not None:
-            root = os.path.normpath(os.path.abspath(os.path.expanduser(str(folder))))
-            prefix = root if root.endswith(os.sep) else root + os.sep
-            # Binary comparison: exactly the strings that start with `prefix`, via the index.
-            where.append("(f.folder = ? OR (f.folder >= ? AND f.folder < ?))")
-            params += [root, prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
-        if min_duration is not None:
-            where.append("f.duration_s >= ?")
-            params.append(float(min_duration))
-        if max_duration is not None:
-            where.append("f.duration_s <= ?")
-            params.append(float(max_duration))
-        if formats:
-            names = sorted({str(f).lower().lstrip(".") for f in formats})
-            marks = ", ".join("?" * len(names))
-            where.append(
-                f"(lower(f.format) IN ({marks}) OR lower(f.subtype) IN ({marks}) "
-                f"OR f.ext IN ({marks}))"
-            )
-            params += names * 3
-        query = (
-            f"SELECT s.id FROM segments s JOIN files f ON f.id = s.file_id "
-            f"WHERE {' AND '.join(where)} ORDER BY s.id"
-        )
-        with self._use("filter segments") as conn:
+        where, params = _file_filter(folder, min_duration, max_duration, formats)
+        base = "SELECT s.id FROM segments s JOIN files f ON f.id = s.file_id WHERE "
+        if not tags:
+            query = f"{base}{' AND '.join(where)} ORDER BY s.id"
+            with self._use("filter segments") as conn:
+                return np.fromiter((row[0] for row in conn.execute(query, params)), np.int64)
+        wanted = sorted(self.files_with_tags(tags, tag_min))
+        out = []
+        with self._snapshot("filter segments") as conn:
+            for at in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[at : at + _IN_CHUNK]
+                marks = f"s.file_id IN ({', '.join('?' * len(chunk))})"
+                query = f"{base}{' AND '.join([*where, marks])}"
+                rows = conn.execute(query, params + chunk)
+                out.append(np.fromiter((r[0] for r in rows), np.int64))
+        return np.sort(np.concatenate(out)) if out else np.empty(0, dtype=np.int64)
+
+    def file_ids_matching(
+        self,
+        folder: str | Path | None = None,
+        min_duration: float | None = None,
+        max_duration: float | None = None,
+        formats: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """(n,) int64 ids, ascending, of the indexed files passing these filters (as above)."""
+        where, params = _file_filter(folder, min_duration, max_duration, formats)
+        query = f"SELECT f.id FROM files f WHERE {' AND '.join(where)} ORDER BY f.id"
+        with self._use("filter files") as conn:
             return np.fromiter((row[0] for row in conn.execute(query, params)), dtype=np.int64)
+
+    # --- reads of per-window tags ---------------------------------------------------------
+
+    def segment_tags(self, ids: Sequence[int]) -> dict[int, list[tuple[str, float]]]:
+        """id → that window's [(tag name, probability)], best first, for those of `ids` that
+        have tags; {} for a catalogue without tags."""
+        if not self.tag_names:  # also what keeps a read-only schema-1 catalogue readable
+            return {}
+        wanted = [int(i) for i in ids]
+        found: dict[int, list[tuple[str, float]]] = {}
+        with self._snapshot("read window tags") as conn:
+            for at in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[at : at + _IN_CHUNK]
+                query = (
+                    f"SELECT id, tag_probs FROM segments WHERE tag_probs IS NOT NULL "
+                    f"AND id IN ({', '.join('?' * len(chunk))})"
+                )
+                found.update((sid, self._named(blob)) for sid, blob in conn.execute(query, chunk))
+        return found
+
+    def _named(self, blob: bytes | None) -> list[tuple[str, float]]:
+        names = self.tag_names
+        entries = decode_tags(blob) if names else decode_tags(None)
+        return [(names[t], q / 255) for t, q in zip(entries["tag"].tolist(),
+                entries["q"].tolist(), strict=True) if t < len(names)]  # fmt: skip
+
+    def _file_tag_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every indexed file's tag summary, flat: (file ids (n,) int64, entries (n,) TAG_DTYPE),
+        one row per (file, tag) the file has."""
+        if not self.tag_names:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=TAG_DTYPE)
+        with self._use("read file tags") as conn:
+            rows = conn.execute(
+                "SELECT id, tag_probs FROM files WHERE status = 'ok' AND length(tag_probs) > 0"
+            ).fetchall()
+        blob = b"".join(r[1] for r in rows)
+        if len(blob) % TAG_DTYPE.itemsize:
+            raise CatalogueError(f"catalogue '{self.path}' has damaged tag summaries; re-index")
+        counts = np.fromiter((len(r[1]) // TAG_DTYPE.itemsize for r in rows), np.int64, len(rows))
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        return np.repeat(ids, counts), np.frombuffer(blob, dtype=TAG_DTYPE)
+
+    def files_with_tags(self, tags: Sequence[int], tag_min: float = CONFIDENT_TAG) -> dict:
+        """file id → its weakest wanted tag's best probability over its windows, for the files
+        where one window or another has each of `tags` (vocabulary indices) at >= tag_min."""
+        file_ids, entries = self._file_tag_table()
+        best: dict[int, float] | None = None
+        for tag in dict.fromkeys(int(t) for t in tags):
+            hit = (entries["tag"] == tag) & (entries["q"] / 255 >= tag_min - 1e-9)
+            found = dict(zip(file_ids[hit].tolist(), (entries["q"][hit] / 255).tolist(),
+                             strict=True))  # fmt: skip
+            if best is None:
+                best = found
+            else:
+                best = {f: min(p, found[f]) for f, p in best.items() if f in found}
+        return best or {}
+
+    def tag_file_counts(self, tag_min: float = CONFIDENT_TAG) -> list[tuple[str, int]]:
+        """[(tag name, files having it at >= tag_min)], most files first (then by name): the tag
+        filter's menu."""
+        names = self.tag_names
+        _, entries = self._file_tag_table()
+        sure = entries["tag"][entries["q"] / 255 >= tag_min - 1e-9].astype(np.int64)
+        counts = np.bincount(sure, minlength=len(names))[: len(names)]
+        order = sorted(
+            np.flatnonzero(counts).tolist(), key=lambda i: (-counts[i], names[i].casefold())
+        )
+        return [(names[i], int(counts[i])) for i in order]
 
     def keyword_search(self, query: str, limit: int = 100) -> list[tuple[int, float]]:
         """[(file_id, score)], best first: BM25 over file names, folder names and tag values.
@@ -214,7 +295,9 @@ class CatalogueQueries:
                 "coalesce(sum(CASE WHEN status = 'ok' THEN duration_s END), 0.0) FROM files"
             ).fetchone()
             segments = conn.execute("SELECT count(*) FROM segments").fetchone()[0]
+            version = _schema_version(conn)
             model_id, dim, generation = self.model_id, self.dim, self.generation
+            n_tags = len(self.tag_names)
         db_bytes = sum(
             p.stat().st_size
             for p in (self.path, self.path.with_name(self.path.name + "-wal"))
@@ -229,7 +312,8 @@ class CatalogueQueries:
             "model_id": model_id,
             "dim": dim,
             "generation": generation,
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": version,
+            "tag_names": n_tags,  # the size of the tag vocabulary; 0 for models without tags
             "db_bytes": db_bytes,
         }
 
@@ -240,9 +324,63 @@ class CatalogueQueries:
         """
         with self._snapshot("check the catalogue") as conn:
             problems = [row[0] for row in conn.execute("PRAGMA integrity_check") if row[0] != "ok"]
+            checks = dict(INVARIANTS)
+            if _schema_version(conn) >= 2:
+                checks |= TAG_INVARIANTS
             problems += [
-                f"{n} {what}"
-                for what, q in INVARIANTS.items()
-                if (n := conn.execute(q).fetchone()[0])
+                f"{n} {what}" for what, q in checks.items() if (n := conn.execute(q).fetchone()[0])
             ]
+            if self.tag_names:
+                problems += self._check_tag_summaries(conn)
         return [f"catalogue '{self.path}': {p}" for p in problems]
+
+    def _check_tag_summaries(self, conn: Connection) -> list[str]:
+        """Every file's tag summary is `summarise_tags` of its windows' tags, within the
+        vocabulary."""
+        n_names, wrong, outside = len(self.tag_names), 0, 0
+        files = conn.execute("SELECT id, tag_probs FROM files WHERE tag_probs IS NOT NULL")
+        for file_id, summary in files.fetchall():
+            blobs = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT tag_probs FROM segments WHERE file_id = ? ORDER BY id", (file_id,)
+                )
+            ]
+            try:
+                wrong += summarise_tags(blobs) != summary
+                outside += bool((decode_tags(summary)["tag"] >= n_names).any())
+            except ValueError:
+                wrong += 1
+        return [f"{n} {what}" for what, n in (
+            ("file tag summaries that are not their windows' best", wrong),
+            ("files tagged outside the tag vocabulary", outside)) if n]  # fmt: skip
+
+
+def _schema_version(conn: Connection) -> int:
+    return conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+def _file_filter(folder, min_duration, max_duration, formats) -> tuple[list[str], list]:
+    """The WHERE terms (over `files f`) and parameters of the folder, duration and format
+    filters; see `segment_ids_matching`."""
+    where, params = ["f.status = 'ok'"], []
+    if folder is not None:
+        root = os.path.normpath(os.path.abspath(os.path.expanduser(str(folder))))
+        prefix = root if root.endswith(os.sep) else root + os.sep
+        # Binary comparison: exactly the strings that start with `prefix`, via the index.
+        where.append("(f.folder = ? OR (f.folder >= ? AND f.folder < ?))")
+        params += [root, prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
+    if min_duration is not None:
+        where.append("f.duration_s >= ?")
+        params.append(float(min_duration))
+    if max_duration is not None:
+        where.append("f.duration_s <= ?")
+        params.append(float(max_duration))
+    if formats:
+        names = sorted({str(f).lower().lstrip(".") for f in formats})
+        marks = ", ".join("?" * len(names))
+        where.append(
+            f"(lower(f.format) IN ({marks}) OR lower(f.subtype) IN ({marks}) OR f.ext IN ({marks}))"
+        )
+        params += names * 3
+    return where, params

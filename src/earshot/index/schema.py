@@ -1,5 +1,5 @@
 """The catalogue's data layout: its records, tables, pragmas and versioning, how a record and
-its vectors become rows, and the text its FTS5 table holds.
+its vectors (and a tagging model's per-window tags) become rows, and the text its FTS5 table holds.
 
 `store.py` reads and writes through this layout; everything that decides what the file looks
 like (and whether an existing file is one of ours) lives here.
@@ -20,7 +20,7 @@ import numpy as np
 
 from earshot.errors import EarshotError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # PRAGMA application_id: 'EARS', so `file` and sqlite tools can tell a catalogue apart.
 APPLICATION_ID = 0x45415253
 
@@ -66,6 +66,18 @@ _DDL = (
     END""",
 )
 
+# Each schema version after the first: the statements that upgrade the one before it. They run
+# in one IMMEDIATE transaction when a writable connection opens an older catalogue, and a new
+# catalogue is made by `_DDL` followed by all of them, so new and upgraded files are alike.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # v2: a tagging model's top tags per window (`encode_tags`), and per file the maximum of
+    # each tag over its windows (`summarise_tags`). NULL: indexed by a model without tags.
+    2: (
+        "ALTER TABLE segments ADD COLUMN tag_probs BLOB",
+        "ALTER TABLE files ADD COLUMN tag_probs BLOB",
+    ),
+}
+
 # bm25 column weights for (name, folder, tags): a file's own name says the most about it.
 BM25_WEIGHTS = (3.0, 1.0, 2.0)
 
@@ -85,6 +97,31 @@ INVARIANTS = {
     "WHERE rowid NOT IN (SELECT id FROM files WHERE status = 'ok')",
     "removals recorded after the current generation": "SELECT count(*) FROM meta a, meta b "
     "WHERE a.key = 'removed_generation' AND b.key = 'generation' AND a.value > b.value",
+}
+
+# --- per-window tags (schema v2) ------------------------------------------------------------
+# A window's tags: its MAX_TAGS most probable tags with probability >= TAG_FLOOR, best first,
+# each 3 bytes: the tag's index in the vocabulary (uint16 LE) and round(p * 255) (uint8). At
+# most 24 bytes against the 600 of a 300-d float16 vector. An empty blob: tagged, nothing sure.
+TAG_DTYPE = np.dtype([("tag", "<u2"), ("q", "u1")])
+MAX_TAGS = 8
+TAG_FLOOR = 0.05
+# A file "has" a tag when one of its windows reaches this: the default of `--tag-min`, and the
+# bar for the tag names its keyword-search row holds.
+CONFIDENT_TAG = 0.3
+KEYWORD_TAGS = 16  # at most this many of them (the likeliest) in the keyword-search row
+MAX_VOCABULARY = 65535
+
+# Checked by `Catalogue.check` on catalogues of schema v2 and later, besides INVARIANTS.
+TAG_INVARIANTS = {
+    "window tags of a malformed size": "SELECT count(*) FROM segments WHERE tag_probs IS NOT "
+    f"NULL AND (length(tag_probs) % 3 != 0 OR length(tag_probs) > {3 * MAX_TAGS})",
+    "file tag summaries of a malformed size": "SELECT count(*) FROM files "
+    "WHERE tag_probs IS NOT NULL AND length(tag_probs) % 3 != 0",
+    "tagged windows without a tag vocabulary": "SELECT count(*) FROM segments "
+    "WHERE tag_probs IS NOT NULL AND NOT EXISTS (SELECT 1 FROM meta WHERE key = 'tag_names')",
+    "windows tagged unlike their file's summary": "SELECT count(*) FROM segments s "
+    "JOIN files f ON f.id = s.file_id WHERE (s.tag_probs IS NULL) != (f.tag_probs IS NULL)",
 }
 
 
@@ -170,6 +207,70 @@ def encode_segments(segments: Sequence, dim: int) -> list[tuple[float, float, by
             raise ValueError("a vector has NaN or values beyond float16's range")
         rows.append((start, end, half.tobytes()))
     return rows
+
+
+def encode_tags(probs, n_tags: int) -> bytes:
+    """One window's (n_tags,) probabilities → its tag blob (see TAG_DTYPE); ValueError if bad."""
+    try:
+        p = np.asarray(probs, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"tag probabilities are not numbers: {exc}") from exc
+    if p.shape[0] != n_tags:
+        raise ValueError(f"a window has {p.shape[0]} tag probabilities, not {n_tags}")
+    if not np.isfinite(p).all() or p.min(initial=0.0) < -1e-4 or p.max(initial=0.0) > 1 + 1e-4:
+        raise ValueError("tag probabilities must be finite and within [0, 1]")
+    order = np.argsort(-p, kind="stable")[:MAX_TAGS]
+    order = order[p[order] >= TAG_FLOOR]
+    out = np.empty(len(order), dtype=TAG_DTYPE)
+    out["tag"] = order
+    out["q"] = np.rint(np.clip(p[order], 0.0, 1.0) * 255)
+    return out.tobytes()
+
+
+def decode_tags(blob: bytes | None) -> np.ndarray:
+    """A tag blob → (n,) TAG_DTYPE entries, best first; none for NULL or empty."""
+    if not blob:
+        return np.empty(0, dtype=TAG_DTYPE)
+    if len(blob) % TAG_DTYPE.itemsize:
+        raise ValueError(f"a tag blob of {len(blob)} bytes is not whole 3-byte entries")
+    return np.frombuffer(blob, dtype=TAG_DTYPE)
+
+
+def summarise_tags(blobs: Sequence[bytes | None]) -> bytes | None:
+    """A file's tag summary from its windows' blobs: every tag any window holds, with its best
+    quantised probability, best first (ties by index); None when the windows have no tags."""
+    if not blobs or any(b is None for b in blobs):
+        return None
+    entries = np.concatenate([decode_tags(b) for b in blobs])
+    if len(entries) == 0:
+        return b""
+    tag, q = entries["tag"].astype(np.int64), entries["q"].astype(np.int64)
+    order = np.lexsort((-q, tag))  # by tag, its best first
+    tag, q = tag[order], q[order]
+    first = np.r_[True, tag[1:] != tag[:-1]]
+    tag, q = tag[first], q[first]
+    ranked = np.lexsort((tag, -q))
+    out = np.empty(len(ranked), dtype=TAG_DTYPE)
+    out["tag"], out["q"] = tag[ranked], q[ranked]
+    return out.tobytes()
+
+
+def confident_tags(summary: bytes | None, names: Sequence[str]) -> list[str]:
+    """The names of a file's likeliest tags that reach CONFIDENT_TAG (at most KEYWORD_TAGS,
+    best first): what keyword search sees."""
+    entries = decode_tags(summary)
+    return [names[t] for t, q in zip(entries["tag"], entries["q"], strict=True)
+            if q / 255 >= CONFIDENT_TAG - 1e-9 and t < len(names)][:KEYWORD_TAGS]  # fmt: skip
+
+
+def check_tag_names(names: Sequence[str]) -> tuple[str, ...]:
+    """A model's tag vocabulary as the catalogue stores it; ValueError if it cannot be one."""
+    out = tuple(names)
+    if len(out) > MAX_VOCABULARY:
+        raise ValueError(f"{len(out)} tag names; a catalogue holds at most {MAX_VOCABULARY}")
+    if not all(isinstance(n, str) and n.strip() for n in out):
+        raise ValueError("tag names must be non-empty strings")
+    return out
 
 
 class CatalogueError(EarshotError):
@@ -260,8 +361,37 @@ def _prepare(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
             f"catalogue '{path}' has schema version {version}, newer than this earshot reads "
             f"({SCHEMA_VERSION}); upgrade earshot, or index into another --db"
         )
-    if version < SCHEMA_VERSION:  # no older layout exists yet; migrations go here when one does
+    if version < 1:
         raise CatalogueError(f"catalogue '{path}' has an unknown old schema version {version}")
+    if version < SCHEMA_VERSION and not readonly:
+        _upgrade(conn, path)
+    # Read-only, an older catalogue is read as it is: what it lacks (tags) is simply absent.
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring an older catalogue to SCHEMA_VERSION in one transaction: all steps or none."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Looked at again under the write lock: another process may have upgraded it.
+            version = conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()[0]
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    conn.execute(statement)
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise CatalogueError(
+            describe_error(exc, path, f"upgrade the catalogue to schema {SCHEMA_VERSION}")
+        ) from exc
 
 
 def _create(conn: sqlite3.Connection) -> None:
@@ -272,6 +402,9 @@ def _create(conn: sqlite3.Connection) -> None:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             for statement in _DDL:
                 conn.execute(statement)
+            for target in range(2, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    conn.execute(statement)
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
                 [
@@ -337,12 +470,16 @@ def words(text: str) -> str:
     return " ".join([plain, *extra])
 
 
-def fts_document(path: str, tags: Mapping[str, str]) -> tuple[str, str, str]:
-    """The (name, folder, tags) columns of a file's FTS row: name without extension."""
+def fts_document(
+    path: str, tags: Mapping[str, str], sound_tags: Sequence[str] = ()
+) -> tuple[str, str, str]:
+    """The (name, folder, tags) columns of a file's FTS row: name without extension; the tags
+    column holds the embedded metadata's values, then the names of the sound tags the model is
+    sure of (`confident_tags`)."""
     folder, name = os.path.split(path)
     stem = os.path.splitext(name)[0]
     parts = [p for p in Path(folder).parts if p.strip("/\\")]
-    return words(stem), " ".join(words(p) for p in parts), " ".join(tags.values())
+    return words(stem), " ".join(words(p) for p in parts), " ".join([*tags.values(), *sound_tags])
 
 
 def fts_query(text: str) -> str | None:

@@ -6,7 +6,9 @@ any moment leaves the catalogue as the last committed batch left it, and other c
 the state before a batch or after it, never part of one. Each batch that changed anything bumps
 `generation` once; the ANN index (a rebuildable cache) records the generation it was built at.
 
-Vectors are stored as little-endian float16 blobs of the bound model's dimension. Segment ids
+Vectors are stored as little-endian float16 blobs of the bound model's dimension; a tagging
+model's windows also keep their top tags (`schema.encode_tags`, at most 24 bytes) and each file
+the best probability of every tag over its windows, with the vocabulary once in `meta`. Segment ids
 are never reused, so the ANN index extends itself with `vectors(since_segment_id=...)`; when
 `deleted_since(its generation)` says segments were removed (`removals` counts them), stale ids
 are still in it (they no longer resolve through `segments()`), and it should be rebuilt once
@@ -37,13 +39,17 @@ from earshot.index.schema import (
     FileState,
     ModelMismatchError,
     SegmentRow,
+    check_tag_names,
+    confident_tags,
     connect,
     default_db_path,
     describe_error,
     encode_segments,
+    encode_tags,
     extension,
     file_values,
     fts_document,
+    summarise_tags,
 )
 
 __all__ = [
@@ -75,6 +81,7 @@ class Catalogue(CatalogueQueries):
         self._failed = False  # an SQLite error inside the batch: it can only roll back
         self._dirty = False
         self._removed = 0  # segments deleted by the batch
+        self._tag_names: tuple[str, ...] = ()  # cached once known: a binding never changes
 
     def __repr__(self) -> str:
         return f"Catalogue('{self.path}'{', readonly' if self.readonly else ''})"
@@ -161,24 +168,65 @@ class Catalogue(CatalogueQueries):
     def model_info(self) -> dict:
         return json.loads(self._meta("model_info", "{}"))
 
-    def bind_model(self, model_id: str, dim: int, model_info: Mapping | None = None) -> None:
-        """Bind an unbound catalogue to `model_id`; refuse any other model than the bound one.
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        """The tag vocabulary of the model that indexed the catalogue; () if it has no tags."""
+        if self._tag_names:
+            return self._tag_names
+        names = self._meta("tag_names")
+        names = tuple(json.loads(names)) if names else ()
+        if not self._in_batch:  # a batch that set them may still roll back
+            self._tag_names = names
+        return names
+
+    def bind_model(
+        self,
+        model_id: str,
+        dim: int,
+        model_info: Mapping | None = None,
+        tag_names: Sequence[str] = (),
+    ) -> None:
+        """Bind an unbound catalogue to `model_id` (and its tag vocabulary, if it tags windows);
+        refuse any other model than the bound one.
 
         Inside a batch the binding commits with it; outside, in a transaction of its own.
         """
         if not model_id or int(dim) <= 0:
             raise CatalogueError(f"a model needs an id and a positive dim, got {model_id!r}, {dim}")
+        try:
+            names = check_tag_names(tag_names)
+        except ValueError as exc:
+            raise CatalogueError(f"cannot bind model {model_id}: {exc}") from exc
         with self._lock:
-            if self._check_binding(model_id, int(dim)):
+            if self._check_binding(model_id, int(dim)) and self._check_tags(names):
                 return
             with contextlib.nullcontext() if self._in_batch else self.batch():
                 # Looked at again under the write lock: another process may have bound it.
-                if not self._check_binding(model_id, int(dim)):
-                    info = json.dumps(dict(model_info or {}), sort_keys=True, default=str)
-                    with self._use(f"bind model {model_id}", write=True) as conn:
+                bound = self._check_binding(model_id, int(dim))
+                with self._use(f"bind model {model_id}", write=True) as conn:
+                    if not bound:
+                        info = json.dumps(dict(model_info or {}), sort_keys=True, default=str)
                         self._set_meta(
                             conn, {"model_id": model_id, "dim": int(dim), "model_info": info}
                         )
+                    if not self._check_tags(names):
+                        # Files indexed before (by an earshot that kept no tags) stay untagged.
+                        self._set_meta(conn, {"tag_names": json.dumps(names, ensure_ascii=False)})
+
+    def _check_tags(self, names: tuple[str, ...]) -> bool:
+        """True if the catalogue has `names` (or nothing needs binding); False if it has no
+        vocabulary yet; raises for another one."""
+        if not names:
+            return True
+        bound = self.tag_names
+        if not bound:
+            return False
+        if bound != names:
+            raise ModelMismatchError(
+                f"catalogue '{self.path}' holds tags of a {len(bound)}-name vocabulary; this "
+                f"model tags with another ({len(names)} names); use another --db"
+            )
+        return True
 
     def _check_binding(self, model_id: str, dim: int) -> bool:
         """True if bound to this model, False if unbound; raises for any other binding."""
@@ -255,27 +303,34 @@ class Catalogue(CatalogueQueries):
         self._set_meta(conn, values)
 
     def put_file(
-        self, record: FileRecord, segments: Sequence[tuple[float, float, np.ndarray]]
+        self,
+        record: FileRecord,
+        segments: Sequence[tuple[float, float, np.ndarray]],
+        tags: np.ndarray | Sequence[np.ndarray] | None = None,
     ) -> int:
         """Insert `record` with its segments (start_s, end_s, (dim,) vector), replacing whatever
-        was at its path; returns the new file id."""
+        was at its path; returns the new file id. `tags`: each segment's (len(tag_names),) tag
+        probabilities, from a model that tags windows; None stores none."""
         doing = f"write '{record.path}'"
         with self._use(doing, write=True) as conn:
             rows = self._segment_rows(record.path, segments)  # all checked before any write
-            file_id = self._insert_file(conn, record)
+            blobs = self._tag_blobs(record.path, tags, len(rows))
+            summary = summarise_tags(blobs) if tags is not None else None
+            file_id = self._insert_file(conn, record, summary)
             conn.executemany(
-                "INSERT INTO segments (file_id, start_s, end_s, vector) VALUES (?, ?, ?, ?)",
-                [(file_id, *row) for row in rows],
+                "INSERT INTO segments (file_id, start_s, end_s, vector, tag_probs) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(file_id, *row, blob) for row, blob in zip(rows, blobs, strict=True)],
             )
             return file_id
 
     def copy_segments(self, from_file_id: int, record: FileRecord) -> int:
         """Give `record` (same bytes as file `from_file_id`, e.g. moved or copied) that file's
-        segments without embedding again; returns its file id."""
+        segments and their tags without embedding again; returns its file id."""
         doing = f"write '{record.path}'"
         with self._use(doing, write=True) as conn:
             source = conn.execute(
-                "SELECT path, content_hash FROM files WHERE id = ? AND status = 'ok'",
+                "SELECT path, content_hash, tag_probs FROM files WHERE id = ? AND status = 'ok'",
                 (int(from_file_id),),
             ).fetchone()
             if source is None:
@@ -293,10 +348,11 @@ class Catalogue(CatalogueQueries):
                 )
                 self._dirty = True
                 return int(from_file_id)
-            file_id = self._insert_file(conn, record)
+            file_id = self._insert_file(conn, record, source[2])
             conn.execute(
-                "INSERT INTO segments (file_id, start_s, end_s, vector) "
-                "SELECT ?, start_s, end_s, vector FROM segments WHERE file_id = ? ORDER BY id",
+                "INSERT INTO segments (file_id, start_s, end_s, vector, tag_probs) "
+                "SELECT ?, start_s, end_s, vector, tag_probs FROM segments WHERE file_id = ? "
+                "ORDER BY id",
                 (file_id, int(from_file_id)),
             )
             return file_id
@@ -339,17 +395,37 @@ class Catalogue(CatalogueQueries):
                 f"{dim}-d): {exc}"
             ) from exc
 
-    def _insert_file(self, conn: sqlite3.Connection, record: FileRecord) -> int:
+    def _tag_blobs(self, path: str, tags, n: int) -> list[bytes | None]:
+        if tags is None:
+            return [None] * n
+        names = self.tag_names
+        if not names:
+            raise CatalogueError(
+                f"cannot write the tags of '{path}': catalogue '{self.path}' has no tag "
+                "vocabulary (bind the model with its tag_names first)"
+            )
+        if len(tags) != n:
+            raise CatalogueError(f"cannot write '{path}': {len(tags)} windows of tags, {n} windows")
+        try:
+            return [encode_tags(p, len(names)) for p in tags]
+        except ValueError as exc:
+            raise CatalogueError(f"cannot write the tags of '{path}': {exc}") from exc
+
+    def _insert_file(
+        self, conn: sqlite3.Connection, record: FileRecord, tag_summary: bytes | None = None
+    ) -> int:
         self._check_path(record.path, f"write '{record.path}'")
         self._delete_path(conn, record.path)
         file_id = conn.execute(
-            f"INSERT INTO files (path, status, {FILE_COLUMNS}) "
-            f"VALUES (?, 'ok', {', '.join('?' * 13)})",
-            (record.path, *file_values(record)),
+            f"INSERT INTO files (path, status, tag_probs, {FILE_COLUMNS}) "
+            f"VALUES (?, 'ok', ?, {', '.join('?' * 13)})",
+            (record.path, tag_summary, *file_values(record)),
         ).lastrowid
+        sound_tags = confident_tags(tag_summary, self.tag_names) if tag_summary else []
+        metadata = {k: str(v) for k, v in record.tags.items()}
         conn.execute(
             "INSERT INTO files_fts (rowid, name, folder, tags) VALUES (?, ?, ?, ?)",
-            (file_id, *fts_document(record.path, {k: str(v) for k, v in record.tags.items()})),
+            (file_id, *fts_document(record.path, metadata, sound_tags)),
         )
         self._dirty = True
         return file_id

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from earshot.errors import AudioDecodeError, EarshotError
+from earshot.search import tags_json
 from earshot.serve.guard import Guard
 from earshot.serve.service import (
     ApiError,
@@ -48,6 +49,18 @@ STATIC_FILES = {
 MAX_K = 100
 Formats = Annotated[
     list[str] | None, Query(alias="format", description="only these formats: wav, flac, ...")
+]
+Tags = Annotated[
+    list[str] | None,
+    Query(
+        alias="tag",
+        description="only files with this sound tag, e.g. Dog (any case; repeatable: all of "
+        "them); for catalogues indexed by a tagging model",
+    ),
+]
+TagMin = Annotated[
+    float | None,
+    Query(ge=0, le=1, description="a tag counts from this probability in some window (0.3)"),
 ]
 _MEDIA_TYPES = {
     "wav": "audio/wav",
@@ -188,20 +201,45 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
     def folders(limit: int = Query(500, ge=1, le=5000)):
         return {"folders": [{"folder": f, "files": n} for f, n in svc.cat.folders(limit)]}
 
-    @app.get("/api/search", tags=["search"], summary="Files that sound like a description")
+    @app.get(
+        "/api/search",
+        tags=["search"],
+        summary="Files that sound like a description (or, with only tags, the files with them)",
+    )
     def search(
-        q: str = Query(..., max_length=1000, description="what you hear, e.g. 'a dog barks'"),
+        q: str = Query(
+            "",
+            max_length=1000,
+            description="what you hear, e.g. 'a dog barks'; may be left out when tag is given",
+        ),
         k: int = Query(20, ge=1, le=MAX_K, description="how many files"),
         folder: str | None = Query(None, description="only files under this absolute folder"),
         min_duration: float | None = Query(None, ge=0, description="seconds"),
         max_duration: float | None = Query(None, ge=0, description="seconds"),
         formats: Formats = None,
+        tags: Tags = None,
+        tag_min: TagMin = None,
         hybrid: bool = Query(False, description="fuse keyword matches on names and tags"),
     ):
-        filters = _filters(folder, min_duration, max_duration, formats)
+        filters = _filters(folder, min_duration, max_duration, formats, tags, tag_min)
         t0 = time.perf_counter()
-        hits = svc.search_text(q, k, filters, hybrid)
+        if not q.strip() and filters.tags:
+            hits = svc.search_tags(k, filters)
+        else:
+            hits = svc.search_text(q, k, filters, hybrid)
         return _answer({"text": q, "k": k}, filters, hits, t0)
+
+    @app.get(
+        "/api/tags",
+        tags=["search"],
+        summary="The sound tags files have (in some window at >= 0.3), most files first",
+    )
+    def sound_tags(limit: int = Query(1000, ge=1, le=100000)):
+        menu = svc.tag_menu()
+        return {
+            "vocabulary": len(svc.cat.tag_names),
+            "tags": [{"name": name, "files": n} for name, n in menu[:limit]],
+        }
 
     @app.get(
         "/api/similar/{file_id}",
@@ -216,8 +254,10 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
         min_duration: float | None = Query(None, ge=0),
         max_duration: float | None = Query(None, ge=0),
         formats: Formats = None,
+        tags: Tags = None,
+        tag_min: TagMin = None,
     ):
-        filters = _filters(folder, min_duration, max_duration, formats)
+        filters = _filters(folder, min_duration, max_duration, formats, tags, tag_min)
         info = svc.file(file_id)
         t0 = time.perf_counter()
         hits = svc.similar(info, segment, k, filters)
@@ -256,8 +296,10 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
         min_duration: float | None = Query(None, ge=0),
         max_duration: float | None = Query(None, ge=0),
         formats: Formats = None,
+        tags: Tags = None,
+        tag_min: TagMin = None,
     ):
-        filters = _filters(folder, min_duration, max_duration, formats)
+        filters = _filters(folder, min_duration, max_duration, formats, tags, tag_min)
         path, name = await receive_upload(request, settings)
         try:
             t0 = time.perf_counter()
@@ -277,6 +319,7 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
                 "channels", "format", "subtype", "tags", "status", "skip_reason")  # fmt: skip
         return {
             **{key: info.get(key) for key in keep},
+            "sound_tags": tags_json(info.get("sound_tags") or ()),
             "segments": [
                 {"segment_id": s.segment_id, "start": round(s.start_s, 3), "end": round(s.end_s, 3)}
                 for s in segments
@@ -340,7 +383,7 @@ def _static_file(name: str, media_type: str) -> FileResponse:
     )
 
 
-def _filters(folder, min_duration, max_duration, formats):
+def _filters(folder, min_duration, max_duration, formats, tags=None, tag_min=None):
     from earshot.search import Filters
 
     if folder is not None and not folder.strip():
@@ -354,7 +397,9 @@ def _filters(folder, min_duration, max_duration, formats):
     if min_duration is not None and max_duration is not None and min_duration > max_duration:
         raise ApiError(400, "min_duration is larger than max_duration: no file can match")
     formats = tuple(f for f in (formats or ()) if f.strip()) or None
-    return Filters(folder, min_duration, max_duration, formats)
+    # Not split on commas: AudioSet names hold them ("Domestic animals, pets").
+    tags = tuple(t.strip() for t in (tags or ()) if t.strip()) or None
+    return Filters(folder, min_duration, max_duration, formats, tags, tag_min)
 
 
 def _hit(h) -> dict:
@@ -371,6 +416,7 @@ def _hit(h) -> dict:
         "duration": round(h.duration_s, 3),
         "score": round(float(h.score), 4),
         "format": h.format,
+        "tags": tags_json(h.tags),  # as Hit.as_dict gives them
     }
 
 

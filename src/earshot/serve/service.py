@@ -72,6 +72,7 @@ class Service:
         self.started = time.time()
         self.counts = {"search": 0, "similar": 0, "like": 0, "audio": 0, "peaks": 0}
         self.batcher = QueryBatcher(self._search_batch, max_batch=16)
+        self._tag_menu: tuple[int, list] | None = None  # (generation, [(name, files)])
 
     # -- files ----------------------------------------------------------------------------
     def file(self, raw_id: str) -> dict:
@@ -108,6 +109,21 @@ class Service:
         if not text.strip():
             raise SearchError("empty query: describe the sound you are looking for")
         return self.batcher.submit((text, k, filters))
+
+    def search_tags(self, k: int, filters):
+        """No text, only tags: the files having them, likeliest first."""
+        with self.lock:
+            self.counts["search"] += 1
+            return self.searcher.search_tags((), k, filters)
+
+    def tag_menu(self) -> list[tuple[str, int]]:
+        """[(tag name, files having it at >= 0.3)], most files first; made once per catalogue
+        generation (it reads every file's tag summary)."""
+        generation = self.cat.generation
+        if self._tag_menu is None or self._tag_menu[0] != generation:
+            with self.lock:
+                self._tag_menu = (generation, self.cat.tag_file_counts())
+        return self._tag_menu[1]
 
     def _search_batch(self, queries: list[tuple[str, int, Any]]) -> list:
         """Encode the texts of concurrent queries in one call, then search each."""

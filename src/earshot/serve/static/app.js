@@ -12,6 +12,10 @@
     folder: $("folder"),
     folderList: $("folder-list"),
     duration: $("duration"),
+    tagFilter: $("tag-filter"),
+    tag: $("tag"),
+    tagList: $("tag-list"),
+    tagChosen: $("tag-chosen"),
     summary: $("catalogue-summary"),
     banner: $("banner"),
     status: $("status"),
@@ -27,6 +31,7 @@
   const K = 20;
   const PEAKS_N = 240;
   const DEBOUNCE_MS = 220;
+  const HIT_TAGS = 5; // chips under a hit
 
   const state = {
     hits: [], // the hits on screen, in order
@@ -39,6 +44,7 @@
     mode: "none", // "text" | "similar" | "upload" | "none"
     similar: null, // {file_id, segment_id, name}
     untrained: false,
+    tags: [], // sound tags every result must have (the tag filter)
   };
   const peaks = new Map(); // file_id -> Promise<{peaks, duration}>
 
@@ -66,6 +72,7 @@
     const [lo, hi] = (el.duration.value || "-").split("-");
     if (lo) p.set("min_duration", lo);
     if (hi) p.set("max_duration", hi);
+    for (const tag of state.tags) p.append("tag", tag);
     return p;
   }
 
@@ -84,13 +91,13 @@
 
   async function searchText(history = "replace") {
     const text = el.q.value.trim();
-    if (!text) {
+    if (!text && !state.tags.length) {
       clearResults();
       writeUrl({ kind: "none" }, history);
       return;
     }
-    const params = filterParams();
-    params.set("q", text);
+    const params = filterParams(); // no text, only tags: the recordings that have them
+    if (text) params.set("q", text);
     params.set("k", K);
     const { signal, seq } = begin();
     setBusy(true);
@@ -173,9 +180,15 @@
       if (entry.segment) p.set("segment", entry.segment);
     }
     if (entry.kind === "upload") p.set("example", entry.name);
-    for (const [key, value] of filterParams()) p.set(key, value);
+    for (const [key, value] of filterParams()) p.append(key, value);
     const url = p.toString() ? `/?${p}` : "/";
-    const saved = { ...entry, folder: el.folder.value, duration: el.duration.value, query: el.q.value };
+    const saved = {
+      ...entry,
+      folder: el.folder.value,
+      duration: el.duration.value,
+      query: el.q.value,
+      tags: [...state.tags],
+    };
     if (history === "push") window.history.pushState(saved, "", url);
     else window.history.replaceState(saved, "", url);
   }
@@ -186,6 +199,7 @@
     el.folder.value = saved.folder || "";
     el.duration.value = saved.duration || "";
     el.q.value = saved.query || "";
+    setTags(saved.tags || []);
     if (saved.kind === "none" || !saved.data) {
       state.mode = "none";
       clearResults();
@@ -201,6 +215,7 @@
   function startFromUrl() {
     const p = new URLSearchParams(window.location.search);
     el.folder.value = p.get("folder") || "";
+    setTags(p.getAll("tag"));
     const lo = p.get("min_duration") || "";
     const hi = p.get("max_duration") || "";
     if (lo || hi) {
@@ -209,8 +224,8 @@
     }
     if (p.get("like")) {
       searchSimilar({ file_id: p.get("like"), segment_id: p.get("segment") }, "replace");
-    } else if (p.get("q")) {
-      el.q.value = p.get("q");
+    } else if (p.get("q") || state.tags.length) {
+      el.q.value = p.get("q") || "";
       searchText("replace");
     } else {
       if (p.get("example")) {
@@ -238,7 +253,9 @@
     const n = hits.length;
     const count = n === 0 ? "No matches" : `${n} ${n === 1 ? "recording" : "recordings"}`;
     let about = "";
-    if (what.kind === "text") about = ` for “${what.text || data.query.text}”`;
+    const text = what.kind === "text" ? what.text || data.query.text : "";
+    if (text) about = ` for “${text}”`;
+    else if (what.kind === "text") about = ` tagged ${state.tags.map((t) => `“${t}”`).join(" + ")}`;
     if (what.kind === "similar") {
       const q = data.query;
       const span = q.start != null ? ` ${clock(q.start)}–${clock(q.end)}` : "";
@@ -332,7 +349,9 @@
       playHit(i, Math.max(0, Math.min(hit.duration, at)));
     });
 
-    body.append(head, meta, wave);
+    body.append(head, meta);
+    if (hit.tags && hit.tags.length) body.append(hitTags(hit));
+    body.append(wave);
 
     const more = document.createElement("button");
     more.type = "button";
@@ -352,6 +371,73 @@
     });
     loadPeaks(hit).then(() => drawWave(i));
     return li;
+  }
+
+  function hitTags(hit) {
+    const row = document.createElement("div");
+    row.className = "hit-tags";
+    for (const tag of hit.tags.slice(0, HIT_TAGS)) {
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = "tag-chip";
+      chip.tabIndex = -1;
+      chip.dataset.tag = tag.name;
+      const name = document.createElement("span");
+      name.textContent = tag.name;
+      const p = document.createElement("span");
+      p.className = "tag-p";
+      p.textContent = tag.p.toFixed(2);
+      chip.append(name, p);
+      chip.title = `Only recordings tagged “${tag.name}” (${tag.p.toFixed(2)} in this match)`;
+      chip.setAttribute("aria-label", `Filter by tag ${tag.name}`);
+      chip.addEventListener("click", (e) => {
+        e.stopPropagation();
+        addTag(tag.name);
+      });
+      row.append(chip);
+    }
+    return row;
+  }
+
+  // --- the tag filter ----------------------------------------------------------------------
+
+  function setTags(tags) {
+    state.tags = [];
+    for (const tag of tags) {
+      const t = String(tag).trim();
+      if (t && !state.tags.some((x) => x.toLowerCase() === t.toLowerCase())) state.tags.push(t);
+    }
+    el.tagChosen.replaceChildren(
+      ...state.tags.map((tag) => {
+        const chip = document.createElement("button");
+        chip.type = "button";
+        chip.className = "tag-chip is-chosen";
+        chip.dataset.tag = tag;
+        chip.textContent = tag;
+        const x = document.createElement("span");
+        x.className = "tag-x";
+        x.setAttribute("aria-hidden", "true");
+        x.textContent = "×";
+        chip.append(x);
+        chip.title = `Remove the tag filter “${tag}”`;
+        chip.setAttribute("aria-label", `Remove tag filter ${tag}`);
+        chip.addEventListener("click", () => {
+          setTags(state.tags.filter((t) => t !== tag));
+          rerun();
+        });
+        return chip;
+      }),
+    );
+    el.tagChosen.hidden = state.tags.length === 0;
+    if (state.tags.length) el.tagFilter.hidden = false;
+  }
+
+  function addTag(name) {
+    const tag = String(name || "").trim();
+    el.tag.value = "";
+    if (!tag || state.tags.some((t) => t.toLowerCase() === tag.toLowerCase())) return;
+    setTags([...state.tags, tag]);
+    rerun();
   }
 
   // --- waveforms -------------------------------------------------------------------------------
@@ -560,6 +646,13 @@
     }
   });
   el.folder.addEventListener("change", rerun);
+  el.tag.addEventListener("change", () => addTag(el.tag.value));
+  el.tag.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {
+      e.preventDefault();
+      addTag(el.tag.value);
+    }
+  });
   el.duration.addEventListener("change", rerun);
   el.back.addEventListener("click", () => window.history.back());
 
@@ -688,6 +781,20 @@
       );
     } catch (_) {
       // The folder menu is a convenience; typing a folder still works.
+    }
+    try {
+      const { vocabulary, tags } = await api("/api/tags");
+      if (vocabulary > 0) el.tagFilter.hidden = false; // the model tags sounds
+      el.tagList.replaceChildren(
+        ...tags.map((t) => {
+          const option = document.createElement("option");
+          option.value = t.name;
+          option.label = `${t.files} ${t.files === 1 ? "file" : "files"}`;
+          return option;
+        }),
+      );
+    } catch (_) {
+      // Without the menu the tag filter still takes typed names.
     }
   }
 
