@@ -9,8 +9,15 @@ No tagging model ships yet, so a real tiny `JointModel` stands in: `tag_names` s
 from __future__ import annotations
 
 import json
+import os
+import random
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -467,6 +474,63 @@ def test_check_finds_damaged_tags(cat):
     assert any("windows tagged unlike their file's summary" in p for p in cat.check())
     db.execute("UPDATE segments SET tag_probs = x'0102' WHERE file_id = ?", (fid,))
     assert any("window tags of a malformed size" in p for p in cat.check())
+
+
+def kill_probs(n: int, j: int) -> np.ndarray:
+    return np.random.default_rng([n, j]).random((3, len(TAG_NAMES))).astype(np.float32) ** 3
+
+
+def kill_child(db: str) -> None:
+    """Runs in a child process: tagged batches (puts, a copy, removals) until it is killed."""
+    cat = Catalogue(db)
+    cat.db.execute("PRAGMA wal_autocheckpoint = 20")  # kills land in checkpoints too
+    cat.bind_model("kill-model", DIM, {}, tag_names=TAG_NAMES)
+    n = cat.generation
+    print("ready", flush=True)
+    while True:
+        n += 1
+        with cat.batch():
+            for j in range(20):
+                record = store_record(f"/k/{n}-{j}.wav", f"h{n}-{j}")
+                cat.put_file(record, unit(3, n * 100 + j), kill_probs(n, j))
+            source = cat.file_id_for_path(f"/k/{n}-0.wav")
+            cat.copy_segments(source, store_record(f"/k/copy-{n}.wav", f"h{n}-0"))
+            cat.remove_paths([f"/k/{n - 1}-{j}.wav" for j in range(5)])
+        print("committed", n, flush=True)
+
+
+def test_kill_9_mid_batch_leaves_tags_consistent(tmp_path):
+    db = tmp_path / "killed.sqlite"
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"import test_tags; test_tags.kill_child({str(db)!r})"
+    )
+    rng = random.Random(3)
+    committed = 0
+    for delay in [0.0] + [rng.uniform(0.02, 0.3) for _ in range(4)]:
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        os.kill(child.pid, signal.SIGKILL)
+        lines = child.communicate()[0].split()
+        committed = max([committed] + [int(w) for w in lines if w.isdigit()])
+        with Catalogue(db) as cat:
+            assert cat.check() == []  # tag sizes, summaries = their windows' best, vocabulary
+            g = cat.generation
+            assert g in (committed, committed + 1)
+            expected = {}
+            for n in range(1, g + 1):
+                expected |= {f"/k/{n}-{j}.wav": kill_probs(n, j) for j in range(20)}
+                expected[f"/k/copy-{n}.wav"] = kill_probs(n, 0)
+                for j in range(5):
+                    expected.pop(f"/k/{n - 1}-{j}.wav", None)
+            assert set(cat.file_states()) == set(expected)
+            for path in rng.sample(sorted(expected), min(30, len(expected))):
+                want = [decode_tags(encode_tags(p, len(TAG_NAMES))) for p in expected[path]]
+                have = window_tags(cat, path)
+                assert [list(w) for w in have] == [[TAG_NAMES[t] for t in e["tag"]] for e in want]
+            committed = g
+    assert committed >= 2
 
 
 # --- indexing ---------------------------------------------------------------------------------
