@@ -256,8 +256,12 @@ def load_recipe(path: str | Path) -> Recipe:
     doc = _with_included(doc, path)
     # [zeroshot] fraction: that share of the CSV labels (auto_labels) is never trained on
     zeroshot = float(doc.get("zeroshot", {}).get("fraction", 0.0))
-    if not 0.0 <= zeroshot < 1.0:
-        raise DatasetError(f"recipe '{path}': zeroshot.fraction must lie in [0, 1)")
+    # [zeroshot] val_fraction: the next share of labels, held out of training for val
+    zeroshot_val = float(doc.get("zeroshot", {}).get("val_fraction", 0.0))
+    if not (0.0 <= zeroshot < 1.0 and zeroshot_val >= 0.0 and zeroshot + zeroshot_val < 1.0):
+        raise DatasetError(
+            f"recipe '{path}': zeroshot.fraction and val_fraction must be >= 0, sum below 1"
+        )
     root = (path.parent / doc.get("root", ".")).resolve()
     if not root.is_dir():
         raise DatasetError(
@@ -335,8 +339,16 @@ def load_recipe(path: str | Path) -> Recipe:
                     labels[name] = LabelSpec(name, nouns=(name,), queries=(name,), auto=True)
     # Only labels read from a CSV are held out: a described label is trained by its sources.
     held = frozenset(n for n, s in labels.items() if s.auto and is_zeroshot(n, zeroshot))
+    held_val = frozenset(
+        n
+        for n, s in labels.items()
+        if s.auto and n not in held and is_zeroshot(n, zeroshot + zeroshot_val)
+    )
     sources = [
-        dataclasses.replace(s, zeroshot_labels=held) if s.auto_labels else s for s in sources
+        dataclasses.replace(s, zeroshot_labels=held, zeroshot_val_labels=held_val)
+        if s.auto_labels
+        else s
+        for s in sources
     ]
     t = doc.get("templates", {})
     recipe = Recipe(

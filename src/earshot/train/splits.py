@@ -48,6 +48,9 @@ class SourceSpec:
     # Labels held out of training entirely (their clips are test only, keyed
     # `<name>-zeroshot/...` so reports score them apart); the recipe picks them (is_zeroshot).
     zeroshot_labels: frozenset[str] = frozenset()
+    # ... and labels held out for validation alike (val only, `<name>-zeroshot/...`), so model
+    # selection also sees sounds never trained on, without touching the test labels.
+    zeroshot_val_labels: frozenset[str] = frozenset()
 
     @property
     def has_test(self) -> bool:
@@ -138,6 +141,21 @@ def _carved_rows(
         yield from _rows_of(source, split, labels, problems, held, csv_path, suffix="-zeroshot")
         return
     rest = [r for r, t in zip(rows, in_test, strict=True) if not t]
+    val_zs = {label_of(r) for r in rest} & source.zeroshot_val_labels
+    if val_zs:
+        # Recordings with a clip of a val zero-shot label are val as a whole, scored apart.
+        val_groups = {r[group] for r in rest if label_of(r) in val_zs}
+        held = [r for r in rest if r[group] in val_groups]
+        rest = [r for r in rest if r[group] not in val_groups]
+        if split == "val":
+            plain = [r for r in held if label_of(r) not in val_zs]
+            yield from _rows_of(
+                source, split, labels, problems, plain, csv_path, suffix="", val_all=True
+            )
+            zs = [r for r in held if label_of(r) in val_zs]
+            yield from _rows_of(
+                source, split, labels, problems, zs, csv_path, suffix="-zeroshot", val_all=True
+            )
     yield from _rows_of(source, split, labels, problems, rest, csv_path)
 
 
@@ -149,10 +167,13 @@ def _rows_of(
     rows: list[dict[str, str]],
     csv_path: Path,
     suffix: str = "",
+    val_all: bool = False,
 ) -> Iterator[tuple[str, Path, str, str]]:
     if not rows:
         return
-    if split != "test" and source.val_fraction > 0:
+    if val_all:  # rows that are val whatever the carve says (val zero-shot recordings)
+        pass
+    elif split != "test" and source.val_fraction > 0:
         group = source.val_group or "file"
         if group not in rows[0]:
             raise DatasetError(f"'{csv_path}' has no column '{group}' to carve val from")
