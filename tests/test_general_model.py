@@ -223,3 +223,30 @@ def test_real_teacher_ranks_everyday_sounds(real_teacher, shared_data):
     text = real_teacher.encode_text(list(clips))
     ranks = (text @ audio.T).argmax(dim=1)
     assert (ranks == torch.arange(len(clips))).float().mean() >= 0.6
+
+
+def test_split_positives_agree_with_batches_holds():
+    """The heads trainer's one-matmul positives equal `batches.holds` on random tag sets."""
+    from earshot.train.batches import holds
+    from earshot.train.datasets import CaptionDataset, Clip
+    from earshot.train.heads import BackboneFeatures, _Split
+
+    rng = np.random.default_rng(0)
+    names = [f"t{i}" for i in range(6)]
+    clips = []
+    for i in range(20):
+        tags = frozenset(rng.choice(names, size=rng.integers(1, 4), replace=False))
+        cap_tags = tuple(
+            frozenset(rng.choice(sorted(tags), size=rng.integers(1, len(tags) + 1), replace=False))
+            for _ in range(3)
+        )
+        clips.append(Clip(f"c{i}", Path(f"c{i}.wav"), ("a", "b", "c"), "x", tags, cap_tags))
+    ds = CaptionDataset("t", "train", tuple(clips))
+    bf = BackboneFeatures(
+        np.zeros((20, 2), np.float32), np.zeros((20, 1), np.float32), np.arange(20)
+    )
+    split = _Split(ds, bf, {"a": np.zeros(4), "b": np.zeros(4), "c": np.zeros(4)})
+    caps, idx = np.arange(len(split.captions)), np.arange(20)
+    expected = holds(split.clip_tags[idx], split.caption_tags[caps]).T
+    assert np.array_equal(split.positives(caps, idx), expected)
+    assert expected.any() and not expected.all()

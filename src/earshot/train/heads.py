@@ -37,7 +37,6 @@ from earshot.errors import AudioDecodeError, EarshotError
 from earshot.eval.evaluate import clip_scores
 from earshot.eval.metrics import per_query_metrics
 from earshot.model.dual import JointModel
-from earshot.train.batches import holds
 from earshot.train.datasets import CaptionDataset
 
 FEATURES_VERSION = 1
@@ -208,9 +207,18 @@ class _Split:
         self.caption_tags = np.zeros((len(cap_tags), len(vocab)), dtype=bool)
         for j, tags in enumerate(cap_tags):
             self.caption_tags[j, [index[t] for t in tags if t in index]] = True
+        # A caption holds for a clip when none of its tags is missing from the clip's: one
+        # matrix product (captions x tags) @ (tags x clips) instead of a 3-d boolean test.
+        self.caption_tags_f = torch.from_numpy(self.caption_tags.astype(np.float32))
+        self.clip_missing_f = torch.from_numpy((~self.clip_tags).astype(np.float32))
         first = np.zeros(n + 1, dtype=np.int64)
         np.add.at(first, self.caption_clip + 1, 1)
         self.caption_start = np.cumsum(first)  # clip i's captions: [start[i], start[i + 1])
+
+    def positives(self, captions: np.ndarray, clips: np.ndarray) -> np.ndarray:
+        """(len(captions), len(clips)) bool: caption c holds for clip a (as `batches.holds`)."""
+        missing = self.caption_tags_f[captions] @ self.clip_missing_f[clips].T
+        return (missing == 0).numpy()
 
 
 def _clip_tags(clip) -> frozenset[str]:
@@ -232,7 +240,7 @@ def score_split(model: JointModel, split: _Split) -> float:
     text = model.project_text(split.text).numpy()
     scores = clip_scores(text, windows, split.window_clip, len(split.dataset))
     keep = np.flatnonzero(split.usable)
-    rel = holds(split.clip_tags[keep], split.caption_tags).T  # (captions, clips)
+    rel = split.positives(np.arange(len(split.captions)), keep)  # (captions, clips)
     scores = scores[:, keep]
     has = rel.any(axis=1)
     return float(per_query_metrics(scores[has], relevance=rel[has])["mAP@10"].mean())
@@ -276,7 +284,7 @@ def fit_heads(
         caps = lo + (rng.random(bs) * (hi - lo)).astype(np.int64)
         a = F.normalize(model.audio_head(train.features[wins]), dim=-1)
         t = model.project_text(train.text[caps])
-        pos = torch.from_numpy(holds(train.clip_tags[clips], train.caption_tags[caps]))
+        pos = torch.from_numpy(train.positives(caps, clips).T.copy())  # (clips, captions)
         logits = a @ t.T / settings.temperature
         loss = 0.5 * (_multi_positive_nce(logits, pos) + _multi_positive_nce(logits.T, pos.T))
         if settings.distill > 0:
