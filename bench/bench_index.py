@@ -2,12 +2,26 @@
 
 Prints one JSON object:
 - `index`: `earshot index` (the Indexer) over N synthetic 10 s clips (44.1 kHz stereo WAV and
-  22.05 kHz mono Ogg, like real collections), for each model size: files/s, audio hours per
-  hour; and the same clips timed stage by stage in this process — decode + resample, log-mel,
-  CNN + head, catalogue writes — as shares of their sum.
+  22.05 kHz mono Ogg, like real collections), for each model: files/s, audio hours per hour;
+  and the same clips timed stage by stage in this process — decode + resample, log-mel,
+  network + head (+ tag probabilities), catalogue writes (+ tags) — as shares of their sum.
+  `--rounds R` indexes R times per model, rotating the order each round: files/s is the median
+  and `ratios` the median of per-round ratios (each model to the first one listed, and
+  `general/general_plain`), so a busy machine hits every model alike.
 - `reindex`: a tree of 10,000 small files already in the catalogue, re-indexed unchanged:
   seconds for scan + diff (target ≤ 10 s).
-Models have random weights: speed does not depend on training.
+- `search`: `Searcher.search_vector` in-process over a synthetic catalogue.
+
+Models: `cnn14`, `cnn10`, `cnn10_slim` (random weights: speed does not depend on training);
+`compact` (the packaged compact model: slim CNN10, 4 s windows, 2 s hop); `default` (what
+`--model default` picks); `general` (EfficientAT's AudioSet mn04, frozen, + a linear head to
+300-d, 10 s windows, 5 s hop, AudioSet tags stored per window): the packaged
+earshot/models/general where it exists, else `--model-dir DIR`, else a folder written here
+around the real backbone with random heads (speed does not depend on the heads; the tags come
+from the backbone alone); `general_plain`: the same model with its MobileNet run by the plain
+eager module (`JointModel.fast_inference = False`), the "before" of the fast path. Without the
+backbone file (/work/shared/weights, the cache, $EARSHOT_WEIGHTS_DIR) the general models are
+reported as skipped, with the reason, and the rest still runs.
 """
 
 from __future__ import annotations
@@ -21,23 +35,64 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+# torch is imported where it is used: the Indexer's decode workers are spawned, and a spawned
+# worker re-imports this script, which would otherwise cost each of them a torch import
+# (seconds on a busy machine) that `earshot index`'s workers do not pay.
 
 MODELS = {
     "cnn14": ("cnn14", None, None),
     "cnn10": ("cnn10", None, None),
     "cnn10_slim": ("cnn10", (16, 32, 64, 128), 128),
-    "default": None,  # the packaged default model (slim CNN10, 4 s windows, 2 s hop)
+    "default": None,  # what `--model default` picks (general where it is packaged, else compact)
+    "compact": None,  # the packaged compact model (slim CNN10, 4 s windows, 2 s hop)
+    "general": None,  # EfficientAT mn04 + heads, 10 s windows, 5 s hop, tags per window
+    "general_plain": None,  # the same, the MobileNet run by the plain eager module
 }
+GENERAL = ("general", "general_plain")
 
 
-def build(name: str):
+class Skipped(Exception):
+    """A model this machine cannot run (its backbone is not here); the message says why."""
+
+
+def general_folder(tmp: Path, model_dir: str | None) -> tuple[Path, str]:
+    """The general model's folder and where it came from; raises Skipped without the backbone."""
+    from earshot.model.io import GENERAL_DIR, build_model, read_config, save_model
+    from earshot.model.pretrained import attach_backbone, backbone_problem, pretrained_config
+
+    if model_dir:
+        folder, origin = Path(model_dir), "--model-dir"
+    elif (GENERAL_DIR / "config.json").is_file():
+        folder, origin = GENERAL_DIR, "packaged"
+    else:
+        folder, origin = tmp / "general-model", "written here: the mn04 backbone, random heads"
+    config = read_config(folder) if folder.is_dir() else pretrained_config("mn04", joint_dim=300)
+    problem = backbone_problem(config)
+    if problem is not None:
+        raise Skipped(problem)
+    if not folder.is_dir():
+        # What `earshot init-model DIR --efficientat mn04 --joint-dim 300` writes, less its
+        # teacher heads (they need the text model; speed does not depend on them).
+        model = build_model(config)
+        attach_backbone(model, progress=False)
+        save_model(model, folder)
+    return folder, origin
+
+
+def build(name: str, tmp: Path | None = None, model_dir: str | None = None):
     from earshot.config import EncoderConfig, ModelConfig
     from earshot.encoders.audio import STANDARD_ENCODERS
     from earshot.model.io import build_model, load_model
 
-    if name == "default":
-        return load_model("default", with_text=False)
+    if name in ("default", "compact"):
+        return load_model(name, with_text=False)
+    if name in GENERAL:
+        folder, origin = general_folder(tmp, model_dir)
+        model = load_model(folder, with_text=False)
+        model.fast_inference = name == "general"
+        model.bench_origin = origin
+        return model
     arch, widths, embed = MODELS[name]
     enc = STANDARD_ENCODERS[arch] if widths is None else EncoderConfig(arch, widths, embed)
     return build_model(ModelConfig(encoder=enc))
@@ -61,11 +116,17 @@ def write_clips(folder: Path, n: int) -> list[Path]:
 
 
 def stages(model, paths: list[Path], precision: str, batch: int) -> dict:
-    """Each stage timed alone over the same files, in this process."""
+    """Each stage timed alone over the same files, in this process, as the Indexer runs it:
+    a tagging model's encoder stage includes its tag probabilities and its store stage the
+    tags (`tags` says what storing them cost)."""
+    import torch
+
     from earshot.index.build import ScanEntry, decode_entry
+    from earshot.index.schema import MAX_TAGS, TAG_FLOOR
     from earshot.index.store import Catalogue
 
     audio = model.config.audio
+    tag_names = tuple(getattr(model, "tag_names", ()))
     t = time.perf_counter()
     decoded = []
     for p in paths:
@@ -79,62 +140,155 @@ def stages(model, paths: list[Path], precision: str, batch: int) -> dict:
     frontend_s = time.perf_counter() - t
     t = time.perf_counter()
     with torch.no_grad():
-        vectors = torch.cat([model.embed_logmel(m, precision) for m in mels]).numpy()
+        out = [model._embed_logmel(m, precision) for m in mels]  # what encode_audio_tagged runs
+        vectors = torch.cat([v for v, _ in out]).float().numpy()
+        tags = (
+            torch.cat([torch.sigmoid(lg.float()) for _, lg in out]).numpy() if tag_names else None
+        )
     encoder_s = time.perf_counter() - t
-    with tempfile.TemporaryDirectory() as tmp, Catalogue(Path(tmp) / "c.sqlite") as cat:
-        cat.bind_model("bench", vectors.shape[1], {})
-        t = time.perf_counter()
-        at = 0
-        with cat.batch():
-            for d in decoded:
-                n = len(d.windows)
-                cat.put_file(
-                    d.record,
-                    [(s, e, v) for (s, e), v in zip(d.spans, vectors[at : at + n], strict=True)],
-                )
-                at += n
-        store_s = time.perf_counter() - t
-    total = decode_s + frontend_s + encoder_s + store_s
-    return {
-        "seconds": {
-            "decode": round(decode_s, 3),
-            "frontend": round(frontend_s, 3),
-            "encoder": round(encoder_s, 3),
-            "store": round(store_s, 3),
-        },
-        "share": {
-            "decode": round(decode_s / total, 3),
-            "frontend": round(frontend_s / total, 3),
-            "encoder": round(encoder_s / total, 3),
-            "store": round(store_s / total, 3),
-        },
+
+    def store(with_tags: bool) -> tuple[float, dict]:
+        with tempfile.TemporaryDirectory() as tmp, Catalogue(Path(tmp) / "c.sqlite") as cat:
+            cat.bind_model("bench", vectors.shape[1], {}, tag_names=tag_names if with_tags else ())
+            t = time.perf_counter()
+            at = 0
+            with cat.batch():
+                for d in decoded:
+                    n = len(d.windows)
+                    segs = zip(d.spans, vectors[at : at + n], strict=True)
+                    cat.put_file(
+                        d.record,
+                        [(s, e, v) for (s, e), v in segs],
+                        tags[at : at + n] if with_tags else None,
+                    )
+                    at += n
+            return time.perf_counter() - t, cat.stats()
+
+    store_s, stats = store(tags is not None)
+    seconds = {"decode": decode_s, "frontend": frontend_s, "encoder": encoder_s, "store": store_s}
+    total = sum(seconds.values())
+    result = {
+        "files": len(paths),
+        "windows": len(waves),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "ms_per_file": {k: round(1000 * v / len(paths), 2) for k, v in seconds.items()},
+        "share": {k: round(v / total, 3) for k, v in seconds.items()},
     }
+    if tags is not None:
+        result["tags"] = {
+            "store_without_tags_s": round(store(False)[0], 3),
+            "vocabulary": stats["tag_names"],
+            "stored_per_window": round(
+                float(np.minimum((tags >= TAG_FLOOR).sum(axis=1), MAX_TAGS).mean()), 2
+            ),
+        }
+    return result
 
 
-def bench_index(n: int, names: list[str], precision: str, workers: int) -> dict:
+def _median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and of its finished workers."""
+    import resource
+
+    own, workers = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+
+
+def bench_index(
+    n: int,
+    names: list[str],
+    precision: str,
+    workers: int,
+    rounds: int = 1,
+    model_dir: str | None = None,
+) -> dict:
+    import torch
+
     from earshot.index.build import Indexer
     from earshot.index.store import Catalogue
 
-    out = {}
+    out: dict = {}
+    runs: dict[str, list[float]] = {}  # files/s of each round
+    cpu_runs: dict[str, list[float]] = {}  # CPU seconds per file (this process + its workers)
+    cpu_per_wall: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_clips(Path(tmp) / "clips", n)
+        models = {}
         for name in names:
-            model = build(name)
+            try:
+                model = build(name, Path(tmp), model_dir)
+            except Skipped as e:
+                out[name] = {"skipped": str(e)}
+                print(f"{name}: skipped: {e}", file=sys.stderr)
+                continue
+            t = time.perf_counter()
             model.encode_audio(torch.zeros(2, model.config.audio.window_samples))  # warm-up
-            with Catalogue(Path(tmp) / f"{name}.sqlite") as cat:
-                t = time.perf_counter()
-                s = Indexer(cat, model, workers=workers, precision=precision, progress=False).run(
-                    [str(Path(tmp) / "clips")]
-                )
-                seconds = time.perf_counter() - t
-            out[name] = {
+            models[name] = (model, round(time.perf_counter() - t, 2))
+            runs[name], cpu_runs[name], cpu_per_wall[name] = [], [], []
+        order = list(models)
+        summaries = {}
+        for r in range(rounds):
+            for name in order[r % len(order) :] + order[: r % len(order)] if order else []:
+                model = models[name][0]
+                db = Path(tmp) / f"{name}.sqlite"
+                with Catalogue(db) as cat:
+                    cpu = _cpu_s()
+                    t = time.perf_counter()
+                    s = Indexer(
+                        cat, model, workers=workers, precision=precision, progress=False
+                    ).run([str(Path(tmp) / "clips")])
+                    seconds = time.perf_counter() - t
+                    cpu = _cpu_s() - cpu
+                for leftover in Path(tmp).glob(f"{name}.sqlite*"):
+                    leftover.unlink()
+                runs[name].append(s.added / seconds)
+                cpu_runs[name].append(cpu / s.added)
+                cpu_per_wall[name].append(cpu / seconds)
+                summaries[name] = (s, seconds)
+                print(f"{name} (round {r + 1}): {s.added / seconds:.2f} files/s", file=sys.stderr)
+        for name, (model, warmup_s) in models.items():
+            s, seconds = summaries[name]
+            fps = _median(runs[name])
+            entry = {
                 "files": s.added,
-                "seconds": round(seconds, 2),
-                "files_per_s": round(s.added / seconds, 2),
-                "audio_hours_per_hour": round(s.audio_s / seconds, 1),
+                "windows_per_file": round(s.segments / max(1, s.added), 2),
+                "seconds": round(s.added / fps, 2),
+                "files_per_s": round(fps, 2),
+                "files_per_s_runs": [round(x, 2) for x in runs[name]],
+                "audio_hours_per_hour": round(s.audio_s / s.added * fps, 1),
+                # CPU time is less sensitive to a busy machine than wall time: 1 / cpu_s_per_file
+                # is what one core of its own would give a run with no overlap (workers 1).
+                "cpu_ms_per_file": round(1000 * _median(cpu_runs[name]), 1),
+                "files_per_cpu_s": round(1 / _median(cpu_runs[name]), 2),
+                "cpu_per_wall": round(_median(cpu_per_wall[name]), 2),
+                "warmup_s": warmup_s,
                 "stages": stages(model, paths[: min(len(paths), 16)], precision, 8),
             }
-            print(f"{name}: {out[name]['files_per_s']} files/s", file=sys.stderr)
+            if name in GENERAL:
+                from earshot.model import dual
+
+                fast = dual._FAST_MN.get(model.audio_encoder)
+                entry["origin"] = model.bench_origin
+                entry["fast_path"] = bool(fast and fast[1] is not None)
+            out[name] = entry
+        ratios = {}
+        pairs = [(a, order[0]) for a in order[1:]]
+        if "general" in models and "general_plain" in models:
+            pairs.append(("general", "general_plain"))
+        for a, b in dict.fromkeys(pairs):
+            per_round = [x / y for x, y in zip(runs[a], runs[b], strict=True)]
+            ratios[f"{a}/{b}"] = {
+                "median": round(_median(per_round), 3),
+                "runs": [round(x, 3) for x in per_round],
+            }
+        if ratios:
+            out["ratios"] = ratios
     return out
 
 
@@ -239,9 +393,23 @@ def bench_search_path(n_segments: int, queries: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--clips", type=int, default=32)
-    ap.add_argument("--models", default="cnn14,cnn10,cnn10_slim")
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument(
+        "--models",
+        help=f"comma-separated, of {', '.join(MODELS)} (default cnn14,cnn10,cnn10_slim; "
+        "--quick: cnn10_slim)",
+    )
+    ap.add_argument(
+        "--model-dir", help="the general model's folder (default: packaged, else built)"
+    )
+    ap.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto (as earshot index): bf16 where the CPU has it natively, else fp32",
+    )
+    ap.add_argument("--workers", type=int, default=1, help="Indexer decode workers (1: inline)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--rounds", type=int, default=1, help="index runs per model, rotating")
     ap.add_argument("--tree", type=int, default=10_000, help="files in the re-index tree")
     ap.add_argument("--search-segments", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true")
@@ -250,28 +418,43 @@ def main() -> None:
     )
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    torch.set_num_threads(2)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from earshot.model.dual import resolve_precision
+
+    args.precision = resolve_precision(args.precision)
     if args.quick:
-        args.clips, args.models, args.tree, args.search_segments = 4, "cnn10_slim", 200, 2000
+        args.clips, args.tree, args.search_segments = 4, 200, 2000
+    if args.models is None:
+        args.models = "cnn10_slim" if args.quick else "cnn14,cnn10,cnn10_slim"
+    unknown = [m for m in args.models.split(",") if m not in MODELS]
+    if unknown:
+        ap.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
     result = {
         "benchmark": "earshot bench/bench_index.py",
         "env": {
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "cpus": os.cpu_count(),
+            "load_avg_start": [round(x, 2) for x in os.getloadavg()],
             "precision": args.precision,
             "workers": args.workers,
             "clips": args.clips,
             "clip_s": 10.0,
+            "rounds": args.rounds,
         },
     }
     if "index" in parts:
         models = args.models.split(",")
-        result["index"] = bench_index(args.clips, models, args.precision, args.workers)
+        result["index"] = bench_index(
+            args.clips, models, args.precision, args.workers, args.rounds, args.model_dir
+        )
     if "reindex" in parts:
         result["reindex"] = bench_reindex(args.tree)
     if "search" in parts:
         result["search"] = bench_search_path(args.search_segments, 50 if args.quick else 300)
+    result["env"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     json.dump(result, sys.stdout, indent=2)
     print()
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("frontend", "cnn14_fp32", "cnn14_fast", "cnn10_fp32", "cnn10_bf16")
@@ -19,12 +21,14 @@ def positive_stats(stats: dict) -> None:
     assert 0 < stats["min"] <= stats["median"] <= stats["max"]
 
 
-def run_quick(script: str, *extra: str) -> dict:
-    """Run `bench/<script> --quick *extra` offline; its stdout must be the JSON and nothing else."""
+def run_quick(script: str, *extra: str, env: dict | None = None) -> dict:
+    """Run `bench/<script> --quick *extra` offline; its stdout must be the JSON and nothing else.
+    `env`: variables to set (a None value removes one)."""
+    full = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), "--quick", *extra],
         cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={k: v for k, v in full.items() if v is not None},
         capture_output=True,
         text=True,
         timeout=180,
@@ -92,6 +96,42 @@ def test_quick_index_benchmark_reports_stages_and_reindex():
     assert search["segments"] == 2000
     for key in ("search_vector", "search_vector_folder_filter_10pct"):
         assert 0 < search[key]["p50_ms"] <= search[key]["p99_ms"]
+
+
+def test_quick_index_benchmark_times_the_general_model_beside_its_plain_path():
+    # One thread: the MobileNet's small convolutions on two threads of a busy 2-core machine
+    # spend most of their time waiting for each other.
+    result = run_quick(
+        "bench_index.py", "--models", "general,general_plain", "--parts", "index", "--threads", "1"
+    )
+    index = result["index"]
+    if "skipped" in index["general"]:
+        pytest.skip(f"no mn04 backbone here: {index['general']['skipped']}")
+    assert set(result) == {"benchmark", "env"} | {"index"}
+    for name in ("general", "general_plain"):
+        entry = index[name]
+        assert entry["files"] == 4 and entry["files_per_s"] > 0
+        assert entry["windows_per_file"] == 1.0  # 10 s clips, 10 s windows
+        assert entry["cpu_ms_per_file"] > 0 and entry["files_per_cpu_s"] > 0
+        assert set(entry["stages"]["share"]) == {"decode", "frontend", "encoder", "store"}
+        assert abs(sum(entry["stages"]["share"].values()) - 1) < 0.01
+        tags = entry["stages"]["tags"]
+        assert tags["vocabulary"] == 527 and 0 <= tags["stored_per_window"] <= 8
+    assert index["general"]["fast_path"] is True and index["general_plain"]["fast_path"] is False
+    ratio = index["ratios"]["general/general_plain"]
+    assert ratio["median"] > 0 and len(ratio["runs"]) == result["env"]["rounds"] == 1
+
+
+def test_index_benchmark_skips_the_general_model_without_its_backbone(tmp_path):
+    env = {
+        "EARSHOT_WEIGHTS_DIR": None,
+        "EARSHOT_CACHE_DIR": str(tmp_path / "cache"),
+        "EARSHOT_SHARED_DIR": str(tmp_path / "no-shared"),
+        "EARSHOT_OFFLINE": "1",
+    }
+    result = run_quick("bench_index.py", "--models", "general", "--parts", "index", env=env)
+    message = result["index"]["general"]["skipped"]
+    assert "mn04_as_mAP_432.pt" in message and "earshot weights fetch" in message
 
 
 def test_quick_search_benchmark_reports_latency_recall_and_memory():
