@@ -250,3 +250,34 @@ def test_split_positives_agree_with_batches_holds():
     expected = holds(split.clip_tags[idx], split.caption_tags[caps]).T
     assert np.array_equal(split.positives(caps, idx), expected)
     assert expected.any() and not expected.all()
+
+
+def test_pool_max_gives_the_head_the_strongest_moment():
+    """With pool_max the head reads [average ; time-max ; tags²]; the time-max of a window
+    whose sound fills a tenth of it stays near that sound's, where the average is diluted."""
+    import dataclasses
+
+    from earshot.config import EFFICIENTAT_AUDIO, ModelConfig
+    from earshot.encoders.efficientat import mn_encoder_config
+    from earshot.model.dual import audio_head_inputs
+
+    enc = dataclasses.replace(mn_encoder_config("mn04"), head_tags=True, pool_max=True)
+    config = ModelConfig(audio=EFFICIENTAT_AUDIO, encoder=enc, joint_dim=8)
+    assert audio_head_inputs(config) == 2 * 384 + 527
+    torch.manual_seed(0)
+    model = JointModel(config).eval()
+    burst = chirp_mix(1.0, seed=1)
+    short = np.zeros(320000, np.float32)
+    short[:32000] = burst
+    long = np.tile(burst, 10).astype(np.float32)
+    with torch.no_grad():
+        feats, logits = model.audio_features(
+            model.frontend(torch.from_numpy(np.stack([short, long])))
+        )
+    assert feats.shape == (2, 2 * 384 + 527) and logits.shape == (2, 527)
+    avg, peak = feats[:, :384], feats[:, 384:768]
+    assert torch.all(peak >= avg - 1e-5)  # a maximum over time is at least the mean
+    dilution_avg = (avg[0] - avg[1]).norm() / avg[1].norm()
+    dilution_max = (peak[0] - peak[1]).norm() / peak[1].norm()
+    assert dilution_max < dilution_avg
+    assert torch.allclose(feats[:, 768:], torch.sigmoid(logits).square())

@@ -84,6 +84,10 @@ class EncoderConfig:
     weights: WeightsRef | None = None
     labels: WeightsRef | None = None
     head_tags: bool = False  # the audio head also reads the squared tag probabilities
+    # EfficientAT: the audio head also reads the last feature map's maximum over time (of its
+    # mean over frequency), beside upstream's average over both: a short sound in a long,
+    # mostly silent window is not averaged away
+    pool_max: bool = False
 
     def __post_init__(self) -> None:
         for name in ("weights", "labels"):
@@ -91,6 +95,7 @@ class EncoderConfig:
             if isinstance(value, dict):
                 object.__setattr__(self, name, WeightsRef.from_dict(value))
         object.__setattr__(self, "head_tags", bool(self.head_tags))
+        object.__setattr__(self, "pool_max", bool(self.pool_max))
         if self.head_tags and self.n_tags == 0:
             raise ValueError(f"head_tags needs an encoder with tags (n_tags > 0): {self}")
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -146,7 +151,7 @@ class ModelConfig:
 # Per part of ModelConfig: fields left out of to_dict() while they hold their default.
 _LATER_FIELDS: dict[str, tuple[str, ...]] = {
     "audio": ("frontend", "win_length"),
-    "encoder": ("width", "n_tags", "weights", "labels", "head_tags"),
+    "encoder": ("width", "n_tags", "weights", "labels", "head_tags", "pool_max"),
 }
 
 # EfficientAT's front end (`audio.efficientat_frontend`): 128 Kaldi mels from 0 to 15 kHz,

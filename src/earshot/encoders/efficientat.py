@@ -202,8 +202,9 @@ class EfficientAtMN(nn.Module):
     """MobileNetV3 "mn" tagger at `config.width`: log-mel → (embedding, AudioSet logits).
 
     Input (batch, 1, n_mels, frames); output `(embedding (batch, embed_dim), logits
-    (batch, n_tags))`. Any n_mels and frames work (fully convolutional, global pooling); the
-    checkpoints were trained on 128 mels and 10 s (1000 frames).
+    (batch, n_tags))`, plus, with `config.pool_max`, the feature map's maximum over time of its
+    mean over frequency (batch, embed_dim). Any n_mels and frames work (fully convolutional,
+    global pooling); the checkpoints were trained on 128 mels and 10 s (1000 frames).
     """
 
     def __init__(self, config: EncoderConfig):
@@ -269,6 +270,9 @@ class EfficientAtMN(nn.Module):
         x = self.features(logmel)  # (batch, embed_dim, f', t')
         embedding = F.adaptive_avg_pool2d(x, 1).flatten(1)  # (batch, embed_dim)
         logits = self.classifier(x)
+        if self.config.pool_max:
+            # ours, not upstream's: the strongest moment of each channel, for the head
+            return embedding, logits, x.mean(dim=2).amax(dim=2)
         return embedding, logits
 
 

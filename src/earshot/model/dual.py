@@ -172,8 +172,11 @@ class JointModel(nn.Module):
                 encoder = fast_mn_encoder(encoder, logmel[:1]) or encoder
         with ctx:
             out = encoder(logmel)
-        features, logits = out if isinstance(out, tuple) else (out, None)
-        features = features.float()
+        if not isinstance(out, tuple):
+            out = (out, None)
+        features, logits = out[0].float(), out[1]
+        if len(out) > 2:  # an EfficientAT encoder with pool_max: its time-max embedding
+            features = torch.cat([features, out[2].float()], dim=-1)
         if logits is not None:
             logits = logits.float()
             if _head_tags(self.config):
@@ -274,7 +277,8 @@ def _head_tags(config: ModelConfig) -> bool:
 def audio_head_inputs(config: ModelConfig) -> int:
     """The audio head's input width: the encoder's embedding (+ its tags when it reads them)."""
     extra = int(getattr(config.encoder, "n_tags", 0)) if _head_tags(config) else 0
-    return config.encoder.embed_dim + extra
+    pooled = 2 if getattr(config.encoder, "pool_max", False) else 1
+    return pooled * config.encoder.embed_dim + extra
 
 
 def resolve_precision(precision: str) -> str:

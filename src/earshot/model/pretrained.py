@@ -24,6 +24,7 @@ def pretrained_config(
     joint_dim: int = 300,
     window_s: float = 10.0,
     hop_s: float = 5.0,
+    pool_max: bool = True,
 ) -> ModelConfig:
     """A model config around an EfficientAT AudioSet backbone whose audio head reads the
     embedding and the squared tag probabilities (the teacher space is then a linear head)."""
@@ -39,6 +40,7 @@ def pretrained_config(
         weights=known_weights(BACKBONES[encoder]),
         labels=known_weights(LABELS_ID),
         head_tags=True,
+        pool_max=pool_max,
     )
     audio = dataclasses.replace(EFFICIENTAT_AUDIO, window_s=window_s, hop_s=hop_s)
     return ModelConfig(

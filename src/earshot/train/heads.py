@@ -67,6 +67,7 @@ def features_folder(model: JointModel, cache_dir: str | Path, backbone_id: str) 
                 model.config.encoder.name,
                 backbone_id,
                 _reads_tags(model),
+                bool(getattr(model.config.encoder, "pool_max", False)),
             ],
             sort_keys=True,
             default=str,
