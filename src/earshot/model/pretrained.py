@@ -24,7 +24,7 @@ def pretrained_config(
     joint_dim: int = 300,
     window_s: float = 10.0,
     hop_s: float = 5.0,
-    pool_max: bool = True,
+    pool_max: bool = False,
 ) -> ModelConfig:
     """A model config around an EfficientAT AudioSet backbone whose audio head reads the
     embedding and the squared tag probabilities (the teacher space is then a linear head)."""
