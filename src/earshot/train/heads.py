@@ -67,8 +67,9 @@ def features_folder(model: JointModel, cache_dir: str | Path, backbone_id: str) 
                 model.config.encoder.name,
                 backbone_id,
                 _reads_tags(model),
-                bool(getattr(model.config.encoder, "pool_max", False)),
-            ],
+            ]
+            # pool_max changes what is cached; named only when on, so older caches still hold
+            + (["pool_max"] if getattr(model.config.encoder, "pool_max", False) else []),
             sort_keys=True,
             default=str,
         ).encode()
