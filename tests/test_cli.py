@@ -115,7 +115,8 @@ def test_info(capsys, model_dir):
         14000.0,
     )
     code, out, _ = run(capsys, "info", "--model", str(model_dir))
-    assert code == 0 and "panns: 32000 Hz, n_fft 1024 (window 1024, hann (periodic)), hop 320" in out
+    assert code == 0
+    assert "panns: 32000 Hz, n_fft 1024 (window 1024, hann (periodic)), hop 320" in out
     assert "64 mels 50-14000 Hz" in out
 
 
