@@ -37,6 +37,7 @@ from earshot.errors import AudioDecodeError, EarshotError
 from earshot.eval.evaluate import clip_scores
 from earshot.eval.metrics import per_query_metrics
 from earshot.model.dual import JointModel
+from earshot.train.batches import _caption_tags, _clip_tags
 from earshot.train.datasets import CaptionDataset
 
 FEATURES_VERSION = 1
@@ -50,10 +51,6 @@ class BackboneFeatures:
     features: np.ndarray  # (windows, head inputs) float32: what the audio head reads
     logits: np.ndarray  # (windows, n_tags) float32
     window_clip: np.ndarray  # (windows,) clip index of each window
-
-    @property
-    def tags(self) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.logits))
 
 
 def features_folder(model: JointModel, cache_dir: str | Path, backbone_id: str) -> Path:
@@ -205,7 +202,7 @@ class _Split:
         self.clip_tags = np.zeros((n, len(vocab)), dtype=bool)
         for i, c in enumerate(dataset.clips):
             self.clip_tags[i, [index[t] for t in _clip_tags(c)]] = True
-        cap_tags = [t for c in dataset.clips for t in _caption_tags(c)]
+        cap_tags = [t for c in dataset.clips for t in _caption_tags(c, _clip_tags(c))]
         self.caption_tags = np.zeros((len(cap_tags), len(vocab)), dtype=bool)
         for j, tags in enumerate(cap_tags):
             self.caption_tags[j, [index[t] for t in tags if t in index]] = True
@@ -221,16 +218,6 @@ class _Split:
         """(len(captions), len(clips)) bool: caption c holds for clip a (as `batches.holds`)."""
         missing = self.caption_tags_f[captions] @ self.clip_missing_f[clips].T
         return (missing == 0).numpy()
-
-
-def _clip_tags(clip) -> frozenset[str]:
-    return clip.tags or frozenset([f"label:{clip.label}" if clip.label else f"clip:{clip.key}"])
-
-
-def _caption_tags(clip) -> list[frozenset[str]]:
-    if clip.caption_tags:
-        return list(clip.caption_tags)
-    return [_clip_tags(clip)] * len(clip.captions)
 
 
 @torch.no_grad()
