@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `make demo AUDIO=~/Recordings` indexes your own folder; see scripts/demo.py for what it
+# indexes without one.
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py $(if $(AUDIO),--audio "$(AUDIO)")
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
