@@ -161,7 +161,8 @@ def test_binding_persists_and_refuses_another_model(cat):
         cat.bind_model("model-b", DIM)
     message = str(err.value)
     assert str(cat.path) in message and "holds vectors of model model-a" in message
-    assert "this is model model-b" in message and "--model model-a" in message
+    assert "this is model model-b" in message and "--model model-a" not in message
+    assert "(--model DIR, DIR being the folder of model model-a)" in message
     assert isinstance(err.value, CatalogueError) and isinstance(err.value, EarshotError)
     with pytest.raises(CatalogueError, match="16-d"):
         cat.bind_model(MODEL, 16)

@@ -86,9 +86,12 @@ class Searcher:
         if catalogue.model_id is None:
             raise SearchError(f"catalogue '{catalogue.path}' is empty: run `earshot index` first")
         if model_id(model) != catalogue.model_id:
+            from earshot.index.schema import model_hint
+
+            hint = model_hint(catalogue.model_id, catalogue.model_info)
             raise SearchError(
                 f"catalogue '{catalogue.path}' was built with model {catalogue.model_id}, "
-                f"not {model_id(model)}: search with the model that indexed it"
+                f"not {model_id(model)}: search with the model that indexed it ({hint})"
             )
         self.cat = catalogue
         self.model = model
@@ -103,12 +106,17 @@ class Searcher:
 
         generation = self.cat.generation
         if self._ann is None or generation != self._ann_generation:
+            # The file beside the catalogue is used only if it was built from this catalogue
+            # (its uuid; None for an older one opened read-only) with this model, and still
+            # holds what the catalogue has at its last segment id.
             self._ann = ensure_index(
                 ann_path_for(self.cat),
                 generation,
                 self.cat.removals,
                 self.cat.max_segment_id(),
                 self.cat.vectors,
+                identity={"catalogue": self.cat.uuid, "model_id": self.cat.model_id},
+                fingerprint=self.cat.segment_fingerprint,
             )
             self._ann_generation = generation
         return self._ann

@@ -12,12 +12,14 @@ from earshot.errors import EarshotError
 
 def _catalogue_and_model(args: argparse.Namespace, create: bool):
     from earshot.api import resolve_model
+    from earshot.index.schema import is_writable
     from earshot.index.store import Catalogue, default_db_path
 
     db = Path(args.db) if args.db else default_db_path()
     if not create and not db.exists():
         raise EarshotError(f"no catalogue at '{db}': index some audio first (earshot index PATH)")
-    catalogue = Catalogue(db)
+    # Search only reads: a catalogue it cannot write (file or folder) is opened read-only.
+    catalogue = Catalogue(db, readonly=not create and not is_writable(db))
     if args.random_init:
         return catalogue, load_model_from_args(args)
     return catalogue, resolve_model(args.model, catalogue)

@@ -9,6 +9,10 @@ Layout, little-endian:
 The trailer comes last so that a file cut short anywhere, or never written to the end, is told
 apart from a complete one before FAISS reads a byte of it.
 
+A write goes to `.<name>.<pid>-<hex>.tmp` beside the file and is renamed over it. A process
+killed mid-write leaves its temporary file behind; the next write removes those of processes
+that are gone (`remove_stale_temporaries`).
+
 This module knows bytes, not what the header means: `earshot.index.ann` fills the header and
 checks it against the index it describes.
 """
@@ -18,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import struct
+import time
 import uuid
 import zlib
 from pathlib import Path
@@ -37,6 +43,11 @@ _END = b"END\n"
 # Read and write in 64 KiB blocks: with 1 MiB ones the allocator kept the freed blocks, and a
 # loaded 100k-segment index held 896 bytes of RSS per segment instead of 625.
 _IO_BLOCK = 1 << 16
+# A temporary file whose process is gone is deleted by the next write; one whose pid is alive
+# only once untouched this long (the pid may have been reused by another process since).
+# (A writer on another machine sharing the folder looks dead: its write then fails to rename,
+# which it survives, see `earshot.index.ann.ensure_index`.)
+_STALE_LIVE_S = 24 * 3600
 
 
 class AnnIndexError(EarshotError):
@@ -51,10 +62,15 @@ class AnnIndexError(EarshotError):
 
 
 def write(path: str | Path, header: dict, index) -> None:
-    """Write `header` and the FAISS `index` to `path` atomically (temporary file + rename)."""
+    """Write `header` and the FAISS `index` to `path` atomically (temporary file + rename).
+
+    Raises OSError where the file cannot be written (no room, no permission, `path` a folder);
+    `path` is then as it was, and no temporary file is left.
+    """
     path = Path(path)
     raw = json.dumps(header, sort_keys=True).encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    remove_stale_temporaries(path)
+    tmp = path.with_name(_temporary_name(path.name, os.getpid(), uuid.uuid4().hex[:8]))
     try:
         with open(tmp, "wb") as f:
             f.write(_MAGIC + _HEADER_LEN.pack(len(raw)) + raw)
@@ -78,6 +94,49 @@ def write(path: str | Path, header: dict, index) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _temporary_name(name: str, pid: int, tag: str) -> str:
+    return f".{name}.{pid}-{tag}.tmp"
+
+
+def remove_stale_temporaries(path: str | Path, now: float | None = None) -> list[Path]:
+    """Delete the temporary files that writes of `path` left behind when their process died
+    (or that no one touched for `_STALE_LIVE_S`); returns those deleted. Never raises."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.([0-9]+)-[0-9a-f]+\.tmp")
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+            if not _alive(int(match.group(1))) or age > _STALE_LIVE_S:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue  # gone already, or not ours to delete
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # another user's
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    return True
 
 
 def read(path: str | Path) -> tuple[dict, object]:

@@ -7,6 +7,7 @@ ANN index's bulk read, `Catalogue.vectors`, stays in `store.py` beside its chunk
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -114,6 +115,31 @@ class CatalogueQueries:
         if row is None:
             raise CatalogueError(f"catalogue '{self.path}' has no segment {segment_id}")
         return np.frombuffer(row[0], dtype="<f2").astype(np.float32)
+
+    def segment_fingerprint(self, segment_id: int) -> str | None:
+        """A short digest of what the catalogue holds at `segment_id` (its file's path, its span
+        and vector); None where there is no such segment. An ANN file keeps the one of its last
+        segment, to tell whether it was built from this catalogue."""
+        with self._use("read a segment") as conn:
+            row = conn.execute(
+                "SELECT f.path, s.start_s, s.end_s, s.vector FROM segments s "
+                "JOIN files f ON f.id = s.file_id WHERE s.id = ?",
+                (int(segment_id),),
+            ).fetchone()
+        if row is None:
+            return None
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(f"{int(segment_id)}\0{row[0]}\0{row[1]!r}\0{row[2]!r}\0".encode())
+        digest.update(row[3])
+        return digest.hexdigest()
+
+    @property
+    def uuid(self) -> str | None:
+        """The catalogue's own random id, made when it was created (or upgraded to schema 3);
+        None for an older catalogue opened read-only."""
+        with self._use("read the catalogue's metadata") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'catalogue_uuid'").fetchone()
+        return None if row is None else str(row[0])
 
     def file_segments(self, file_id: int) -> list[SegmentRow]:
         """A file's segments in time order."""

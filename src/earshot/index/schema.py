@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import numpy as np
 
 from earshot.errors import EarshotError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # PRAGMA application_id: 'EARS', so `file` and sqlite tools can tell a catalogue apart.
 APPLICATION_ID = 0x45415253
 
@@ -75,6 +76,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
         "ALTER TABLE segments ADD COLUMN tag_probs BLOB",
         "ALTER TABLE files ADD COLUMN tag_probs BLOB",
+    ),
+    # v3: the catalogue's own random id (32 hex digits), which the ANN file beside it records so
+    # that it is never used for another catalogue of the same name (`earshot.index.ann`).
+    3: (
+        "INSERT OR IGNORE INTO meta (key, value) "
+        "VALUES ('catalogue_uuid', lower(hex(randomblob(16))))",
     ),
 }
 
@@ -281,6 +288,28 @@ class ModelMismatchError(CatalogueError):
     """A model other than the one whose vectors the catalogue holds tried to write to it."""
 
 
+def model_hint(model_id: str, model_info: Mapping | None = None) -> str:
+    """How to name on the command line the model whose vectors a catalogue holds: `--model
+    compact` or `--model general` for a model shipped with earshot, else the folder that
+    indexed it where it is still there (`model_info["path"]`), else what that folder must be."""
+    import shlex
+
+    from earshot.model.io import PACKAGED_NAMES, packaged_model_dir
+
+    for name in PACKAGED_NAMES:
+        try:
+            report = json.loads((packaged_model_dir(name) / "heldout.json").read_text())
+        except (EarshotError, OSError, ValueError):
+            continue
+        if isinstance(report, dict) and report.get("model_id") == model_id:
+            return f"--model {name}"
+    path = (model_info or {}).get("path")
+    if isinstance(path, str) and path and Path(path, "config.json").is_file():
+        return f"--model {shlex.quote(path)}"
+    seen = f", last at '{path}'" if isinstance(path, str) and path else ""
+    return f"--model DIR, DIR being the folder of model {model_id}{seen}"
+
+
 def default_db_path() -> Path:
     """$EARSHOT_DB, else `catalogue.sqlite` in the user's data folder.
 
@@ -295,35 +324,122 @@ def default_db_path() -> Path:
 
 
 def connect(path: Path, readonly: bool, timeout: float) -> sqlite3.Connection:
-    """Open `path` as a catalogue (creating it unless `readonly`) and check that it is one."""
+    """Open `path` as a catalogue (creating it unless `readonly`) and check that it is one.
+
+    Read-only, a catalogue in a folder this process cannot write (where SQLite cannot make
+    the -wal and -shm files it reads a WAL database with) is opened immutable: as the file is,
+    without seeing changes another process makes while it is open. Writable, a catalogue
+    that cannot be written, or an empty (0-byte) file, is refused with a sentence saying so.
+    """
     if readonly:
         if not path.is_file():
             raise CatalogueError(
                 f"no catalogue at '{path}' (opened read-only, so none is created); "
                 "run `earshot index` first or pass the right --db"
             )
-        target, uri = path.resolve().as_uri() + "?mode=ro", True
-    else:
-        if path.is_dir():
-            raise CatalogueError(f"catalogue path '{path}' is a folder; pass a file path as --db")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CatalogueError(f"cannot create the folder for catalogue '{path}': {exc}") from exc
-        target, uri = str(path), False
+        return _open_readonly(path, timeout)
+    if path.is_dir():
+        raise CatalogueError(f"catalogue path '{path}' is a folder; pass a file path as --db")
     try:
-        # isolation_level=None: transactions are begun and ended explicitly by the store.
-        conn = sqlite3.connect(
-            target, uri=uri, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-    except sqlite3.Error as exc:
-        raise CatalogueError(f"cannot open catalogue '{path}': {exc}") from exc
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CatalogueError(f"cannot create the folder for catalogue '{path}': {exc}") from exc
+    _check_writable(path)
+    conn = _sqlite_connect(str(path), False, timeout, path)
     try:
         _prepare(conn, path, readonly)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _sqlite_connect(target: str, uri: bool, timeout: float, path: Path) -> sqlite3.Connection:
+    try:
+        # isolation_level=None: transactions are begun and ended explicitly by the store.
+        return sqlite3.connect(
+            target, uri=uri, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise CatalogueError(f"cannot open catalogue '{path}': {exc}") from exc
+
+
+def _open_readonly(path: Path, timeout: float) -> sqlite3.Connection:
+    uri = path.resolve().as_uri() + "?mode=ro"
+    conn = _sqlite_connect(uri, True, timeout, path)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        # A WAL catalogue whose folder (or -shm file) this process cannot write: SQLite cannot
+        # set up its shared memory, so read the file as it stands.
+        if _primary_code(exc) in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+            conn.close()
+            wal = path.with_name(path.name + "-wal")
+            if wal.is_file() and wal.stat().st_size > 0:
+                print(
+                    f"earshot: warning: catalogue '{path}' has changes in '{wal.name}' that "
+                    "cannot be read without writing to its folder; reading the catalogue as "
+                    "it was before them",
+                    file=sys.stderr,
+                )
+            conn = _sqlite_connect(uri + "&immutable=1", True, timeout, path)
+    except sqlite3.DatabaseError:
+        pass  # not a database at all: `_prepare` says so
+    try:
+        _prepare(conn, path, True)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def is_writable(path: Path) -> bool:
+    """Whether this process can write the catalogue at `path`: the file (if any), its folder
+    (where SQLite keeps the -wal and -shm files) and those files where they exist."""
+    path = Path(path)
+    folder = path.parent
+    files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    return _access(folder) and all(_access(p) for p in files if p.exists())
+
+
+def _access(path: Path) -> bool:
+    effective = os.access in os.supports_effective_ids
+    return os.access(path, os.W_OK, effective_ids=effective)
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse, with the reason, a catalogue this process cannot write, and a 0-byte file."""
+    wal = path.with_name(path.name + "-wal")
+    if path.is_file() and path.stat().st_size == 0 and not (wal.is_file() and wal.stat().st_size):
+        raise CatalogueError(
+            f"catalogue '{path}' is an empty (0-byte) file, not a catalogue: probably one that "
+            "was damaged or cut short. Delete it to start a new catalogue there, or pass "
+            "another --db"
+        )
+    if is_writable(path):
+        return
+    if not path.exists():
+        raise CatalogueError(
+            f"cannot create catalogue '{path}': its folder is not writable; pass another --db"
+        )
+    raise CatalogueError(read_only_message(path))
+
+
+def read_only_message(path: Path, detail: str = "") -> str:
+    """The sentence for a catalogue that cannot be written, e.g. one indexed into."""
+    folder = path.parent
+    if not _access(folder) and _access(path):
+        why = f"its folder '{folder}' is not writable, and SQLite writes its -wal file there"
+    else:
+        why = "the file is not writable"
+    return (
+        f"catalogue '{path}' is read-only ({detail or why}): it can be searched and served, "
+        "not indexed into; make it writable or pass another --db"
+    )
+
+
+def _primary_code(exc: sqlite3.Error) -> int:
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
 
 
 def _prepare(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
@@ -350,6 +466,8 @@ def _prepare(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
             )
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError as exc:
+        if _primary_code(exc) == sqlite3.SQLITE_READONLY:  # e.g. a read-only file system
+            raise CatalogueError(read_only_message(path, str(exc))) from exc
         raise CatalogueError(
             f"'{path}' is not an earshot catalogue ({exc}); pass another --db"
         ) from exc
@@ -423,7 +541,7 @@ def _create(conn: sqlite3.Connection) -> None:
 
 def describe_error(exc: sqlite3.Error, path: Path, doing: str) -> str:
     """A user-facing sentence for an SQLite error met while `doing` something to `path`."""
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    code = _primary_code(exc)
     text = str(exc)
     if code == sqlite3.SQLITE_FULL:
         return (

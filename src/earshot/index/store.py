@@ -49,6 +49,7 @@ from earshot.index.schema import (
     extension,
     file_values,
     fts_document,
+    model_hint,
     summarise_tags,
 )
 
@@ -79,6 +80,7 @@ class Catalogue(CatalogueQueries):
         self._conn: sqlite3.Connection | None = connect(self.path, readonly, timeout)
         self._in_batch = False
         self._failed = False  # an SQLite error inside the batch: it can only roll back
+        self._failure = ""  # what that error was
         self._dirty = False
         self._removed = 0  # segments deleted by the batch
         self._tag_names: tuple[str, ...] = ()  # cached once known: a binding never changes
@@ -124,13 +126,15 @@ class Catalogue(CatalogueQueries):
                 if self._failed:
                     raise CatalogueError(
                         f"cannot {doing}: an earlier write of this batch to '{self.path}' "
-                        "failed, so the batch can only roll back"
+                        f"failed, so the batch can only roll back ({self._failure})"
                     )
             try:
                 yield conn
             except sqlite3.Error as exc:
-                self._failed = self._failed or write
-                raise CatalogueError(describe_error(exc, self.path, doing)) from exc
+                message = describe_error(exc, self.path, doing)
+                if write and not self._failed:
+                    self._failed, self._failure = True, message
+                raise CatalogueError(message) from exc
 
     @contextlib.contextmanager
     def _snapshot(self, doing: str) -> Iterator[sqlite3.Connection]:
@@ -236,7 +240,8 @@ class Catalogue(CatalogueQueries):
         if bound != model_id:
             raise ModelMismatchError(
                 f"catalogue '{self.path}' holds vectors of model {bound}; this is model "
-                f"{model_id}; use another --db or re-index with --model {bound}"
+                f"{model_id}; use another --db, or index with the model that made it "
+                f"({model_hint(bound, self.model_info)})"
             )
         if bound_dim != dim:
             raise CatalogueError(
@@ -273,12 +278,13 @@ class Catalogue(CatalogueQueries):
             with self._use("start a batch") as conn:
                 conn.execute("BEGIN IMMEDIATE")
             self._in_batch, self._failed, self._dirty, self._removed = True, False, False, 0
+            self._failure = ""
             try:
                 yield
                 if self._failed:
                     raise CatalogueError(
                         f"a write of this batch to catalogue '{self.path}' failed; "
-                        "nothing of the batch was written"
+                        f"nothing of the batch was written ({self._failure})"
                     )
                 with self._use("commit a batch") as conn:
                     if self._dirty:
