@@ -238,15 +238,27 @@ class Searcher:
 
     def embed_example(self, path: str | Path, start: float | None, end: float | None) -> np.ndarray:
         from earshot.audio.io import load
+
+        samples = load(path, self.model.config.audio.sample_rate)
+        return self.embed_samples(samples, start, end, f"'{path}'")
+
+    def embed_samples(
+        self,
+        samples: np.ndarray,
+        start: float | None = None,
+        end: float | None = None,
+        label: str = "the example",
+    ) -> np.ndarray:
+        """`embed_example` for a sound already decoded: mono (n,) at the model's sample rate.
+        `label` names it in the error for a span without audio."""
         from earshot.audio.windows import windows
 
         audio = self.model.config.audio
-        samples = load(path, audio.sample_rate)
         lo = 0 if start is None else max(0, round(start * audio.sample_rate))
         hi = len(samples) if end is None else min(len(samples), round(end * audio.sample_rate))
         if hi - lo < audio.n_fft:
             span = f"{lo / audio.sample_rate:g}-{hi / audio.sample_rate:g} s"
-            raise SearchError(f"the example span {span} of '{path}' holds no audio to compare")
+            raise SearchError(f"the example span {span} of {label} holds no audio to compare")
         ws = list(windows([samples[lo:hi]], audio.sample_rate, audio.window_s, audio.hop_s))
         vectors = self.model.encode_audio(np.stack([w.samples for w in ws])).numpy()
         mean = vectors.mean(axis=0)

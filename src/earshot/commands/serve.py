@@ -113,6 +113,8 @@ def warnings_for(args: argparse.Namespace, settings) -> list[str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from earshot.serve.server import server_options
+
     app = build_app(args)
     settings = app.state.settings
     for line in warnings_for(args, settings):
@@ -128,5 +130,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     link = f"{url}?token={quote(settings.token)}" if settings.token else url
     print(f"earshot: open {link} (Ctrl+C stops; API reference at {url}docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # Timeouts and limits against slow or idle clients: see earshot/serve/server.py.
+    uvicorn.run(app, host=args.host, port=args.port, **server_options())
     return 0

@@ -5,10 +5,13 @@ Searches run one at a time under a lock (the tokenizer and the Searcher's caches
 for concurrent use; on a few cores a queue costs nothing a parallel run would win back), while
 file metadata, audio and waveform peaks are served alongside.
 
-Security (see `guard.py` and `uploads.py`): requests name files by catalogue id only, never
-by path; uploads are capped in bytes before they are read and in seconds before they are
-decoded; an optional bearer token guards every route; Host headers are checked against
-loopback names unless the server is exposed; CORS is off unless origins are named.
+Security (see `guard.py`, `uploads.py` and `server.py`): requests name files by catalogue id
+only, never by path; every number a request carries is bounded (finite, within SQLite's
+integers), so none is a 500; uploads are capped in bytes before they are read and in seconds
+of decoded audio while they are decoded, take only the content types documented here, and
+must arrive in time; POSTs from pages of other sites are refused (CSRF); an optional bearer
+token guards every route; Host headers are checked against loopback names unless the server
+is exposed; CORS is off unless origins are named.
 """
 
 from __future__ import annotations
@@ -47,6 +50,29 @@ STATIC_FILES = {
     "favicon.svg": "image/svg+xml",
 }
 MAX_K = 100
+# Bounds on every number a request carries, so that none reaches SQLite or JSON out of range
+# (an int beyond SQLite's 64 bits, or inf, was an HTTP 500): ids are SQLite INTEGERs, times
+# and durations finite seconds below 10^9 (some 31 years).
+MAX_ID = 2**63 - 1
+MAX_SECONDS = 1e9
+MAX_FOLDER = 4096  # characters: PATH_MAX
+MAX_NAME = 256  # characters of a format or tag name
+MinDuration = Annotated[
+    float | None,
+    Query(
+        ge=0, le=MAX_SECONDS, allow_inf_nan=False, description="seconds: files this long or longer"
+    ),
+]
+MaxDuration = Annotated[
+    float | None,
+    Query(
+        ge=0, le=MAX_SECONDS, allow_inf_nan=False, description="seconds: files this long or shorter"
+    ),
+]
+Folder = Annotated[
+    str | None,
+    Query(max_length=MAX_FOLDER, description="only files under this absolute folder"),
+]
 Formats = Annotated[
     list[str] | None, Query(alias="format", description="only these formats: wav, flac, ...")
 ]
@@ -60,7 +86,12 @@ Tags = Annotated[
 ]
 TagMin = Annotated[
     float | None,
-    Query(ge=0, le=1, description="a tag counts from this probability in some window (0.3)"),
+    Query(
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="a tag counts from this probability in some window (0.3)",
+    ),
 ]
 _MEDIA_TYPES = {
     "wav": "audio/wav",
@@ -107,7 +138,9 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
         summary="Search recordings by describing them, or by example.",
         description="Every answer is JSON; an error is an object with an 'error' sentence and "
         "the 'status' code. Files are named by catalogue id only. When the server was started "
-        "with a token, send the header 'Authorization: Bearer TOKEN' (the page uses a cookie).",
+        "with a token, send the header 'Authorization: Bearer TOKEN' (the page uses a cookie). "
+        "POSTs from web pages of other origins (by their Origin header) are refused with 403 "
+        "unless the server names them with --cors-origin.",
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
@@ -118,7 +151,10 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
     # -- errors: always JSON, always a sentence -------------------------------------------
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return error_response(exc.status, exc.message)
+        response = error_response(exc.status, exc.message)
+        if exc.status in (408, 413, 415):  # the body may be unread: end the connection
+            response.headers["connection"] = "close"
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -213,9 +249,9 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
             description="what you hear, e.g. 'a dog barks'; may be left out when tag is given",
         ),
         k: int = Query(20, ge=1, le=MAX_K, description="how many files"),
-        folder: str | None = Query(None, description="only files under this absolute folder"),
-        min_duration: float | None = Query(None, ge=0, description="seconds"),
-        max_duration: float | None = Query(None, ge=0, description="seconds"),
+        folder: Folder = None,
+        min_duration: MinDuration = None,
+        max_duration: MaxDuration = None,
         formats: Formats = None,
         tags: Tags = None,
         tag_min: TagMin = None,
@@ -248,11 +284,11 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
     )
     def similar(
         file_id: str,
-        segment: int | None = Query(None, ge=1, description="a segment id of this file"),
+        segment: int | None = Query(None, ge=1, le=MAX_ID, description="a segment id of this file"),
         k: int = Query(20, ge=1, le=MAX_K),
-        folder: str | None = None,
-        min_duration: float | None = Query(None, ge=0),
-        max_duration: float | None = Query(None, ge=0),
+        folder: Folder = None,
+        min_duration: MinDuration = None,
+        max_duration: MaxDuration = None,
         formats: Formats = None,
         tags: Tags = None,
         tag_min: TagMin = None,
@@ -270,7 +306,8 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
     @app.post(
         "/api/search/like",
         tags=["search"],
-        summary="Search by example: upload a short sound (multipart field 'file', or raw bytes)",
+        summary="Search by example: upload a short sound (multipart field 'file', or raw bytes "
+        "as application/octet-stream or audio/*)",
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -283,6 +320,7 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
                         }
                     },
                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    "audio/*": {"schema": {"type": "string", "format": "binary"}},
                 },
             }
         },
@@ -290,11 +328,23 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
     async def search_like(
         request: Request,
         k: int = Query(20, ge=1, le=MAX_K),
-        start: float | None = Query(None, ge=0, description="start of the span to compare (s)"),
-        end: float | None = Query(None, gt=0, description="end of the span to compare (s)"),
-        folder: str | None = None,
-        min_duration: float | None = Query(None, ge=0),
-        max_duration: float | None = Query(None, ge=0),
+        start: float | None = Query(
+            None,
+            ge=0,
+            le=MAX_SECONDS,
+            allow_inf_nan=False,
+            description="start of the span to compare (s)",
+        ),
+        end: float | None = Query(
+            None,
+            gt=0,
+            le=MAX_SECONDS,
+            allow_inf_nan=False,
+            description="end of the span to compare (s)",
+        ),
+        folder: Folder = None,
+        min_duration: MinDuration = None,
+        max_duration: MaxDuration = None,
         formats: Formats = None,
         tags: Tags = None,
         tag_min: TagMin = None,
@@ -396,6 +446,11 @@ def _filters(folder, min_duration, max_duration, formats, tags=None, tag_min=Non
         folder = os.path.normpath(folder)
     if min_duration is not None and max_duration is not None and min_duration > max_duration:
         raise ApiError(400, "min_duration is larger than max_duration: no file can match")
+    for name in (*(formats or ()), *(tags or ())):
+        if len(name) > MAX_NAME:
+            raise ApiError(
+                400, f"a format or tag name is at most {MAX_NAME} characters: '{shorten(name)}'"
+            )
     formats = tuple(f for f in (formats or ()) if f.strip()) or None
     # Not split on commas: AudioSet names hold them ("Domestic animals, pets").
     tags = tuple(t.strip() for t in (tags or ()) if t.strip()) or None

@@ -9,6 +9,15 @@ A pure ASGI middleware (no per-request task or body buffering), so it adds micro
 - Token: when set, every route (page, static files, /docs, /openapi.json, the API) needs it as
   `Authorization: Bearer <token>`, as the `earshot_token` cookie (holding its SHA-256, set when
   the page is opened once with `?token=`), or as `?token=`. Compared in constant time.
+- Cross-site requests: a request that can change or cost something (any method but GET, HEAD
+  and OPTIONS: the upload of a search by example) is refused with 403 when a browser says it
+  comes from a page of another origin: an `Origin` header naming another host than the request's
+  Host (and not one of --cors-origin), or `Sec-Fetch-Site: cross-site` / `same-site`. Such a
+  page can send a multipart form without a CORS preflight (CSRF); clients that are not browsers
+  send no Origin and are not affected. `uploads.py` also takes only the content types the API
+  documents, so a `text/plain` "simple" POST is refused too.
+- Redirects (`?token=` taken out of the address) go to a path on this site only: never to a
+  scheme-relative `//host` or `/\\host`, which browsers would follow off-site.
 - Headers: a strict Content-Security-Policy (everything from this origin, nothing inline),
   nosniff, no framing, no referrer, and Cross-Origin-Resource-Policy: same-origin so another
   site cannot embed the recordings.
@@ -22,7 +31,7 @@ import ipaddress
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from starlette.datastructures import Headers
 
@@ -33,6 +42,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 COOKIE = "earshot_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -97,6 +107,7 @@ class Guard:
         self.allowed = None if settings.allowed_hosts is None else set(settings.allowed_hosts)
         self.token = settings.token
         self.digest = token_digest(settings.token) if settings.token else None
+        self.cors_origins = frozenset(o.rstrip("/").lower() for o in settings.cors_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,6 +134,15 @@ class Guard:
                     "serve other names",
                 )
                 return
+        if scope["method"] not in SAFE_METHODS and not self._same_origin(headers):
+            await _json(
+                send_secured,
+                403,
+                f"a web page of another site ({_shown_origin(headers)}) may not send "
+                f"{scope['method']} requests to this server; start it with --cors-origin "
+                "ORIGIN to let that page use the API",
+            )
+            return
         if self.token is not None:
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
             if not self._authorised(headers, query):
@@ -131,7 +151,7 @@ class Guard:
             if "token" in query and scope["method"] == "GET" and not _is_api(scope):
                 # Opened with ?token=: keep it in a cookie and take it out of the address bar.
                 rest = urlencode([(k, v) for k, v in query.items() if k != "token"])
-                location = scope["path"] + (f"?{rest}" if rest else "")
+                location = on_site(scope["path"]) + (f"?{rest}" if rest else "")
                 cookie = f"{COOKIE}={self.digest}; Path=/; HttpOnly; SameSite=Strict"
                 await send_secured(
                     {
@@ -147,6 +167,22 @@ class Guard:
                 await send_secured({"type": "http.response.body", "body": b""})
                 return
         await self.app(scope, receive, send_secured)
+
+    def _same_origin(self, headers: Headers) -> bool:
+        """Whether a browser, if one sent this, sent it from a page of this server (or of an
+        origin named with --cors-origin). A request without Origin or Sec-Fetch-Site is not
+        from a browser's cross-site page, and passes."""
+        origin = headers.get("origin")
+        if origin is None:
+            return headers.get("sec-fetch-site", "none").lower() in ("same-origin", "none")
+        origin = origin.strip().rstrip("/").lower()
+        if "*" in self.cors_origins or origin in self.cors_origins:
+            return True
+        try:
+            netloc = urlsplit(origin).netloc
+        except ValueError:
+            return False
+        return bool(netloc) and netloc == headers.get("host", "").strip().lower()
 
     def _authorised(self, headers: Headers, query: dict) -> bool:
         assert self.token is not None and self.digest is not None
@@ -187,6 +223,19 @@ class Guard:
             "`earshot serve` printed",
             [(b"www-authenticate", b'Bearer realm="earshot"')],
         )
+
+
+def on_site(path: str) -> str:
+    """A redirect target that stays on this site: `path` with one leading slash, percent-
+    encoded. '//evil.com/' (or '/\\evil.com/') would be a scheme-relative URL to another host."""
+    return quote("/" + path.lstrip("/\\"), safe="/!$&'()*+,;=:@-._~")
+
+
+def _shown_origin(headers: Headers) -> str:
+    origin = headers.get("origin")
+    if origin is not None:
+        return "Origin " + "".join(c if c.isprintable() else "?" for c in origin[:80])
+    return f"Sec-Fetch-Site: {headers.get('sec-fetch-site', '')[:20]}"
 
 
 def _is_api(scope: Scope) -> bool:

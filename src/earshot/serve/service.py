@@ -26,6 +26,8 @@ from earshot.serve.peaks import PeaksCache
 # thread buys nothing, and OpenMP workers that spin while another process holds the cores lose
 # badly (all-MiniLM-L6-v2 on 2 busy cores: 14 ms per query on 1 thread, 475 ms on 2).
 TEXT_THREADS = 1
+# Seconds of an upload decoded at a time: how far past the cap its decoding can go.
+UPLOAD_BLOCK_S = 5.0
 _ID = re.compile(r"[0-9]{1,18}")
 
 
@@ -35,7 +37,9 @@ class Settings:
 
     token: str | None = None  # when set, every route needs it (header, cookie or ?token=)
     max_upload_mb: float = 20.0  # search-by-example uploads, in MiB
-    max_upload_s: float = 60.0  # and in seconds of audio
+    max_upload_s: float = 60.0  # and in seconds of audio (decoded samples, not the header)
+    upload_timeout_s: float = 120.0  # the whole upload must arrive within this
+    upload_idle_s: float = 15.0  # with no pause longer than this
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers at all
     allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES  # None: any Host header
     peaks_cache: int = 512  # waveform thumbnails kept in memory
@@ -155,6 +159,9 @@ class Service:
             return self.searcher.search_vector(query, k, filters, exclude_file=file_id)
 
     def like_upload(self, path: str, name: str, k: int, start, end, filters):
+        """Search by an uploaded example. Its length is capped in decoded samples, not by what
+        its header says (an ADTS AAC header's duration is a guess from the first frames'
+        bitrate: a 1 MB file probed as 38 s held 30 minutes); decoding stops at the cap."""
         from earshot.audio.io import probe
         from earshot.search import SearchError
 
@@ -163,23 +170,48 @@ class Service:
         except AudioDecodeError as e:
             raise ApiError(422, f"'{name}' is not a sound earshot can read: {e.reason}") from None
         limit = self.settings.max_upload_s
-        if info.duration_s > limit:
+        if info.duration_s > limit:  # an honest header: refused before decoding a sample
             raise ApiError(
                 413,
                 f"'{name}' is {info.duration_s:.1f} s long; examples are limited to {limit:g} s "
                 "(earshot serve --max-upload-s): trim it to the part you mean",
             )
+        samples = self._decode_capped(path, name, limit)  # outside the lock: searches go on
+        rate = self.model.config.audio.sample_rate
         with self.lock:
             self.counts["like"] += 1
             try:
-                query = self.searcher.embed_example(path, start, end)
-            except AudioDecodeError as e:
-                raise ApiError(
-                    422, f"'{name}' is not a sound earshot can read: {e.reason}"
-                ) from None
+                query = self.searcher.embed_samples(samples, start, end, f"'{name}'")
             except SearchError as e:
                 raise ApiError(400, str(e).replace(path, name)) from None
-            return self.searcher.search_vector(query, k, filters), info.duration_s
+            return self.searcher.search_vector(query, k, filters), len(samples) / rate
+
+    def _decode_capped(self, path: str, name: str, limit: float) -> np.ndarray:
+        """The upload's samples at the model's rate; 413 as soon as they pass `limit` seconds,
+        so memory stays within the cap and one block whatever the file holds."""
+        from earshot.audio.io import stream
+
+        rate = self.model.config.audio.sample_rate
+        # A little slack for resampling's rounding: a file of exactly `limit` s is taken.
+        cap = int(limit * rate) + rate // 100
+        blocks: list[np.ndarray] = []
+        total = 0
+        try:
+            for block in stream(path, rate, block_s=UPLOAD_BLOCK_S):
+                total += len(block)
+                if total > cap:
+                    raise ApiError(
+                        413,
+                        f"'{name}' holds more than {limit:g} s of audio (its header said "
+                        f"less); examples are limited to {limit:g} s (earshot serve "
+                        "--max-upload-s): trim it to the part you mean",
+                    )
+                blocks.append(block)
+        except AudioDecodeError as e:
+            raise ApiError(422, f"'{name}' is not a sound earshot can read: {e.reason}") from None
+        if not blocks:
+            return np.zeros(0, dtype=np.float32)
+        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
 @contextlib.contextmanager

@@ -1,11 +1,20 @@
 """Receiving an uploaded example sound: streamed to a temporary file, capped before it is read.
 
 Used by `POST /api/search/like`. The body is either a multipart form with a field named 'file'
-or raw bytes (an optional X-Filename header names it). The caller deletes the file.
+(Content-Type multipart/form-data) or raw bytes sent as application/octet-stream, audio/* or
+video/* (an optional X-Filename header names it); any other Content-Type, or none, is refused
+with 415: a web page of another site can send text/plain or a urlencoded form to this server
+without a CORS preflight, and the raw types it cannot. (Multipart forms it can send too:
+`guard.py` refuses those by their Origin.) The caller deletes the file.
+
+Time: the body must arrive within `Settings.upload_timeout_s`, with no gap longer than
+`Settings.upload_idle_s`, or the answer is 408 and the connection is closed, so a client
+sending a byte now and then (slow-loris) cannot hold the upload open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 
@@ -18,7 +27,14 @@ from earshot.serve.service import ApiError, Settings, shorten
 _MULTIPART_SLACK = 64 * 1024  # form boundaries and part headers around the file itself
 
 
+RAW_TYPES = ("application/octet-stream", "audio/", "video/")
+
+
 class _TooLarge(Exception):
+    pass
+
+
+class _TooSlow(Exception):
     pass
 
 
@@ -34,7 +50,15 @@ async def receive_upload(request: Request, settings: Settings) -> tuple[str, str
     is counted as it arrives and refused at the first chunk past the cap.
     """
     limit = settings.max_upload_bytes
-    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    multipart = media == "multipart/form-data"
+    if not multipart and not (media.startswith(RAW_TYPES[1:]) or media == RAW_TYPES[0]):
+        raise ApiError(
+            415,
+            f"an upload is sent as multipart/form-data (a field named 'file'), or as raw bytes "
+            f"with Content-Type application/octet-stream or audio/*, not "
+            f"{repr(shorten(media, 60)) if media else 'without a Content-Type'}",
+        )
     cap = limit + (_MULTIPART_SLACK if multipart else 0)
     too_large = ApiError(
         413,
@@ -49,8 +73,19 @@ async def receive_upload(request: Request, settings: Settings) -> tuple[str, str
             raise too_large
 
     async def body():
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.upload_timeout_s
+        chunks = request.stream().__aiter__()
         received = 0
-        async for chunk in request.stream():
+        while True:
+            wait = min(settings.upload_idle_s, deadline - loop.time())
+            try:
+                async with asyncio.timeout(max(0.0, wait)):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise _TooSlow from None
             received += len(chunk)
             if received > cap:
                 raise _TooLarge
@@ -84,6 +119,13 @@ async def receive_upload(request: Request, settings: Settings) -> tuple[str, str
     except _TooLarge:
         os.unlink(path)
         raise too_large from None
+    except _TooSlow:
+        os.unlink(path)
+        raise ApiError(
+            408,
+            f"the upload did not arrive in time (all of it within {settings.upload_timeout_s:g} "
+            f"s, no pause over {settings.upload_idle_s:g} s): send it again, or a shorter sound",
+        ) from None
     except MultiPartException as e:
         os.unlink(path)
         raise ApiError(400, f"the upload is not a valid multipart form: {e.message}") from None

@@ -2,7 +2,7 @@
 
 `build_library` writes synthetic recordings in two folders, a tiny model around a given text
 encoder folder, and indexes them; `ServerThread` runs uvicorn on a free loopback port in a
-background thread for as long as a `with` block lasts.
+background thread for as long as a `with` block lasts, configured as `earshot serve` runs it.
 """
 
 from __future__ import annotations
@@ -67,14 +67,15 @@ def free_port() -> int:
 class ServerThread:
     """`with ServerThread(app) as server:` uvicorn serving `app` at `server.url` meanwhile."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None, **options):
+        """`options` go to `earshot.serve.server.server_config` (e.g. head_timeout_s)."""
         import uvicorn
+
+        from earshot.serve.server import server_config
 
         self.port = port or free_port()
         self.url = f"http://{host}:{self.port}"
-        config = uvicorn.Config(
-            app, host=host, port=self.port, log_level="warning", access_log=False, lifespan="off"
-        )
+        config = server_config(app, host, self.port, lifespan="off", **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
