@@ -137,7 +137,6 @@ class AnnIndex:
         # fingerprint of segment `max_id` there. None: not known (files from before).
         self.identity = dict(identity) if identity is not None else None
         self.last = last
-        self.saved_to: Path | None = None  # the file it was last saved to or loaded from
 
     def __repr__(self) -> str:
         return (
@@ -219,7 +218,6 @@ class AnnIndex:
     def save(self, path: str | Path) -> None:
         """Write atomically (temporary file + rename): readers see the old file or the new one."""
         annfile.write(path, self.metadata(), self.index)
-        self.saved_to = Path(path)
 
     def metadata(self) -> dict:
         return {
@@ -298,7 +296,6 @@ def load(path: str | Path) -> AnnIndex:
         raise AnnIndexError(path, "its header does not match the index it holds")
     if is_ivf:
         faiss.extract_index_ivf(index).nprobe = params.nprobe
-    ann.saved_to = path
     return ann
 
 
@@ -369,7 +366,6 @@ _warned: set[str] = set()
 
 def _save(ann: AnnIndex, path: str | Path | None) -> None:
     """Save `ann` to `path` if it can be; otherwise keep it in memory and say so once."""
-    ann.saved_to = None
     if path is None:
         return
     try:
