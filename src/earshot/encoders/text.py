@@ -12,12 +12,15 @@ import functools
 import os
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import numpy as np
-import torch
 
 from earshot.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 # Names under which the packaged copy stands in for the hub's.
@@ -95,6 +98,8 @@ class TextEncoder:
         return state_dict_hash(self.model.state_dict(), prefix=type(self.model).__name__.encode())
 
     def encode(self, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
+        import torch
+
         if isinstance(sentences, str):
             raise TypeError("encode() takes a list of sentences, not one string")
         if not sentences:
@@ -106,6 +111,25 @@ class TextEncoder:
             show_progress_bar=False,
         )
         return torch.from_numpy(np.asarray(out, dtype=np.float32))  # (n, dim)
+
+
+def load_query_text_encoder(
+    name: str = DEFAULT_TEXT_MODEL, device: str = "cpu", base_dir: str | Path | None = None
+):
+    """The sentence encoder for search queries: `LeanTextEncoder` (NumPy and `tokenizers`,
+    ~0.1 s to load, nothing of sentence-transformers imported) where it computes exactly what
+    sentence-transformers would for the model (a local BERT folder with mean pooling: the
+    packaged all-MiniLM-L6-v2, a fine-tuned copy), else `load_text_encoder`'s. It encodes on
+    the CPU whatever `device` says; `JointModel.encode_text` moves the vectors to its head."""
+    from earshot.encoders.lean_text import LeanTextEncoder, LeanUnsupported
+
+    target = resolve_text_model(name, base_dir)
+    if Path(target).is_dir():
+        try:
+            return LeanTextEncoder(target, name)
+        except LeanUnsupported:
+            pass  # another architecture or pipeline: sentence-transformers runs it
+    return load_text_encoder(name, device, base_dir)
 
 
 def load_text_encoder(

