@@ -100,7 +100,9 @@ def sfx_test_split(into: Path) -> Path:
     folder.mkdir()
     for clip in test.clips:
         if clip.key.startswith(("sfx/", "sfx-zeroshot/")):
-            link = folder / clip.path.name
+            # By collection: file names repeat across the pool's collections.
+            link = folder / clip.path.parent.name / clip.path.name
+            link.parent.mkdir(exist_ok=True)
             if not link.exists():
                 link.symlink_to(clip.path)
     return folder
