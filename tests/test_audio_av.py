@@ -89,7 +89,7 @@ def test_bad_files_raise_audio_decode_error_saying_what_is_wrong(tmp_path):
     cut = write_truncated(full, tmp_path / "cut.m4a", 0.5)  # the index (moov) sits at the end
     cases = {
         empty: "empty file",
-        html: "not a readable audio or video file (starts with b'<html>",
+        html: "not a readable audio or video file (it looks like an HTML page)",
         cut: "corrupt or truncated audio/video file",
         tmp_path / "missing.m4a": "no such file",
         tmp_path: "is a directory",

@@ -252,8 +252,8 @@ def test_files_that_fail_while_decoding_raise_from_the_iteration(corrupt, name):
         ("missing", "no such file"),
         ("directory", "is a directory"),
         ("empty", "empty file (0 bytes)"),
-        ("html", "not an audio file (starts with b'<html>"),
-        ("text", "not an audio file (starts with b'shopping"),
+        ("html", "not an audio file (it looks like an HTML page)"),
+        ("text", "not an audio file (it looks like text)"),
         ("no_frames", "no audio frames"),
         ("cut_header", "corrupt or truncated WAV file"),
         ("cut_ogg_header", "corrupt or truncated Ogg file"),
@@ -292,16 +292,117 @@ def test_a_fifo_is_refused_rather_than_blocking(tmp_path):
         load(path, SR)
 
 
-@pytest.mark.parametrize(
-    ("suffix", "rate"), [(".wav", SR), (".aiff", SR), (".ogg", SR), (".opus", 48000), (".mp3", SR)]
-)
+@pytest.mark.parametrize(("suffix", "rate"), [(".ogg", SR), (".opus", 48000), (".mp3", SR)])
 def test_truncated_files_decode_their_readable_part(tmp_path, suffix, rate):
-    # WAV/AIFF clamp the frame count, Ogg ends at the last whole page, MP3 stops at the cut.
+    # Ogg ends at the last whole page, MP3 stops at the cut: neither header says more.
     full = write_noise(tmp_path / f"full{suffix}", 6.0, rate, level=0.3)
     cut = write_truncated(full, tmp_path / f"cut{suffix}", 0.5)
     x = load(cut, SR)
     assert 0.3 * 6 * SR < len(x) < 0.7 * 6 * SR
     assert rms(x) > 0.1
+
+
+@pytest.mark.parametrize(
+    ("suffix", "subtype", "channels"),
+    [
+        (".wav", "PCM_16", 1),
+        (".wav", "FLOAT", 2),
+        (".wav", "PCM_24", 2),
+        (".aiff", "PCM_16", 2),
+        (".aiff", "PCM_32", 1),
+    ],
+)
+def test_truncated_wav_and_aiff_are_refused(tmp_path, suffix, subtype, channels):
+    # libsndfile clamps their frame count to the bytes present; the header says how many more.
+    full = write_noise(tmp_path / f"full{suffix}", 6.0, SR, channels=channels, subtype=subtype)
+    cut = write_truncated(full, tmp_path / f"cut{suffix}", 0.5)
+    for call in (probe, lambda p: stream(p, SR)):
+        with pytest.raises(
+            AudioDecodeError, match=r"truncated: the file holds 3\.0 s of the 6\.0 s"
+        ):
+            call(cut)
+
+
+def test_a_wav_cut_inside_its_last_frame_is_not_truncated(tmp_path):
+    full = write_noise(tmp_path / "full.wav", 1.0, SR, channels=2, subtype="PCM_24")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[:-5])  # 5 of a 6-byte frame: a writer's rounding, nothing lost
+    assert probe(cut).frames == SR - 1
+
+
+def test_placeholder_sizes_of_streaming_writers_are_not_truncation(tmp_path):
+    import struct
+
+    full = write_noise(tmp_path / "full.wav", 1.0, SR)
+    data = bytearray(full.read_bytes())
+    at = data.find(b"data")
+    for placeholder in (0xFFFFFFFF, 0x7FFFFFFF, 0x7FFFF000):  # ffmpeg/piped, arecord, sox
+        data[4:8] = data[at + 4 : at + 8] = struct.pack("<I", placeholder)
+        path = tmp_path / f"streamed{placeholder:x}.wav"
+        path.write_bytes(bytes(data))
+        assert len(load(path, SR)) == SR
+
+
+def test_wav_and_aiff_written_whole_pass_the_header_check(tmp_path):
+    from earshot.audio.headers import data_shortfall
+
+    for suffix in (".wav", ".aiff"):
+        for subtype in ("PCM_16", "FLOAT"):
+            path = write_noise(tmp_path / f"x{subtype}{suffix}", 0.5, SR, subtype=subtype)
+            assert data_shortfall(str(path)) is None
+    rf64 = write_noise(tmp_path / "x.rf64", 0.5, SR, format="RF64")
+    assert data_shortfall(str(rf64)) is None
+    cut = write_truncated(rf64, tmp_path / "cut.rf64", 0.5)
+    assert data_shortfall(str(cut)) is not None
+
+
+@pytest.mark.parametrize("rate", [1, 999, 2_000_001])
+def test_a_sample_rate_no_recording_has_is_refused(tmp_path, rate):
+    path = tmp_path / "odd.wav"
+    sf.write(path, np.zeros((2000, 1)), rate, subtype="PCM_16")
+    with pytest.raises(AudioDecodeError, match=f"sample rate of {rate:,} Hz"):
+        probe(path)
+    with pytest.raises(AudioDecodeError, match="sample rate"):
+        stream(path, SR)
+
+
+@pytest.mark.parametrize("rate", [1000, 2_000_000])
+def test_the_bounds_of_the_sample_rate_are_accepted(tmp_path, rate):
+    path = tmp_path / "edge.wav"
+    sf.write(path, np.zeros((4000, 1)), rate, subtype="PCM_16")
+    assert probe(path).sample_rate == rate
+
+
+@pytest.mark.parametrize("peak", [1e4, 1e20, 1e38])
+def test_samples_far_beyond_full_scale_are_refused(tmp_path, peak):
+    x = tone(1.0, SR)
+    x[SR // 2] = peak
+    path = tmp_path / "loud.wav"
+    sf.write(path, x.astype(np.float32), SR, subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match=r"beyond full scale .* at 0\.500 s"):
+        load(path, SR)
+
+
+def test_overs_of_a_float_file_within_60_db_decode(tmp_path):
+    x = tone(1.0, SR) * 8.0  # +18 dBFS peaks: loud, not corrupt
+    path = tmp_path / "hot.wav"
+    sf.write(path, x.astype(np.float32), SR, subtype="FLOAT")
+    assert np.abs(load(path, SR)).max() == pytest.approx(np.abs(x).max(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"password=hunter2\n", b"<html><body>secret</body></html>", b"\x00\x01secretbytes"],
+)
+def test_reasons_never_quote_a_files_content(tmp_path, content):
+    for suffix in (".wav", ".m4a", ".mp3"):
+        path = tmp_path / f"x{suffix}"
+        path.write_bytes(content * 4)
+        with pytest.raises(AudioDecodeError) as info:
+            load(path, SR)
+        for word in ("hunter", "secret", "b'", "\\x"):
+            assert word not in info.value.reason, info.value.reason
 
 
 # --- real data -------------------------------------------------------------------------------

@@ -46,13 +46,14 @@ def looks_like_av(head: bytes) -> bool:
 
 
 def probe_av(path: str) -> AudioInfo:
-    from earshot.audio.io import AudioInfo
+    from earshot.audio.io import AudioInfo, check_header_rate
 
     with _open(path) as (container, track):
         rate = int(track.codec_context.sample_rate or 0)
         channels = int(track.codec_context.layout.nb_channels or 0)
         if rate <= 0 or channels <= 0:
             raise AudioDecodeError(path, f"its audio track has no rate or channels; {AV_HINT}")
+        check_header_rate(path, rate)
         if track.duration is not None and track.time_base is not None:
             seconds = float(track.duration * track.time_base)
         elif container.duration is not None:
@@ -117,7 +118,8 @@ def _open(path: str):
     except av.FFmpegError as e:
         raise AudioDecodeError(path, _why_unopenable(path, e)) from e
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise AudioDecodeError(path, f"cannot open it ({e}); {AV_HINT}") from e
+        # The exception's type, not its message: a decoding error's message quotes bytes.
+        raise AudioDecodeError(path, f"cannot open it ({type(e).__name__}); {AV_HINT}") from e
     with container:
         if not container.streams.audio:
             raise AudioDecodeError(path, "has no audio track (a video without sound?)")
@@ -140,7 +142,9 @@ def _why_unopenable(path: str, e: Exception) -> str:
         head = b""
     if looks_like_av(head):
         return f"corrupt or truncated audio/video file ({_describe(e)}); {AV_HINT}"
+    from earshot.audio.io import content_kind
+
     return (
-        f"not a readable audio or video file (starts with {head!r}); check what was saved "
+        f"not a readable audio or video file ({content_kind(head)}); check what was saved "
         f"under this name"
     )

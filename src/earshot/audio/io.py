@@ -4,11 +4,24 @@ soundfile (libsndfile) decodes and soxr resamples; M4A/AAC, MP4 and the other fo
 does not read go through PyAV by their suffix (audio/av_io.py), with the same checks. Whatever a
 file does wrong, the only exception that escapes is `AudioDecodeError`, naming the file and the
 reason; a bad argument (a sample rate of 0) is a programming error and raises `ValueError`.
+A reason never quotes the file's content (a link may point at a private file, and reasons are
+stored and served): it names the kind of content, not its bytes.
+
+What is refused rather than guessed at:
+
+- a sample rate outside 1 kHz to 2 MHz (`MIN_RATE`, `MAX_RATE`): no recording has one, and a
+  corrupt header's 1 Hz would make 40 KB of WAV into 5.6 hours of 32 kHz audio;
+- NaN or infinite samples, and samples beyond `MAX_AMPLITUDE` (1,000 × full scale, +60 dBFS):
+  float files hold full scale at ±1, and overs of a few dB are normal, but a file at 1e20 is
+  corrupt or written on another scale; scaling it would hide that, clipping would make a square
+  wave of it, and the model's vectors go NaN above about 1e17. Re-export such a file
+  normalised.
 
 How libsndfile 1.2.2 treats a file cut short (found by slicing valid files' bytes):
 
 - WAV, AIFF: the frame count is clamped to the bytes present, so the readable part decodes
-  with no error. Nothing tells a truncated WAV from a short one.
+  with no error. earshot reads the data chunk's declared size itself (audio/headers.py) and
+  refuses a file that holds less than it promises, at open, as "truncated".
 - FLAC: the readable part decodes, then reading fails ("Internal psf_fseek() failed", or
   "flac decoder lost sync" for a tiny file). `stream()` has yielded the good blocks by then
   and raises `AudioDecodeError`, so a truncated FLAC is never taken for a short one.
@@ -41,6 +54,7 @@ from earshot.audio.av_io import (
     looks_like_av,
     probe_av,
 )
+from earshot.audio.headers import data_shortfall
 from earshot.errors import AudioDecodeError
 
 PathLike = str | os.PathLike[str]
@@ -68,6 +82,9 @@ _AUDIO_MAGIC = (
 _MISLEADING = ("File does not exist or is not a regular file",)
 
 _HINT = "re-export or re-download it"
+
+MIN_RATE, MAX_RATE = 1_000, 2_000_000  # Hz: a header outside this is taken for corrupt
+MAX_AMPLITUDE = 1000.0  # |sample| above this (+60 dBFS) is refused: see the module docstring
 
 
 @dataclass(frozen=True)
@@ -146,7 +163,7 @@ class _ToRate:
             self.resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32")
 
     def feed(self, mono: np.ndarray) -> np.ndarray:
-        _check_finite(self.path, mono, self.done / self.rate, self.rate)
+        _check_samples(self.path, mono, self.done / self.rate, self.rate)
         self.done += len(mono)
         return mono if self.resampler is None else self.resampler.resample_chunk(mono)
 
@@ -253,10 +270,34 @@ def _open(path: str) -> sf.SoundFile:
         f = sf.SoundFile(path)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as e:
         raise AudioDecodeError(path, _why_unopenable(path, e)) from e
-    if f.frames <= 0:
+    try:
+        if f.frames <= 0:
+            raise AudioDecodeError(path, f"contains no audio frames (empty or cut short); {_HINT}")
+        check_header_rate(path, int(f.samplerate))
+        cut = data_shortfall(path)
+        if cut is not None:
+            have = f.frames / f.samplerate
+            promised = have * cut.declared / max(1, cut.present)
+            raise AudioDecodeError(
+                path,
+                f"truncated: the file holds {have:.1f} s of the {promised:.1f} s its header "
+                f"promises ({cut.present:,} of {cut.declared:,} bytes of audio; an interrupted "
+                f"copy or download?); {_HINT}",
+            )
+    except BaseException:
         f.close()
-        raise AudioDecodeError(path, f"contains no audio frames (empty or cut short); {_HINT}")
+        raise
     return f
+
+
+def check_header_rate(path: str, rate: int) -> None:
+    """AudioDecodeError unless a file's own sample rate is within MIN_RATE..MAX_RATE."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioDecodeError(
+            path,
+            f"its header says a sample rate of {rate:,} Hz, outside {MIN_RATE:,} to "
+            f"{MAX_RATE:,} Hz (corrupt?); {_HINT}",
+        )
 
 
 def _why_unopenable(path: str, error: Exception) -> str:
@@ -269,11 +310,35 @@ def _why_unopenable(path: str, error: Exception) -> str:
         return f"cannot read it ({_describe(e)})"
     kind = _sniff(head)
     if kind is None:
-        return f"not an audio file (starts with {head!r}); check what was saved under this name"
+        return f"not an audio file ({content_kind(head)}); check what was saved under this name"
     detail = _describe(error)
     if any(m in detail for m in _MISLEADING):
         detail = "libsndfile cannot parse it"
     return f"corrupt or truncated {kind} file ({detail}); {_HINT}"
+
+
+def content_kind(head: bytes) -> str:
+    """What a non-audio file's first bytes look like, in words that quote none of them."""
+    if not head:
+        return "no content could be read"
+    lowered = head.lstrip().lower()
+    if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "it looks like an HTML page"
+    if lowered.startswith((b"<?xml", b"<")):
+        return "it looks like XML or HTML"
+    if lowered.startswith((b"{", b"[")):
+        return "it looks like JSON"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        # A multi-byte character may be cut at the end of the sample; allow for that.
+        try:
+            text = head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return "it looks like text"
+    return "unrecognised binary data"
 
 
 def _sniff(head: bytes) -> str | None:
@@ -294,13 +359,25 @@ def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def _check_finite(path: str, mono: np.ndarray, offset_s: float, rate: int) -> None:
+def _check_samples(path: str, mono: np.ndarray, offset_s: float, rate: int) -> None:
+    """AudioDecodeError for NaN, infinite or absurdly loud samples (see the module docstring)."""
+    if not len(mono):
+        return
+    peak = float(np.max(np.abs(mono)))  # NaN if any sample is NaN
+    if peak <= MAX_AMPLITUDE:
+        return
     finite = np.isfinite(mono)
     if not finite.all():
         at = offset_s + int(np.argmin(finite)) / rate
         raise AudioDecodeError(
             path, f"contains NaN or infinite samples (first at {at:.3f} s); re-export it"
         )
+    at = offset_s + int(np.argmax(np.abs(mono) > MAX_AMPLITUDE)) / rate
+    raise AudioDecodeError(
+        path,
+        f"samples reach {peak:.3g}, far beyond full scale (±1; first above {MAX_AMPLITUDE:g} at "
+        f"{at:.3f} s): corrupt, or float data on another scale; re-export it normalised",
+    )
 
 
 def _check_rate(sample_rate: int) -> None:

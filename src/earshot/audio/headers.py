@@ -1,0 +1,110 @@
+"""What a WAV or AIFF header promises, read from its chunk headers, to tell a cut file from a
+short one.
+
+libsndfile clamps the frame count of a WAV or AIFF file whose data chunk runs past the end of the
+file to the bytes present, and decodes the rest without an error (its log says "should be"), so
+an interrupted copy or download would pass for a shorter recording. `data_shortfall` reads the
+header itself: the data chunk's declared size against the bytes after its start.
+
+Only chunk headers are read (a few dozen bytes each, the bodies are seeked past), never audio.
+Sizes that streaming writers leave as placeholders (0, 0xFFFFFFFF, arecord's 0x7FFFFFFF, sox's
+0x7FFFF000: anything from 0x7FFFF000 up) promise nothing and are not compared; libsndfile reads
+such files to their end.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+# A 32-bit size at or above this is a writer's "unknown" placeholder, not a promise.
+_PLACEHOLDER = 0x7FFFF000
+_MAX_CHUNKS = 4096  # a header with more chunks than this before its data is not parsed
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """A data chunk that declares more bytes than the file holds after the chunk's start."""
+
+    declared: int  # bytes of sample data the header promises
+    present: int  # bytes of it in the file
+
+
+def data_shortfall(path: str) -> Shortfall | None:
+    """The WAV (RIFF, RIFX, RF64) or AIFF/AIFC file's missing sample data, or None when its
+    data chunk is whole, its size is a placeholder, or the file is not one of these (or its
+    header cannot be followed: libsndfile judges those)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(12)
+            if len(head) < 12:
+                return None
+            if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+                found = _wav_data(f, head[:4])
+            elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+                found = _aiff_data(f)
+            else:
+                return None
+    except OSError:
+        return None
+    if found is None:
+        return None
+    start, declared, frame_bytes = found
+    present = max(0, size - start)
+    # Less than one frame short is a writer's rounding, not lost audio.
+    if declared - present >= max(1, frame_bytes):
+        return Shortfall(declared, present)
+    return None
+
+
+def _chunks(f, endian: str):
+    """(id, size, offset of the body) of each chunk from the current position, in order."""
+    for _ in range(_MAX_CHUNKS):
+        raw = f.read(8)
+        if len(raw) < 8:
+            return
+        cid, csize = raw[:4], struct.unpack(endian + "I", raw[4:])[0]
+        body = f.tell()
+        yield cid, csize, body
+        f.seek(body + csize + (csize & 1))  # chunks are padded to an even length
+
+
+def _wav_data(f, magic: bytes) -> tuple[int, int, int] | None:
+    endian = ">" if magic == b"RIFX" else "<"
+    block_align, ds64_data = 0, None
+    for cid, csize, body in _chunks(f, endian):
+        if cid == b"ds64" and csize >= 16:  # RF64: the real 64-bit sizes
+            f.seek(body)
+            _, ds64_data = struct.unpack("<QQ", f.read(16))
+        elif cid == b"fmt " and csize >= 14:
+            f.seek(body)
+            block_align = struct.unpack(endian + "HHIIH", f.read(14))[4]
+        elif cid == b"data":
+            declared = csize
+            if magic == b"RF64" and csize == 0xFFFFFFFF:
+                if ds64_data is None:
+                    return None
+                declared = ds64_data
+            elif csize == 0 or csize >= _PLACEHOLDER:
+                return None
+            return body, declared, block_align
+    return None
+
+
+def _aiff_data(f) -> tuple[int, int, int] | None:
+    frame_bytes = 0
+    for cid, csize, body in _chunks(f, ">"):
+        if cid == b"COMM" and csize >= 8:
+            f.seek(body)
+            channels, _, bits = struct.unpack(">HIH", f.read(8))
+            frame_bytes = channels * ((bits + 7) // 8)  # exact for PCM; a lower bound otherwise
+        elif cid == b"SSND" and csize >= 8:
+            if csize >= _PLACEHOLDER:
+                return None
+            f.seek(body)
+            offset = struct.unpack(">I", f.read(4))[0]
+            # The chunk holds an offset and a block size (8 bytes), `offset` bytes, then data.
+            return body + 8 + offset, csize - 8 - offset, frame_bytes
+    return None
