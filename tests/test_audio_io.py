@@ -172,6 +172,14 @@ def test_odd_file_names_and_path_types(tmp_path):
     assert probe(str(path)).path == str(path)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX names are bytes")
+def test_a_name_that_is_not_utf8_decodes(tmp_path):
+    path = write_tone(tmp_path / "x.wav", 0.5, SR)
+    odd = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.wav")  # Latin-1 é
+    os.rename(path, odd)
+    assert probe(odd).frames == SR // 2 and len(load(odd, SR)) == SR // 2
+
+
 def test_format_comes_from_content_not_the_name(tmp_path):
     flac = write_tone(tmp_path / "x.flac", 0.5, SR)
     renamed = flac.rename(tmp_path / "actually_flac.wav")

@@ -267,7 +267,7 @@ def _check_path(path: str) -> None:
 def _open(path: str) -> sf.SoundFile:
     """Open a file `_check_path` passed for reading, or raise AudioDecodeError saying why not."""
     try:
-        f = sf.SoundFile(path)
+        f = sf.SoundFile(_native(path))
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as e:
         raise AudioDecodeError(path, _why_unopenable(path, e)) from e
     try:
@@ -288,6 +288,17 @@ def _open(path: str) -> sf.SoundFile:
         f.close()
         raise
     return f
+
+
+def _native(path: str) -> str | bytes:
+    """`path` as libsndfile can open it: soundfile encodes a str strictly as UTF-8, so a POSIX
+    name that is not UTF-8 (decoded by Python with surrogate escapes) goes as its own bytes."""
+    if os.name == "posix":
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(path)
+    return path
 
 
 def check_header_rate(path: str, rate: int) -> None:
