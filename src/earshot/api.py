@@ -29,14 +29,18 @@ class Index:
         paths: str | Path | Iterable[str | Path],
         keep_missing: bool = False,
         workers: int | None = None,
+        prune: bool = False,
     ):
-        """Index files and folders (recursively); returns an `IndexSummary`."""
+        """Index files and folders (recursively); returns an `IndexSummary`.
+
+        Files under a path that is unavailable (missing, or an empty folder where the
+        catalogue has files: an unplugged or unmounted drive) are kept unless `prune`."""
         from earshot.index.build import Indexer
 
         if isinstance(paths, str | Path):
             paths = [paths]
         indexer = Indexer(self.catalogue, self.model, workers=workers, progress=self.progress)
-        return indexer.run(list(paths), keep_missing=keep_missing)
+        return indexer.run(list(paths), keep_missing=keep_missing, prune=prune)
 
     def searcher(self):
         from earshot.search import Searcher

@@ -57,13 +57,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.set_defaults(func=model_cmds.cmd_embed)
 
-    p = sub.add_parser("index", help="add folders of recordings to a catalogue")
+    p = sub.add_parser(
+        "index",
+        help="add folders of recordings to a catalogue",
+        description="Index files and folders (recursively) into a catalogue. Files that cannot "
+        "be indexed are listed with the reason and never stop the run. A PATH that is not there "
+        "(an unplugged drive), or an empty folder where the catalogue has files (an unmounted "
+        "one), is reported unavailable and its catalogue entries are kept (see --prune). Exit "
+        "status: 0; 1 if some PATH was unavailable (the others are indexed) or on an error, "
+        "e.g. when no PATH exists.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
     p.add_argument("--db", help="catalogue file (default: the user data folder; env EARSHOT_DB)")
-    p.add_argument(
+    gone = p.add_mutually_exclusive_group()
+    gone.add_argument(
         "--keep-missing",
         action="store_true",
         help="keep files that vanished from disk in the catalogue",
+    )
+    gone.add_argument(
+        "--prune",
+        action="store_true",
+        help="also remove the catalogue's files under a PATH that is unavailable (missing, or "
+        "an empty folder); without it they are kept, as on an unplugged drive",
     )
     p.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per CNN batch")

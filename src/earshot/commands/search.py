@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
 from earshot.commands.common import load_model_from_args
@@ -29,6 +31,14 @@ def cmd_index(args: argparse.Namespace) -> int:
     from earshot.index.build import Indexer
     from earshot.model.dual import resolve_precision
 
+    # Before anything is created or loaded: a run over nothing but missing paths is a mistake
+    # (unless it is to --prune them). Some missing: the rest are indexed, and the exit status
+    # says that not everything was there.
+    prune = getattr(args, "prune", False)
+    missing = [p for p in args.paths if not os.path.exists(os.path.expanduser(p))]
+    if len(missing) == len(args.paths) and not prune:
+        names = ", ".join(f"'{printable(p)}'" for p in missing)
+        raise EarshotError(f"nothing to index: no such file or folder: {names}")
     catalogue, model = _catalogue_and_model(args, create=True)
     with catalogue:
         indexer = Indexer(
@@ -39,12 +49,19 @@ def cmd_index(args: argparse.Namespace) -> int:
             precision=resolve_precision(args.precision),
             progress=not args.json,
         )
-        summary = indexer.run(args.paths, keep_missing=args.keep_missing)
+        summary = indexer.run(args.paths, keep_missing=args.keep_missing, prune=prune)
         stats = catalogue.stats()
     result = {"db": str(catalogue.path), **summary.as_dict(), "catalogue": stats}
+    code = 1 if missing and not prune else 0
+    if missing and not prune:
+        print(
+            f"earshot: warning: {len(missing)} of {len(args.paths)} paths unavailable: "
+            + ", ".join(f"'{printable(p)}'" for p in missing),
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(result))
-        return 0
+        return code
     s = result
     print(
         f"{catalogue.path}: {s['added']} added, {s['updated']} updated, {s['removed']} removed, "
@@ -53,10 +70,19 @@ def cmd_index(args: argparse.Namespace) -> int:
         f"{s['files_per_s']:.1f} files/s)"
     )
     for item in s["skipped"]:
-        print(f"  skipped {item['path']}: {item['reason']}")
+        print(f"  skipped {printable(item['path'])}: {printable(item['reason'])}")
     for problem in s["problems"]:
-        print(f"  {problem}")
-    return 0
+        print(f"  {printable(problem)}")
+    return code
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: a name's undecodable bytes as \\xNN, control characters
+    (an escape sequence in a file name) escaped."""
+    from earshot.index.scan import shown
+
+    text = shown(text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -3,17 +3,33 @@
 Decoding runs in worker processes (soundfile + soxr release nothing to share), the CNN runs in
 this process in batches, and each batch of files commits in one SQLite transaction. A kill at
 any moment loses at most the batch in flight: files already committed are recognised by size
-and mtime on the next run and neither re-decoded nor re-embedded.
+and mtime on the next run and neither re-decoded nor re-embedded. The workers die with this
+process, however it ends (`_worker_init`).
+
+Whatever one file does (a bad name, a pipe, a corrupt header, absurd samples, vectors the model
+makes NaN of, an exception nobody foresaw, a decoder crash that takes its worker down), it is
+skipped with a reason and the files beside it are indexed: nothing per file fails a batch.
+
+A root that is not there (an unplugged drive), or a root folder that is empty while the
+catalogue has files under it (an unmounted mount point), is reported "unavailable" and its
+catalogue entries are kept; `prune=True` (`earshot index --prune`) removes them instead.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import hashlib
 import multiprocessing
 import os
+import signal
+import stat
+import sys
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Generator, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,12 +37,18 @@ import numpy as np
 
 from earshot.config import AudioConfig
 from earshot.errors import AudioDecodeError
-from earshot.index.scan import ScanEntry, ScanProblems, scan
+from earshot.index.scan import NOT_REGULAR, ScanEntry, ScanProblems, scan, shown
 from earshot.index.store import Catalogue, CatalogueError, FileRecord
 
 BATCH_FILES = 32  # files per transaction
 BATCH_SECONDS = 5.0  # ... or fewer, when they take longer than this to embed
 BATCH_WINDOWS = 256  # ... or fewer, to bound memory: 256 windows of 10 s at 32 kHz = 330 MB
+# A worker hands back a whole file's windows; a file whose header says it is longer than this,
+# or whose windows pass _MAX_WORKER_BYTES (a header that understates), is streamed here instead:
+# a 5.6-hour file must not become a 5 GB array. 300 s of 10 s windows at 32 kHz: 77 MB.
+LONG_FILE_S = 300.0
+_MAX_WORKER_BYTES = 128 << 20
+CRASHED = "the decoder crashed on it (its worker process died); re-export it"
 
 
 @dataclass
@@ -70,8 +92,15 @@ class Decoded:
 
 
 def file_hash(path: str) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    """blake2b-128 of the file's bytes. AudioDecodeError, having read nothing, unless it is a
+    regular file: opened without blocking (a FIFO with no writer would block the open), then
+    checked on the open descriptor, so a file swapped for a pipe or device after the scan is
+    never read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb", closefd=True) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AudioDecodeError(path, NOT_REGULAR)
+        h = hashlib.blake2b(digest_size=16)
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
@@ -103,24 +132,19 @@ def _record(entry: ScanEntry, content_hash: str) -> FileRecord:
 
 
 def decode_entry(entry: ScanEntry, audio: AudioConfig, with_windows: bool = True) -> Decoded:
-    """Runs in a worker: hash, probe and window one file. Never raises."""
-    from earshot.audio.windows import window_file
+    """Runs in a worker: hash, probe and window one file. Never raises (bar BaseExceptions
+    such as KeyboardInterrupt): every failure is the file's `error`.
 
+    A file longer than LONG_FILE_S by its header, or whose windows outgrow _MAX_WORKER_BYTES,
+    comes back with its record and no windows: `Indexer._commit` streams it.
+    """
     try:
         if not os.path.exists(entry.path):
             return Decoded(entry, vanished=True)
         record = _record(entry, file_hash(entry.path))
-        if not with_windows:
+        if not with_windows or record.duration_s > LONG_FILE_S:
             return Decoded(entry, record)
-        windows = list(window_file(entry.path, audio))
-        if not windows:
-            return Decoded(entry, error="no audio in the file")
-        return Decoded(
-            entry,
-            record,
-            np.stack([w.samples for w in windows]),
-            [(w.start_s, w.end_s) for w in windows],
-        )
+        return _windowed(entry, record, audio)
     except AudioDecodeError as e:
         if not os.path.exists(entry.path):
             return Decoded(entry, vanished=True)
@@ -129,6 +153,71 @@ def decode_entry(entry: ScanEntry, audio: AudioConfig, with_windows: bool = True
         if not os.path.exists(entry.path):
             return Decoded(entry, vanished=True)
         return Decoded(entry, error=f"cannot read it ({e.strerror or e})")
+    except Exception as e:
+        return Decoded(entry, error=unexpected(e))
+
+
+def _windowed(entry: ScanEntry, record: FileRecord, audio: AudioConfig) -> Decoded:
+    from earshot.audio.windows import window_file
+
+    window_bytes = 4 * round(audio.window_s * audio.sample_rate)
+    limit = max(1, _MAX_WORKER_BYTES // max(1, window_bytes))
+    windows = []
+    for w in window_file(entry.path, audio):
+        windows.append(w)
+        if len(windows) > limit:  # longer than its header said: stream it instead
+            return Decoded(entry, record)
+    if not windows:
+        return Decoded(entry, error="no audio in the file")
+    return Decoded(
+        entry,
+        record,
+        np.stack([w.samples for w in windows]),
+        [(w.start_s, w.end_s) for w in windows],
+    )
+
+
+def unexpected(e: BaseException) -> str:
+    """A skip reason for an exception no decoder check foresaw. Its type only: a message may
+    quote the file's bytes, and reasons are stored and served."""
+    if isinstance(e, MemoryError):
+        return "out of memory while decoding it; re-export it in smaller parts"
+    return f"earshot failed on it ({type(e).__name__}); this is a bug, please report it"
+
+
+NOT_FINITE = (
+    "the model's vectors for it are not finite (NaN or infinite): its samples are out of the "
+    "model's range; re-export it normalised"
+)
+
+
+def _finite(*arrays: np.ndarray | None) -> bool:
+    return all(a is None or bool(np.isfinite(a).all()) for a in arrays)
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Runs first in each decode worker: make it die with the indexer, however that ends.
+
+    Linux: the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG). Everywhere:
+    a watchdog thread exits once the parent pid is gone (re-parented), within half a second.
+    Without them a killed indexer (kill -9, OOM) leaves its workers blocked on their queue
+    forever: they hold its write end themselves, so they never see it close.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass  # the watchdog still covers it
+    if os.getppid() != parent_pid:  # the parent died before the prctl
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="earshot-parent-watch", daemon=True).start()
 
 
 class Indexer:
@@ -164,7 +253,14 @@ class Indexer:
             tag_names=getattr(model, "tag_names", ()),
         )
 
-    def run(self, roots: Iterable[str | Path], keep_missing: bool = False) -> IndexSummary:
+    def run(
+        self, roots: Iterable[str | Path], keep_missing: bool = False, prune: bool = False
+    ) -> IndexSummary:
+        """Index `roots` (files or folders, recursively) and drop the catalogue's files under
+        them that are gone, unless `keep_missing`. Files under an unavailable root (missing,
+        or an empty folder where the catalogue has files) are kept unless `prune`."""
+        if keep_missing and prune:
+            raise ValueError("keep_missing and prune contradict each other")
         start = time.perf_counter()
         summary = IndexSummary()
         roots = [Path(r).expanduser().absolute() for r in roots]
@@ -179,16 +275,29 @@ class Indexer:
                 summary.unchanged += 1
             else:
                 todo.append(entry)
-        summary.problems = [f"missing: {m}" for m in problems.missing_roots] + [
-            f"folder not read: {f} ({why})" for f, why in problems.folders
+        unavailable = [(r, why) for r, why in problems.missing_roots] + [
+            (r, "an empty folder where the catalogue has files: an unmounted drive?")
+            for r in problems.empty_roots
+            if any(_under(p, [Path(r)]) for p in known)
         ]
+        kept = "removed (--prune)" if prune else "kept in the catalogue; --prune removes them"
+        summary.problems = [  # shown(): printable even where a name is not UTF-8
+            *(f"unavailable: {shown(r)} ({why}); its files are {kept}" for r, why in unavailable),
+            *(f"folder not read: {shown(f)} ({why})" for f, why in problems.folders),
+            *(f"ignored: {shown(r)} (not an audio file name)" for r in problems.ignored),
+        ]
+        summary.skipped.extend(problems.files)
         self._process(todo, known, summary)
         if not keep_missing:
             # After the new files: a moved file's old entry is still there to lend its vectors.
+            away = [Path(r) for r, _ in unavailable] if not prune else []
             gone = [
                 p
                 for p in known
-                if p not in seen and _under(p, roots) and not _under_unread(p, problems)
+                if p not in seen
+                and _under(p, roots)
+                and not _under_unread(p, problems)
+                and not _under(p, away)
             ]
             if gone:
                 with self.cat.batch():
@@ -231,23 +340,57 @@ class Indexer:
         long_files = [e for e in todo if _probably_long(e)]
         short = [e for e in todo if not _probably_long(e)]
         if short and self.workers > 1:
-            ctx = multiprocessing.get_context("spawn")  # no forked torch state in workers
-            with cf.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
-                in_flight: set[cf.Future] = set()
-                entries = iter(short)
-                for entry in entries:
-                    in_flight.add(pool.submit(decode_entry, entry, self.audio))
-                    if len(in_flight) >= 2 * self.workers:
-                        done, in_flight = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-                        for f in done:
-                            yield f.result()
-                for f in cf.as_completed(in_flight):
-                    yield f.result()
+            yield from self._decoded_in_workers(short)
         else:
             for entry in short:
                 yield decode_entry(entry, self.audio)
         for entry in long_files:
             yield decode_entry(entry, self.audio, with_windows=False)
+
+    def _decoded_in_workers(self, entries: list[ScanEntry]) -> Iterator[Decoded]:
+        """`decode_entry` of each entry, in worker processes. A worker that dies (a decoder
+        crash, the OOM killer) breaks its pool: the files then in flight are retried one at a
+        time, so the one that kills a worker again is skipped and no other is lost."""
+        queue = deque(entries)
+        while queue:
+            lost = yield from self._pool_pass(queue, self.workers)
+            suspects = deque(lost)
+            while suspects:
+                for culprit in (yield from self._pool_pass(suspects, 1)):
+                    yield Decoded(culprit, error=CRASHED)
+
+    def _pool_pass(self, queue: deque, workers: int) -> Generator[Decoded, None, list]:
+        """Decode entries from `queue` in a fresh pool until it is empty or the pool breaks;
+        returns the entries in flight when it broke (one at most for a pool of one)."""
+        ctx = multiprocessing.get_context("spawn")  # no forked torch state in workers
+        in_flight: dict[cf.Future, ScanEntry] = {}
+        limit = 2 * workers if workers > 1 else 1
+        lost: list[ScanEntry] = []
+        with cf.ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+        ) as pool:
+            while (queue or in_flight) and not lost:
+                while queue and len(in_flight) < limit:
+                    entry = queue.popleft()
+                    try:
+                        in_flight[pool.submit(decode_entry, entry, self.audio)] = entry
+                    except BrokenProcessPool:
+                        queue.appendleft(entry)  # never started: not a suspect
+                        break
+                done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                for f in done:
+                    entry = in_flight.pop(f)
+                    if f.exception() is None:
+                        yield f.result()
+                    else:  # only BrokenProcessPool: decode_entry never raises
+                        lost.append(entry)
+            # A broken pool fails every future it had: keep those that finished first.
+            for f, entry in in_flight.items():
+                if f.done() and f.exception() is None:
+                    yield f.result()
+                else:
+                    lost.append(entry)
+        return lost
 
     def _commit(self, batch: list[Decoded], known: dict, summary: IndexSummary) -> None:
         from earshot.embed import embed_windows
@@ -281,10 +424,20 @@ class Indexer:
                     segs = [(w.start_s, w.end_s, w.vector) for w in embedded]
                     tagged = embedded and embedded[0].tags is not None
                     tags = np.stack([w.tags for w in embedded]) if tagged else None
-                    work.append((d, "segments", (segs, tags)))
+                    if not embedded:
+                        d.error = "no audio in the file"
+                    elif not _finite(np.stack([v for *_, v in segs]), tags):
+                        d.error = NOT_FINITE
+                    if d.error is None:
+                        work.append((d, "segments", (segs, tags)))
+                    else:
+                        work.append((d, None, None))
                 except AudioDecodeError as e:
                     work.append((d, None, None))
                     d.error = e.reason
+                except Exception as e:  # per file: never the batch
+                    work.append((d, None, None))
+                    d.error = unexpected(e)
         self._embed_short_files(work)
         self._write(work, known, summary)
 
@@ -300,6 +453,11 @@ class Indexer:
                     summary.reused += 1
                 elif kind == "reuse":  # its source changed earlier in this batch: embed it
                     vectors, tags = self._encode(d.windows)
+                    if not _finite(vectors, tags):
+                        d.error = NOT_FINITE
+                        self.cat.put_skipped(d.entry.path, d.entry.size, d.entry.mtime_ns, d.error)
+                        summary.skipped.append((d.entry.path, d.error))
+                        continue
                     segs = self._segments(d, vectors)
                     self.cat.put_file(d.record, segs, tags)
                     summary.segments += len(segs)
@@ -325,9 +483,14 @@ class Indexer:
         for i in todo:
             d = work[i][0]
             span = slice(at, at + len(d.windows))
-            segs = self._segments(d, vectors[span])
-            work[i] = (d, "segments", (segs, None if tags is None else tags[span]))
             at += len(d.windows)
+            file_tags = None if tags is None else tags[span]
+            if not _finite(vectors[span], file_tags):  # this file only: the rest are written
+                d.error = NOT_FINITE
+                work[i] = (d, None, None)
+                continue
+            segs = self._segments(d, vectors[span])
+            work[i] = (d, "segments", (segs, file_tags))
 
     def _encode(self, waves: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Vectors and, from a model that tags windows, their tag probabilities (else None)."""

@@ -1,5 +1,5 @@
-"""Walk folders for audio files: loops, unreadable folders and vanishing files are reported,
-never fatal."""
+"""Walk folders for audio files: loops, unreadable folders, vanishing files, pipes and names
+the catalogue cannot store are reported, never fatal."""
 
 from __future__ import annotations
 
@@ -44,30 +44,78 @@ class ScanEntry:
 @dataclass
 class ScanProblems:
     folders: list[tuple[str, str]] = field(default_factory=list)  # (folder, why not read)
-    missing_roots: list[str] = field(default_factory=list)
+    missing_roots: list[tuple[str, str]] = field(default_factory=list)  # (root, why)
+    empty_roots: list[str] = field(default_factory=list)  # root folders with nothing in them
+    # Files found but not indexable, and not recordable in the catalogue: (path as printable
+    # text, why). A name that is not UTF-8 cannot be stored, so it is reported on every run.
+    files: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # roots that are files, but not audio
+
+
+NOT_UTF8 = (
+    "its name is not valid UTF-8, so the catalogue cannot store it; rename it (e.g. with "
+    "`convmv -f latin1 -t utf8`)"
+)
+NOT_REGULAR = "not a regular file (a pipe or device); save the audio to a file first"
+
+
+def shown(path: str) -> str:
+    """`path` as printable text: undecodable bytes of a name as \\xNN (never surrogates)."""
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    except UnicodeError:  # a surrogate that no file system decoding made
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def scan(roots: Iterable[str | Path], problems: ScanProblems) -> Iterator[ScanEntry]:
-    """Audio files under `roots` (files or folders), each once, following symlinks safely."""
+    """Audio files under `roots` (files or folders), each once, following symlinks safely.
+
+    Only regular files are yielded (after following links): a pipe or device is never read.
+    Every path is under the root it was found through: a link to a file is yielded under the
+    link's own path, after everything else, unless its target was already found under its own
+    path (then it is a duplicate and left out). Names that are not UTF-8 go to
+    `problems.files`, not to the caller.
+    """
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[str] = set()
+    seen_ids: set[tuple[int, int]] = set()  # (device, inode) of every file yielded
+    links: list[tuple[str, os.stat_result]] = []  # links to files: yielded last
     for root in roots:
         root = Path(root).expanduser().absolute()
         try:
             st = root.stat()
         except OSError as e:
-            problems.missing_roots.append(f"{root}: {e.strerror or e}")
+            problems.missing_roots.append((str(root), e.strerror or str(e)))
             continue
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(str(root), seen_dirs, seen_files, problems)
-        elif _is_audio(root.name):
-            entry = _entry(str(root), st)
-            if entry.path not in seen_files:
-                seen_files.add(entry.path)
-                yield entry
+            walk = _walk(str(root), seen_dirs, seen_files, seen_ids, links, problems)
+            for path, st in walk:
+                yield _entry(path, st)
+        elif not _is_audio(root.name):
+            problems.ignored.append(str(root))
+        elif not stat.S_ISREG(st.st_mode):
+            problems.files.append((shown(str(root)), NOT_REGULAR))
+        elif _name_ok(str(root), problems) and str(root) not in seen_files:
+            seen_files.add(str(root))
+            seen_ids.add((st.st_dev, st.st_ino))
+            yield _entry(str(root), st)
+    for path, st in links:
+        key = (st.st_dev, st.st_ino)
+        if key in seen_ids or path in seen_files:
+            continue
+        seen_ids.add(key)
+        seen_files.add(path)
+        yield _entry(path, st)
 
 
-def _walk(top: str, seen_dirs: set, seen_files: set, problems: ScanProblems) -> Iterator[ScanEntry]:
+def _walk(
+    top: str,
+    seen_dirs: set,
+    seen_files: set,
+    seen_ids: set,
+    links: list,
+    problems: ScanProblems,
+) -> Iterator[tuple[str, os.stat_result]]:
     stack = [top]
     while stack:
         folder = stack.pop()
@@ -86,20 +134,36 @@ def _walk(top: str, seen_dirs: set, seen_files: set, problems: ScanProblems) -> 
         except OSError as e:
             problems.folders.append((folder, e.strerror or str(e)))
             continue
+        if folder == top and not entries:
+            problems.empty_roots.append(top)
         subdirs = []
         for e in entries:
             try:
                 if e.is_dir(follow_symlinks=True):
                     subdirs.append(e.path)
+                # is_file: a regular file (a pipe or device named .wav is not one)
                 elif _is_audio(e.name) and e.is_file(follow_symlinks=True):
-                    path = os.path.realpath(e.path) if e.is_symlink() else e.path
-                    if path in seen_files:
+                    if not _name_ok(e.path, problems):
                         continue
-                    seen_files.add(path)
-                    yield _entry(path, e.stat(follow_symlinks=True))
+                    st = e.stat(follow_symlinks=True)
+                    if e.is_symlink():
+                        links.append((e.path, st))
+                    elif e.path not in seen_files:
+                        seen_files.add(e.path)
+                        seen_ids.add((st.st_dev, st.st_ino))
+                        yield e.path, st
             except OSError:
                 continue  # vanished between listing and stat, or a dangling link
         stack.extend(reversed(subdirs))
+
+
+def _name_ok(path: str, problems: ScanProblems) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        problems.files.append((shown(path), NOT_UTF8))
+        return False
+    return True
 
 
 def _is_audio(name: str) -> bool:

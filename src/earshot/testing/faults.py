@@ -1,0 +1,16 @@
+"""Faults to inject into the indexer's decode workers, for tests. Kept light (no torch, no
+pytest): a spawned worker imports this module to unpickle the function it is handed."""
+
+from __future__ import annotations
+
+import os
+
+from earshot.index.build import decode_entry
+
+
+def crash_on_some(entry, audio, with_windows=True):
+    """`decode_entry`, except that the worker process dies (as on a decoder segfault) on a file
+    whose name starts with "crash"."""
+    if os.path.basename(entry.path).startswith("crash"):
+        os._exit(139)
+    return decode_entry(entry, audio, with_windows)

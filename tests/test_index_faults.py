@@ -1,0 +1,465 @@
+"""`earshot index` against hostile or unlucky inputs (issue #19): each test is a red-team repro.
+
+One bad file, name or root must never stop a run or cost the catalogue its entries: it is
+skipped or reported with a reason, and the good files beside it are indexed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from earshot.index.build import Indexer, decode_entry
+from earshot.index.scan import ScanEntry
+from earshot.index.store import Catalogue
+from earshot.model.io import save_model
+from earshot.testing.audio import write_tone, write_truncated
+from earshot.testing.models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A folder with one good clip."""
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    write_tone(folder / "good.wav", 1.0, 16000)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_text_dir):
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), folder)
+    return folder
+
+
+def index(cat, model, *paths, **kw):
+    return Indexer(cat, model, workers=kw.pop("workers", 1), progress=False).run(
+        [str(p) for p in paths], **kw
+    )
+
+
+class Hung(BaseException):
+    """Not an OSError (TimeoutError is one): no `except OSError` or `except Exception` in the
+    code under test may swallow it."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail instead of hanging: SIGALRM interrupts a blocking open() or a read loop."""
+
+    def expired(*_):
+        raise Hung(f"still running after {seconds} s (blocked on a pipe or device?)")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def reasons(summary) -> dict[str, str]:
+    return dict(summary.skipped)
+
+
+# --- 1. one bad file never stops the run ----------------------------------------------------
+
+
+def test_a_non_utf8_file_name_is_skipped_and_its_neighbours_indexed(tmp_path, root, model):
+    raw = os.fsencode(root)
+    write_tone(root / "x.wav", 1.0, 16000)
+    os.rename(os.fsencode(root / "x.wav"), raw + b"/caf\xe9.wav")
+    os.mkdir(raw + b"/d\xe9j\xe0")
+    write_tone(root / "y.wav", 1.0, 16000)
+    os.rename(os.fsencode(root / "y.wav"), raw + b"/d\xe9j\xe0/vu.wav")
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        s = index(cat, model, root)
+        assert s.added == 1 and len(s.skipped) == 2, s.as_dict()
+        for path, why in s.skipped:
+            path.encode("utf-8")  # printable: no surrogates
+            assert "not valid UTF-8" in why
+        assert any(p.endswith("caf\\xe9.wav") for p, _ in s.skipped)
+        json.dumps(s.as_dict(), ensure_ascii=False).encode("utf-8")
+        assert cat.check() == []
+        assert index(cat, model, root).skipped  # reported again, never fatal
+
+
+def test_cli_prints_a_non_utf8_name_instead_of_crashing(tmp_path, root, model_dir, capfd):
+    from earshot.cli import main
+
+    os.rename(os.fsencode(root / "good.wav"), os.fsencode(root) + b"/caf\xe9.wav")
+    write_tone(root / "other.wav", 1.0, 16000)
+    code = main(["index", str(root), "--db", str(tmp_path / "c.sqlite"), "--model", str(model_dir)])
+    out = capfd.readouterr().out
+    assert code == 0 and "1 added" in out and "caf\\xe9.wav" in out and "UTF-8" in out
+
+
+def huge_float_wav(path: Path, amplitude: float = 1e20) -> Path:
+    x = np.sin(np.linspace(0, 2000, 16000, dtype=np.float32))[:, None] * np.float32(amplitude)
+    sf.write(path, x, 16000, subtype="FLOAT")
+    return path
+
+
+def test_a_float_wav_at_1e20_is_skipped_and_its_neighbours_indexed(tmp_path, root, model):
+    huge_float_wav(root / "huge.wav")
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        s = index(cat, model, root)
+        assert s.added == 1, s.as_dict()
+        assert "beyond full scale" in reasons(s)[str(root / "huge.wav")]
+        assert cat.check() == []
+
+
+def test_cli_embed_refuses_a_huge_float_wav_instead_of_printing_nan(tmp_path, model_dir, capsys):
+    from earshot.cli import main
+
+    path = huge_float_wav(tmp_path / "huge.wav")
+    code = main(["embed", "--model", str(model_dir), "--json", "--audio", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 1 and "beyond full scale" in err and "NaN" not in out
+
+
+class NaNModel:
+    """Gives NaN vectors for windows louder than 0.8 (as a broken model or input might)."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def encode_audio(self, waves, *args, **kwargs):
+        vectors = self._model.encode_audio(waves, *args, **kwargs)
+        loud = np.abs(np.asarray(waves)).max(axis=1) > 0.8
+        vectors[loud] = float("nan")
+        return vectors
+
+
+def test_non_finite_vectors_skip_their_file_not_the_batch(tmp_path, root, model):
+    write_tone(root / "loud.wav", 1.0, 16000, amplitude=0.95, noise=0.0)
+    write_tone(root / "zlong.wav", 23.0, 16000, amplitude=0.95, noise=0.0)
+    import earshot.index.build as build
+
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        old = build.LONG_FILE_S
+        build.LONG_FILE_S = 20.0  # zlong is streamed here: that path is guarded too
+        try:
+            s = Indexer(cat, NaNModel(model), workers=1, progress=False).run([str(root)])
+        finally:
+            build.LONG_FILE_S = old
+        assert s.added == 1, s.as_dict()
+        assert set(reasons(s)) == {str(root / "loud.wav"), str(root / "zlong.wav")}
+        assert all("not finite" in why for why in reasons(s).values())
+        assert cat.check() == []
+
+
+def one_hz_wav(path: Path) -> Path:
+    # 40 KB of 16-bit samples at 1 Hz: 20,000 s (5.6 h) once resampled to 32 kHz.
+    sf.write(path, np.zeros((20000, 1)), 1, subtype="PCM_16")
+    return path
+
+
+def test_a_1_hz_sample_rate_is_refused_before_decoding(tmp_path, root, model):
+    one_hz_wav(root / "slow.wav")
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        s = index(cat, model, root)
+        assert s.added == 1
+        assert "sample rate of 1 Hz" in reasons(s)[str(root / "slow.wav")]
+
+
+def test_a_file_long_by_its_header_is_streamed_not_decoded_whole(
+    tmp_path, root, model, monkeypatch
+):
+    import earshot.index.build as build
+
+    path = write_tone(root / "long.wav", 23.0, 8000, subtype="PCM_U8")  # small on disk
+    monkeypatch.setattr(build, "LONG_FILE_S", 20.0)
+    st = path.stat()
+    decoded = decode_entry(ScanEntry(str(path), st.st_size, st.st_mtime_ns), model.config.audio)
+    assert decoded.error is None and decoded.windows is None  # left for the streaming path
+    assert decoded.record.duration_s == pytest.approx(23.0)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        s = index(cat, model, root)
+        assert s.added == 2 and s.segments == 1 + 4
+
+
+def test_a_header_that_understates_the_length_stops_windowing(tmp_path, model, monkeypatch):
+    import earshot.index.build as build
+
+    path = write_tone(tmp_path / "long.wav", 23.0, 8000)
+    monkeypatch.setattr(build, "LONG_FILE_S", 20.0)
+    audio = model.config.audio
+    window_bytes = 4 * round(audio.window_s * audio.sample_rate)
+    monkeypatch.setattr(build, "_MAX_WORKER_BYTES", 2 * window_bytes)  # 2 windows: 10 s
+    real = build._record
+
+    def lying(entry, content_hash):
+        rec = real(entry, content_hash)
+        return rec.__class__(**{**rec.__dict__, "duration_s": 10.0})
+
+    monkeypatch.setattr(build, "_record", lying)
+    st = path.stat()
+    decoded = decode_entry(ScanEntry(str(path), st.st_size, st.st_mtime_ns), audio)
+    assert decoded.error is None and decoded.windows is None
+
+
+def test_an_unexpected_exception_skips_the_file(tmp_path, root, model, monkeypatch):
+    import earshot.audio.windows as windows
+
+    real = windows.window_file
+
+    def explode(path, audio):
+        if str(path).endswith("bad.wav"):
+            raise MemoryError
+        return real(path, audio)
+
+    monkeypatch.setattr(windows, "window_file", explode)
+    write_tone(root / "bad.wav", 1.0, 16000, freq=900.0)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        s = index(cat, model, root)
+        assert s.added == 1 and "out of memory" in reasons(s)[str(root / "bad.wav")]
+
+
+def test_a_decoder_crash_skips_its_file_not_the_run(tmp_path, root, model, monkeypatch):
+    import earshot.index.build as build
+    from earshot.testing.faults import crash_on_some
+
+    monkeypatch.setattr(build, "decode_entry", crash_on_some)  # pickled by name to the workers
+    write_tone(root / "crash.wav", 1.0, 16000, freq=900.0)
+    write_tone(root / "later.wav", 1.0, 16000, freq=1200.0)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        s = index(cat, model, root, workers=2)
+        assert s.added == 2, s.as_dict()
+        assert "decoder crashed" in reasons(s)[str(root / "crash.wav")]
+
+
+# --- 2. a missing root keeps its entries -----------------------------------------------------
+
+
+def test_a_missing_root_is_unavailable_and_keeps_its_entries(tmp_path, model):
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    write_tone(drive / "a.wav", 1.0, 16000)
+    write_tone(drive / "b.wav", 1.0, 16000, freq=800.0)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        index(cat, model, drive)
+        drive.rename(tmp_path / "unplugged")
+        s = index(cat, model, drive)
+        assert s.removed == 0 and len(cat.file_states()) == 2
+        assert any(p.startswith(f"unavailable: {drive}") for p in s.problems), s.problems
+        s = index(cat, model, drive, prune=True)
+        assert s.removed == 2 and cat.file_states() == {}
+
+
+def test_an_empty_root_folder_is_taken_for_an_unmounted_drive(tmp_path, model):
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    write_tone(mount / "a.wav", 1.0, 16000)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        index(cat, model, mount)
+        (mount / "a.wav").unlink()  # what an unmounted mount point looks like
+        s = index(cat, model, mount)
+        assert s.removed == 0 and len(cat.file_states()) == 1
+        assert any("unavailable" in p and "empty" in p for p in s.problems), s.problems
+        assert index(cat, model, mount, prune=True).removed == 1
+
+
+def test_cli_prune_flag(tmp_path, root, model_dir, capsys):
+    from earshot.cli import build_parser, main
+
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    write_tone(drive / "a.wav", 1.0, 16000)
+    db = str(tmp_path / "c.sqlite")
+    model = ["--db", db, "--model", str(model_dir)]
+    assert main(["index", str(drive), *model]) == 0
+    drive.rename(tmp_path / "gone")
+    capsys.readouterr()
+    assert main(["index", str(drive), *model]) == 1  # nothing to index: an error, no change
+    assert "earshot: error: nothing to index" in capsys.readouterr().err
+    assert main(["index", str(drive), str(root), *model]) == 1
+    out = capsys.readouterr().out
+    assert "0 removed" in out and f"unavailable: {drive}" in out
+    assert main(["index", str(drive), *model, "--prune"]) == 0  # asked for: not a failure
+    assert "1 removed" in capsys.readouterr().out
+    with Catalogue(db) as cat:
+        assert set(cat.file_states()) == {str(root / "good.wav")}
+    index_help = build_parser()._subparsers._group_actions[0].choices["index"].format_help()
+    assert "--prune" in index_help and "unavailable" in index_help
+    with pytest.raises(SystemExit):
+        main(["index", str(drive), "--db", db, "--prune", "--keep-missing"])
+
+
+# --- 3. never read a pipe or a device ------------------------------------------------------
+
+
+def test_a_fifo_or_a_link_to_dev_zero_given_as_the_path_is_refused(tmp_path, root, model):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.wav"
+    zero.symlink_to("/dev/zero")
+    with Catalogue(tmp_path / "c.sqlite") as cat, deadline(20):
+        s = index(cat, model, fifo, zero, root)
+    assert s.added == 1
+    assert "not a regular file" in reasons(s)[str(fifo)]
+    assert "not a regular file" in reasons(s)[str(zero)]
+
+
+def test_decoding_never_hashes_a_pipe(tmp_path, model):
+    # The file turned into a FIFO between the scan and the decode.
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    with deadline(20):
+        d = decode_entry(ScanEntry(str(fifo), 1000, 0), model.config.audio)
+    assert "not a regular file" in d.error
+
+
+# --- 4. symlinks -----------------------------------------------------------------------------
+
+
+def test_a_file_linked_from_outside_the_root_is_removed_with_its_link(tmp_path, root, model):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    write_tone(outside / "far.wav", 1.0, 16000, freq=700.0)
+    (root / "far-link.wav").symlink_to(outside / "far.wav")
+    (root / "good-link.wav").symlink_to(root / "good.wav")  # a duplicate: indexed once
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        s = index(cat, model, root)
+        assert s.added == 2 and set(cat.file_states()) == {
+            str(root / "good.wav"),
+            str(root / "far-link.wav"),
+        }
+        (root / "far-link.wav").unlink()
+        s = index(cat, model, root)
+        assert s.removed == 1 and set(cat.file_states()) == {str(root / "good.wav")}
+
+
+SECRET = "password=hunter2 api_key=abcdef0123456789\n"
+
+
+@pytest.mark.parametrize("name", ["secret.wav", "secret.m4a", "secret.mp3"])
+def test_a_link_to_a_private_file_never_leaks_its_bytes(tmp_path, root, model, name):
+    private = tmp_path / "private.txt"
+    private.write_text(SECRET)
+    (root / name).symlink_to(private)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        s = index(cat, model, root)
+        stored = dict(cat.skipped())
+    why = reasons(s)[str(root / name)]
+    assert stored[str(root / name)] == why
+    for word in ("password", "hunter", "pass", "api_", "b'"):
+        assert word not in why, why
+    assert "not" in why  # still says what is wrong
+
+
+# --- 5. paths that do not exist ---------------------------------------------------------------
+
+
+def test_cli_index_of_paths_that_do_not_exist_is_an_error(tmp_path, model_dir, capsys):
+    from earshot.cli import main
+
+    db = tmp_path / "c.sqlite"
+    code = main(["index", str(tmp_path / "nope"), str(tmp_path / "nada"), "--db", str(db)])
+    _, err = capsys.readouterr()
+    assert code == 1 and err.startswith("earshot: error: ") and "nope" in err and "nada" in err
+    assert not db.exists()  # nothing was created
+
+
+def test_cli_index_with_some_paths_missing_indexes_the_rest_and_fails(
+    tmp_path, root, model_dir, capsys
+):
+    from earshot.cli import main
+
+    db = tmp_path / "c.sqlite"
+    argv = ["index", str(tmp_path / "nope"), str(root), "--db", str(db), "--model", str(model_dir)]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 1 and "1 added" in out and "unavailable" in out
+    assert "earshot: warning: 1 of 2 paths unavailable" in err
+
+
+# --- 6. truncated WAV and AIFF ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".aiff"])
+def test_truncated_wav_and_aiff_are_skipped(tmp_path, root, model, suffix):
+    full = write_tone(tmp_path / f"full{suffix}", 3.0, 16000)
+    write_truncated(full, root / f"cut{suffix}", 0.5)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        s = index(cat, model, root)
+    assert s.added == 1
+    assert "truncated" in reasons(s)[str(root / f"cut{suffix}")]
+
+
+# --- 7. workers die with the indexer ---------------------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    """Live descendants of `pid`, from /proc (psutil is not a dependency)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                if fields[0] != "Z":
+                    parents[int(entry)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killing_the_indexer_kills_its_decode_workers(tmp_path, model_dir):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(60):
+        write_tone(root / f"clip{i:02d}.wav", 4.0, 44100, freq=200.0 + 20 * i, seed=i)
+    db = str(tmp_path / "c.sqlite")
+    cmd = [sys.executable, "-m", "earshot.cli", "index", str(root), "--db", db]
+    cmd += ["--model", str(model_dir), "--workers", "2", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    try:
+        give_up = time.monotonic() + 30
+        while len(workers) < 2 and time.monotonic() < give_up and proc.poll() is None:
+            time.sleep(0.1)
+            workers = _children(proc.pid)
+        time.sleep(0.5)  # let them start work
+        assert proc.poll() is None and len(workers) >= 2, "the indexer finished too soon"
+        workers = _children(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        give_up = time.monotonic() + 5
+        while any(map(_alive, workers)) and time.monotonic() < give_up:
+            time.sleep(0.1)
+        assert not [p for p in workers if _alive(p)], "workers outlived the indexer"
+    finally:
+        for pid in [proc.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
