@@ -130,3 +130,128 @@ def test_pipelines_it_cannot_reproduce_fall_back_to_sentence_transformers(tiny_t
     assert "normalizer" in lean_problem(normalizer)
 
     assert "modules.json" in lean_problem(tmp_path)
+
+
+# -- the torch-free query model ---------------------------------------------------------------
+
+
+def test_query_model_is_the_joint_model_for_text(tiny_text_dir, tmp_path):
+    from earshot.model.io import load_model, model_id, save_model
+    from earshot.model.query import load_query_model
+    from earshot.testing.models import tiny_model
+
+    folder = save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), tmp_path / "m")
+    full, query = load_model(folder), load_query_model(folder)
+    assert query.model_id == model_id(full) == model_id(query)
+    got = query.encode_text(SENTENCES)
+    want = full.encode_text(SENTENCES).numpy()
+    assert float(np.abs(got.numpy() - want).max()) < TOLERANCE
+    assert isinstance(got.numpy(), np.ndarray)
+    assert got.shape == (len(SENTENCES), full.config.joint_dim)
+
+
+@needs_minilm
+def test_query_model_of_the_compact_model():
+    from earshot.model.io import load_model, model_id
+    from earshot.model.query import load_query_model
+
+    full, query = load_model("compact"), load_query_model("compact")
+    assert query.model_id == model_id(full)
+    diff = float(np.abs(query.encode_text(SENTENCES) - full.encode_text(SENTENCES).numpy()).max())
+    print(f"compact model queries: max |query model - JointModel| = {diff:.2e}")
+    assert diff < TOLERANCE
+
+
+def test_query_model_declines_what_it_cannot_answer_for(tiny_text_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from earshot.model.io import save_model
+    from earshot.model.query import QueryModelUnavailable, load_query_model
+    from earshot.testing.models import tiny_model
+
+    folder = save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), tmp_path / "m")
+    state = load_file(folder / "model.safetensors")
+    save_file({k: v.half() for k, v in state.items()}, folder / "model.safetensors")
+    with pytest.raises(QueryModelUnavailable, match="convert"):
+        load_query_model(folder)
+
+    hub = save_model(tiny_model(text_model="org/not-local", text_dim=16), tmp_path / "hub")
+    with pytest.raises(QueryModelUnavailable, match="not a local folder"):
+        load_query_model(hub)
+
+
+# -- `earshot search` from a shell imports only what the query needs ---------------------------
+
+_IMPORTS_RUN = """
+import contextlib, io, json, sys
+from earshot.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = main(sys.argv[1:])
+heavy = ("torch", "sentence_transformers", "transformers", "fastapi", "uvicorn", "h5py")
+loaded = [m for m in heavy if m in sys.modules]
+print(json.dumps({"code": code, "out": out.getvalue(), "loaded": loaded}))
+"""
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, tiny_text_dir):
+    from earshot.index.build import Indexer
+    from earshot.index.store import Catalogue
+    from earshot.model.io import load_model, save_model
+    from earshot.testing.audio import write_noise, write_tone
+    from earshot.testing.models import tiny_model
+
+    base = tmp_path_factory.mktemp("fast-cli")
+    (base / "audio").mkdir()
+    write_tone(base / "audio" / "hum.wav", 3.0, 32000, freq=120.0)
+    write_noise(base / "audio" / "hiss.wav", 3.0, 32000, seed=1)
+    folder = save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), base / "model")
+    model = load_model(folder, with_text=False)
+    with Catalogue(base / "c.sqlite") as cat:
+        Indexer(cat, model, workers=1, progress=False).run([str(base / "audio")])
+    return base, folder, model
+
+
+def _cli(*argv: str) -> dict:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_RUN, *argv], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_cli_text_search_imports_no_torch_and_answers_as_before(library):
+    from earshot.index.store import Catalogue
+    from earshot.model.io import load_model
+    from earshot.search import Searcher
+
+    base, folder, _ = library
+    args = ["--db", str(base / "c.sqlite"), "--model", str(folder), "--json", "-k", "2"]
+    with Catalogue(base / "c.sqlite") as cat:
+        # What the torch model with sentence-transformers finds.
+        searcher = Searcher(cat, load_model(folder))
+        expected = {
+            "a low hum": searcher.search_text("a low hum", 2),
+            "--like-id": searcher.search_like_segment(1, 2),
+        }
+    for query, want in (
+        (["a low hum"], expected["a low hum"]),
+        (["--like-id", "1"], expected["--like-id"]),
+    ):
+        fast = _cli("search", *query, *args)
+        assert fast["code"] == 0 and fast["loaded"] == []
+        got = json.loads(fast["out"])["hits"]
+        assert [h["path"] for h in got] == [h.path for h in want]
+        np.testing.assert_allclose([h["score"] for h in got], [h.score for h in want], atol=1e-5)
+
+
+def test_cli_search_by_example_loads_no_text_encoder(library):
+    base, folder, _ = library
+    args = ["--db", str(base / "c.sqlite"), "--model", str(folder), "--json", "-k", "1"]
+    like = _cli("search", "--like", str(base / "audio" / "hum.wav"), *args)
+    assert like["code"] == 0 and like["loaded"] == ["torch"]  # the audio encoder's, nothing else
+    assert json.loads(like["out"])["hits"][0]["path"].endswith("hiss.wav")

@@ -108,18 +108,45 @@ def _filters(kwargs: dict):
         ) from None
 
 
-def resolve_model(model, catalogue=None):
+def resolve_model(model, catalogue=None, with_text: bool = True, lean_text: bool = False):
     """A loaded model from: a JointModel, a folder, the catalogue's own model, or the default
-    model shipped with earshot."""
+    model shipped with earshot. `with_text`, `lean_text`: as `load_model` takes them."""
     from earshot.model.dual import JointModel
     from earshot.model.io import load_model
 
     if isinstance(model, JointModel):
         return model
+    return load_model(_model_folder(model, catalogue), with_text=with_text, lean_text=lean_text)
+
+
+def resolve_query_model(model, catalogue=None):
+    """The model as a search by text, tags or catalogue segment needs it, fast: a torch-free
+    `QueryModel` (earshot.model.query) where it answers exactly as the full model would, else
+    the JointModel with the lean sentence encoder. Not for search by example (audio)."""
+    from earshot.model.io import resolve_model_dir
+    from earshot.model.query import QueryModelUnavailable, load_query_model
+
+    if model is not None and not isinstance(model, str | os.PathLike):
+        return model  # a loaded model
+    # Resolved once: `default` says which model it chose in one line, not one per attempt.
+    folder = str(resolve_model_dir(_model_folder(model, catalogue)))
+    try:
+        query = load_query_model(folder)
+    except QueryModelUnavailable:
+        query = None
+    # The catalogue knows the id of the model that indexed it. Another id here is answered by
+    # the full model, whose load says what is wrong (or whose id is the one that counts).
+    if query is not None and (catalogue is None or catalogue.model_id in (None, query.model_id)):
+        return query
+    return resolve_model(folder, catalogue, lean_text=True)
+
+
+def _model_folder(model, catalogue) -> str:
+    """The folder to load: the one named, $EARSHOT_MODEL, the catalogue's own, or `default`."""
     model = model or os.environ.get("EARSHOT_MODEL")
     if model:
-        return load_model(model)
+        return str(model)
     recorded = catalogue.model_info.get("path") if catalogue is not None else None
     if recorded and Path(recorded, "config.json").is_file():
-        return load_model(recorded)
-    return load_model("default")
+        return recorded
+    return "default"

@@ -13,7 +13,7 @@ from earshot.errors import EarshotError
 
 
 def _catalogue_and_model(args: argparse.Namespace, create: bool):
-    from earshot.api import resolve_model
+    from earshot.api import resolve_model, resolve_query_model
     from earshot.index.schema import is_writable
     from earshot.index.store import Catalogue, default_db_path
 
@@ -22,9 +22,14 @@ def _catalogue_and_model(args: argparse.Namespace, create: bool):
         raise EarshotError(f"no catalogue at '{db}': index some audio first (earshot index PATH)")
     # Search only reads: a catalogue it cannot write (file or folder) is opened read-only.
     catalogue = Catalogue(db, readonly=not create and not is_writable(db))
+    # Indexing and search by example need no sentence encoder; a search by text, tags or
+    # segment needs no torch where the model allows (earshot.model.query: ~0.2 s, not ~7 s).
+    by_example = create or bool(getattr(args, "like", None))
     if args.random_init:
-        return catalogue, load_model_from_args(args)
-    return catalogue, resolve_model(args.model, catalogue)
+        return catalogue, load_model_from_args(args, with_text=not by_example)
+    if by_example:
+        return catalogue, resolve_model(args.model, catalogue, with_text=False)
+    return catalogue, resolve_query_model(args.model, catalogue)
 
 
 def cmd_index(args: argparse.Namespace) -> int:

@@ -10,15 +10,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from earshot.config import ModelConfig
-from earshot.encoders.panns import check_state_dict
 from earshot.errors import ModelLoadError
 from earshot.fsutil import give_default_mode
-from earshot.hashing import state_dict_hash
-from earshot.model.dual import JointModel
+
+# torch is imported by the functions that need it: reading a folder's config, resolving a
+# model name and `earshot.model.query` (a text search's torch-free model) need none of it.
+if TYPE_CHECKING:
+    from earshot.model.dual import JointModel
 
 FORMAT = "earshot-model"
 FORMAT_VERSION = 1
@@ -28,6 +29,10 @@ WEIGHTS_FILE = "model.safetensors"
 
 def build_model(config: ModelConfig, seed: int = 0) -> JointModel:
     """A randomly initialised model; the same seed gives the same weights."""
+    import torch
+
+    from earshot.model.dual import JointModel
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = JointModel(config)
@@ -35,7 +40,14 @@ def build_model(config: ModelConfig, seed: int = 0) -> JointModel:
 
 
 def model_id(model: JointModel) -> str:
-    """Content hash of config + weights: two models share an id only if they compute the same."""
+    """Content hash of config + weights: two models share an id only if they compute the same.
+
+    A `QueryModel` (earshot.model.query) carries the id, hashed the same way from its files."""
+    known = getattr(model, "model_id", None)
+    if isinstance(known, str):
+        return known
+    from earshot.hashing import state_dict_hash
+
     config = json.dumps(model.config.to_dict(), sort_keys=True).encode()
     return state_dict_hash(model.state_dict(), prefix=config)
 
@@ -171,14 +183,20 @@ def choose_default_model(quiet: bool = False) -> Path:
     return compact
 
 
-def load_model(directory: str | Path, device: str = "cpu", with_text: bool = True) -> JointModel:
+def load_model(
+    directory: str | Path, device: str = "cpu", with_text: bool = True, lean_text: bool = False
+) -> JointModel:
     """Load a model folder strictly (every key must match); in eval mode on `device`.
 
-    `directory` may be `default`: the model shipped with earshot.
+    `directory` may be `default`: the model shipped with earshot. `lean_text`: the sentence
+    encoder is the one for queries (`load_query_text_encoder`: NumPy, where it runs the model
+    exactly), not sentence-transformers, whose import costs seconds; for encoding only.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from earshot.encoders.panns import check_state_dict
+    from earshot.model.dual import JointModel
     from earshot.model.pretrained import attach_backbone, has_backbone
 
     directory = resolve_model_dir(directory)
@@ -199,8 +217,9 @@ def load_model(directory: str | Path, device: str = "cpu", with_text: bool = Tru
     check_state_dict(model, state, str(weights))
     model.load_state_dict(state, strict=True)
     if with_text:
-        from earshot.encoders.text import load_text_encoder
+        from earshot.encoders.text import load_query_text_encoder, load_text_encoder
 
-        model.attach_text_encoder(load_text_encoder(config.text.model, device, base_dir=directory))
+        load_text = load_query_text_encoder if lean_text else load_text_encoder
+        model.attach_text_encoder(load_text(config.text.model, device, base_dir=directory))
     model.source = str(directory.resolve())
     return model.to(device).eval()

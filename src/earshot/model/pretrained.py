@@ -9,8 +9,12 @@ heads, is what `model.safetensors` holds.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from earshot.config import EFFICIENTAT_AUDIO, ModelConfig, TextConfig
-from earshot.model.dual import JointModel
+
+if TYPE_CHECKING:  # torch only where a model is built: `backbone_problem` needs none
+    from earshot.model.dual import JointModel
 
 # encoder name → its AudioSet checkpoint in earshot.weights.KNOWN_WEIGHTS
 BACKBONES = {"mn04": "efficientat-mn04-as", "mn10": "efficientat-mn10-as"}
