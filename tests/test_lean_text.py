@@ -180,6 +180,46 @@ def test_query_model_declines_what_it_cannot_answer_for(tiny_text_dir, tmp_path)
         load_query_model(hub)
 
 
+def test_query_model_of_a_backbone_model_knows_its_id_once_it_was_loaded(
+    tiny_text_dir, tmp_path, monkeypatch
+):
+    import torch
+
+    from earshot.model.dual import JointModel
+    from earshot.model.io import load_model, model_id, save_model
+    from earshot.model.pretrained import attach_backbone
+    from earshot.model.query import QueryModelUnavailable, load_query_model
+    from earshot.testing.backbone import fake_general_config, write_fake_backbone
+
+    fake = write_fake_backbone(tmp_path / "weights")
+    monkeypatch.setenv("EARSHOT_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("EARSHOT_CACHE_DIR", str(tmp_path / "cache"))
+    config = fake_general_config(*fake, str(tiny_text_dir), 16, 12)
+
+    def save(seed: int):
+        torch.manual_seed(seed)
+        model = JointModel(config)
+        attach_backbone(model, progress=False)
+        return save_model(model, tmp_path / "general")
+
+    folder = save(0)
+    # Its id hashes the backbone's tensors, which only torch reads: unknown until loaded once.
+    with pytest.raises(QueryModelUnavailable, match="remembered"):
+        load_query_model(folder)
+    full = load_model(folder)
+    query = load_query_model(folder)
+    assert query.model_id == model_id(full)
+    got, want = query.encode_text(SENTENCES), full.encode_text(SENTENCES).numpy()
+    assert float(np.abs(got - want).max()) < TOLERANCE
+    # Other heads in the same folder are another model: not the remembered id.
+    save(1)
+    with pytest.raises(QueryModelUnavailable):
+        load_query_model(folder)
+    second = load_model(folder)
+    assert load_query_model(folder).model_id == model_id(second) != query.model_id
+    assert len(json.loads((tmp_path / "cache" / "model-ids.json").read_text())) == 2
+
+
 # -- `earshot search` from a shell imports only what the query needs ---------------------------
 
 _IMPORTS_RUN = """

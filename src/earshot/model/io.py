@@ -216,6 +216,12 @@ def load_model(
         state = {**expected, **state}
     check_state_dict(model, state, str(weights))
     model.load_state_dict(state, strict=True)
+    if has_backbone(config):
+        # Its id hashes the backbone's tensors: remembered, so that a text search, which reads
+        # the folder without torch (earshot.model.query), knows it.
+        from earshot.model.query import remember_model_id
+
+        remember_model_id(directory, config, model_id(model))
     if with_text:
         from earshot.encoders.text import load_query_text_encoder, load_text_encoder
 

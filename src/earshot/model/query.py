@@ -18,6 +18,7 @@ the id), tensors of a dtype loading would convert, a text model the lean encoder
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -77,11 +78,6 @@ def load_query_model(directory: str | Path) -> QueryModel:
 
     directory = resolve_model_dir(directory)
     config = read_config(directory)
-    if has_backbone(config):
-        raise QueryModelUnavailable(
-            f"'{directory}' is a model on a named backbone, whose weights (a torch checkpoint) "
-            "are part of its id"
-        )
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelLoadError(f"'{directory}' has no {WEIGHTS_FILE}")
@@ -89,19 +85,15 @@ def load_query_model(directory: str | Path) -> QueryModel:
         data, entries = safetensors_entries(weights)
     except LeanUnsupported as e:
         raise QueryModelUnavailable(str(e)) from None
-    odd = sorted(name for name, (code, *_) in entries.items() if code not in _TORCH_DTYPES)
-    if odd:
-        raise QueryModelUnavailable(f"'{weights}' holds tensors loading would convert ({odd[0]})")
-
-    # earshot.hashing.state_dict_hash over the tensors load_model would load, from their bytes.
-    prefix = json.dumps(config.to_dict(), sort_keys=True).encode()
-    h = hashlib.sha256(prefix)
-    for name in sorted(entries):
-        code, shape, start, end = entries[name]
-        count = int(np.prod(shape, dtype=np.int64))
-        h.update(f"\0{name}\0{_TORCH_DTYPES[code]}\0{(count,)}\0".encode())
-        h.update(data[start:end])
-    model_id = h.hexdigest()[:16]
+    if has_backbone(config):
+        model_id = recall_model_id(directory, config)
+        if model_id is None:
+            raise QueryModelUnavailable(
+                f"'{directory}' is a model on a named backbone, whose id hashes the backbone's "
+                "tensors (a torch checkpoint), and no load_model here has remembered it yet"
+            )
+    else:
+        model_id = _file_model_id(config, data, entries, weights)
 
     head = []
     for name, shape in (
@@ -126,3 +118,94 @@ def load_query_model(directory: str | Path) -> QueryModel:
             f"head takes {config.text.dim}-d"
         )
     return QueryModel(config, model_id, tuple(head), text, str(directory.resolve()))
+
+
+def _file_model_id(config: ModelConfig, data, entries: dict, weights: Path) -> str:
+    """`earshot.model.io.model_id` of the model `load_model` would make of these weights:
+    `earshot.hashing.state_dict_hash` over the same names, dtypes, shapes and bytes."""
+    odd = sorted(name for name, (code, *_) in entries.items() if code not in _TORCH_DTYPES)
+    if odd:
+        raise QueryModelUnavailable(f"'{weights}' holds tensors loading would convert ({odd[0]})")
+    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for name in sorted(entries):
+        code, shape, start, end = entries[name]
+        count = int(np.prod(shape, dtype=np.int64))
+        h.update(f"\0{name}\0{_TORCH_DTYPES[code]}\0{(count,)}\0".encode())
+        h.update(data[start:end])
+    return h.hexdigest()[:16]
+
+
+# -- models on a named backbone: their ids, remembered ----------------------------------------
+# Such a model's id hashes the backbone's tensors too, which only torch reads (from its
+# checkpoint). `load_model` remembers each such id it computes, in the user cache
+# (`$EARSHOT_CACHE_DIR/model-ids.json`), keyed by what the id depends on besides code: the
+# folder's config.json, which pins every backbone file by sha256 (files that `load_model`
+# checks before use), and its model.safetensors. A text search then reads the id back. A
+# config naming an unpinned file is never remembered: its bytes are not fixed by the folder.
+IDS_FILE = "model-ids.json"
+IDS_KEPT = 64
+
+
+def _ids_key(directory: Path, config: ModelConfig) -> str | None:
+    from earshot.model.io import CONFIG_FILE, WEIGHTS_FILE
+
+    refs = [getattr(config.encoder, name, None) for name in ("weights", "labels")]
+    if any(ref is not None and not ref.pinned for ref in refs):
+        return None
+    h = hashlib.sha256(b"earshot model id\0")
+    try:
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            h.update((directory / name).read_bytes())
+            h.update(b"\0")
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _ids_path() -> Path:
+    from earshot.weights import cache_root
+
+    return cache_root() / IDS_FILE
+
+
+def _read_ids(path: Path) -> dict[str, str]:
+    try:
+        ids = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return {k: v for k, v in ids.items() if isinstance(v, str)} if isinstance(ids, dict) else {}
+
+
+def recall_model_id(directory: str | Path, config: ModelConfig) -> str | None:
+    """The id `remember_model_id` stored for this folder as it is now, or None."""
+    key = _ids_key(Path(directory), config)
+    return None if key is None else _read_ids(_ids_path()).get(key)
+
+
+def remember_model_id(directory: str | Path, config: ModelConfig, model_id: str) -> None:
+    """Store the id of the model `load_model` made of this folder (the last IDS_KEPT folders);
+    a cache that cannot be written only costs the next text search its speed."""
+    import os
+    import tempfile
+
+    key = _ids_key(Path(directory), config)
+    path = _ids_path()
+    if key is None:
+        return
+    ids = _read_ids(path)
+    if ids.get(key) == model_id:
+        return
+    ids.pop(key, None)
+    ids[key] = model_id
+    ids = dict(list(ids.items())[-IDS_KEPT:])
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{IDS_FILE}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(ids, f, indent=1)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
