@@ -21,7 +21,7 @@ def positive_stats(stats: dict) -> None:
     assert 0 < stats["min"] <= stats["median"] <= stats["max"]
 
 
-def run_quick(script: str, *extra: str, env: dict | None = None) -> dict:
+def run_quick(script: str, *extra: str, env: dict | None = None, timeout: int = 180) -> dict:
     """Run `bench/<script> --quick *extra` offline; its stdout must be the JSON and nothing else.
     `env`: variables to set (a None value removes one)."""
     full = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
@@ -31,7 +31,7 @@ def run_quick(script: str, *extra: str, env: dict | None = None) -> dict:
         env={k: v for k, v in full.items() if v is not None},
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
@@ -169,3 +169,26 @@ def test_quick_decode_benchmark_reports_every_format_and_memory():
     assert result["speed"]["wav"]["ratio_to_wav"] == 1.0
     for entry in result["memory"].values():
         assert entry["file_mb"] > 0 and entry["peak_rss_growth_mb"] >= 0
+
+
+def test_quick_cli_benchmark_reports_phases_beside_the_old_path():
+    # Four calls of the old path (sentence-transformers' import alone is 7-15 s on a busy box).
+    result = run_quick("bench_cli.py", timeout=420)
+    assert result["catalogue"]["files"] == 16 and result["catalogue"]["model"] == "compact"
+    for kind in ("text", "like"):
+        cli = result["cli"][kind]
+        for mode in ("new", "old"):
+            assert 0 < cli[mode]["wall_s"]["min"] <= cli[mode]["wall_s"]["median"]
+            phases = result["phases"][kind][mode]
+            for key in ("import_s", "model_load_s", "encode_s", "search_s", "wall_s"):
+                assert phases[key]["median"] > 0
+            assert phases["hits"] == 10
+        assert cli["old/new"]["median"] > 0
+    assert result["phases"]["text"]["new"]["model"] == "QueryModel"
+    assert result["phases"]["text"]["old"]["model"] == "JointModel"
+    # What a real text search imported: none of the heavy libraries but (maybe) faiss.
+    assert set(result["imports"]["text"]) <= {"faiss"}
+    assert "torch" in result["imports"]["like"]
+    assert "sentence_transformers" not in result["imports"]["like"]
+    assert result["reference"]["torch_import_s"]["median"] > 0
+    assert result["target"]["cli_text_s"] == 1.5 and isinstance(result["target"]["met"], bool)
