@@ -73,7 +73,9 @@ class Recipe:
     mining: dict[str, Any]
     auto_templates: tuple[str, ...] = ("the sound of {np}",)
     caption_spec: dict[str, Any] = field(default_factory=dict)
+    auto_mining: dict[str, Any] = field(default_factory=dict)
     _mined: dict[str, list[str]] | None = field(default=None, repr=False)
+    _auto_mined: dict[str, list[str]] | None = field(default=None, repr=False)
 
     # -- captions -------------------------------------------------------------------------
     def label_captions(self, label: str) -> list[str]:
@@ -112,11 +114,48 @@ class Recipe:
             )
         return self._mined
 
-    def training_captions(self, label: str) -> list[tuple[str, frozenset[str]]]:
+    def auto_mined(self) -> dict[str, list[str]]:
+        """Real captions for the labels read from file names (`[auto_mining] corpora`):
+        sentences holding every content word of a label's name, as `caption_queries` picks its
+        queries but from other corpora (the training splits of Clotho and AudioCaps), so the
+        text side learns how people caption these sounds. Labels held out of training (the
+        zero-shot ones) get none; a sentence that matches one of them best goes to no label."""
+        if self._auto_mined is None:
+            spec = self.auto_mining
+            self._auto_mined = {}
+            if spec:
+                auto = [n for n, s in self.labels.items() if s.auto]
+                held = set().union(
+                    *(s.zeroshot_labels | s.zeroshot_val_labels for s in self.sources)
+                )
+                sentences: list[str] = []
+                for rel, column in spec.get("corpora", []):
+                    path = self.root / rel
+                    if path.is_file():
+                        sentences += read_corpus(path, column)
+                    else:
+                        warnings.warn(
+                            f"caption corpus {path} not found: mining without it", stacklevel=2
+                        )
+                picked = mine_by_label_words(
+                    sentences,
+                    auto,
+                    per_label=int(spec.get("per_label", 20)),
+                    max_words=int(spec.get("max_words", 14)),
+                    forbidden=self.all_queries() + self.all_val_queries(),
+                )
+                self._auto_mined = {k: v for k, v in picked.items() if k not in held}
+        return self._auto_mined
+
+    def training_captions(
+        self, label: str, auto_mined: bool = True
+    ) -> list[tuple[str, frozenset[str]]]:
         """Every caption a training clip of `label` may be paired with, with its tags."""
         own = frozenset([label])
         caps = [(c, own) for c in self.label_captions(label)]
         caps += [(c, own) for c in self.mined().get(label, [])]
+        if auto_mined:
+            caps += [(c, own) for c in self.auto_mined().get(label, [])]
         for tag in self.labels[label].tags:
             caps += [(c, frozenset([tag])) for c in self.tag_captions.get(tag, ())]
         return caps
@@ -144,7 +183,11 @@ class Recipe:
             path = self.root / rel
             if path.is_file():
                 sentences += read_corpus(path, column)
-        forbidden = [c for label in self.labels for c, _ in self.training_captions(label)]
+        # Not the auto-mined training captions: those come from other corpora, and leaving them
+        # out keeps the query set the same with or without [auto_mining].
+        forbidden = [
+            c for label in self.labels for c, _ in self.training_captions(label, auto_mined=False)
+        ]
         forbidden += self.all_queries() + self.all_val_queries()
         return mine_by_label_words(
             sentences,
@@ -362,6 +405,7 @@ def load_recipe(path: str | Path) -> Recipe:
         mixture_templates=_strings(t.get("mixture", ["{s1} and {s2}"]), "templates.mixture"),
         auto_templates=_strings(t.get("auto", ["the sound of {np}"]), "templates.auto"),
         caption_spec=dict(doc.get("caption_queries", {})),
+        auto_mining=dict(doc.get("auto_mining", {})),
         val_captions=int(doc.get("val_captions", 5)),
         mining=doc.get("mining", {}),
     )
