@@ -21,6 +21,7 @@ the caller uses sentence-transformers instead: `lean_problem(folder)` says why.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import mmap
 import struct
@@ -314,10 +315,16 @@ def _blas_threads(n: int | None):
     if n is None:
         yield
         return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=n, user_api="blas"):
+    with _blas_controller().limit(limits=n, user_api="blas"):
         yield
+
+
+@functools.cache
+def _blas_controller():
+    # Made once (it inspects the loaded libraries: ~7 ms); NumPy's BLAS is loaded by then.
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _weights(path: Path, layers: int) -> dict[str, np.ndarray]:
