@@ -157,7 +157,11 @@ def test_symlink_loops_and_duplicate_links(tmp_path, library, model):
     (library / "dangling.wav").symlink_to(library / "nowhere.wav")
     with Catalogue(tmp_path / "c.sqlite") as cat:
         s = index(cat, model, library)
-        assert s.added == 4 and s.skipped == []
+        assert s.added == 4
+        # The dangling link is not read, but reported (and listed by `earshot skipped`).
+        assert [(p, "symbolic link to nothing" in r) for p, r in s.skipped] == [
+            (str(library / "dangling.wav"), True)
+        ]
 
 
 def test_unreadable_folder_is_reported_and_its_files_kept(tmp_path, library, model, monkeypatch):

@@ -275,6 +275,17 @@ class Indexer:
                 summary.unchanged += 1
             else:
                 todo.append(entry)
+        # Audio names that are not files (pipes, devices, broken links): recorded as skipped
+        # without being opened, so `earshot skipped` lists them until they are fixed or gone.
+        refused = []
+        for entry, why in problems.not_files:
+            seen.add(entry.path)
+            state = known.get(entry.path)
+            now = (entry.size, entry.mtime_ns)
+            if state and state.status == "skipped" and (state.size, state.mtime_ns) == now:
+                summary.unchanged += 1
+            else:
+                refused.append((entry, why))
         unavailable = [(r, why) for r, why in problems.missing_roots] + [
             (r, "an empty folder where the catalogue has files: an unmounted drive?")
             for r in problems.empty_roots
@@ -287,6 +298,11 @@ class Indexer:
             *(f"ignored: {shown(r)} (not an audio file name)" for r in problems.ignored),
         ]
         summary.skipped.extend(problems.files)
+        if refused:
+            with self.cat.batch():
+                for entry, why in refused:
+                    self.cat.put_skipped(entry.path, entry.size, entry.mtime_ns, why)
+                    summary.skipped.append((entry.path, why))
         self._process(todo, known, summary)
         if not keep_missing:
             # After the new files: a moved file's old entry is still there to lend its vectors.

@@ -49,6 +49,10 @@ class ScanProblems:
     # Files found but not indexable, and not recordable in the catalogue: (path as printable
     # text, why). A name that is not UTF-8 cannot be stored, so it is reported on every run.
     files: list[tuple[str, str]] = field(default_factory=list)
+    # Audio names that are not files (a pipe, a device, a link to nothing or in a loop): never
+    # read, but recorded as skipped like any file that cannot be indexed. (entry of the name
+    # itself, by lstat, why)
+    not_files: list[tuple[ScanEntry, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # roots that are files, but not audio
 
 
@@ -57,6 +61,7 @@ NOT_UTF8 = (
     "`convmv -f latin1 -t utf8`)"
 )
 NOT_REGULAR = "not a regular file (a pipe or device); save the audio to a file first"
+BROKEN_LINK = "a symbolic link to nothing that can be read ({why}); fix or remove the link"
 
 
 def shown(path: str) -> str:
@@ -74,7 +79,8 @@ def scan(roots: Iterable[str | Path], problems: ScanProblems) -> Iterator[ScanEn
     Every path is under the root it was found through: a link to a file is yielded under the
     link's own path, after everything else, unless its target was already found under its own
     path (then it is a duplicate and left out). Names that are not UTF-8 go to
-    `problems.files`, not to the caller.
+    `problems.files`, audio names that are not files (pipes, devices, broken links) to
+    `problems.not_files`, not to the caller.
     """
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[str] = set()
@@ -94,7 +100,8 @@ def scan(roots: Iterable[str | Path], problems: ScanProblems) -> Iterator[ScanEn
         elif not _is_audio(root.name):
             problems.ignored.append(str(root))
         elif not stat.S_ISREG(st.st_mode):
-            problems.files.append((shown(str(root)), NOT_REGULAR))
+            if _name_ok(str(root), problems):
+                _not_a_file(str(root), problems)
         elif _name_ok(str(root), problems) and str(root) not in seen_files:
             seen_files.add(str(root))
             seen_ids.add((st.st_dev, st.st_ino))
@@ -141,9 +148,12 @@ def _walk(
             try:
                 if e.is_dir(follow_symlinks=True):
                     subdirs.append(e.path)
-                # is_file: a regular file (a pipe or device named .wav is not one)
-                elif _is_audio(e.name) and e.is_file(follow_symlinks=True):
+                elif _is_audio(e.name):
                     if not _name_ok(e.path, problems):
+                        continue
+                    # is_file: a regular file (a pipe or device named .wav is not one)
+                    if not e.is_file(follow_symlinks=True):
+                        _not_a_file(e.path, problems)
                         continue
                     st = e.stat(follow_symlinks=True)
                     if e.is_symlink():
@@ -155,6 +165,22 @@ def _walk(
             except OSError:
                 continue  # vanished between listing and stat, or a dangling link
         stack.extend(reversed(subdirs))
+
+
+def _not_a_file(path: str, problems: ScanProblems) -> None:
+    """Record an audio name that is not a regular file (a pipe, a device, a link to one, to
+    nothing or in a loop) in `problems.not_files`; nothing is opened."""
+    try:
+        own = os.lstat(path)
+    except OSError:
+        return  # vanished since it was listed
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        problems.not_files.append((_entry(path, own), BROKEN_LINK.format(why=e.strerror or e)))
+        return
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        problems.not_files.append((_entry(path, own), NOT_REGULAR))
 
 
 def _name_ok(path: str, problems: ScanProblems) -> bool:
