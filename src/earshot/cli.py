@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from earshot.commands import catalogue as catalogue_cmds
 from earshot.commands import model as model_cmds
 from earshot.commands import search as search_cmds
 from earshot.commands import serve as serve_cmds
@@ -121,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_model_args(p)
     p.set_defaults(func=search_cmds.cmd_search)
+
+    p = sub.add_parser(
+        "skipped",
+        help=catalogue_cmds.SKIPPED_HELP,
+        description=catalogue_cmds.SKIPPED_DESCRIPTION,
+    )
+    catalogue_cmds.add_arguments(p)
+    p.set_defaults(func=catalogue_cmds.cmd_skipped)
 
     p = sub.add_parser("serve", help="the web page and HTTP API over a catalogue")
     serve_cmds.add_arguments(p)

@@ -314,6 +314,21 @@ class CatalogueQueries:
                 "WHERE status = 'skipped' ORDER BY path"
             ).fetchall()
 
+    def skipped_files(self, limit: int | None = None, offset: int = 0) -> list[dict]:
+        """The skipped files by path, `limit` of them from `offset` (all by default), each
+        {"id", "path", "reason", "size", "mtime", "recorded_at"}: `mtime` the file's when it was
+        tried, `recorded_at` when that run recorded it, both in seconds since the epoch."""
+        with self._use("read skipped files") as conn:
+            rows = conn.execute(
+                "SELECT id, path, coalesce(skip_reason, ''), size, mtime_ns, indexed_at FROM files "
+                "WHERE status = 'skipped' ORDER BY path LIMIT ? OFFSET ?",
+                (-1 if limit is None else int(limit), int(offset)),
+            ).fetchall()
+        return [
+            {"id": i, "path": p, "reason": r, "size": size, "mtime": mtime / 1e9, "recorded_at": at}
+            for i, p, r, size, mtime, at in rows
+        ]
+
     def stats(self) -> dict:
         with self._snapshot("read statistics") as conn:
             ok, skipped, seconds = conn.execute(

@@ -233,6 +233,22 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
             },
         }
 
+    @app.get(
+        "/api/skipped",
+        tags=["files"],
+        summary="Files the catalogue could not index, with the reasons, by path",
+    )
+    def skipped(
+        limit: int = Query(1000, ge=1, le=10000, description="how many files"),
+        offset: int = Query(0, ge=0, le=MAX_ID, description="how many to pass over first"),
+    ):
+        return {
+            "count": svc.cat.stats()["files_skipped"],
+            "limit": limit,
+            "offset": offset,
+            "skipped": svc.cat.skipped_files(limit, offset),
+        }
+
     @app.get("/api/folders", tags=["files"], summary="Folders holding indexed files, most first")
     def folders(limit: int = Query(500, ge=1, le=5000)):
         return {"folders": [{"folder": f, "files": n} for f, n in svc.cat.folders(limit)]}

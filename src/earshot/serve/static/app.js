@@ -765,6 +765,15 @@
       const files = `${c.files_ok.toLocaleString()} ${c.files_ok === 1 ? "recording" : "recordings"}`;
       el.summary.textContent = `Searching ${files} (${hours(c.hours)})${model}.`;
       if (c.files_ok === 0) el.summary.textContent = "The catalogue is empty: run `earshot index FOLDER` first.";
+      if (c.files_skipped > 0) {
+        // The files indexing skipped, and why: `earshot skipped` lists the same.
+        const skipped = document.createElement("a");
+        skipped.href = "/api/skipped";
+        skipped.id = "skipped-count";
+        const n = c.files_skipped.toLocaleString();
+        skipped.textContent = `${n} ${c.files_skipped === 1 ? "file" : "files"} could not be indexed`;
+        el.summary.append(" ", skipped, ".");
+      }
       if (state.untrained) showUntrained();
     } catch (err) {
       showError(`The server did not answer: ${err.message}`);
