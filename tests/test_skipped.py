@@ -115,17 +115,20 @@ def test_a_pipe_and_broken_links_are_listed_until_they_are_gone(
     os.mkfifo(library / "pipe.wav")
     (library / "zero.wav").symlink_to("/dev/zero")
     (library / "dangling.flac").symlink_to(tmp_path / "nothing.flac")
+    (library / "loop_a.wav").symlink_to(library / "loop_b.wav")
+    (library / "loop_b.wav").symlink_to(library / "loop_a.wav")
     first = index(library, db, model_dir, capsys)
-    assert len(first["skipped"]) == 5
+    assert len(first["skipped"]) == 7
     reasons = listed(db, capsys)
     assert "not a regular file" in reasons[str(library / "pipe.wav")]
     assert "not a regular file" in reasons[str(library / "zero.wav")]
     assert "symbolic link to nothing" in reasons[str(library / "dangling.flac")]
+    assert "symbolic link to nothing" in reasons[str(library / "loop_a.wav")]
     again = index(library, db, model_dir, capsys)  # unchanged: neither listed again nor lost
-    assert again["skipped"] == [] and again["unchanged"] == 6 and len(listed(db, capsys)) == 5
-    for name in ("pipe.wav", "zero.wav", "dangling.flac"):
+    assert again["skipped"] == [] and again["unchanged"] == 8 and len(listed(db, capsys)) == 7
+    for name in ("pipe.wav", "zero.wav", "dangling.flac", "loop_a.wav", "loop_b.wav"):
         os.unlink(library / name)
-    assert index(library, db, model_dir, capsys)["removed"] == 3
+    assert index(library, db, model_dir, capsys)["removed"] == 5
     assert len(listed(db, capsys)) == 2
 
 

@@ -163,7 +163,10 @@ def _walk(
                         seen_ids.add((st.st_dev, st.st_ino))
                         yield e.path, st
             except OSError:
-                continue  # vanished between listing and stat, or a dangling link
+                # Vanished between listing and stat (nothing to report), or a link in a loop
+                # (ELOOP from is_dir), reported as a dangling one is.
+                if _is_audio(e.name) and _name_ok(e.path, problems):
+                    _not_a_file(e.path, problems)
         stack.extend(reversed(subdirs))
 
 
