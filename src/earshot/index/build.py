@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import ctypes
+import dataclasses
 import hashlib
 import multiprocessing
 import os
@@ -171,10 +172,19 @@ def _windowed(entry: ScanEntry, record: FileRecord, audio: AudioConfig) -> Decod
         return Decoded(entry, error="no audio in the file")
     return Decoded(
         entry,
-        record,
+        decoded_length(record, windows[-1].end_s),
         np.stack([w.samples for w in windows]),
         [(w.start_s, w.end_s) for w in windows],
     )
+
+
+def decoded_length(record: FileRecord, decoded_s: float) -> FileRecord:
+    """`record` with the length that decoded where its header's was off by more than 0.5 s
+    and 1%: a bare ADTS AAC's is FFmpeg's guess from its first frames' bit rate (silence then
+    sound made 65 s into 312 s), a cut MP3's the length its Xing header promised."""
+    if abs(decoded_s - record.duration_s) > max(0.5, 0.01 * decoded_s):
+        return dataclasses.replace(record, duration_s=decoded_s)
+    return record
 
 
 def unexpected(e: BaseException) -> str:
@@ -445,6 +455,7 @@ class Indexer:
                     elif not _finite(np.stack([v for *_, v in segs]), tags):
                         d.error = NOT_FINITE
                     if d.error is None:
+                        d.record = decoded_length(d.record, embedded[-1].end_s)
                         work.append((d, "segments", (segs, tags)))
                     else:
                         work.append((d, None, None))
