@@ -1,10 +1,14 @@
-"""File-system helpers shared by the writers of model folders and reports."""
+"""File-system helpers: file modes, and the one atomic write every earshot writer uses."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 _umask_lock = threading.Lock()
 
@@ -24,3 +28,94 @@ def give_default_mode(path: str | Path) -> None:
     running under another account must be able to read them.
     """
     os.chmod(path, 0o666 & ~umask())
+
+
+# -- atomic writes ----------------------------------------------------------------------------
+#
+# The one way earshot replaces a file: write a temporary file beside it (a name of its own per
+# call, so concurrent writers of one target never share one), flush and fsync it, rename it over
+# the target (atomic on POSIX and Windows), then fsync the folder so the rename itself survives
+# a crash. On any failure the temporary file is removed and the error re-raised; the target is
+# then as it was. Readers see the old file or the new one, never half of either.
+
+
+def temporary_name(name: str, pid: int | None = None, tag: str | None = None) -> str:
+    """`.<name>.<pid>-<hex>.tmp`: hidden, and naming the process that writes it (so a stale one
+    can be told from a live one: index/annfile.remove_stale_temporaries)."""
+    pid = os.getpid() if pid is None else pid
+    tag = uuid.uuid4().hex[:8] if tag is None else tag
+    return f".{name}.{pid}-{tag}.tmp"
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename in `path` durable, where the platform allows (not on Windows)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_file(path: str | Path) -> None:
+    """fsync a file some other writer closed (np.savez, safetensors, torch.save, h5py)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(source: str | Path, target: str | Path) -> None:
+    """fsync `source`, rename it over `target`, fsync the folder. For a file written in place
+    under a fixed name on purpose (a download or cache that a re-run resumes); a one-shot
+    write should use `atomic_path` / `atomic_open` instead."""
+    fsync_file(source)
+    os.replace(source, target)
+    fsync_dir(Path(target).parent)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target` for a writer that wants a file name
+    (safetensors' save_file, torch.save, h5py); on a clean exit the file is fsync'ed and
+    renamed over `target`. The writer must create the file. (Not np.savez: it would add
+    ".npz" to the name; give it `atomic_open`'s file object instead.)"""
+    target = Path(target)
+    tmp = target.with_name(temporary_name(target.name))
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_open(
+    target: str | Path, mode: str = "wb", encoding: str | None = None
+) -> Iterator[IO[Any]]:
+    """Yield a file open for writing (`mode` "wb" or "w") that replaces `target` atomically on
+    a clean exit (np.savez, json.dump, pickle)."""
+    if mode not in ("w", "wb", "wt"):
+        raise ValueError(f"atomic_open writes a new file: mode 'w' or 'wb', not {mode!r}")
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    with atomic_path(target) as tmp:
+        with open(tmp, mode.replace("w", "x"), encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> None:
+    with atomic_open(target, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(target: str | Path, text: str, encoding: str = "utf-8") -> None:
+    with atomic_open(target, "w", encoding=encoding) as f:
+        f.write(text)
