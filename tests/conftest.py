@@ -1,4 +1,7 @@
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # beside the repo in CI). The suite pins the compact one, so results do not depend on that;
 # tests of the choice itself (test_general_model.py) lift the pin.
 os.environ.setdefault("EARSHOT_DEFAULT_MODEL", "compact")
+# The suite writes its caches (remembered model ids, synthetic demo sounds) into a folder of
+# its own, never the user's; weights still resolve from ../shared.
+if "EARSHOT_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="earshot-test-cache-")
+    os.environ["EARSHOT_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
