@@ -119,7 +119,7 @@ def test_concurrent_writers_do_not_clobber_each_others_temp_files(tmp_path):
                 f.write(payload[:50_000])
                 barrier.wait(timeout=10)  # every writer holds its temp file open at once
                 f.write(payload[50_000:])
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:  # reported below
             errors.append(e)
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(n)]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from earshot.fsutil import atomic_open, atomic_path, atomic_write_text
+
 SAMPLE_RATE = 32_000
 SECONDS = 5.0
 PEAK = 0.6
@@ -238,12 +240,13 @@ def write_demo_sounds(folder: str | Path, seed: int = 0) -> list[Path]:
     paths = []
     for sound in SOUNDS.values():
         path = folder / sound.file
-        sf.write(path, synthesise(sound, seed), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        with atomic_path(path) as tmp:  # a watcher indexing the folder never sees half a WAV
+            sf.write(tmp, synthesise(sound, seed), SAMPLE_RATE, subtype="PCM_16", format="WAV")
         paths.append(path)
-    with open(folder / "sounds.csv", "w", newline="") as f:
+    with atomic_open(folder / "sounds.csv", "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["file", "synthesised", "description", "query"])
         for sound in SOUNDS.values():
             out.writerow([sound.file, "yes, by earshot", sound.description, sound.query])
-    (folder / "README.txt").write_text(README.format(seed=seed))
+    atomic_write_text(folder / "README.txt", README.format(seed=seed))
     return paths

@@ -96,7 +96,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_open(
-    target: str | Path, mode: str = "wb", encoding: str | None = None
+    target: str | Path, mode: str = "wb", encoding: str | None = None, newline: str | None = None
 ) -> Iterator[IO[Any]]:
     """Yield a file open for writing (`mode` "wb" or "w") that replaces `target` atomically on
     a clean exit (np.savez, json.dump, pickle)."""
@@ -104,11 +104,13 @@ def atomic_open(
         raise ValueError(f"atomic_open writes a new file: mode 'w' or 'wb', not {mode!r}")
     if "b" not in mode and encoding is None:
         encoding = "utf-8"
-    with atomic_path(target) as tmp:
-        with open(tmp, mode.replace("w", "x"), encoding=encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+    with (
+        atomic_path(target) as tmp,
+        open(tmp, mode.replace("w", "x"), encoding=encoding, newline=newline) as f,
+    ):
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from earshot.errors import ModelLoadError
+from earshot.fsutil import atomic_write_text, replace_durably
 
 ENV_WEIGHTS_DIR = "EARSHOT_WEIGHTS_DIR"
 ENV_CACHE_DIR = "EARSHOT_CACHE_DIR"
@@ -469,30 +470,16 @@ def download(
                 f"weights '{ref.id}': the download from {ref.url} is not the expected file "
                 f"({wrong}); the partial file was deleted and nothing was kept"
             )
-        with open(part, "rb+") as f:
-            os.fsync(f.fileno())
         if ref.sha256 is None:
             record = _record_path(final)
-            tmp = record.with_name(record.name + ".tmp")
-            tmp.write_text(f"{digest}  {ref.file}\n")
-            os.replace(tmp, record)
+            atomic_write_text(record, f"{digest}  {ref.file}\n")
             warnings.warn(
                 f"weights '{ref.id}' are unpinned: downloaded {ref.url} with sha256 {digest} "
                 f"({size} bytes), recorded in {record}; pin it in the entry to verify it",
                 stacklevel=2,
             )
-        os.replace(part, final)
-        _fsync_dir(dest_dir)
+        replace_durably(part, final)
         return final
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _fetch_part(ref: WeightsRef, part: Path, progress: bool, timeout: float) -> None:

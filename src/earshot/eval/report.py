@@ -13,13 +13,11 @@ So a new metric or metadata key needs no change here.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from earshot.fsutil import give_default_mode
+from earshot.fsutil import atomic_write_text
 
 
 def _is_metric(v) -> bool:
@@ -113,17 +111,7 @@ def format_table(report: dict) -> str:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder, so a reader never sees half a report."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        give_default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def write_report(report: dict, out_dir: str | Path, stem: str = "report") -> tuple[Path, Path]:

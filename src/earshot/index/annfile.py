@@ -19,19 +19,18 @@ checks it against the index it describes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import struct
 import time
-import uuid
 import zlib
 from pathlib import Path
 
 import faiss
 
 from earshot.errors import EarshotError
+from earshot.fsutil import atomic_open, temporary_name
 
 FORMAT = "earshot-ann"
 FORMAT_VERSION = 1
@@ -70,34 +69,20 @@ def write(path: str | Path, header: dict, index) -> None:
     path = Path(path)
     raw = json.dumps(header, sort_keys=True).encode()
     remove_stale_temporaries(path)
-    tmp = path.with_name(_temporary_name(path.name, os.getpid(), uuid.uuid4().hex[:8]))
-    try:
-        with open(tmp, "wb") as f:
-            f.write(_MAGIC + _HEADER_LEN.pack(len(raw)) + raw)
-            crc, size = 0, 0
+    with atomic_open(path, "wb") as f:
+        f.write(_MAGIC + _HEADER_LEN.pack(len(raw)) + raw)
+        crc, size = 0, 0
 
-            def write_chunk(chunk: bytes) -> int:
-                nonlocal crc, size
-                crc, size = zlib.crc32(chunk, crc), size + len(chunk)
-                return f.write(chunk)
+        def write_chunk(chunk: bytes) -> int:
+            nonlocal crc, size
+            crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+            return f.write(chunk)
 
-            faiss.write_index(index, faiss.PyCallbackIOWriter(write_chunk, _IO_BLOCK))
-            f.write(_TRAILER.pack(size, crc, _END))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # make the rename itself durable where possible
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        faiss.write_index(index, faiss.PyCallbackIOWriter(write_chunk, _IO_BLOCK))
+        f.write(_TRAILER.pack(size, crc, _END))
 
 
-def _temporary_name(name: str, pid: int, tag: str) -> str:
-    return f".{name}.{pid}-{tag}.tmp"
+_temporary_name = temporary_name  # the name fsutil's atomic writes use (tests make stale ones)
 
 
 def remove_stale_temporaries(path: str | Path, now: float | None = None) -> list[Path]:

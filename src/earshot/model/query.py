@@ -113,7 +113,9 @@ def load_query_model(directory: str | Path) -> QueryModel:
     except LeanUnsupported as e:
         raise QueryModelUnavailable(str(e)) from None
     if text.dim != config.text.dim:
-        raise ModelLoadError(
+        from earshot.errors import TextEncoderMismatchError
+
+        raise TextEncoderMismatchError(
             f"text model '{config.text.model}' gives {text.dim}-d vectors, this model's text "
             f"head takes {config.text.dim}-d"
         )
@@ -185,8 +187,7 @@ def recall_model_id(directory: str | Path, config: ModelConfig) -> str | None:
 def remember_model_id(directory: str | Path, config: ModelConfig, model_id: str) -> None:
     """Store the id of the model `load_model` made of this folder (the last IDS_KEPT folders);
     a cache that cannot be written only costs the next text search its speed."""
-    import os
-    import tempfile
+    from earshot.fsutil import atomic_open
 
     key = _ids_key(Path(directory), config)
     path = _ids_path()
@@ -198,14 +199,7 @@ def remember_model_id(directory: str | Path, config: ModelConfig, model_id: str)
     ids.pop(key, None)
     ids[key] = model_id
     ids = dict(list(ids.items())[-IDS_KEPT:])
-    tmp = None
-    try:
+    with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{IDS_FILE}.", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
+        with atomic_open(path, "w") as f:
             json.dump(ids, f, indent=1)
-        os.replace(tmp, path)
-    except OSError:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)

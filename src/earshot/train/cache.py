@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from earshot.audio.efficientat_frontend import build_frontend
 from earshot.audio.windows import window_file
 from earshot.config import AudioConfig
 from earshot.errors import AudioDecodeError
+from earshot.fsutil import replace_durably
 from earshot.train.datasets import CaptionDataset
 
 FEATURE_VERSION = 1  # bump when what a cache file holds changes
@@ -81,7 +81,7 @@ def build_feature_cache(
     if not final.exists():
         partial = final.with_suffix(".partial.h5")
         _fill(partial, dataset, audio, key, progress, h5py)
-        os.replace(partial, final)
+        replace_durably(partial, final)
     with h5py.File(final, "r") as f:
         window_clip = f["window_clip"][:]
         failed = {

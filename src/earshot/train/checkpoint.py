@@ -9,13 +9,13 @@ the few in `RESUMABLE`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from earshot.errors import EarshotError
+from earshot.fsutil import atomic_path
 from earshot.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -62,9 +62,8 @@ def save_checkpoint(trainer: Trainer) -> None:
 
 def write_checkpoint(out: Path, state: dict[str, Any]) -> None:
     """Write `state` as out/checkpoint-last.pt, atomically: a crash leaves the old one whole."""
-    tmp = out / (CHECKPOINT + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out / CHECKPOINT)
+    with atomic_path(out / CHECKPOINT) as tmp:
+        torch.save(state, tmp)
 
 
 def resume(trainer: Trainer) -> None:

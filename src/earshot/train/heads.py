@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from earshot.audio.windows import window_file
 from earshot.errors import AudioDecodeError, EarshotError
 from earshot.eval.evaluate import clip_scores
 from earshot.eval.metrics import per_query_metrics
+from earshot.fsutil import atomic_open
 from earshot.model.dual import JointModel
 from earshot.train.batches import _caption_tags, _clip_tags
 from earshot.train.datasets import CaptionDataset
@@ -127,9 +127,8 @@ def backbone_features(
         per_clip[i] = (feats, logits)
         target = _clip_file(folder, dataset.clips[i].path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, features=feats, logits=logits)
-        os.replace(tmp, target)
+        with atomic_open(target) as f:
+            np.savez(f, features=feats, logits=logits)
         del done[i]
 
     bar = _bar(len(todo), f"backbone {dataset.split}", progress and bool(todo))

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from earshot.config import TextConfig
 from earshot.errors import EarshotError
 from earshot.eval.evaluate import evaluate_split
+from earshot.fsutil import atomic_write_text
 from earshot.model.io import load_model, model_id, save_model
 from earshot.train import augment as aug
 from earshot.train.batches import BatchMaker
@@ -376,9 +376,7 @@ class Trainer:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
