@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
             shown = str(folder)
         elif source.kind == "shared":
             folder = sfx_test_split(Path(tmp))
-            print(f"indexing the sfx pool's test split ({len(list(folder.iterdir()))} clips)\n")
+            n = sum(1 for _ in folder.glob("*/*"))
+            print(f"indexing the sfx pool's test split ({n} clips)\n")
             shown = os.path.relpath(folder)
         else:
             folder = synthetic_sounds()
