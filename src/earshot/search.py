@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from earshot.errors import EarshotError
+from earshot.errors import SearchError
 from earshot.index.schema import CONFIDENT_TAG
 from earshot.index.store import Catalogue
 
@@ -69,10 +69,6 @@ class Hit:
 def tags_json(tags: Sequence[tuple[str, float]]) -> list[dict]:
     """A hit's tags as JSON gives them: [{"name": "Dog", "p": 0.93}, ...]."""
     return [{"name": name, "p": round(float(p), 3)} for name, p in tags]
-
-
-class SearchError(EarshotError):
-    """A query that cannot be answered as asked."""
 
 
 def ann_path_for(catalogue: Catalogue) -> Path:

@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from earshot.errors import ModelLoadError
+from earshot.errors import ModelLoadError, WeightsUnreachable
 from earshot.fsutil import atomic_write_text, replace_durably
 
 ENV_WEIGHTS_DIR = "EARSHOT_WEIGHTS_DIR"
@@ -391,8 +391,7 @@ def locate(ref: WeightsRef) -> Path | None:
 # -- download -------------------------------------------------------------------------------
 
 
-class _Unreachable(ModelLoadError):
-    """The server could not be reached at all (DNS, refused, timeout before any byte)."""
+_Unreachable = WeightsUnreachable
 
 
 class _Transient(Exception):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from earshot.errors import ModelLoadError
+from earshot.errors import LeanUnsupported
 
 _BERT_KEYS = {
     "model_type",
@@ -65,10 +65,6 @@ _NORMALIZE_TYPES = {
 # safetensors dtype → NumPy. Float32 only for weights: sentence-transformers would run a float16
 # file in float16, which these float32 sums would not reproduce. (int64: BERT's position_ids.)
 _DTYPES = {"F32": np.float32, "I64": np.int64}
-
-
-class LeanUnsupported(ModelLoadError):
-    """A text model folder the lean encoder does not reproduce exactly (the message says why)."""
 
 
 def _read_json(path: Path) -> dict | list:

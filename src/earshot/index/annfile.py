@@ -29,7 +29,7 @@ from pathlib import Path
 
 import faiss
 
-from earshot.errors import EarshotError
+from earshot.errors import AnnIndexError
 from earshot.fsutil import atomic_open, temporary_name
 
 FORMAT = "earshot-ann"
@@ -47,17 +47,6 @@ _IO_BLOCK = 1 << 16
 # (A writer on another machine sharing the folder looks dead: its write then fails to rename,
 # which it survives, see `earshot.index.ann.ensure_index`.)
 _STALE_LIVE_S = 24 * 3600
-
-
-class AnnIndexError(EarshotError):
-    """An ANN index file cannot be used (missing, damaged, another format): rebuild it."""
-
-    def __init__(self, path: str | Path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(
-            f"cannot use the ANN index '{self.path}': {reason}; rebuild it from the catalogue"
-        )
 
 
 def write(path: str | Path, header: dict, index) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from earshot.errors import EarshotError
+from earshot.errors import CatalogueError, EarshotError
+from earshot.errors import ModelMismatchError as ModelMismatchError  # re-exported
 
 SCHEMA_VERSION = 3
 # PRAGMA application_id: 'EARS', so `file` and sqlite tools can tell a catalogue apart.
@@ -278,14 +279,6 @@ def check_tag_names(names: Sequence[str]) -> tuple[str, ...]:
     if not all(isinstance(n, str) and n.strip() for n in out):
         raise ValueError("tag names must be non-empty strings")
     return out
-
-
-class CatalogueError(EarshotError):
-    """The catalogue cannot be opened, read or written; the message names its path."""
-
-
-class ModelMismatchError(CatalogueError):
-    """A model other than the one whose vectors the catalogue holds tried to write to it."""
 
 
 def model_hint(model_id: str, model_info: Mapping | None = None) -> str:

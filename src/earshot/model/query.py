@@ -27,16 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from earshot.config import ModelConfig
-from earshot.errors import ModelLoadError
+from earshot.errors import ModelLoadError, QueryModelUnavailable
 
 # safetensors dtype → how torch names it: the dtypes a JointModel's state dict holds (float32
 # weights and buffers, int64 BatchNorm counters). Loading converts any other into one of these,
 # so a file holding another would hash differently from the loaded model: not taken here.
 _TORCH_DTYPES = {"F32": "torch.float32", "I64": "torch.int64"}
-
-
-class QueryModelUnavailable(ModelLoadError):
-    """This folder's text search needs the full (torch) model; the message says why."""
 
 
 class QueryVectors(np.ndarray):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from earshot.errors import AudioDecodeError
+from earshot.errors import ApiError, AudioDecodeError
 from earshot.serve.batch import QueryBatcher
 from earshot.serve.guard import LOOPBACK_NAMES
 from earshot.serve.peaks import PeaksCache
@@ -48,15 +48,6 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
-
-
-class ApiError(Exception):
-    """An answer other than 200, with a message for the person who asked."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Service:

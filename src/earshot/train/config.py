@@ -10,13 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from earshot.errors import EarshotError
+from earshot.errors import ConfigError
 
 LOSSES = ("triplet", "infonce")
-
-
-class ConfigError(EarshotError):
-    """A training config that cannot be used as written."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from earshot.errors import EarshotError
+from earshot.errors import DatasetError
 
 SPLITS = ("development", "validation", "evaluation")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")
@@ -28,10 +28,6 @@ LABEL_TEMPLATES = (
     "{label} can be heard",
     "someone recorded {label}",
 )
-
-
-class DatasetError(EarshotError):
-    """A dataset folder or file cannot be used as given."""
 
 
 @dataclass(frozen=True)
