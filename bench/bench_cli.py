@@ -52,7 +52,7 @@ import sys
 import earshot.api as api
 full = api.resolve_model
 api.resolve_model = lambda model, catalogue=None, **_: full(model, catalogue)
-api.resolve_query_model = lambda model, catalogue=None: full(model, catalogue)
+api.resolve_query_model = lambda model, catalogue=None, **_: full(model, catalogue)
 from earshot.cli import main
 sys.exit(main(sys.argv[1:]))
 """

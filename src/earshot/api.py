@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class Index:
@@ -17,10 +19,16 @@ class Index:
     """
 
     def __init__(self, db: str | Path | None = None, model=None, progress: bool = False):
-        from earshot.index.store import Catalogue, default_db_path
+        from earshot.index.store import Catalogue
 
-        self.catalogue = Catalogue(Path(db) if db is not None else default_db_path())
-        self.model = resolve_model(model, self.catalogue)
+        self.catalogue = Catalogue(catalogue_path(db))
+        try:
+            choice = choose_model(model, self.catalogue)
+        except BaseException:
+            self.catalogue.close()
+            raise
+        self.model = choice.model
+        self.untrained = choice.untrained
         self.progress = progress
         self._searcher = None
 
@@ -108,18 +116,96 @@ def _filters(kwargs: dict):
         ) from None
 
 
-def resolve_model(model, catalogue=None, with_text: bool = True, lean_text: bool = False):
+def catalogue_path(db: str | Path | None = None) -> Path:
+    """The catalogue every command and `Index` open: `db` if given, else $EARSHOT_DB, else
+    `catalogue.sqlite` in the user's data folder."""
+    from earshot.index.schema import default_db_path
+
+    return Path(db).expanduser() if db else default_db_path()
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model a command or `Index` works with, and what it is."""
+
+    model: Any  # a JointModel, or for text queries a torch-free QueryModel (earshot.model.query)
+    untrained: bool  # random weights (--random-init): its vectors mean nothing for search
+    source: str  # the folder it was loaded from, or "random-init (cnn14, seed 0)"
+
+
+# What the model is for: `all` (audio and text), `audio` (no sentence encoder: indexing, search
+# by example, `info`), `query` (search by text, tags or segment: torch-free where it can be).
+MODEL_USES = ("all", "audio", "query")
+
+
+def choose_model(
+    model=None,
+    catalogue=None,
+    *,
+    use: str = "all",
+    random_init: bool = False,
+    encoder: str = "cnn14",
+    seed: int = 0,
+    device: str = "cpu",
+) -> ModelChoice:
+    """The one answer to "which model, and is it trained", for every command and `Index`.
+
+    In order: `model` (a loaded model, a folder, or `general` / `compact` / `default`), else
+    $EARSHOT_MODEL; else with `random_init` an untrained `encoder` model from `seed`; else the
+    model that indexed `catalogue` (its recorded folder, where it still exists); else `default`,
+    the trained model shipped with earshot (`earshot.model.io.choose_default_model`)."""
+    if use not in MODEL_USES:
+        raise ValueError(f"use must be one of {MODEL_USES}, not {use!r}")
+    if model is not None and not isinstance(model, str | os.PathLike):
+        return ModelChoice(
+            model, False, str(getattr(model, "source", None) or type(model).__name__)
+        )
+    named = model or os.environ.get("EARSHOT_MODEL")
+    if random_init and not named:
+        return _random_init(encoder, seed, device, with_text=use != "audio")
+    # Looked up as module attributes at call time: bench/bench_cli.py swaps them for its "old
+    # path" runs.
+    if use == "query":
+        loaded = resolve_query_model(named, catalogue, device=device)
+    else:
+        loaded = resolve_model(named, catalogue, with_text=use == "all", device=device)
+    return ModelChoice(loaded, False, str(getattr(loaded, "source", None) or named or "default"))
+
+
+def _random_init(encoder: str, seed: int, device: str, with_text: bool) -> ModelChoice:
+    from earshot.config import ModelConfig
+    from earshot.encoders.audio import STANDARD_ENCODERS
+    from earshot.errors import ModelLoadError
+    from earshot.model.io import build_model
+
+    if encoder not in STANDARD_ENCODERS:
+        raise ModelLoadError(
+            f"no encoder '{encoder}' to initialise; one of {', '.join(STANDARD_ENCODERS)}"
+        )
+    model = build_model(ModelConfig(encoder=STANDARD_ENCODERS[encoder]), seed=seed)
+    if with_text:
+        from earshot.encoders.text import load_text_encoder
+
+        model.attach_text_encoder(load_text_encoder(model.config.text.model, device))
+    return ModelChoice(model.to(device), True, f"random-init ({encoder}, seed {seed})")
+
+
+def resolve_model(
+    model, catalogue=None, with_text: bool = True, lean_text: bool = False, device: str = "cpu"
+):
     """A loaded model from: a JointModel, a folder, the catalogue's own model, or the default
-    model shipped with earshot. `with_text`, `lean_text`: as `load_model` takes them."""
+    model shipped with earshot. `with_text`, `lean_text`, `device`: as `load_model` takes them.
+    (`choose_model` is the whole rule, random-init included.)"""
     from earshot.model.dual import JointModel
     from earshot.model.io import load_model
 
     if isinstance(model, JointModel):
         return model
-    return load_model(_model_folder(model, catalogue), with_text=with_text, lean_text=lean_text)
+    folder = _model_folder(model, catalogue)
+    return load_model(folder, device=device, with_text=with_text, lean_text=lean_text)
 
 
-def resolve_query_model(model, catalogue=None):
+def resolve_query_model(model, catalogue=None, device: str = "cpu"):
     """The model as a search by text, tags or catalogue segment needs it, fast: a torch-free
     `QueryModel` (earshot.model.query) where it answers exactly as the full model would, else
     the JointModel with the lean sentence encoder. Not for search by example (audio)."""
@@ -138,7 +224,7 @@ def resolve_query_model(model, catalogue=None):
     # the full model, whose load says what is wrong (or whose id is the one that counts).
     if query is not None and (catalogue is None or catalogue.model_id in (None, query.model_id)):
         return query
-    return resolve_model(folder, catalogue, lean_text=True)
+    return resolve_model(folder, catalogue, lean_text=True, device=device)
 
 
 def _model_folder(model, catalogue) -> str:

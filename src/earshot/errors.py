@@ -102,3 +102,9 @@ class CheckpointMismatchError(ModelLoadError):
         if self.mismatched:
             parts.append(f"shape mismatches: {', '.join(self.mismatched)}")
         super().__init__(f"checkpoint '{source}' does not fit the model: " + "; ".join(parts))
+
+
+class TextEncoderMismatchError(ModelLoadError, ValueError):
+    """A text encoder whose vectors do not fit the model's text head (its width differs).
+
+    Also a `ValueError`, which `JointModel.attach_text_encoder` raised before."""

@@ -12,34 +12,34 @@ UNTRAINED_WARNING = (
 )
 
 
-def load_model_from_args(args: argparse.Namespace, with_text: bool = True):
-    from earshot.model.io import build_model, load_model
+def model_from_args(args: argparse.Namespace, catalogue=None, use: str = "all"):
+    """The model `--model` / `--random-init` (and $EARSHOT_MODEL, the catalogue's own model,
+    the shipped default) name, as `earshot.api.choose_model` decides for every command: a
+    `ModelChoice` (model, untrained, source). Says so on stderr when it is untrained."""
+    from earshot import api
 
-    if args.model:
-        return load_model(args.model, device=args.device, with_text=with_text)
-    if not args.random_init:
-        # No --model: the default model shipped inside the package.
-        return load_model("default", device=args.device, with_text=with_text)
-    from earshot.config import ModelConfig
-    from earshot.encoders.audio import STANDARD_ENCODERS
-
-    print(UNTRAINED_WARNING, file=sys.stderr)
-    model = build_model(ModelConfig(encoder=STANDARD_ENCODERS[args.encoder]), seed=args.seed)
-    if with_text:
-        from earshot.encoders.text import load_text_encoder
-
-        model.attach_text_encoder(load_text_encoder(model.config.text.model, args.device))
-    return model.to(args.device)
+    choice = api.choose_model(
+        args.model,
+        catalogue,
+        use=use,
+        random_init=args.random_init,
+        encoder=args.encoder,
+        seed=args.seed,
+        device=args.device,
+    )
+    if choice.untrained:
+        print(UNTRAINED_WARNING, file=sys.stderr)
+    return choice
 
 
-def model_summary(model, untrained: bool) -> dict[str, Any]:
+def model_summary(choice) -> dict[str, Any]:
     from earshot.model.io import model_id
 
-    c = model.config
+    c = choice.model.config
     return {
-        "id": model_id(model),
+        "id": model_id(choice.model),
         "encoder": c.encoder.name,
         "text_model": c.text.model,
         "dim": c.joint_dim,
-        "untrained": untrained,
+        "untrained": choice.untrained,
     }

@@ -7,15 +7,16 @@ import json
 import sys
 from typing import Any
 
-from earshot.commands.common import load_model_from_args, model_summary
+from earshot.commands.common import model_from_args, model_summary
 from earshot.errors import EarshotError
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from earshot.embed import embed_file
 
-    model = load_model_from_args(args, with_text=bool(args.text))
-    summary = model_summary(model, untrained=not args.model)
+    choice = model_from_args(args, use="all" if args.text else "audio")
+    model = choice.model
+    summary = model_summary(choice)
     results: list[dict[str, Any]] = []
     failed = 0
     if args.text:
@@ -70,13 +71,14 @@ def _print_embeddings(summary: dict[str, Any], results: list[dict[str, Any]]) ->
 def cmd_info(args: argparse.Namespace) -> int:
     from earshot.model.io import model_id
 
-    model = load_model_from_args(args, with_text=False)
+    choice = model_from_args(args, use="audio")
+    model = choice.model
     c = model.config
     n_params = sum(p.numel() for p in model.parameters())
     info = {
         "id": model_id(model),
-        "model": args.model or f"random-init ({args.encoder}, seed {args.seed})",
-        "untrained": not args.model,
+        "model": choice.source,
+        "untrained": choice.untrained,
         "joint_dim": c.joint_dim,
         "audio_encoder": {
             "name": c.encoder.name,

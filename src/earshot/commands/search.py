@@ -8,16 +8,16 @@ import os
 import sys
 from pathlib import Path
 
-from earshot.commands.common import load_model_from_args
+from earshot.commands.common import model_from_args
 from earshot.errors import EarshotError
 
 
 def _catalogue_and_model(args: argparse.Namespace, create: bool):
-    from earshot.api import resolve_model, resolve_query_model
+    from earshot.api import catalogue_path
     from earshot.index.schema import is_writable
-    from earshot.index.store import Catalogue, default_db_path
+    from earshot.index.store import Catalogue
 
-    db = Path(args.db) if args.db else default_db_path()
+    db = catalogue_path(args.db)
     if not create and not db.exists():
         raise EarshotError(f"no catalogue at '{db}': index some audio first (earshot index PATH)")
     # Search only reads: a catalogue it cannot write (file or folder) is opened read-only.
@@ -25,11 +25,12 @@ def _catalogue_and_model(args: argparse.Namespace, create: bool):
     # Indexing and search by example need no sentence encoder; a search by text, tags or
     # segment needs no torch where the model allows (earshot.model.query: ~0.2 s, not ~7 s).
     by_example = create or bool(getattr(args, "like", None))
-    if args.random_init:
-        return catalogue, load_model_from_args(args, with_text=not by_example)
-    if by_example:
-        return catalogue, resolve_model(args.model, catalogue, with_text=False)
-    return catalogue, resolve_query_model(args.model, catalogue)
+    try:
+        choice = model_from_args(args, catalogue, use="audio" if by_example else "query")
+    except BaseException:
+        catalogue.close()
+        raise
+    return catalogue, choice.model
 
 
 def cmd_index(args: argparse.Namespace) -> int:

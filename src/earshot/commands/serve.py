@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from urllib.parse import quote
 
 from earshot.errors import EarshotError
@@ -68,28 +67,26 @@ def settings_from_args(args: argparse.Namespace):
         max_upload_s=args.max_upload_s,
         cors_origins=tuple(args.cors_origin),
         allowed_hosts=LOOPBACK_NAMES if is_loopback(args.host) else None,
-        untrained=bool(args.random_init and not args.model),
     )
 
 
 def build_app(args: argparse.Namespace):
     """Open the catalogue, load the model (once, here) and make the app."""
-    from earshot.api import resolve_model
-    from earshot.commands.common import load_model_from_args
-    from earshot.index.store import Catalogue, default_db_path
+    from dataclasses import replace
+
+    from earshot.api import catalogue_path
+    from earshot.commands.common import model_from_args
+    from earshot.index.store import Catalogue
     from earshot.serve.app import create_app
 
     settings = settings_from_args(args)
-    db = Path(args.db) if args.db else default_db_path()
+    db = catalogue_path(args.db)
     if not db.is_file():
         raise EarshotError(f"no catalogue at '{db}': index some audio first (earshot index PATH)")
     catalogue = Catalogue(db, readonly=True)
     try:
-        if args.random_init and not args.model:
-            model = load_model_from_args(args)
-        else:
-            model = resolve_model(args.model, catalogue)
-        return create_app(catalogue, model, settings)
+        choice = model_from_args(args, catalogue)
+        return create_app(catalogue, choice.model, replace(settings, untrained=choice.untrained))
     except BaseException:
         catalogue.close()
         raise

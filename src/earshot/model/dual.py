@@ -51,7 +51,9 @@ class JointModel(nn.Module):
     # -- text ------------------------------------------------------------------------------
     def attach_text_encoder(self, encoder: TextEncoder) -> None:
         if encoder.dim != self.config.text.dim:
-            raise ValueError(
+            from earshot.errors import TextEncoderMismatchError
+
+            raise TextEncoderMismatchError(
                 f"text model '{encoder.name}' gives {encoder.dim}-d vectors, this model's text "
                 f"head takes {self.config.text.dim}-d"
             )
