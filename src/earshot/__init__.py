@@ -5,15 +5,33 @@ Importing the package does nothing heavy: torch and the models load only when us
 
 from earshot.errors import AudioDecodeError, EarshotError, ModelLoadError
 
+# The one place the version is written: pyproject.toml reads it from here.
 __version__ = "0.1.0"
 
-__all__ = ["AudioDecodeError", "EarshotError", "Index", "ModelLoadError", "__version__"]
+# Imported on first use (module __getattr__), so that `import earshot` stays light: name ->
+# the module that defines it.
+_LAZY = {
+    "Index": "earshot.api",
+    "choose_model": "earshot.api",
+    "load_model": "earshot.model.io",
+    "embed_file": "earshot.embed",
+    "Hit": "earshot.search",
+    "Filters": "earshot.search",
+}
+
+__all__ = ["AudioDecodeError", "EarshotError", "ModelLoadError", "__version__", *_LAZY]
 
 
 def __getattr__(name: str):
-    # `earshot.Index` without importing torch, faiss and sqlite at `import earshot`.
-    if name == "Index":
-        from earshot.api import Index
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'earshot' has no attribute {name!r}")
+    import importlib
 
-        return Index
-    raise AttributeError(f"module 'earshot' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -9,6 +9,7 @@ filter keeps the files where some window has every tag asked for.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -59,11 +60,23 @@ class Hit:
     tags: tuple[tuple[str, float], ...] = field(default=())
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        d["start"], d["end"] = round(d.pop("start_s"), 3), round(d.pop("end_s"), 3)
-        d["score"] = round(d["score"], 6)
-        d["tags"] = tags_json(self.tags)
-        return d
+        """The hit as JSON gives it, the same in `earshot search --json`, the HTTP API and the
+        web page: times in seconds to the millisecond, the score to 6 digits."""
+        folder, name = os.path.split(self.path)
+        return {
+            "rank": self.rank,
+            "file_id": self.file_id,
+            "segment_id": self.segment_id,
+            "name": name,
+            "folder": folder,
+            "path": self.path,
+            "start": round(self.start_s, 3),
+            "end": round(self.end_s, 3),
+            "duration": round(self.duration_s, 3),
+            "score": round(float(self.score), 6),
+            "format": self.format,
+            "tags": tags_json(self.tags),
+        }
 
 
 def tags_json(tags: Sequence[tuple[str, float]]) -> list[dict]:

@@ -473,29 +473,11 @@ def _filters(folder, min_duration, max_duration, formats, tags=None, tag_min=Non
     return Filters(folder, min_duration, max_duration, formats, tags, tag_min)
 
 
-def _hit(h) -> dict:
-    folder, name = os.path.split(h.path)
-    return {
-        "rank": h.rank,
-        "file_id": h.file_id,
-        "segment_id": h.segment_id,
-        "name": name,
-        "folder": folder,
-        "path": h.path,
-        "start": round(h.start_s, 3),
-        "end": round(h.end_s, 3),
-        "duration": round(h.duration_s, 3),
-        "score": round(float(h.score), 4),
-        "format": h.format,
-        "tags": tags_json(h.tags),  # as Hit.as_dict gives them
-    }
-
-
 def _answer(query: dict, filters, hits: list, t0: float) -> dict:
     active = {k: v for k, v in vars(filters).items() if v is not None}
     return {
         "query": query,
         "filters": active,
         "took_ms": round((time.perf_counter() - t0) * 1000, 2),
-        "hits": [_hit(h) for h in hits],
+        "hits": [h.as_dict() for h in hits],  # as `earshot search --json`
     }
