@@ -88,6 +88,10 @@ def read_checkpoint(path: str | Path) -> dict[str, object]:
             f"cannot read checkpoint '{path}': {e}. If it holds objects other than tensors "
             f"(optimizer state, numpy statistics), re-save just its 'model' entry"
         ) from None
+    except Exception as e:  # the unpickler fails on a non-checkpoint in any way it likes
+        raise ModelLoadError(
+            f"cannot read checkpoint '{path}': not a PyTorch checkpoint ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(obj, dict):
         raise ModelLoadError(f"checkpoint '{path}' holds a {type(obj).__name__}, not a dict")
     return obj

@@ -71,7 +71,14 @@ def resume(trainer: Trainer) -> None:
     path = trainer.out / CHECKPOINT
     if not path.is_file():
         raise EarshotError(f"nothing to resume: '{path}' does not exist")
-    state = torch.load(path, map_location=trainer.device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=trainer.device, weights_only=True)
+        state["config"]
+    except Exception as e:  # cut short or not ours: the unpickler fails in any way it likes
+        raise EarshotError(
+            f"cannot resume from '{path}': not a whole earshot checkpoint "
+            f"({type(e).__name__}: {e}); delete it to start afresh"
+        ) from None
     mine = {k: v for k, v in trainer.cfg.to_dict().items() if k not in RESUMABLE}
     theirs = {k: v for k, v in state["config"].items() if k not in RESUMABLE}
     # A setting added since the checkpoint was written ran at its default.
