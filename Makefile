@@ -1,11 +1,12 @@
-# Two entry points for a newcomer: `make demo` and `make test`. Both create the virtual
-# environment and install earshot into it first, so a fresh clone needs nothing else.
+# Two entry points for a newcomer: `make demo` and `make test` (CI runs `make test-all`). They
+# create the virtual environment and install earshot into it first, so a fresh clone needs
+# nothing else.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.earshot-installed
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test test-all lint bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +26,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
 
+# `make test`: the fast suite, every test not marked slow (a few minutes on 2 cores).
+# `make test-all`: every test, the slow ones too (benchmark smoke runs, training runs, the fuzz
+# harness, browser tests, real-data card figures); this is what CI (.ci/run) runs.
 test: lint
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+test-all: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
