@@ -37,6 +37,7 @@ def run_quick(script: str, *extra: str, env: dict | None = None, timeout: int = 
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 def test_quick_benchmark_reports_every_variant(tmp_path):
     out = tmp_path / "bench.json"
     result = run_quick("bench_model.py", "--out", str(out))
@@ -72,6 +73,7 @@ def test_quick_benchmark_reports_every_variant(tmp_path):
     assert rss["overall"] >= max(e["peak_rss_mb"] for e in result["variants"].values()) * 0.99
 
 
+@pytest.mark.slow
 def test_quick_training_benchmark_reports_throughput_and_eval_time():
     result = run_quick("bench_train.py")
     for key in ("tiny_fp32", "tiny_bf16"):
@@ -84,6 +86,7 @@ def test_quick_training_benchmark_reports_throughput_and_eval_time():
     assert result["peak_rss_mb"] > 0
 
 
+@pytest.mark.slow
 def test_quick_index_benchmark_reports_stages_and_reindex():
     result = run_quick("bench_index.py")
     entry = result["index"]["cnn10_slim"]
@@ -98,6 +101,7 @@ def test_quick_index_benchmark_reports_stages_and_reindex():
         assert 0 < search[key]["p50_ms"] <= search[key]["p99_ms"]
 
 
+@pytest.mark.slow
 def test_quick_index_benchmark_times_the_general_model_beside_its_plain_path():
     # One thread: the MobileNet's small convolutions on two threads of a busy 2-core machine
     # spend most of their time waiting for each other.
@@ -122,6 +126,7 @@ def test_quick_index_benchmark_times_the_general_model_beside_its_plain_path():
     assert ratio["median"] > 0 and len(ratio["runs"]) == result["env"]["rounds"] == 1
 
 
+@pytest.mark.slow
 def test_index_benchmark_skips_the_general_model_without_its_backbone(tmp_path):
     env = {
         "EARSHOT_WEIGHTS_DIR": None,
@@ -134,6 +139,7 @@ def test_index_benchmark_skips_the_general_model_without_its_backbone(tmp_path):
     assert "mn04_as_mAP_432.pt" in message and "earshot weights fetch" in message
 
 
+@pytest.mark.slow
 def test_quick_search_benchmark_reports_latency_recall_and_memory():
     result = run_quick("bench_search.py", "--no-text")
     assert set(result) >= {"env", "targets", "sizes", "sweep", "threshold", "filtered"}
@@ -146,6 +152,7 @@ def test_quick_search_benchmark_reports_latency_recall_and_memory():
         assert size["chosen"] in ("exact", "ivf")
 
 
+@pytest.mark.slow
 def test_quick_serve_benchmark_reports_load_latency_and_memory():
     result = run_quick("bench_serve.py")
     assert result["env"]["quick"] is True and result["catalogue"]["segments"] == 5000
@@ -160,6 +167,7 @@ def test_quick_serve_benchmark_reports_load_latency_and_memory():
     assert result["target"]["met"] is False  # a quick run is never the 100k-window figure
 
 
+@pytest.mark.slow
 def test_quick_decode_benchmark_reports_every_format_and_memory():
     result = run_quick("bench_decode.py")
     assert set(result["speed"]) == {"wav", "flac", "ogg", "mp3", "m4a", "aac"}
@@ -171,6 +179,7 @@ def test_quick_decode_benchmark_reports_every_format_and_memory():
         assert entry["file_mb"] > 0 and entry["peak_rss_growth_mb"] >= 0
 
 
+@pytest.mark.slow
 def test_quick_cli_benchmark_reports_phases_beside_the_old_path():
     # Four calls of the old path (sentence-transformers' import alone is 7-15 s on a busy box).
     result = run_quick("bench_cli.py", timeout=420)

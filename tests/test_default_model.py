@@ -157,6 +157,7 @@ def test_cli_uses_the_default_model_without_flags(capsys, tmp_path, monkeypatch)
     assert Path(hits[0]["path"]).name == "siren.wav"
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_model_card_figures_regenerate(shared_data, tmp_path, capsys, model):
     """`earshot evaluate` on the held-out split reproduces the shipped report."""

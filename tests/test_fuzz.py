@@ -23,6 +23,7 @@ from earshot.testing.models import tiny_model
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quick_fuzz_run_skips_every_bad_file_with_a_reason_and_indexes_the_good():
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(

@@ -66,6 +66,7 @@ def test_the_packaged_folder_is_the_shipped_model(general):
     assert len(general.tag_names) == 527 and general.tag_names[0] == "Speech"
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("name", ["in_domain", "general"])
 def test_card_figures_regenerate(general, name, tmp_path, capsys):
@@ -106,6 +107,7 @@ def test_card_figures_regenerate(general, name, tmp_path, capsys):
         )
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_demo_queries_find_their_sounds_in_the_sfx_test_split(general, tmp_path):
     """The README's demo queries among the sfx pool's test split (recordings never trained on;

@@ -122,6 +122,7 @@ def search(driver, text: str) -> list[dict]:
     return hits_on_screen(driver)
 
 
+@pytest.mark.slow
 def test_type_listen_and_find_more_like_it(browser, server, shots):
     d = browser
     open_page(d, server)
@@ -171,6 +172,7 @@ def test_type_listen_and_find_more_like_it(browser, server, shots):
     assert [h["file_id"] for h in hits_on_screen(d)] == [h["file_id"] for h in hits]
 
 
+@pytest.mark.slow
 def test_keyboard_only(browser, server):
     d = browser
     open_page(d, server)
@@ -200,6 +202,7 @@ def test_keyboard_only(browser, server):
     assert outline != "none"
 
 
+@pytest.mark.slow
 def test_drop_a_sound_to_search_by_example(browser, server):
     d = browser
     open_page(d, server)
@@ -226,6 +229,7 @@ def test_drop_a_sound_to_search_by_example(browser, server):
     assert itself["score"] == pytest.approx(max(h["score"] for h in found), abs=1e-3)
 
 
+@pytest.mark.slow
 def test_filters_and_errors_show(browser, server):
     d = browser
     open_page(d, server)
@@ -260,6 +264,7 @@ def tagged_server(tmp_path_factory, tiny_text_dir):
     cat.close()
 
 
+@pytest.mark.slow
 def test_tag_chips_filter_by_their_tag(browser, tagged_server, shots):
     d = browser
     open_page(d, tagged_server)
@@ -293,6 +298,7 @@ def test_tag_chips_filter_by_their_tag(browser, tagged_server, shots):
     wait(d, lambda d: not d.find_element(By.ID, "tag-chosen").is_displayed(), "no tags left")
 
 
+@pytest.mark.slow
 def test_narrow_screen_has_no_sideways_scroll(browser, server, shots):
     d = browser
     open_page(d, server, width=400, height=800, mobile=True)
