@@ -196,7 +196,7 @@ def test_undecodable_clip_is_recorded_and_skipped(tmp_path, clips, corrupt):
     store = build_feature_cache(ds, SMALL, tmp_path / "cache", progress=False)
     try:
         assert list(store.failed) == [1]
-        assert "not an audio file" in store.failed[1] and "<html>" in store.failed[1]
+        assert "not an audio file" in store.failed[1] and "HTML page" in store.failed[1]
         assert [len(w) for w in store.clip_windows] == [1, 0, 3]
         assert sorted(set(store.window_clip.tolist())) == [0, 2]
         good = build_feature_cache(clips, SMALL, tmp_path / "good", progress=False)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from earshot import fsutil
 from earshot.index import annfile, schema
 from earshot.index.store import Catalogue, CatalogueError, FileRecord, ModelMismatchError
 from earshot.model.io import model_id
@@ -251,10 +252,11 @@ class _FullDisk:
 
 
 def test_a_full_disk_searches_in_memory_with_one_warning(tmp_path, model, capsys, monkeypatch):
+    # The cache is written through fsutil's atomic writer: its file fills after 4 KiB.
     monkeypatch.setattr(
-        annfile,
+        fsutil,
         "open",
-        lambda path, mode: _FullDisk(open(path, mode), 4096),  # noqa: SIM115
+        lambda path, mode, **kw: _FullDisk(open(path, mode, **kw), 4096),  # noqa: SIM115
         raising=False,
     )
     db = tmp_path / "s.sqlite"
