@@ -7,14 +7,12 @@ exists inside the folder is a text encoder shipped with the model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from earshot.config import ModelConfig
 from earshot.errors import ModelLoadError
-from earshot.fsutil import give_default_mode
+from earshot.fsutil import atomic_path, give_default_mode
 
 # torch is imported by the functions that need it: reading a folder's config, resolving a
 # model name and `earshot.model.query` (a text search's torch-free model) need none of it.
@@ -82,15 +80,9 @@ def _own_state(model: JointModel) -> dict:
 
 
 def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        give_default_mode(tmp)  # mkstemp made it 0600: a model folder is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        write(str(tmp))
+        give_default_mode(tmp)  # safetensors writes 0600: a model folder is meant to be shared
 
 
 def read_config(directory: str | Path) -> ModelConfig:
