@@ -463,3 +463,112 @@ def test_killing_the_indexer_kills_its_decode_workers(tmp_path, model_dir):
         for pid in [proc.pid, *workers]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+# --- two indexers on one catalogue at once (issue #19) ---------------------------------------
+
+HOLD_SCRIPT = """
+import sys, time
+from pathlib import Path
+import earshot.index.build as build
+from earshot.index.build import Indexer
+from earshot.index.store import Catalogue
+from earshot.model.io import load_model
+build.BATCH_FILES = 2
+commit = Indexer._commit
+def held_commit(self, *args):
+    commit(self, *args)
+    print("committed", flush=True)
+    give_up = time.monotonic() + 120
+    while not Path(sys.argv[4]).exists() and time.monotonic() < give_up:  # mid-run, locked
+        time.sleep(0.05)
+Indexer._commit = held_commit
+cat = Catalogue(sys.argv[1])
+s = Indexer(cat, load_model(sys.argv[2], with_text=False), workers=1, progress=False).run(
+    [sys.argv[3]]
+)
+print("finished", s.added, s.segments, flush=True)
+"""
+
+
+def _line(proc: subprocess.Popen, seconds: float) -> str:
+    import select
+
+    ready, _, _ = select.select([proc.stdout], [], [], seconds)
+    return proc.stdout.readline() if ready else ""
+
+
+def test_a_second_indexer_on_the_same_catalogue_refuses_instead_of_embedding_again(
+    tmp_path, model_dir
+):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(24):
+        write_tone(root / f"clip{i:02d}.wav", 1.5, 16000, freq=200.0 + 50 * i, seed=i)
+    db, release = tmp_path / "c.sqlite", tmp_path / "release"
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SCRIPT, str(db), str(model_dir), str(root), str(release)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _line(first, 120).strip() == "committed", "the first indexer never committed"
+        cmd = [sys.executable, "-m", "earshot.cli", "index", str(root), "--db", str(db)]
+        cmd += ["--model", str(model_dir), "--workers", "1", "--json"]
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        assert first.poll() is None, "the first indexer was no longer running"
+        # Without the lock it embedded the 22 files the first had not committed yet (and the
+        # first then embedded them again).
+        assert second.returncode == 1 and second.stdout == "", second.stdout
+        assert second.stderr.strip() == (
+            f"earshot: error: catalogue '{db}' is being indexed by another process "
+            f"(pid {first.pid}); try again when it has finished"
+        )
+        release.touch()
+        out, _ = first.communicate(timeout=120)
+        assert first.returncode == 0 and out.splitlines()[-1] == "finished 24 24", out
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            first.kill()
+        first.wait()
+    with Catalogue(db) as cat:
+        states = cat.file_states()
+        assert len(states) == 24 and {s.status for s in states.values()} == {"ok"}
+        assert cat.segment_count() == 24 and cat.check() == []
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=180)  # released: runs
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["unchanged"] == 24 and summary["segments_added"] == 0
+
+
+def test_the_index_lock_dies_with_its_holder(tmp_path):
+    from earshot.index.writelock import IndexLocked, index_lock, lock_path
+
+    db = tmp_path / "c.sqlite"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom earshot.index.writelock import index_lock\n"
+            "with index_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _line(holder, 60).strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(IndexLocked, match=rf"indexed by another process \(pid {holder.pid}\)"):
+            with index_lock(db, wait_s=0.3):
+                pass
+        assert 0.3 <= time.monotonic() - started < 5  # it waited, briefly
+        holder.send_signal(signal.SIGKILL)  # kill -9: no cleanup runs, the kernel drops it
+        holder.wait()
+        with index_lock(db, wait_s=0):
+            assert lock_path(db).read_text() == f"{os.getpid()}\n"
+        assert lock_path(db).read_text() == ""  # released: no stale pid left behind
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            holder.kill()
+        holder.wait()

@@ -40,6 +40,7 @@ from earshot.config import AudioConfig
 from earshot.errors import AudioDecodeError
 from earshot.index.scan import NOT_REGULAR, ScanEntry, ScanProblems, scan, shown
 from earshot.index.store import Catalogue, CatalogueError, FileRecord
+from earshot.index.writelock import WAIT_S, index_lock
 
 BATCH_FILES = 32  # files per transaction
 BATCH_SECONDS = 5.0  # ... or fewer, when they take longer than this to embed
@@ -239,7 +240,10 @@ class Indexer:
         batch_size: int = 8,
         precision: str = "fp32",
         progress: bool = True,
+        lock_wait_s: float = WAIT_S,
     ):
+        """`lock_wait_s`: how long `run` waits for another process indexing into the same
+        catalogue before it raises `IndexLocked` (earshot.index.writelock)."""
         from earshot.model.io import model_id
 
         self.cat = catalogue
@@ -251,6 +255,7 @@ class Indexer:
         self.batch_size = batch_size
         self.precision = precision
         self.progress = progress
+        self.lock_wait_s = lock_wait_s
         self.cat.bind_model(
             model_id(model),
             model.config.joint_dim,
@@ -271,6 +276,12 @@ class Indexer:
         or an empty folder where the catalogue has files) are kept unless `prune`."""
         if keep_missing and prune:
             raise ValueError("keep_missing and prune contradict each other")
+        # Held from before the catalogue's file states are read until the last write: a
+        # second indexer would otherwise embed every file this one is embedding (issue #19).
+        with index_lock(self.cat.path, self.lock_wait_s):
+            return self._run(roots, keep_missing, prune)
+
+    def _run(self, roots: Iterable[str | Path], keep_missing: bool, prune: bool) -> IndexSummary:
         start = time.perf_counter()
         summary = IndexSummary()
         roots = [Path(r).expanduser().absolute() for r in roots]
