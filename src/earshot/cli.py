@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Index files and folders (recursively) into a catalogue. Files that cannot "
         "be indexed are listed with the reason and never stop the run. A PATH that is not there "
         "(an unplugged drive), or an empty folder where the catalogue has files (an unmounted "
-        "one), is reported unavailable and its catalogue entries are kept (see --prune). Exit "
+        "one), is reported unavailable and its catalogue entries are kept (see --prune). One "
+        "index run at a time per catalogue: a second one, while another process indexes into "
+        "it, waits 2 s and then stops with an error naming that process (searching and serving "
+        "are never held up). Exit "
         "status: 0; 1 if some PATH was unavailable (the others are indexed) or on an error, "
         "e.g. when no PATH exists.",
     )
