@@ -559,9 +559,9 @@ def test_the_index_lock_dies_with_its_holder(tmp_path):
     try:
         assert _line(holder, 60).strip() == "held"
         started = time.monotonic()
-        with pytest.raises(IndexLocked, match=rf"indexed by another process \(pid {holder.pid}\)"):
-            with index_lock(db, wait_s=0.3):
-                pass
+        locked = rf"indexed by another process \(pid {holder.pid}\)"
+        with pytest.raises(IndexLocked, match=locked), index_lock(db, wait_s=0.3):
+            pass
         assert 0.3 <= time.monotonic() - started < 5  # it waited, briefly
         holder.send_signal(signal.SIGKILL)  # kill -9: no cleanup runs, the kernel drops it
         holder.wait()
