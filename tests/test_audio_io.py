@@ -440,3 +440,46 @@ def test_fsdd_digits_decode_from_8k_flac():
         x = load(path, SR)
         assert len(x) == info.frames * 4
         assert np.isfinite(x).all() and rms(x) > 1e-4
+
+
+def _streaming_flac(original: Path, path: Path) -> Path:
+    """`original` with STREAMINFO's total_samples set to 0, "unknown", as a streaming encoder
+    writes it: the low 36 bits of bytes 13..17 of the block data, after "fLaC" and the block's
+    4-byte header."""
+    data = bytearray(original.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # STREAMINFO comes first
+    field = slice(8 + 13, 8 + 18)
+    total = int.from_bytes(data[field], "big")
+    assert total & ((1 << 36) - 1) == sf.info(str(original)).frames  # the field is the one
+    data[field] = (total & ~((1 << 36) - 1)).to_bytes(5, "big")  # keep the 4 bits-per-sample bits
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_streaming_flac_with_unknown_length_decodes_whole(tmp_path):
+    # 12.3 s, stereo, 24-bit: several blocks, and a last FLAC frame shorter than the others
+    # (libsndfile decodes up to that one and then fails with "Internal psf_fseek() failed").
+    original = write_tone(tmp_path / "a.flac", 12.3, 44100, channels=2, subtype="PCM_24")
+    path = _streaming_flac(original, tmp_path / "streamed.flac")
+    assert probe(path) == AudioInfo(**{**vars(probe(original)), "path": str(path)})
+    for rate in (44100, SR):
+        np.testing.assert_allclose(load(path, rate), load(original, rate), rtol=0, atol=1e-6)
+    blocks = list(stream(path, SR, block_s=2.0))  # streamed, a block at a time
+    assert len(blocks) > 1 and sum(map(len, blocks)) == len(load(original, SR))
+
+
+def test_a_streaming_flac_is_indexed_at_its_real_length(tmp_path):
+    from earshot.index.build import Indexer
+    from earshot.index.store import Catalogue
+    from earshot.testing.models import tiny_model
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    original = write_tone(tmp_path / "a.flac", 23.0, 22050)
+    _streaming_flac(original, lib / "streamed.flac")
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        s = Indexer(cat, tiny_model(), workers=1, progress=False).run([str(lib)])
+        assert s.skipped == [] and s.added == 1
+        (file_id,) = [cat.file_id_for_path(str(lib / "streamed.flac"))]
+        assert cat.file(file_id)["duration_s"] == pytest.approx(23.0, abs=1e-6)
+        assert cat.file_segments(file_id)[-1].end_s == pytest.approx(23.0, abs=0.05)

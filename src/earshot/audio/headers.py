@@ -108,3 +108,24 @@ def _aiff_data(f) -> tuple[int, int, int] | None:
             # The chunk holds an offset and a block size (8 bytes), `offset` bytes, then data.
             return body + 8 + offset, csize - 8 - offset, frame_bytes
     return None
+
+
+def flac_total_samples(path: str) -> int | None:
+    """The total samples (per channel) a native FLAC file's STREAMINFO gives, 0 meaning
+    "unknown" (what streaming encoders write: they cannot seek back to fill it in), or None
+    when the file is not a FLAC starting with a STREAMINFO block.
+
+    STREAMINFO is the first metadata block after "fLaC": a 4-byte block header (last-block
+    flag and 7-bit type 0, 24-bit length, at least 34), then 34 bytes whose bits 108..143 (the
+    low 36 bits of bytes 13..17) are the total.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8 + 18)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:4] != b"fLaC" or head[4] & 0x7F != 0:
+        return None
+    if int.from_bytes(head[5:8], "big") < 34:
+        return None
+    return int.from_bytes(head[8 + 13 : 8 + 18], "big") & ((1 << 36) - 1)

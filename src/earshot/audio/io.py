@@ -35,6 +35,7 @@ How libsndfile 1.2.2 treats a file cut short (found by slicing valid files' byte
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import os
@@ -54,7 +55,7 @@ from earshot.audio.av_io import (
     looks_like_av,
     probe_av,
 )
-from earshot.audio.headers import data_shortfall
+from earshot.audio.headers import data_shortfall, flac_total_samples
 from earshot.errors import AudioDecodeError
 
 PathLike = str | os.PathLike[str]
@@ -105,11 +106,14 @@ def probe(path: PathLike) -> AudioInfo:
     return _probe(os.fspath(path))[0]
 
 
-def _probe(p: str) -> tuple[AudioInfo, bool]:
-    """The header, and whether PyAV (not libsndfile) reads the file."""
+def _probe(p: str, count: bool = True) -> tuple[AudioInfo, bool]:
+    """The header, and whether PyAV (not libsndfile) reads the file. A FLAC whose header
+    leaves its length unknown is counted by decoding it, unless not `count`."""
     _check_path(p)
     if _by_av(p):
         return probe_av(p), True
+    if flac_total_samples(p) == 0:
+        return _probe_streaming_flac(p, count), True
     with _open(p) as f:
         info = AudioInfo(
             path=p,
@@ -140,7 +144,7 @@ def stream(path: PathLike, sample_rate: int, block_s: float = 30.0) -> Iterator[
         raise ValueError(f"block_s must be a positive number of seconds, got {block_s!r}")
     p = os.fspath(path)
     # Opened once here only to fail fast: a generator body would not run until next().
-    info, by_av = _probe(p)
+    info, by_av = _probe(p, count=False)
     if by_av:
         return _decode_av(p, int(sample_rate), float(block_s), info)
     return _decode(p, int(sample_rate), float(block_s))
@@ -176,10 +180,12 @@ class _ToRate:
         return self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
 
     def failed(self, promised_s: float, detail: str, hint: str) -> AudioDecodeError:
+        """`promised_s` 0: a header that does not give the length (a streaming FLAC)."""
+        of = f" of the {promised_s:.1f} s its header promises" if promised_s > 0 else ""
         return AudioDecodeError(
             self.path,
-            f"truncated or corrupt: decoding failed after {self.done / self.rate:.1f} s of the "
-            f"{promised_s:.1f} s its header promises ({detail}); {hint}",
+            f"truncated or corrupt: decoding failed after {self.done / self.rate:.1f} s"
+            f"{of} ({detail}); {hint}",
         )
 
 
@@ -230,6 +236,30 @@ def _decode_av(
     tail = convert.finish(AV_HINT)
     if len(tail):
         yield tail
+
+
+def _probe_streaming_flac(path: str, count: bool) -> AudioInfo:
+    """A FLAC with STREAMINFO total_samples = 0, "unknown": what a streaming encoder writes, a
+    valid file. libsndfile 1.2.2 reports SF_COUNT_MAX frames for it and fails with "Internal
+    psf_fseek() failed" in its last block, so PyAV decodes it; its length is counted by decoding
+    (`count`), else left 0 (unknown)."""
+    info = probe_av(path)
+    try:  # libsndfile names the sample format (PCM_16, PCM_24) as for every other FLAC
+        with sf.SoundFile(_native(path)) as f:
+            info = dataclasses.replace(info, subtype=str(f.subtype))
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError):
+        pass
+    if not count:
+        return info
+    frames = 0
+    try:
+        for mono in decode_av(path, 1 << 20):
+            frames += len(mono)
+    except DecodeFailure as e:
+        raise _ToRate(path, info.sample_rate, info.sample_rate).failed(0.0, str(e), _HINT) from e
+    if frames == 0:
+        raise AudioDecodeError(path, f"contains no audio frames (empty or cut short); {_HINT}")
+    return dataclasses.replace(info, frames=frames, duration_s=frames / info.sample_rate)
 
 
 def _by_av(path: str) -> bool:
