@@ -483,3 +483,26 @@ def test_a_streaming_flac_is_indexed_at_its_real_length(tmp_path):
         (file_id,) = [cat.file_id_for_path(str(lib / "streamed.flac"))]
         assert cat.file(file_id)["duration_s"] == pytest.approx(23.0, abs=1e-6)
         assert cat.file_segments(file_id)[-1].end_s == pytest.approx(23.0, abs=0.05)
+
+
+def test_libmpg123_warnings_name_their_file(tmp_path):
+    # libmpg123 (inside libsndfile) writes its complaints about a damaged frame straight to
+    # fd 2, without a file name; earshot says them again under the file's name.
+    import subprocess
+    import sys
+
+    x = (np.random.default_rng(0).standard_normal(44100 * 3) * 0.1).astype(np.float32)
+    good = tmp_path / "good.mp3"
+    sf.write(good, x, 44100, format="MP3")
+    data = bytearray(good.read_bytes())
+    for i in np.random.default_rng(1).integers(2000, len(data) - 100, 40):
+        data[i] ^= 0xFF
+    bad = tmp_path / "damaged.mp3"
+    bad.write_bytes(bytes(data))
+    code = "import sys; from earshot.audio.io import load; load(sys.argv[1], 32000)"
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(bad)], capture_output=True, text=True, check=True
+    )
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines and any("libmpg123" in line for line in lines), out.stderr
+    assert all(line.startswith(f"earshot: warning: {bad}: ") for line in lines), out.stderr

@@ -35,6 +35,7 @@ How libsndfile 1.2.2 treats a file cut short (found by slicing valid files' byte
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -55,6 +56,7 @@ from earshot.audio.av_io import (
     looks_like_av,
     probe_av,
 )
+from earshot.audio.cstderr import named_c_stderr
 from earshot.audio.headers import data_shortfall, flac_total_samples
 from earshot.errors import AudioDecodeError
 
@@ -195,13 +197,15 @@ def _decode(path: str, sample_rate: int, block_s: float) -> Iterator[np.ndarray]
         with _open(path) as f:
             rate, channels = int(f.samplerate), int(f.channels)
             convert, promised = _ToRate(path, rate, sample_rate), f.frames / rate
+            mp3 = str(f.format) == "MP3"  # libmpg123 prints to fd 2 with no file name
             block = max(1, min(round(block_s * rate), _MAX_BLOCK_SAMPLES // channels))
             buf = np.empty((block, channels), dtype=np.float32)  # (frames, channels), reused
             weights = np.full(channels, 1.0 / channels, dtype=np.float32)
             while True:
                 # read() with `out` goes past the header's frame count if the data does, and
                 # returns only what was decoded; blocks() would pad a short read with stale data.
-                got = f.read(block, dtype="float32", always_2d=True, out=buf)
+                with named_c_stderr(path) if mp3 else contextlib.nullcontext():
+                    got = f.read(block, dtype="float32", always_2d=True, out=buf)
                 if len(got) == 0:
                     break
                 # A mat-vec, not got.mean(axis=1): numpy's strided mean took 6.7 ms per 10 s of
