@@ -91,19 +91,23 @@ class Recipe:
         caps += list(spec.captions)
         return list(dict.fromkeys(c[0].upper() + c[1:] if c else c for c in caps))
 
+    def _corpus_sentences(self, corpora, warn: bool = True) -> list[str]:
+        """The sentences of `[[path, column], ...]` below the recipe's root; a missing corpus
+        is left out (with a warning unless not `warn`)."""
+        sentences: list[str] = []
+        for rel, column in corpora:
+            path = self.root / rel
+            if path.is_file():
+                sentences += read_corpus(path, column)
+            elif warn:
+                warnings.warn(f"caption corpus {path} not found: mining without it", stacklevel=3)
+        return sentences
+
     def mined(self) -> dict[str, list[str]]:
         """Corpus sentences per label (computed once; empty where no corpus is present)."""
         if self._mined is None:
             rules = {n: s.mine for n, s in self.labels.items() if s.mine}
-            sentences: list[str] = []
-            for rel, column in self.mining.get("corpora", []):
-                path = self.root / rel
-                if path.is_file():
-                    sentences += read_corpus(path, column)
-                else:
-                    warnings.warn(
-                        f"caption corpus {path} not found: mining without it", stacklevel=2
-                    )
+            sentences = self._corpus_sentences(self.mining.get("corpora", []))
             self._mined = mine_captions(
                 sentences,
                 compile_rules(rules),
@@ -128,15 +132,7 @@ class Recipe:
                 held = set().union(
                     *(s.zeroshot_labels | s.zeroshot_val_labels for s in self.sources)
                 )
-                sentences: list[str] = []
-                for rel, column in spec.get("corpora", []):
-                    path = self.root / rel
-                    if path.is_file():
-                        sentences += read_corpus(path, column)
-                    else:
-                        warnings.warn(
-                            f"caption corpus {path} not found: mining without it", stacklevel=2
-                        )
+                sentences = self._corpus_sentences(spec.get("corpora", []))
                 picked = mine_by_label_words(
                     sentences,
                     auto,
@@ -178,11 +174,7 @@ class Recipe:
         if not spec:
             return {}
         labels = [n for n, s in self.labels.items() if s.auto and s.queries]
-        sentences: list[str] = []
-        for rel, column in spec.get("corpora", []):
-            path = self.root / rel
-            if path.is_file():
-                sentences += read_corpus(path, column)
+        sentences = self._corpus_sentences(spec.get("corpora", []), warn=False)
         # Not the auto-mined training captions: those come from other corpora, and leaving them
         # out keeps the query set the same with or without [auto_mining].
         forbidden = [
