@@ -152,6 +152,31 @@ def test_toml_config_with_tables_and_overrides(data, tmp_path):
         load_train_config(None, {"loss": "hinge"})
 
 
+def test_a_setting_in_the_wrong_table_is_refused(tmp_path):
+    path = tmp_path / "train.toml"
+    path.write_text('[train]\nepochs = 3\nencoder = "cnn10"\n')
+    with pytest.raises(ConfigError, match=r"'encoder' belongs in \[model\], not \[train\]"):
+        load_train_config(path)
+    path.write_text('[model]\ndataset = "x"\n')
+    with pytest.raises(ConfigError, match=r"'dataset' belongs in \[data\], not \[model\]"):
+        load_train_config(path)
+    path.write_text("[optim]\nlr = 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown table \[optim\]"):
+        load_train_config(path)
+    path.write_text('encoder = "cnn10"\nepochs = 2\n')  # a flat file has no tables to mix up
+    assert load_train_config(path).encoder == "cnn10"
+
+
+def test_the_shipped_training_configs_put_every_setting_in_its_table():
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    trains = [p for p in sorted(configs.glob("*.toml")) if "[train]" in p.read_text()]
+    assert len(trains) >= 3
+    for path in trains:
+        load_train_config(path)
+
+
 def test_cli_train_and_evaluate(data, tmp_path, capsys):
     out = tmp_path / "cli-model"
     code = main(

@@ -131,6 +131,30 @@ def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
 
 
+# Which [table] of a config file holds which setting; what no table lists goes in [train].
+_DATA = ("dataset", "audio_dir", "train_split", "val_split")
+_MODEL = (
+    "init", "encoder", "widths", "embed_dim", "panns", "text_model", "joint_dim", "window_s",
+    "hop_s", "freeze_audio", "freeze_text",
+)  # fmt: skip
+
+
+def _table_of(name: str) -> str:
+    return "data" if name in _DATA else "model" if name in _MODEL else "train"
+
+
+def _check_table(path: Path, table: str, values: dict[str, Any]) -> None:
+    """A setting in the wrong table ([train] encoder = ...) is refused, not quietly taken."""
+    if table not in ("data", "model", "train"):
+        raise ConfigError(f"config '{path}': unknown table [{table}]; known: data, model, train")
+    known = _field_types()
+    for name in values:
+        if name in known and _table_of(name) != table:
+            raise ConfigError(
+                f"config '{path}': '{name}' belongs in [{_table_of(name)}], not [{table}]"
+            )
+
+
 def load_train_config(
     path: str | Path | None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
@@ -149,6 +173,7 @@ def load_train_config(
             raise ConfigError(f"cannot read config '{path}': {e}") from None
         for key, value in doc.items():
             if isinstance(value, dict):
+                _check_table(path, key, value)
                 raw.update(value)
             else:
                 raw[key] = value
