@@ -59,6 +59,7 @@ def test_the_average_follows_its_formula_and_swaps_in_and_out(data, tmp_path):
         WeightAverage(model, 1.0)
 
 
+@pytest.mark.slow  # several short training runs each; make test-all and CI run it
 def test_a_run_with_the_average_trains_the_same_and_saves_the_average(data, tmp_path):
     plain = train(settings(data, tmp_path / "plain"))
     averaged = train(settings(data, tmp_path / "avg", ema=0.9))
@@ -91,6 +92,7 @@ def test_a_run_with_the_average_trains_the_same_and_saves_the_average(data, tmp_
     assert not torch.equal(folder[head], one["model"][head])
 
 
+@pytest.mark.slow  # several short training runs each; make test-all and CI run it
 def test_a_resumed_run_continues_the_average_exactly(data, tmp_path):
     straight = train(settings(data, tmp_path / "a", ema=0.9))
     train(settings(data, tmp_path / "b", ema=0.9, epochs=1))

@@ -74,6 +74,7 @@ def test_output_is_a_model_folder_with_logs(trained):
     assert (out / "validation.md").is_file() and (out / CHECKPOINT).is_file()
 
 
+@pytest.mark.slow  # several short training runs each; make test-all and CI run it
 def test_same_seed_replays_and_resume_continues_exactly(data, tmp_path):
     straight = train(settings(data, tmp_path / "a", epochs=2, steps_per_epoch=4))
     first = train(settings(data, tmp_path / "b", epochs=1, steps_per_epoch=4))
@@ -258,6 +259,7 @@ def _norms(model):
     return [m for m in model.audio_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
 
 
+@pytest.mark.slow  # several short training runs each; make test-all and CI run it
 def test_precise_bn_sets_statistics_from_clean_training_windows(data, tmp_path):
     trainer = Trainer(settings(data, tmp_path / "bn", epochs=1, steps_per_epoch=3))
     for clips in ([0, 1, 2, 3, 4, 5, 6, 7],) * 3:
@@ -285,6 +287,7 @@ def test_precise_bn_sets_statistics_from_clean_training_windows(data, tmp_path):
     assert float(norms[0].running_mean.max()) < 100.0
 
 
+@pytest.mark.slow  # several short training runs each; make test-all and CI run it
 def test_precise_bn_runs_replay_and_resume_exactly(data, tmp_path):
     over = dict(epochs=2, steps_per_epoch=3, precise_bn=4)
     straight = train(settings(data, tmp_path / "a", **over))
