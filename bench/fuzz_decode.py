@@ -160,29 +160,6 @@ def patch_flac_rate(raw: bytes, rate: int) -> bytes:
     return bytes(b)
 
 
-def write_adts(path: Path, parts: list[np.ndarray], rate: int = RATE) -> Path:
-    """Bare ADTS AAC of `parts` in order: FFmpeg estimates its length from the first frames'
-    bit rate, so silence then noise overstates it, noise then silence understates it."""
-    import av
-
-    with av.open(str(path), "w", format="adts") as out:
-        stream = out.add_stream("aac", rate=rate, layout="mono")
-        stream.bit_rate = 64000
-        for x in parts:
-            for i in range(0, len(x), 10 * rate):
-                frame = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(x[None, i : i + 10 * rate], dtype=np.float32),
-                    format="fltp",
-                    layout="mono",
-                )
-                frame.sample_rate = rate
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
-
-
 def write_video_only(path: Path) -> Path:
     """An MP4 with a picture and no sound."""
     import av
@@ -475,6 +452,8 @@ class Corpus:
         write_silent_flac(Path(p), minutes * 60)
         self.notes["long_silent"] = {"minutes": minutes, "bytes": os.path.getsize(p)}
         # ADTS AAC has no length in its header: FFmpeg guesses from the first frames' bit rate.
+        from earshot.testing.audio import write_adts
+
         rng = np.random.default_rng(11)
         loud_s, quiet_s = (5, 60) if self.quick else (5, 1200)
         noise = (0.4 * rng.standard_normal(loud_s * RATE)).astype(np.float32)
@@ -482,7 +461,7 @@ class Corpus:
         for name, parts in (("overstated", [silence, noise]), ("understated", [noise, silence])):
             p = self.add(f"lying/{name}.aac", "adts_lying_length", "index")
             self.cases[-1].seconds = float(loud_s + quiet_s)
-            write_adts(Path(p), parts)
+            write_adts(Path(p), parts, RATE)
             self.notes[f"adts_{name}"] = {"real_s": loud_s + quiet_s, "probed_s": _probe_s(p)}
 
 

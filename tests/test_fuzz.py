@@ -17,7 +17,7 @@ import earshot.index.build as build
 from earshot.audio.io import probe
 from earshot.index.build import Indexer
 from earshot.index.store import Catalogue
-from earshot.testing.audio import write_tone, write_truncated
+from earshot.testing.audio import write_adts, write_tone, write_truncated
 from earshot.testing.models import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,28 +67,6 @@ def test_quick_fuzz_run_skips_every_bad_file_with_a_reason_and_indexes_the_good(
 @pytest.fixture(scope="module")
 def model():
     return tiny_model()
-
-
-def write_adts(path: Path, parts: list[np.ndarray], rate: int = 16000) -> Path:
-    """Bare ADTS AAC of `parts` in order (as bench/fuzz_decode.py writes it)."""
-    import av
-
-    with av.open(str(path), "w", format="adts") as out:
-        stream = out.add_stream("aac", rate=rate, layout="mono")
-        stream.bit_rate = 64000
-        for x in parts:
-            for i in range(0, len(x), rate):
-                frame = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(x[None, i : i + rate], dtype=np.float32),
-                    format="fltp",
-                    layout="mono",
-                )
-                frame.sample_rate = rate
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["in-worker", "streamed"])

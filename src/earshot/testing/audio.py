@@ -240,3 +240,26 @@ def _write_chunks(
         for x in chunks:
             f.write(x)
     return path
+
+
+def write_adts(path: Path, parts: list[np.ndarray], rate: int = 16000) -> Path:
+    """Bare ADTS AAC of `parts` in order: FFmpeg estimates its length from the first frames'
+    bit rate, so silence then noise overstates it, noise then silence understates it."""
+    import av
+
+    with av.open(str(path), "w", format="adts") as out:
+        stream = out.add_stream("aac", rate=rate, layout="mono")
+        stream.bit_rate = 64000
+        for x in parts:
+            for i in range(0, len(x), 10 * rate):
+                frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(x[None, i : i + 10 * rate], dtype=np.float32),
+                    format="fltp",
+                    layout="mono",
+                )
+                frame.sample_rate = rate
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
