@@ -85,6 +85,17 @@ def _atomic_write(target: Path, write) -> None:
         give_default_mode(tmp)  # safetensors writes 0600: a model folder is meant to be shared
 
 
+def model_files(directory: str | Path) -> tuple[Path, ModelConfig, Path]:
+    """A model folder (or name) resolved: its path, its config and its weights file, which
+    must exist."""
+    directory = resolve_model_dir(directory)
+    config = read_config(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelLoadError(f"'{directory}' has no {WEIGHTS_FILE}")
+    return directory, config, weights
+
+
 def read_config(directory: str | Path) -> ModelConfig:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
@@ -191,11 +202,7 @@ def load_model(
     from earshot.model.dual import JointModel
     from earshot.model.pretrained import attach_backbone, has_backbone
 
-    directory = resolve_model_dir(directory)
-    config = read_config(directory)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ModelLoadError(f"'{directory}' has no {WEIGHTS_FILE}")
+    directory, config, weights = model_files(directory)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:

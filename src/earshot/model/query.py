@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from earshot.config import ModelConfig
-from earshot.errors import ModelLoadError, QueryModelUnavailable
+from earshot.errors import QueryModelUnavailable
 
 # safetensors dtype → how torch names it: the dtypes a JointModel's state dict holds (float32
 # weights and buffers, int64 BatchNorm counters). Loading converts any other into one of these,
@@ -69,14 +69,10 @@ def load_query_model(directory: str | Path) -> QueryModel:
     where only `load_model` can answer for it, `ModelLoadError` for a folder that is broken."""
     from earshot.encoders.lean_text import LeanTextEncoder, LeanUnsupported, safetensors_entries
     from earshot.encoders.text import resolve_text_model
-    from earshot.model.io import WEIGHTS_FILE, read_config, resolve_model_dir
+    from earshot.model.io import model_files
     from earshot.model.pretrained import has_backbone
 
-    directory = resolve_model_dir(directory)
-    config = read_config(directory)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ModelLoadError(f"'{directory}' has no {WEIGHTS_FILE}")
+    directory, config, weights = model_files(directory)
     try:
         data, entries = safetensors_entries(weights)
     except LeanUnsupported as e:
