@@ -91,7 +91,7 @@ def sfx_test_split(into: Path) -> Path:
     """Links to the sfx pool's test clips (the general recipe's split) in one folder."""
     import warnings
 
-    from earshot.train.recipe import load_recipe
+    from earshot.data.recipe import load_recipe
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

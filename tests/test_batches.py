@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from earshot.config import AudioConfig
+from earshot.data.cache import build_feature_cache
+from earshot.data.datasets import CaptionDataset, Clip
+from earshot.data.recipe import mixture_captions_for
 from earshot.errors import EarshotError
 from earshot.model.io import load_model
 from earshot.testing.audio import write_noise, write_tone
@@ -21,11 +24,8 @@ from earshot.train.batches import (
     noise_bank,
     power_sum_db,
 )
-from earshot.train.cache import build_feature_cache
 from earshot.train.config import ConfigError, TrainConfig, load_train_config
-from earshot.train.datasets import CaptionDataset, Clip
 from earshot.train.loop import Trainer
-from earshot.train.recipe import mixture_captions_for
 
 SR = 16000
 # A small frontend: one-second windows, so every clip below is exactly one window.

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-import earshot.train.cache as cache_mod
+import earshot.data.cache as cache_mod
 from earshot.audio.features import LogMel
 from earshot.audio.windows import window_file
 from earshot.config import AudioConfig
+from earshot.data.cache import TextCache, build_feature_cache, feature_key
+from earshot.data.datasets import CaptionDataset, Clip
 from earshot.testing.audio import make_corrupt_files, write_tone
-from earshot.train.cache import TextCache, build_feature_cache, feature_key
-from earshot.train.datasets import CaptionDataset, Clip
 
 SR = 16000
 # 1 s windows with a 0.5 s hop keep every file tiny; the frontend is PANNs' own otherwise.

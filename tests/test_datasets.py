@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from earshot.testing.audio import write_tone
-from earshot.train.datasets import (
+from earshot.data.datasets import (
     LABEL_TEMPLATES,
     DatasetError,
     label_captions,
@@ -18,6 +17,7 @@ from earshot.train.datasets import (
     load_long_csv,
     parse_split_filter,
 )
+from earshot.testing.audio import write_tone
 
 SR = 16000
 

@@ -7,6 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from earshot.audio.features import power_sum_db
+from earshot.data.cache import build_feature_cache
+from earshot.data.recipe import load_recipe
 from earshot.eval.mixtures import (
     LEVEL_DB,
     evaluate_mixtures,
@@ -15,9 +18,6 @@ from earshot.eval.mixtures import (
     mixture_report,
 )
 from earshot.model.io import load_model
-from earshot.train.batches import power_sum_db
-from earshot.train.cache import build_feature_cache
-from earshot.train.recipe import load_recipe
 from test_eval_queries import evaluate, recipe_setup
 
 N_BOOT = 50

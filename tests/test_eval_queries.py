@@ -9,11 +9,11 @@ import pytest
 
 from earshot.cli import main
 from earshot.config import AudioConfig, EncoderConfig, ModelConfig, TextConfig
+from earshot.data.cache import build_feature_cache
+from earshot.data.recipe import load_recipe
 from earshot.eval.queries import evaluate_queries, query_report
 from earshot.model.io import build_model, load_model, save_model
 from earshot.testing.datasets import write_labels_dataset
-from earshot.train.cache import build_feature_cache
-from earshot.train.recipe import load_recipe
 
 N_BOOT = 50
 

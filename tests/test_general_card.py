@@ -115,7 +115,7 @@ def test_demo_queries_find_their_sounds_in_the_sfx_test_split(general, tmp_path)
     import warnings
 
     import earshot
-    from earshot.train.recipe import load_recipe
+    from earshot.data.recipe import load_recipe
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

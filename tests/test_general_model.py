@@ -174,7 +174,7 @@ def test_train_general_beats_or_keeps_its_teacher_start(weights_env, tiny_text_d
     model = load_model(tmp_path / "run")
     assert model_id(model) == log["model_id"]
     # One cache file per clip; a second pass over the same audio runs no backbone at all.
-    from earshot.train.datasets import load_dataset
+    from earshot.data.datasets import load_dataset
     from earshot.train.heads import backbone_features
 
     cached = list((tmp_path / "cache").glob("backbone-*/*/*.npz"))
@@ -227,8 +227,8 @@ def test_real_teacher_ranks_everyday_sounds(real_teacher, shared_data):
 
 def test_split_positives_agree_with_batches_holds():
     """The heads trainer's one-matmul positives equal `batches.holds` on random tag sets."""
+    from earshot.data.datasets import CaptionDataset, Clip
     from earshot.train.batches import holds
-    from earshot.train.datasets import CaptionDataset, Clip
     from earshot.train.heads import BackboneFeatures, _Split
 
     rng = np.random.default_rng(0)

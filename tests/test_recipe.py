@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from earshot.errors import EarshotError
-from earshot.train.datasets import DatasetError, load_dataset
-from earshot.train.mining import (
+from earshot.data.datasets import DatasetError, load_dataset
+from earshot.data.mining import (
     SECOND_EVENT,
     compile_rules,
     mine_captions,
     normalise,
     read_corpus,
 )
-from earshot.train.recipe import check_queries_held_out, load_recipe
+from earshot.data.recipe import check_queries_held_out, load_recipe
+from earshot.errors import EarshotError
 
 REPO = Path(__file__).resolve().parents[1]
 

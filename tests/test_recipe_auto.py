@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from earshot.train.mining import label_words, normalise
-from earshot.train.recipe import load_recipe
-from earshot.train.splits import is_zeroshot
+from earshot.data.mining import label_words, normalise
+from earshot.data.recipe import load_recipe
+from earshot.data.splits import is_zeroshot
 
 LABELS = [
     "rain", "door slam", "glass breaking", "dog bark", "footsteps on gravel", "car engine",

@@ -9,11 +9,21 @@ tests hold the result to torchlibrosa's within 1e-3 dB.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
 from earshot.config import AudioConfig
+
+_DB = math.log(10) / 10  # dB → natural log of power
+
+
+def power_sum_db(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """10·log10(10^(a/10) + 10^(b/10)), stably: two sounds' log-mel powers summed (a mixture)."""
+    return torch.logaddexp(a * _DB, b * _DB) / _DB
+
 
 AMIN = 1e-10  # PANNs' floor before the log; with ref = 1.0 the dB offset is zero
 

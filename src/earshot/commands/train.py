@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from earshot.train.recipe import Recipe
+    from earshot.data.recipe import Recipe
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -42,11 +42,11 @@ _TRAIN_OWN_ARGS = {"command", "func", "config", "resume", "json"}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from earshot.data.cache import build_feature_cache
+    from earshot.data.datasets import load_dataset
     from earshot.eval.evaluate import evaluate_split, window_embeddings
     from earshot.eval.report import format_table, write_report
     from earshot.model.io import load_model, model_id
-    from earshot.train.cache import build_feature_cache
-    from earshot.train.datasets import load_dataset
 
     model = load_model(args.model, device=args.device)
     dataset = load_dataset(args.dataset, args.split, args.audio_dir)
@@ -97,7 +97,7 @@ def _recipe_queries(
     (None, {}, "" for a dataset that is not a recipe or a split without its own queries)."""
     if not str(dataset).endswith(".toml") or split not in ("test", "val"):
         return None, {}, ""
-    from earshot.train.recipe import recipe_for
+    from earshot.data.recipe import recipe_for
 
     recipe = recipe_for(dataset)
     if split == "test":

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from earshot.data.cache import FeatureStore
+from earshot.data.datasets import CaptionDataset
 from earshot.eval.metrics import per_query_metrics, retrieval_report
 from earshot.model.dual import JointModel
-from earshot.train.cache import FeatureStore
-from earshot.train.datasets import CaptionDataset
 
 
 @torch.no_grad()

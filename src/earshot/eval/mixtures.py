@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from earshot.audio.features import power_sum_db
+from earshot.data.cache import FeatureStore
+from earshot.data.datasets import CaptionDataset
 from earshot.eval.evaluate import clip_scores, window_embeddings
 from earshot.eval.metrics import bootstrap_ci, per_query_metrics, retrieval_report
 from earshot.model.dual import JointModel
-from earshot.train.batches import power_sum_db
-from earshot.train.cache import FeatureStore
-from earshot.train.datasets import CaptionDataset
 
 LEVEL_DB = -3.0  # the second clip of a mixture, against the first
 

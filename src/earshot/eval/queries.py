@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from earshot.data.cache import FeatureStore
+from earshot.data.datasets import CaptionDataset
 from earshot.eval.evaluate import clip_scores, window_embeddings
 from earshot.eval.metrics import (
     bootstrap_ci,
@@ -29,8 +31,6 @@ from earshot.eval.metrics import (
 )
 from earshot.eval.recordings import cluster_bootstrap_ci, two_way_bootstrap_map_ci
 from earshot.model.dual import JointModel
-from earshot.train.cache import FeatureStore
-from earshot.train.datasets import CaptionDataset
 
 
 def query_report(

@@ -25,19 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from earshot.audio.features import LogMel
+from earshot.audio.features import LogMel, power_sum_db
 from earshot.config import AudioConfig
+from earshot.data.cache import FeatureStore
+from earshot.data.datasets import CaptionDataset
 from earshot.train import augment
-from earshot.train.cache import FeatureStore
-from earshot.train.datasets import CaptionDataset
 
 DB_FLOOR = -100.0  # the frontend's floor: 10·log10(amin=1e-10)
 _DB = math.log(10) / 10  # dB → natural log of power
-
-
-def power_sum_db(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """10·log10(10^(a/10) + 10^(b/10)), stably."""
-    return torch.logaddexp(a * _DB, b * _DB) / _DB
 
 
 def mean_power_db(x: torch.Tensor) -> torch.Tensor:

@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from earshot.audio.windows import window_file
+from earshot.data.datasets import CaptionDataset
 from earshot.errors import AudioDecodeError, EarshotError
 from earshot.eval.evaluate import clip_scores
 from earshot.eval.metrics import per_query_metrics
 from earshot.fsutil import atomic_open
 from earshot.model.dual import JointModel
 from earshot.train.batches import _caption_tags, _clip_tags
-from earshot.train.datasets import CaptionDataset
 
 FEATURES_VERSION = 1
 LOG_FILE = "heads-log.json"
@@ -331,12 +331,12 @@ def _multi_positive_nce(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor
 def train_general(cfg, progress: bool = True) -> dict[str, Any]:
     """`earshot train` for a config with `backbone` set: the frozen backbone, the teacher
     start, the heads fitted on cached backbone features; the model folder lands in `cfg.out`."""
+    from earshot.data.cache import TextCache
+    from earshot.data.datasets import load_dataset
     from earshot.encoders.text import load_text_encoder
     from earshot.model.io import load_model, model_id, save_model
     from earshot.model.pretrained import attach_backbone, has_backbone, pretrained_config
     from earshot.model.teacher import init_teacher_heads, pca_basis, teacher_matrix
-    from earshot.train.cache import TextCache
-    from earshot.train.datasets import load_dataset
 
     torch.manual_seed(cfg.seed)
     if cfg.init:

@@ -22,16 +22,17 @@ import numpy as np
 import torch
 
 from earshot.config import TextConfig
+from earshot.data.cache import TextCache, build_feature_cache
+from earshot.data.datasets import load_dataset
+from earshot.data.recipe import mixture_captions_for
 from earshot.errors import EarshotError
 from earshot.eval.evaluate import evaluate_split
 from earshot.fsutil import atomic_write_text
 from earshot.model.io import load_model, model_id, save_model
 from earshot.train import augment as aug
 from earshot.train.batches import BatchMaker
-from earshot.train.cache import TextCache, build_feature_cache
 from earshot.train.checkpoint import CHECKPOINT, resume, save_checkpoint, write_checkpoint
 from earshot.train.config import TrainConfig
-from earshot.train.datasets import load_dataset
 from earshot.train.ema import WeightAverage
 from earshot.train.losses import (
     LearnableTemperature,
@@ -41,7 +42,6 @@ from earshot.train.losses import (
 )
 from earshot.train.optim import build_optimizer
 from earshot.train.precise_bn import recompute_batchnorm
-from earshot.train.recipe import mixture_captions_for
 from earshot.train.refit import refit_best
 from earshot.train.start import initial_model, pick_device
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from earshot.train.cache import FeatureStore
+from earshot.data.cache import FeatureStore
 
 
 def recompute_batchnorm(

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from earshot.data.cache import FeatureStore
 from earshot.train.batches import BatchMaker, holds
-from earshot.train.cache import FeatureStore
 from earshot.train.losses import class_caption_loss
 
 if TYPE_CHECKING:

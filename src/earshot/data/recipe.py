@@ -11,7 +11,7 @@ label has them) so that choosing the best epoch rewards wording that generalises
 recordings that do.
 
 How a source's rows split into train / val / test (by row filters, and val by whole
-recordings) is train/splits.py.
+recordings) is data/splits.py.
 
 `load_dataset("recipe.toml", split)` returns the split as a `CaptionDataset` whose clips carry
 tags and per-caption tags; the training loop treats a caption as matching every clip whose tags
@@ -31,15 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from earshot.train.datasets import CaptionDataset, Clip, DatasetError
-from earshot.train.mining import (
+from earshot.data.datasets import CaptionDataset, Clip, DatasetError
+from earshot.data.mining import (
     compile_rules,
     mine_by_label_words,
     mine_captions,
     normalise,
     read_corpus,
 )
-from earshot.train.splits import SPLIT_NAMES, SourceSpec, is_zeroshot, source_rows, stable_hash
+from earshot.data.splits import SPLIT_NAMES, SourceSpec, is_zeroshot, source_rows, stable_hash
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ class Recipe:
     def caption_queries(self) -> dict[str, list[str]]:
         """Real human captions (from `[caption_queries] corpora`) as held-out queries for the
         labels read from file names: sentences holding every content word of the label's name
-        (train/mining.py `mine_by_label_words`), never a training caption or another query."""
+        (data/mining.py `mine_by_label_words`), never a training caption or another query."""
         spec = self.caption_spec
         if not spec:
             return {}
@@ -446,7 +446,7 @@ def _with_included(doc: dict[str, Any], path: Path) -> dict[str, Any]:
 
 def _csv_labels(source: SourceSpec) -> list[str]:
     """The labels of a source's CSV, in first-seen order (mapped by its label_map)."""
-    from earshot.train.datasets import _read_csv
+    from earshot.data.datasets import _read_csv
 
     seen: dict[str, None] = {}
     for r in _read_csv(source.folder / "labels.csv"):

@@ -19,9 +19,9 @@ import torch
 from earshot.audio.efficientat_frontend import build_frontend
 from earshot.audio.windows import window_file
 from earshot.config import AudioConfig
+from earshot.data.datasets import CaptionDataset
 from earshot.errors import AudioDecodeError
 from earshot.fsutil import replace_durably
-from earshot.train.datasets import CaptionDataset
 
 FEATURE_VERSION = 1  # bump when what a cache file holds changes
 COMMIT_EVERY = 32  # clips per HDF5 flush; a kill loses at most this much work

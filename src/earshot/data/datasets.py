@@ -36,7 +36,7 @@ class Clip:
     path: Path
     captions: tuple[str, ...]
     label: str | None = None
-    # Recipes (`earshot.train.recipe`) say more: the clip's tags (its label, and what else is
+    # Recipes (`earshot.data.recipe`) say more: the clip's tags (its label, and what else is
     # true of it: "dog", "speech"...), each caption's tags (a caption matches every clip whose
     # tags include the caption's), and how often training draws the clip.
     tags: frozenset[str] = frozenset()
@@ -215,7 +215,7 @@ def load_dataset(
     """Pick the loader from what `spec` is: a Clotho folder, a labels folder or a long CSV."""
     path = Path(spec)
     if path.suffix == ".toml":
-        from earshot.train.recipe import recipe_for
+        from earshot.data.recipe import recipe_for
 
         return recipe_for(path).dataset(split)
     if path.is_file() and path.suffix == ".csv":

@@ -17,8 +17,8 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from earshot.train.datasets import DatasetError, _read_csv, _require
-from earshot.train.datasets import parse_split_filter as _parse_filter
+from earshot.data.datasets import DatasetError, _read_csv, _require
+from earshot.data.datasets import parse_split_filter as _parse_filter
 
 SPLIT_NAMES = ("train", "val", "test")
 
