@@ -304,6 +304,28 @@ class CatalogueQueries:
                 (int(limit),),
             ).fetchall()
 
+    def facets(self, limit: int = 50) -> dict[str, list[tuple]]:
+        """What the indexed files are, for the page's menus, most files first: {"formats":
+        [(extension, files)], "sample_rates": [(Hz, files)], "channels": [(n, files)]}."""
+        columns = {"formats": "lower(ext)", "sample_rates": "sample_rate", "channels": "channels"}
+        with self._use("list formats") as conn:
+            return {
+                key: conn.execute(
+                    f"SELECT {column} AS v, count(*) AS n FROM files WHERE status = 'ok' "
+                    "AND v IS NOT NULL AND v != '' GROUP BY v ORDER BY n DESC, v LIMIT ?",
+                    (int(limit),),
+                ).fetchall()
+                for key, column in columns.items()
+            }
+
+    def file_names(self, limit: int = 5000) -> list[str]:
+        """Names of indexed files (the first `limit` by id): where the page finds examples."""
+        with self._use("list file names") as conn:
+            rows = conn.execute(
+                "SELECT name FROM files WHERE status = 'ok' ORDER BY id LIMIT ?", (int(limit),)
+            ).fetchall()
+        return [name for (name,) in rows]
+
     # --- reports -----------------------------------------------------------------------------
 
     def skipped(self) -> list[tuple[str, str]]:

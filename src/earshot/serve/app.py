@@ -42,12 +42,17 @@ from earshot.serve.uploads import receive_upload
 log = logging.getLogger("earshot.serve")
 
 STATIC_DIR = Path(__file__).with_name("static")
-# The only files the server reads besides catalogued audio: fixed names, fixed paths.
+_STATIC_TYPES = {
+    ".js": "text/javascript; charset=utf-8",  # the page's ES modules need a JavaScript type
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+# The only files the server reads besides catalogued audio: the names found in static/ when
+# the server starts, a fixed table that a request's name picks from, never a path.
 STATIC_FILES = {
-    "app.js": "text/javascript; charset=utf-8",
-    "docs.js": "text/javascript; charset=utf-8",
-    "style.css": "text/css; charset=utf-8",
-    "favicon.svg": "image/svg+xml",
+    p.name: _STATIC_TYPES[p.suffix]
+    for p in sorted(STATIC_DIR.iterdir())
+    if p.suffix in _STATIC_TYPES and p.is_file()
 }
 MAX_K = 100
 # Bounds on every number a request carries, so that none reaches SQLite or JSON out of range
@@ -292,6 +297,26 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
             "vocabulary": len(svc.cat.tag_names),
             "tags": [{"name": name, "files": n} for name, n in menu[:limit]],
         }
+
+    @app.get(
+        "/api/examples",
+        tags=["search"],
+        summary="Example searches from what the catalogue knows (its commonest tags or name words)",
+    )
+    def example_searches():
+        from earshot.serve.examples import examples
+
+        return examples(svc.tag_menu(), svc.cat.file_names())
+
+    @app.get(
+        "/api/facets",
+        tags=["files"],
+        summary="The formats, sample rates and channel counts of indexed files, most files first",
+    )
+    def file_facets():
+        from earshot.serve.examples import facets
+
+        return facets(svc.cat.facets())
 
     @app.get(
         "/api/similar/{file_id}",
