@@ -7,6 +7,7 @@ import os
 import sys
 
 from earshot.commands import catalogue as catalogue_cmds
+from earshot.commands import export as export_cmds
 from earshot.commands import model as model_cmds
 from earshot.commands import search as search_cmds
 from earshot.commands import serve as serve_cmds
@@ -133,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     catalogue_cmds.add_arguments(p)
     p.set_defaults(func=catalogue_cmds.cmd_skipped)
+
+    p = sub.add_parser(
+        "export", help=export_cmds.EXPORT_HELP, description=export_cmds.EXPORT_DESCRIPTION
+    )
+    export_cmds.add_arguments(p)
+    p.set_defaults(func=export_cmds.cmd_export)
 
     p = sub.add_parser("serve", help="the web page and HTTP API over a catalogue")
     serve_cmds.add_arguments(p)
