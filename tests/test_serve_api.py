@@ -239,7 +239,8 @@ def test_health_stats_folders(client, lib, model):
     stats = client.get("/api/stats").json()
     assert stats["catalogue"]["files_ok"] == 6
     assert stats["model"]["id"] == model_id(model) and stats["model"]["untrained"] is False
-    assert stats["server"]["limits"] == {"max_k": 100, "max_upload_mb": 20.0, "max_upload_s": 60.0}
+    limits = {"max_k": 100, "max_upload_mb": 20.0, "max_upload_s": 60.0, "max_clip_s": 600.0}
+    assert stats["server"]["limits"] == limits
     assert stats["server"]["token_required"] is False
     folders = client.get("/api/folders").json()["folders"]
     assert folders == [

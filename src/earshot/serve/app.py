@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from earshot.errors import AudioDecodeError, EarshotError
 from earshot.search import tags_json
 from earshot.serve.guard import Guard
+from earshot.serve.playback import MAX_FADE_MS, audio_response, clip_response
 from earshot.serve.service import (
     ApiError,
     Service,
@@ -98,28 +99,6 @@ TagMin = Annotated[
         description="a tag counts from this probability in some window (0.3)",
     ),
 ]
-_MEDIA_TYPES = {
-    "wav": "audio/wav",
-    "wave": "audio/wav",
-    "flac": "audio/flac",
-    "ogg": "audio/ogg",
-    "oga": "audio/ogg",
-    "opus": "audio/ogg",
-    "mp3": "audio/mpeg",
-    "aif": "audio/aiff",
-    "aiff": "audio/aiff",
-    "au": "audio/basic",
-    "caf": "audio/x-caf",
-    "w64": "audio/x-w64",
-    "m4a": "audio/mp4",
-    "m4b": "audio/mp4",
-    "mp4": "audio/mp4",  # the page plays only its sound
-    "m4v": "video/mp4",
-    "mov": "video/quicktime",
-    "3gp": "audio/3gpp",
-    "aac": "audio/aac",
-    "wma": "audio/x-ms-wma",
-}
 
 
 def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -234,6 +213,7 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
                     "max_k": MAX_K,
                     "max_upload_mb": settings.max_upload_mb,
                     "max_upload_s": settings.max_upload_s,
+                    "max_clip_s": settings.max_clip_s,
                 },
             },
         }
@@ -420,20 +400,39 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
     @app.get(
         "/api/audio/{file_id}",
         tags=["files"],
-        summary="The original recording, with HTTP Range support (seekable)",
-        response_class=FileResponse,
+        summary="The recording, seekable (HTTP Range): the file itself where browsers play its "
+        "format, else transcoded on the fly to 16-bit WAV (AIFF, CAF, W64, AU, WMA, ALAC...)",
     )
-    def audio(file_id: str):
+    def audio(file_id: str, request: Request):
         info = svc.playable(file_id)
         svc.counts["audio"] += 1
-        media = _MEDIA_TYPES.get(str(info["ext"]).lower(), "application/octet-stream")
-        return FileResponse(
-            info["path"],
-            media_type=media,
-            filename=info["name"],
-            content_disposition_type="inline",
-            headers={"Cache-Control": "private, no-cache"},
-        )
+        return audio_response(info, request.headers.get("range"))
+
+    @app.get(
+        "/api/clip/{file_id}",
+        tags=["files"],
+        summary="A span of a recording as a file to download, cut at its own rate and "
+        "channels: WAV, or the file's own format",
+    )
+    def clip(
+        file_id: str,
+        start: float = Query(..., ge=0, le=MAX_SECONDS, allow_inf_nan=False, description="s"),
+        end: float = Query(..., gt=0, le=MAX_SECONDS, allow_inf_nan=False, description="s"),
+        format: Literal["wav", "source"] = Query(
+            "wav",
+            description="wav, or source: the recording's own format where it can be "
+            "written (else WAV, said in the X-Earshot-Note header)",
+        ),
+        fade: float = Query(
+            0, ge=0, le=MAX_FADE_MS, allow_inf_nan=False, description="fade in and out (ms)"
+        ),
+        fade_shape: Literal["linear", "equal-power"] = Query("linear"),
+    ):
+        if end <= start:
+            raise ApiError(422, f"end ({end:g} s) must be after start ({start:g} s)")
+        info = svc.playable(file_id)
+        svc.counts["clip"] += 1
+        return clip_response(info, start, end, format, fade, fade_shape, settings.max_clip_s)
 
     @app.get(
         "/api/peaks/{file_id}",

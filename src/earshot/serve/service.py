@@ -43,6 +43,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers at all
     allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES  # None: any Host header
     peaks_cache: int = 512  # waveform thumbnails kept in memory
+    max_clip_s: float = 600.0  # the longest span /api/clip cuts
     untrained: bool = False  # the model is random-init: the page says so
 
     @property
@@ -65,7 +66,7 @@ class Service:
         self.lock = threading.Lock()
         self.peaks = PeaksCache(settings.peaks_cache)
         self.started = time.time()
-        self.counts = {"search": 0, "similar": 0, "like": 0, "audio": 0, "peaks": 0}
+        self.counts = {"search": 0, "similar": 0, "like": 0, "audio": 0, "peaks": 0, "clip": 0}
         self.batcher = QueryBatcher(self._search_batch, max_batch=16)
         self._tag_menu: tuple[int, list] | None = None  # (generation, [(name, files)])
 
