@@ -314,3 +314,243 @@ def test_narrow_screen_has_no_sideways_scroll(browser, server, shots):
     assert scroll <= inner == 400 and card_right <= 400 and player_width > 300
     d.save_screenshot(str(shots / "browser-narrow.png"))
     d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+# --- the page's tools: views, playback, hand-off, paging (issue #18) ---------------------------
+
+
+def status(driver) -> str:
+    return driver.find_element(By.ID, "status").text
+
+
+def forget_settings(driver):
+    """The page remembers views and playback settings in localStorage: start each test without."""
+    driver.execute_script("window.localStorage.clear();")
+
+
+@pytest.mark.slow
+def test_examples_lengths_and_the_compact_list(browser, server, shots):
+    d = browser
+    open_page(d, server)
+    forget_settings(d)
+    # The example chips are what this catalogue knows (its names' words), not fixed strings.
+    wanted = d.execute_async_script(
+        "const done = arguments[0];"
+        "fetch('/api/examples').then(r => r.json()).then(b => done(b.examples));"
+    )
+    wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chips .chip")) == len(wanted), "chips")
+    chips = d.find_elements(By.CSS_SELECTOR, "#chips .chip")
+    assert [c.text for c in chips] == wanted and len(wanted) == 6
+    d.save_screenshot(str(shots / "browser-welcome.png"))
+    chips[0].click()
+    wait(d, lambda d: f"for “{wanted[0]}”" in status(d), "the example's results")
+
+    # Lengths under a minute in seconds ("2.00 s"), never "0:02" or "0:00".
+    cards = d.find_elements(By.CSS_SELECTOR, "#results .hit")
+    lengths = {
+        c.find_element(By.CSS_SELECTOR, ".hit-name").text: c.find_element(
+            By.CSS_SELECTOR, ".hit-length"
+        ).text
+        for c in cards
+    }
+    assert lengths["owl.flac"] == "2.00 s" and lengths["market.wav"] == "30.0 s"
+    assert "0:0" not in d.find_element(By.ID, "results").text
+
+    # The compact list: one line a hit, remembered across visits.
+    tall = cards[0].size["height"]
+    d.find_element(By.ID, "view").click()
+    assert "is-compact" in d.find_element(By.ID, "results").get_attribute("class")
+    short = d.find_elements(By.CSS_SELECTOR, "#results .hit")[0].size["height"]
+    assert short < tall / 2
+    d.save_screenshot(str(shots / "browser-compact.png"))
+    d.refresh()
+    wait(d, lambda d: d.execute_script("return !!window.earshot"), "the page again")
+    assert "is-compact" in d.find_element(By.ID, "results").get_attribute("class")
+    assert d.find_element(By.ID, "view").get_attribute("aria-pressed") == "true"
+    d.find_element(By.ID, "view").click()
+    assert "is-compact" not in d.find_element(By.ID, "results").get_attribute("class")
+    forget_settings(d)
+
+
+@pytest.mark.slow
+def test_loop_volume_and_auto_preview(browser, server):
+    d = browser
+    open_page(d, server)
+    forget_settings(d)
+    hits = search(d, "a long market")
+    i = next(j for j, h in enumerate(hits) if h["name"] == "market.wav")
+    hit = hits[i]
+    d.find_elements(By.CSS_SELECTOR, "#results .hit .play")[i].click()
+    wait(d, lambda d: not player(d)["paused"], "playback")
+
+    # Loop: past the span's end, playback goes back to its start and keeps playing.
+    loop = d.find_element(By.ID, "loop")
+    loop.click()
+    assert loop.get_attribute("aria-pressed") == "true"
+    d.execute_script(f"document.getElementById('player').currentTime = {hit['end'] - 0.3};")
+    wait(
+        d,
+        lambda d: hit["start"] <= player(d)["time"] < hit["end"] - 0.5 and not player(d)["paused"],
+        "the loop back to the span's start",
+    )
+    loop.click()
+    assert loop.get_attribute("aria-pressed") == "false"
+
+    # Volume: the slider sets it, and the next visit starts there.
+    d.execute_script(
+        "const v = document.getElementById('volume'); v.value = '0.3';"
+        "v.dispatchEvent(new Event('input'));"
+    )
+    assert d.execute_script("return document.getElementById('player').volume") == pytest.approx(0.3)
+    d.refresh()
+    wait(d, lambda d: d.execute_script("return !!window.earshot"), "the page again")
+    assert d.execute_script("return document.getElementById('player').volume") == pytest.approx(0.3)
+    assert d.find_element(By.ID, "volume").get_attribute("value") == "0.3"
+
+    # Auto-preview: moving with the arrow keys plays each hit it reaches.
+    hits = search(d, "a long market")
+    d.find_element(By.ID, "autoplay").click()
+    d.find_element(By.ID, "q").send_keys(Keys.ARROW_DOWN)
+    wait(d, lambda d: (player(d)["src"] or "").startswith(f"/api/audio/{hits[0]['file_id']}"), "0")
+    wait(d, lambda d: not player(d)["paused"], "the first hit playing")
+    d.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+    wait(d, lambda d: (player(d)["src"] or "").startswith(f"/api/audio/{hits[1]['file_id']}"), "1")
+    assert d.switch_to.active_element.get_attribute("data-index") == "1"
+    d.execute_script("document.getElementById('player').pause();")
+    forget_settings(d)
+
+
+@pytest.mark.slow
+def test_copy_path_and_drag_out(browser, server):
+    d = browser
+    open_page(d, server)
+    d.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {"origin": server.url, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+    )
+    hits = search(d, "owl")
+    full = d.execute_script("return window.earshot.state.hits[0].path;")
+    d.find_elements(By.CSS_SELECTOR, "#results .hit .copy")[0].click()
+    wait(d, lambda d: "Copied the path" in status(d), "the copy")
+    assert full in status(d)
+    copied = d.execute_async_script(
+        "const done = arguments[0]; navigator.clipboard.readText().then(done, e => done('!' + e));"
+    )
+    assert copied == full
+
+    # Dragging a hit out hands the browser a file to save (DownloadURL: type:name:absolute url).
+    dragged = d.execute_script(
+        "const li = document.querySelector('#results .hit');"
+        "const dt = new DataTransfer();"
+        "li.dispatchEvent(new DragEvent('dragstart', {dataTransfer: dt, bubbles: true}));"
+        "return [dt.getData('DownloadURL'), dt.getData('text/plain'), li.draggable];"
+    )
+    url, text, draggable = dragged
+    assert draggable is True and text == full
+    clip = d.execute_script("return window.earshot.state.offers.clip;")
+    if clip:
+        mime, name, where = url.split(":", 2)
+        assert mime == "audio/wav" and name.endswith(".wav")
+        assert where.startswith(f"{server.url}/api/clip/{hits[0]['file_id']}?start=")
+    else:
+        assert url == (
+            f"application/octet-stream:{hits[0]['name']}:{server.url}/api/audio/{hits[0]['file_id']}"
+        )
+
+
+@pytest.mark.slow
+def test_a_failed_upload_ends_in_its_error(browser, server):
+    d = browser
+    open_page(d, server)
+    d.execute_script(
+        "const file = new File([new Uint8Array(4000).fill(7)], 'broken.wav', {type: 'audio/wav'});"
+        "const dt = new DataTransfer(); dt.items.add(file);"
+        "window.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, cancelable: true}));"
+    )
+    wait(d, lambda d: "Could not search by “broken.wav”" in status(d), "the upload's error")
+    assert "Listening" not in status(d)
+    assert d.find_element(By.ID, "banner").is_displayed()
+    assert d.find_element(By.ID, "banner").text in status(d)
+
+
+@pytest.mark.slow
+def test_folder_filter_takes_the_short_forms_hits_show(browser, server):
+    d = browser
+    open_page(d, server)
+    hits = search(d, "a sound")
+    shown = {
+        c.text for c in d.find_elements(By.CSS_SELECTOR, "#results .hit .hit-folder")
+    }  # "…/library/birds", "…/library/street"
+    birds = next(f for f in shown if f.endswith("/birds"))
+    for typed in (birds, "birds", "library/birds/"):
+        folder = d.find_element(By.ID, "folder")
+        folder.clear()
+        folder.send_keys(typed, Keys.TAB)
+        wait(d, lambda d: "(filtered)" in status(d), f"results in {typed!r}")
+        names = {h["name"] for h in hits_on_screen(d)}
+        assert names == {"robin_song.wav", "owl.flac", "wren.wav"}, typed
+        assert (
+            "%2Flibrary%2Fbirds" in d.current_url
+            and not d.find_element(By.ID, "banner").is_displayed()
+        )
+    d.find_element(By.ID, "folder").clear()
+    d.find_element(By.ID, "folder").send_keys(Keys.TAB)
+    assert len(hits) == 6
+
+    # The format menu lists the catalogue's formats.
+    Select(d.find_element(By.ID, "format")).select_by_value("flac")
+    wait(d, lambda d: {h["name"] for h in hits_on_screen(d)} == {"owl.flac"}, "flac only")
+    assert "format=flac" in d.current_url
+    Select(d.find_element(By.ID, "format")).select_by_value("")
+
+
+@pytest.fixture(scope="module")
+def many_server(tmp_path_factory, tiny_text_dir):
+    """26 short clips (0.35-1.6 s) in one folder: more than a page, sub-second lengths."""
+    from earshot.index.build import Indexer
+    from earshot.model.io import save_model
+    from earshot.testing.audio import write_noise, write_tone
+    from earshot.testing.models import tiny_model
+
+    base = tmp_path_factory.mktemp("serve-browser-many")
+    root = base / "clips"
+    root.mkdir()
+    for j in range(26):
+        seconds = 0.35 + 0.05 * j
+        if j % 2:
+            write_tone(root / f"clip_{j:02d}.wav", seconds, 16000, freq=200.0 + 90 * j, seed=j)
+        else:
+            write_noise(root / f"clip_{j:02d}.wav", seconds, 16000, seed=j)
+    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), base / "model")
+    with Catalogue(base / "c.sqlite") as cat:
+        Indexer(cat, load_model(base / "model"), workers=1, progress=False).run([str(root)])
+    cat = Catalogue(base / "c.sqlite", readonly=True)
+    with ServerThread(create_app(cat, load_model(base / "model"), Settings())) as running:
+        yield running
+    cat.close()
+
+
+@pytest.mark.slow
+def test_more_results_and_sub_second_lengths(browser, many_server, shots):
+    d = browser
+    open_page(d, many_server)
+    search(d, "a short click")
+    assert len(hits_on_screen(d)) == 20
+    more = d.find_element(By.ID, "more-results")
+    assert more.is_displayed()
+    more.click()
+    wait(d, lambda d: len(hits_on_screen(d)) == 26, "the next page")
+    hits = hits_on_screen(d)
+    assert len({h["file_id"] for h in hits}) == 26  # no hit twice
+    assert not d.find_element(By.ID, "more-results").is_displayed()  # that was all
+    assert len(d.find_elements(By.CSS_SELECTOR, "#results .hit")) == 26
+    # The shortest clip: 0.35 s long, its match "0.00–0.35 s", never "0:00".
+    card = next(
+        c
+        for c in d.find_elements(By.CSS_SELECTOR, "#results .hit")
+        if c.find_element(By.CSS_SELECTOR, ".hit-name").text == "clip_00.wav"
+    )
+    assert card.find_element(By.CSS_SELECTOR, ".hit-length").text == "0.35 s"
+    assert card.find_element(By.CSS_SELECTOR, ".hit-span").text == "match 0.00–0.35 s"
+    assert "0:00" not in d.find_element(By.ID, "results").text
+    d.save_screenshot(str(shots / "browser-many.png"))

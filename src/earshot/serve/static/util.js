@@ -28,10 +28,11 @@ export function clock(seconds) {
   return h ? `${h}:${two(m)}:${two(sec)}` : `${m}:${two(sec)}`;
 }
 
-/** A length a person can read at any scale: 0.35 -> "0.35 s", 4.2 -> "4.2 s", 75 -> "1:15". */
+/** A length a person can read at any scale: 0.35 -> "0.35 s", 4.2 -> "4.20 s", 12 -> "12.0 s",
+ * 75 -> "1:15" (as precise as `moment` and `spanText` are inside such a recording). */
 export function length(seconds) {
   const s = Math.max(0, Number(seconds) || 0);
-  if (s < 1) return `${s.toFixed(2)} s`;
+  if (s < 10) return `${s.toFixed(2)} s`;
   if (s < 60) return `${s.toFixed(1)} s`;
   return clock(s);
 }
