@@ -317,3 +317,15 @@ def playback_unsatisfiable():
     from earshot.serve.playback import RangeNotSatisfiable
 
     return RangeNotSatisfiable
+
+
+def test_serve_flag_sets_the_clip_limit():
+    from earshot.cli import build_parser
+    from earshot.commands.serve import settings_from_args
+    from earshot.errors import EarshotError
+
+    args = build_parser().parse_args(["serve", "--max-clip-s", "30"])
+    assert settings_from_args(args).max_clip_s == 30.0
+    assert settings_from_args(build_parser().parse_args(["serve"])).max_clip_s == 600.0
+    with pytest.raises(EarshotError, match="--max-clip-s must be positive"):
+        settings_from_args(build_parser().parse_args(["serve", "--max-clip-s", "0"]))

@@ -52,7 +52,7 @@ _EXACT_DTYPE = {
 # decoded and written as 16-bit PCM.
 _WAV_KEEPS = {"PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"}
 _LOSSY = {"VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III", "AAC", "MP3"}
-_LOSSY |= {"WMAV1", "WMAV2", "WMAPRO", "GSM610", "IMA_ADPCM", "MS_ADPCM", "VOX_ADPCM"}
+_LOSSY |= {"MP3FLOAT", "WMAV1", "WMAV2", "WMAPRO", "GSM610", "IMA_ADPCM", "MS_ADPCM", "VOX_ADPCM"}
 
 # PyAV sources: container (PyAV's name, by the source's suffix) and codec it is re-encoded with.
 _AV_OUTPUT = {
@@ -65,7 +65,8 @@ _AV_OUTPUT = {
     ".aac": "adts",
     ".wma": "asf",
 }
-_AV_CODEC = {"AAC": "aac", "ALAC": "alac", "MP3": "libmp3lame", "WMAV2": "wmav2", "WMAV1": "wmav2"}
+_AV_CODEC = {"AAC": "aac", "ALAC": "alac", "MP3": "libmp3lame", "MP3FLOAT": "libmp3lame"}
+_AV_CODEC |= {"WMAV2": "wmav2", "WMAV1": "wmav2"}
 _AV_LOSSLESS = {"ALAC", "FLAC"}
 
 

@@ -39,6 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="longest search-by-example upload in seconds (default: 60)",
     )
     p.add_argument(
+        "--max-clip-s",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="longest span /api/clip cuts for download, in seconds (default: 600)",
+    )
+    p.add_argument(
         "--cors-origin",
         action="append",
         default=[],
@@ -58,6 +65,8 @@ def settings_from_args(args: argparse.Namespace):
         raise EarshotError(f"--port {args.port} is not a port number (1-65535)")
     if args.max_upload_mb <= 0 or args.max_upload_s <= 0:
         raise EarshotError("--max-upload-mb and --max-upload-s must be positive")
+    if not args.max_clip_s > 0:
+        raise EarshotError("--max-clip-s must be positive")
     for origin in args.cors_origin:
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise EarshotError(f"--cors-origin '{origin}' is not an origin like http://host:port")
@@ -65,6 +74,7 @@ def settings_from_args(args: argparse.Namespace):
         token=args.token.strip() if args.token else None,
         max_upload_mb=args.max_upload_mb,
         max_upload_s=args.max_upload_s,
+        max_clip_s=args.max_clip_s,
         cors_origins=tuple(args.cors_origin),
         allowed_hosts=LOOPBACK_NAMES if is_loopback(args.host) else None,
     )

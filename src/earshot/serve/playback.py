@@ -37,7 +37,7 @@ MAX_WAV_DATA = 0xFFFFFFFF - 36  # the RIFF size field is 32 bits: a longer file 
 
 # (format, subtype) pairs that Chromium plays as they are (see the module docstring).
 _WAV_PLAYS = {"PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "ULAW", "ALAW"}
-_MP4_PLAYS = {"AAC", "MP3", "FLAC", "OPUS"}
+_MP4_PLAYS = {"AAC", "MP3", "MP3FLOAT", "FLAC", "OPUS"}  # PyAV's decoder names, upper case
 
 
 def browser_plays(fmt: str | None, subtype: str | None) -> bool:
