@@ -457,6 +457,22 @@ def test_copy_path_and_drag_out(browser, server):
             f"application/octet-stream:{hits[0]['name']}:{server.url}/api/audio/{hits[0]['file_id']}"
         )
 
+    # Download span: a link to the span as a WAV attachment, where the server cuts clips.
+    links = d.find_elements(By.CSS_SELECTOR, "#results .hit .download")
+    assert len(links) == (len(hits) if clip else 0)
+    if clip:
+        href = links[0].get_attribute("href")
+        assert href.startswith(f"{server.url}/api/clip/{hits[0]['file_id']}?start=")
+        assert links[0].get_attribute("download") is not None
+        got = d.execute_async_script(
+            "const done = arguments[1];"
+            "fetch(arguments[0]).then(async r => done([r.status,"
+            " r.headers.get('content-disposition'), (await r.arrayBuffer()).byteLength]));",
+            href,
+        )
+        code, disposition, size = got
+        assert code == 200 and disposition.startswith("attachment") and size > 44
+
 
 @pytest.mark.slow
 def test_a_failed_upload_ends_in_its_error(browser, server):
