@@ -413,10 +413,10 @@ def _write_sf(tmp: Path, plan: Plan, source: Source, blocks: Iterator[np.ndarray
             tmp, "x", samplerate=source.sample_rate, channels=source.channels,
             format=plan.format, subtype=plan.subtype,
         ) as out:  # fmt: skip
-            clip = plan.subtype not in ("FLOAT", "DOUBLE") and plan.subtype not in _LOSSY
+            to_int = _INT_TARGET.get(plan.subtype)
             for x in blocks:
-                if clip and x.dtype.kind == "f":  # libsndfile would wrap overs, not clip them
-                    x = np.clip(x, -1.0, 1.0)
+                if to_int is not None and x.dtype.kind == "f":
+                    x = _float_to_int(x, to_int)
                 out.write(x)
                 frames += len(x)
     except (sf.SoundFileError, RuntimeError) as e:
@@ -425,6 +425,20 @@ def _write_sf(tmp: Path, plan: Plan, source: Source, blocks: Iterator[np.ndarray
             f"{source.channels} channels ({e}); try --format wav"
         ) from e
     return frames
+
+
+# Integer subtypes float data is converted to here, not by libsndfile: it scales by 0x7FFF
+# where decoders scale by 1/0x8000 (so a 16-bit value read as float came back 1 LSB off) and
+# wraps overs instead of clipping them.
+_INT_TARGET = {"PCM_U8": "int16", "PCM_S8": "int16", "PCM_16": "int16", "PCM_24": "int32"}
+_INT_TARGET |= {"PCM_32": "int32", "ALAC_16": "int16", "ALAC_20": "int32", "ALAC_24": "int32"}
+_INT_TARGET |= {"ALAC_32": "int32"}
+
+
+def _float_to_int(x: np.ndarray, dtype: str) -> np.ndarray:
+    info = np.iinfo(dtype)
+    scale = float(-int(info.min))  # 32768 or 2^31: the decoders' scale
+    return np.clip(np.rint(x.astype(np.float64) * scale), info.min, info.max).astype(dtype)
 
 
 class _EncoderRefused(Exception):
