@@ -201,3 +201,13 @@ def test_quick_cli_benchmark_reports_phases_beside_the_old_path():
     assert "sentence_transformers" not in result["imports"]["like"]
     assert result["reference"]["torch_import_s"]["median"] > 0
     assert result["target"]["cli_text_s"] == 1.5 and isinstance(result["target"]["met"], bool)
+
+
+@pytest.mark.slow
+def test_quick_playback_benchmark_reports_transcode_ranges_and_export():
+    result = run_quick("bench_playback.py")
+    assert result["benchmark"] == "playback" and result["file"]["minutes"] == 0.5
+    whole = result["transcode_whole"]
+    assert whole["seconds"] > 0 and whole["wav_mb"] > 5 and whole["peak_traced_mb"] > 0
+    assert set(result["range_1mib"]) == {"at_start_ms", "at_90pct_ms", "whole_over_range_at_90pct"}
+    assert result["export_10s_wav"]["at_90pct_ms"] > 0
