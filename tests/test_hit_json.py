@@ -16,7 +16,7 @@ from earshot.search import Hit
 
 HIT_KEYS = {
     "rank", "file_id", "segment_id", "name", "folder", "path", "start", "end", "duration",
-    "score", "format", "tags",
+    "score", "format", "tags", "meta",
 }  # fmt: skip
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -328,7 +328,7 @@ def test_a_v1_catalogue_reads_as_it_is_and_upgrades_on_a_writable_open(setup, tm
 
     # Writable: upgraded in place, nothing lost.
     with Catalogue(path) as cat:
-        assert cat.stats()["schema_version"] == schema.SCHEMA_VERSION == 3
+        assert cat.stats()["schema_version"] == schema.SCHEMA_VERSION == 4
         assert "tag_probs" in columns(cat.db, "segments") + columns(cat.db, "files")
         assert "tag_probs" in columns(cat.db, "files")
         assert cat.generation == 1 and cat.segment_count() == 4 and cat.check() == []
@@ -338,7 +338,7 @@ def test_a_v1_catalogue_reads_as_it_is_and_upgrades_on_a_writable_open(setup, tm
         assert window_tags(cat, paths["robin"])[0].keys() >= {"Tone", "Bird", "Loud"}
         assert window_tags(cat, "/old/a.wav") == [{}, {}, {}]
     with Catalogue(path) as cat:  # reopening an upgraded catalogue changes nothing
-        assert cat.stats()["schema_version"] == 3 and cat.check() == []
+        assert cat.stats()["schema_version"] == 4 and cat.check() == []
 
 
 def test_an_upgrade_that_fails_leaves_the_v1_catalogue_as_it_was(setup, tmp_path, monkeypatch):
@@ -348,14 +348,14 @@ def test_an_upgrade_that_fails_leaves_the_v1_catalogue_as_it_was(setup, tmp_path
     monkeypatch.setitem(
         schema._MIGRATIONS, 2, (*schema._MIGRATIONS[2], "ALTER TABLE nowhere ADD COLUMN x")
     )
-    with pytest.raises(CatalogueError, match=r"upgrade the catalogue to schema 3.*old\.sqlite"):
+    with pytest.raises(CatalogueError, match=r"upgrade the catalogue to schema 4.*old\.sqlite"):
         Catalogue(path)
     monkeypatch.undo()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (1,)
         assert "tag_probs" not in columns(db, "segments") + columns(db, "files")
     with Catalogue(path) as cat:  # and the next open upgrades it
-        assert cat.stats()["schema_version"] == 3 and cat.check() == []
+        assert cat.stats()["schema_version"] == 4 and cat.check() == []
 
 
 def test_new_and_upgraded_catalogues_have_one_layout(setup, tmp_path):

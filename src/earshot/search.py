@@ -33,12 +33,19 @@ class Filters:
     # file has each at >= tag_min (None: CONFIDENT_TAG, 0.3).
     tags: tuple[str, ...] | None = None
     tag_min: float | None = None
+    # Phrases the file's keyword-search text must hold, every one: its name, folder, tags and
+    # embedded metadata (Catalogue.file_ids_matching_keywords): what `"phrase"` maps onto.
+    keywords: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.tags is not None:
             names = (self.tags,) if isinstance(self.tags, str) else self.tags
             cleaned = tuple(str(t).strip() for t in names if str(t).strip())
             object.__setattr__(self, "tags", cleaned or None)
+        if self.keywords is not None:
+            phrases = (self.keywords,) if isinstance(self.keywords, str) else self.keywords
+            cleaned = tuple(str(p).strip() for p in phrases if str(p).strip())
+            object.__setattr__(self, "keywords", cleaned or None)
 
     def active(self) -> bool:
         # tag_min alone filters nothing
@@ -58,6 +65,9 @@ class Hit:
     format: str
     # That window's sound tags, (name, probability) best first; () for untagged catalogues.
     tags: tuple[tuple[str, float], ...] = field(default=())
+    # The file's embedded metadata (description, title, keywords, ucs...; Catalogue.file_meta),
+    # None where it has none.
+    meta: dict | None = field(default=None, compare=False, hash=False)
 
     def as_dict(self) -> dict:
         """The hit as JSON gives it, the same in `earshot search --json`, the HTTP API and the
@@ -76,7 +86,14 @@ class Hit:
             "score": round(float(self.score), 6),
             "format": self.format,
             "tags": tags_json(self.tags),
+            "meta": self.meta or None,
         }
+
+
+def with_meta(catalogue: Catalogue, hits: list[Hit]) -> list[Hit]:
+    """`hits` with their files' embedded metadata (one query for all of them)."""
+    found = catalogue.file_meta([h.file_id for h in hits])
+    return [replace(h, meta=found.get(h.file_id)) for h in hits]
 
 
 def tags_json(tags: Sequence[tuple[str, float]]) -> list[dict]:
@@ -159,7 +176,7 @@ class Searcher:
         if rest.active() and scores:
             allowed = set(
                 self.cat.file_ids_matching(
-                    rest.folder, rest.min_duration, rest.max_duration, rest.formats
+                    rest.folder, rest.min_duration, rest.max_duration, rest.formats, rest.keywords
                 ).tolist()
             )
             scores = {f: p for f, p in scores.items() if f in allowed}
@@ -189,7 +206,7 @@ class Searcher:
                     tuple(tags_of.get(best.segment_id, ())),
                 )
             )
-        return hits
+        return with_meta(self.cat, hits)
 
     def resolve_tags(self, names: Sequence[str]) -> tuple[int, ...]:
         """Tag names (any case) → indices into the catalogue's vocabulary; a SearchError naming
@@ -310,10 +327,11 @@ class Searcher:
             pool = min(total, pool * 4)
         ranked = sorted(best.values(), key=lambda t: -t[0])[:k]
         tags = self.cat.segment_tags([sid for _, sid in ranked])
-        return [
+        hits = [
             self._hit(r, sid, score, rows, tags.get(sid, ()))
             for r, (score, sid) in enumerate(ranked, 1)
         ]
+        return with_meta(self.cat, hits)
 
     def _allowed(self, filters: Filters) -> np.ndarray:
         """Segment ids passing `filters`, cached per catalogue generation: the SQL behind a
@@ -332,6 +350,7 @@ class Searcher:
                 filters.formats,
                 tags=tags,
                 tag_min=tag_min,
+                keywords=filters.keywords,
             )
         return self._allowed_cache[key]
 
@@ -376,7 +395,7 @@ class Searcher:
         for i, h in enumerate(out):
             if h.segment_id in tags:
                 out[i] = replace(h, tags=tuple(tags[h.segment_id]))
-        return out
+        return with_meta(self.cat, out)
 
     def _best_window(self, file_id: int, query: np.ndarray) -> Hit:
         segments = self.cat.file_segments(file_id)

@@ -139,9 +139,17 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{h.rank:3d}. {h.score:+.3f}  {_clock(h.start_s)}-{_clock(h.end_s)}  {h.path}  "
             f"[segment {h.segment_id}]"
         )
+        if h.meta and (h.meta.get("description") or h.meta.get("fx_name")):
+            print(f"       {printable(meta_line(h.meta))}")
         if h.tags:
             print(f"       {tag_line(h.tags)}")
     return 0
+
+
+def meta_line(meta, width: int = 100) -> str:
+    """A hit's embedded description on one line (else its UCS / FX name), cut to `width`."""
+    text = " ".join(str(meta.get("description") or meta.get("fx_name") or "").split())
+    return f'"{text if len(text) <= width else text[: width - 1] + "…"}"'
 
 
 def tag_line(tags, n: int = 5) -> str:

@@ -50,6 +50,7 @@ BATCH_WINDOWS = 256  # ... or fewer, to bound memory: 256 windows of 10 s at 32 
 # a 5.6-hour file must not become a 5 GB array. 300 s of 10 s windows at 32 kHz: 77 MB.
 LONG_FILE_S = 300.0
 _MAX_WORKER_BYTES = 128 << 20
+_META_BATCH = 256  # files per transaction when only their metadata is read
 CRASHED = "the decoder crashed on it (its worker process died); re-export it"
 
 
@@ -60,6 +61,7 @@ class IndexSummary:
     removed: int = 0
     unchanged: int = 0
     reused: int = 0  # new paths whose bytes were already indexed: vectors copied, not recomputed
+    metadata_read: int = 0  # unchanged files whose embedded metadata was read (schema upgrade)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     problems: list[str] = field(default_factory=list)  # folders not read, roots missing
     segments: int = 0
@@ -74,6 +76,7 @@ class IndexSummary:
             "removed": self.removed,
             "unchanged": self.unchanged,
             "reused": self.reused,
+            "metadata_read": self.metadata_read,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "problems": self.problems,
             "segments_added": self.segments,
@@ -130,7 +133,19 @@ def _record(entry: ScanEntry, content_hash: str) -> FileRecord:
         info.format,
         info.subtype,
         tags,
+        embedded_metadata(entry.path),
     )
+
+
+def embedded_metadata(path: str) -> dict:
+    """The file's embedded metadata record (`earshot.audio.metadata`); {} where it has none or
+    reading it failed in a way nobody foresaw: metadata never fails a file."""
+    from earshot.audio.metadata import read_metadata
+
+    try:
+        return read_metadata(path).as_dict()
+    except Exception:
+        return {}
 
 
 def decode_entry(entry: ScanEntry, audio: AudioConfig, with_windows: bool = True) -> Decoded:
@@ -325,6 +340,7 @@ class Indexer:
                     self.cat.put_skipped(entry.path, entry.size, entry.mtime_ns, why)
                     summary.skipped.append((entry.path, why))
         self._process(todo, known, summary)
+        self._read_missing_metadata(seen, {e.path for e in todo}, summary)
         if not keep_missing:
             # After the new files: a moved file's old entry is still there to lend its vectors.
             away = [Path(r) for r, _ in unavailable] if not prune else []
@@ -341,6 +357,19 @@ class Indexer:
                     summary.removed = self.cat.remove_paths(gone)
         summary.seconds = time.perf_counter() - start
         return summary
+
+    def _read_missing_metadata(self, seen: set[str], done: set[str], summary: IndexSummary) -> None:
+        """Read the embedded metadata of unchanged files that never had it read (indexed
+        before schema v4): their headers only, no decoding, no embedding; committed in
+        batches, so an interrupted run keeps what it read."""
+        missing = [(p, fid) for p, fid in self.cat.files_without_meta().items()
+                   if p in seen and p not in done and os.path.isfile(p)]  # fmt: skip
+        for at in range(0, len(missing), _META_BATCH):
+            chunk = [(fid, embedded_metadata(p)) for p, fid in missing[at : at + _META_BATCH]]
+            with self.cat.batch():
+                for fid, meta in chunk:
+                    self.cat.set_meta(fid, meta)
+            summary.metadata_read += len(chunk)
 
     def _process(self, todo: list[ScanEntry], known: dict, summary: IndexSummary) -> None:
         from tqdm import tqdm

@@ -21,7 +21,9 @@ import numpy as np
 from earshot.index.schema import (
     BM25_WEIGHTS,
     CONFIDENT_TAG,
+    FTS_COLUMNS,
     INVARIANTS,
+    META_INVARIANTS,
     SEGMENT_SELECT,
     TAG_DTYPE,
     TAG_INVARIANTS,
@@ -29,6 +31,7 @@ from earshot.index.schema import (
     FileState,
     SegmentRow,
     decode_tags,
+    fts_phrase,
     fts_query,
     summarise_tags,
 )
@@ -77,6 +80,20 @@ class CatalogueQueries:
                 (content_hash,),
             ).fetchone()
         return None if row is None else row[0]
+
+    def files_without_meta(self) -> dict[str, int]:
+        """path → id of the indexed files whose embedded metadata was never read (those of a
+        catalogue made before schema v4); {} for an older catalogue opened read-only."""
+        if not self._has_meta():
+            return {}
+        with self._use("read file states") as conn:
+            rows = conn.execute("SELECT path, id FROM files WHERE status = 'ok' AND meta IS NULL")
+            return dict(rows.fetchall())
+
+    def _has_meta(self) -> bool:
+        """Whether the catalogue has schema v4's metadata (`files.meta`, `files_fts.meta`)."""
+        with self._use("read the catalogue's layout") as conn:
+            return _schema_version(conn) >= 4
 
     def file_id_for_path(self, path: str) -> int | None:
         """The id of the file catalogued at `path`, skipped or not."""
@@ -162,7 +179,61 @@ class CatalogueQueries:
             ).fetchone()[0]
         info["tags"] = json.loads(info["tags"])
         info["sound_tags"] = self._named(info.pop("tag_probs", None))
+        info["meta"] = _meta_of(info.get("meta"))
         return info
+
+    def file_meta(self, file_ids: Sequence[int], raw: bool = False) -> dict[int, dict]:
+        """id → embedded metadata record (`earshot.audio.metadata.Metadata.as_dict()`) for
+        those of `file_ids` that have one that is not empty; without its raw key/values unless
+        `raw` (what a hit carries: the normalised fields only)."""
+        wanted = [int(i) for i in dict.fromkeys(file_ids)]
+        if not wanted or not self._has_meta():
+            return {}
+        found: dict[int, dict] = {}
+        with self._snapshot("read file metadata") as conn:
+            for at in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[at : at + _IN_CHUNK]
+                query = (
+                    "SELECT id, meta FROM files WHERE meta IS NOT NULL AND meta != '{}' "
+                    f"AND id IN ({', '.join('?' * len(chunk))})"
+                )
+                for fid, text in conn.execute(query, chunk):
+                    meta = _meta_of(text)
+                    if meta and not raw:
+                        meta.pop("raw", None)
+                    if meta:
+                        found[fid] = meta
+        return found
+
+    def file_ids_matching_keywords(
+        self, phrases: Sequence[str], columns: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """(n,) int64 ids, ascending, of the indexed files whose keyword-search text holds
+        every one of `phrases`, each as an exact phrase of words (case and accents ignored; a
+        phrase's last word also as a prefix when it has 3+ letters: "door cre" finds "door
+        creaks"). `columns`: the FTS5 columns to look in, of "name", "folder", "tags" (sound
+        tags and soundfile's tag strings) and "meta" (the embedded metadata: description,
+        keywords, UCS category, FX name...); None: all of them. What a `"phrase"` or a
+        metadata `tag:` in a query maps onto (`Filters.keywords`). No phrase with a word in
+        it: no filter (every indexed file)."""
+        exprs = [e for e in (fts_phrase(p) for p in phrases) if e]
+        if not exprs:
+            return self.file_ids_matching()
+        have = FTS_COLUMNS if self._has_meta() else FTS_COLUMNS[:3]
+        cols = list(have if columns is None else dict.fromkeys(columns))
+        unknown = [c for c in cols if c not in FTS_COLUMNS]
+        if unknown:
+            raise CatalogueError(f"no keyword-search column {unknown[0]!r}; use {FTS_COLUMNS}")
+        cols = [c for c in cols if c in have]
+        if not cols:
+            return np.empty(0, dtype=np.int64)
+        scope = "{" + " ".join(cols) + "} : "
+        match = " AND ".join(f"({scope}{e})" for e in exprs)
+        with self._use("search keywords") as conn:
+            rows = conn.execute(
+                "SELECT rowid FROM files_fts WHERE files_fts MATCH ? ORDER BY rowid", (match,)
+            )
+            return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def segment_ids_matching(
         self,
@@ -172,6 +243,7 @@ class CatalogueQueries:
         formats: Sequence[str] | None = None,
         tags: Sequence[int] | None = None,
         tag_min: float = CONFIDENT_TAG,
+        keywords: Sequence[str] | None = None,
     ) -> np.ndarray:
         """(n,) int64 ids, ascending, of the segments whose FILE passes every filter given.
 
@@ -179,15 +251,26 @@ class CatalogueQueries:
         the current directory); durations: the file's, in seconds, inclusive; formats: matched
         case-insensitively against the file's format, subtype or extension ('wav', 'flac',
         'ogg', 'opus', 'mp3', 'm4a'); tags: indices into `tag_names`, each of which one of the
-        file's windows must have with probability >= tag_min. None or empty means no filter.
+        file's windows must have with probability >= tag_min; keywords: phrases the file's
+        keyword-search text must hold, every one (`file_ids_matching_keywords`). None or empty
+        means no filter.
         """
         where, params = _file_filter(folder, min_duration, max_duration, formats)
         base = "SELECT s.id FROM segments s JOIN files f ON f.id = s.file_id WHERE "
+        if keywords:
+            wanted_ids = set(self.file_ids_matching_keywords(keywords).tolist())
+            if tags:
+                wanted_ids &= set(self.files_with_tags(tags, tag_min))
+            return self._segments_of_files(base, where, params, sorted(wanted_ids))
         if not tags:
             query = f"{base}{' AND '.join(where)} ORDER BY s.id"
             with self._use("filter segments") as conn:
                 return np.fromiter((row[0] for row in conn.execute(query, params)), np.int64)
-        wanted = sorted(self.files_with_tags(tags, tag_min))
+        return self._segments_of_files(
+            base, where, params, sorted(self.files_with_tags(tags, tag_min))
+        )
+
+    def _segments_of_files(self, base: str, where: list, params: list, wanted: list[int]):
         out = []
         with self._snapshot("filter segments") as conn:
             for at in range(0, len(wanted), _IN_CHUNK):
@@ -204,12 +287,16 @@ class CatalogueQueries:
         min_duration: float | None = None,
         max_duration: float | None = None,
         formats: Sequence[str] | None = None,
+        keywords: Sequence[str] | None = None,
     ) -> np.ndarray:
         """(n,) int64 ids, ascending, of the indexed files passing these filters (as above)."""
         where, params = _file_filter(folder, min_duration, max_duration, formats)
         query = f"SELECT f.id FROM files f WHERE {' AND '.join(where)} ORDER BY f.id"
         with self._use("filter files") as conn:
-            return np.fromiter((row[0] for row in conn.execute(query, params)), dtype=np.int64)
+            ids = np.fromiter((row[0] for row in conn.execute(query, params)), dtype=np.int64)
+        if keywords:
+            ids = np.intersect1d(ids, self.file_ids_matching_keywords(keywords))
+        return ids
 
     # --- reads of per-window tags ---------------------------------------------------------
 
@@ -280,7 +367,8 @@ class CatalogueQueries:
         return [(names[i], int(counts[i])) for i in order]
 
     def keyword_search(self, query: str, limit: int = 100) -> list[tuple[int, float]]:
-        """[(file_id, score)], best first: BM25 over file names, folder names and tag values.
+        """[(file_id, score)], best first: BM25 over file names, folder names, tag values and
+        (schema v4) the embedded metadata's words.
 
         Any text is safe: only its words are searched, each quoted (see `schema.fts_query`).
         """
@@ -289,7 +377,7 @@ class CatalogueQueries:
             return []
         with self._use("search keywords") as conn:
             rows = conn.execute(
-                "SELECT rowid, bm25(files_fts, ?, ?, ?) AS rank FROM files_fts "
+                "SELECT rowid, bm25(files_fts, ?, ?, ?, ?) AS rank FROM files_fts "
                 "WHERE files_fts MATCH ? ORDER BY rank LIMIT ?",
                 (*BM25_WEIGHTS, match, int(limit)),
             ).fetchall()
@@ -390,6 +478,8 @@ class CatalogueQueries:
             checks = dict(INVARIANTS)
             if _schema_version(conn) >= 2:
                 checks |= TAG_INVARIANTS
+            if _schema_version(conn) >= 4:
+                checks |= META_INVARIANTS
             problems += [
                 f"{n} {what}" for what, q in checks.items() if (n := conn.execute(q).fetchone()[0])
             ]
@@ -417,6 +507,17 @@ class CatalogueQueries:
         return [f"{n} {what}" for what, n in (
             ("file tag summaries that are not their windows' best", wrong),
             ("files tagged outside the tag vocabulary", outside)) if n]  # fmt: skip
+
+
+def _meta_of(text: str | None) -> dict | None:
+    """A stored metadata record (JSON) → dict; None where never read or unreadable."""
+    if not text:
+        return None
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def _schema_version(conn: Connection) -> int:

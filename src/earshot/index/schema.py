@@ -7,6 +7,7 @@ like (and whether an existing file is one of ours) lives here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import numpy as np
 from earshot.errors import CatalogueError, EarshotError
 from earshot.errors import ModelMismatchError as ModelMismatchError  # re-exported
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # PRAGMA application_id: 'EARS', so `file` and sqlite tools can tell a catalogue apart.
 APPLICATION_ID = 0x45415253
 
@@ -84,10 +85,33 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "INSERT OR IGNORE INTO meta (key, value) "
         "VALUES ('catalogue_uuid', lower(hex(randomblob(16))))",
     ),
+    # v4: embedded metadata (earshot.audio.metadata): `files.meta` holds the normalised record
+    # as JSON, NULL where it was never read (every file of an older catalogue: the next
+    # `earshot index` reads the metadata of those it finds unchanged, without re-embedding
+    # them); and keyword search gets a `meta` column of its own (FTS5 cannot add a column, so
+    # the table is made anew, its rows copied with an empty `meta`).
+    4: (
+        "ALTER TABLE files ADD COLUMN meta TEXT",
+        "DROP TRIGGER files_fts_delete",
+        "CREATE VIRTUAL TABLE files_fts_v4 USING fts5 ("
+        "name, folder, tags, meta, tokenize = 'unicode61 remove_diacritics 2')",
+        "INSERT INTO files_fts_v4 (rowid, name, folder, tags, meta) "
+        "SELECT rowid, name, folder, tags, '' FROM files_fts",
+        "DROP TABLE files_fts",
+        "ALTER TABLE files_fts_v4 RENAME TO files_fts",
+        """CREATE TRIGGER files_fts_delete AFTER DELETE ON files BEGIN
+        DELETE FROM files_fts WHERE rowid = old.id;
+    END""",
+    ),
 }
 
-# bm25 column weights for (name, folder, tags): a file's own name says the most about it.
-BM25_WEIGHTS = (3.0, 1.0, 2.0)
+# bm25 column weights for (name, folder, tags, meta): a file's own name says the most about
+# it; the words its library wrote into it (description, keywords, UCS category) come next,
+# beside the sound tags. A catalogue older than v4 has no `meta` column: bm25 ignores the
+# weight of a column that is not there.
+BM25_WEIGHTS = (3.0, 1.0, 2.0, 2.0)
+# The FTS5 columns, in order; `meta` from schema v4.
+FTS_COLUMNS = ("name", "folder", "tags", "meta")
 
 # What `Catalogue.check` counts; each must be 0 in a sound catalogue.
 INVARIANTS = {
@@ -105,6 +129,14 @@ INVARIANTS = {
     "WHERE rowid NOT IN (SELECT id FROM files WHERE status = 'ok')",
     "removals recorded after the current generation": "SELECT count(*) FROM meta a, meta b "
     "WHERE a.key = 'removed_generation' AND b.key = 'generation' AND a.value > b.value",
+}
+
+# Checked by `Catalogue.check` on catalogues of schema v4 and later, besides INVARIANTS.
+META_INVARIANTS = {
+    "metadata records that are not JSON objects": "SELECT count(*) FROM files "
+    "WHERE meta IS NOT NULL AND (json_valid(meta) = 0 OR json_type(meta) != 'object')",
+    "skipped files with metadata": "SELECT count(*) FROM files "
+    "WHERE status = 'skipped' AND meta IS NOT NULL",
 }
 
 # --- per-window tags (schema v2) ------------------------------------------------------------
@@ -147,6 +179,9 @@ class FileRecord:
     format: str  # e.g. 'WAV', 'FLAC', 'OGG', 'MP3'
     subtype: str  # e.g. 'PCM_16', 'VORBIS'
     tags: Mapping[str, str] = field(default_factory=dict)  # title, artist, comment, ...
+    # The embedded metadata (`earshot.audio.metadata.Metadata.as_dict()`); None: not read, so
+    # the next indexing run reads it ({} : read, nothing there).
+    meta: Mapping | None = None
 
 
 @dataclass(frozen=True)
@@ -177,8 +212,9 @@ SEGMENT_SELECT = (
 )
 FILE_COLUMNS = (
     "folder, name, ext, size, mtime_ns, content_hash, duration_s, sample_rate, channels, "
-    "format, subtype, tags, indexed_at"
+    "format, subtype, tags, indexed_at, meta"
 )
+FILE_MARKS = ", ".join("?" * len(FILE_COLUMNS.split(",")))
 
 
 def file_values(record: FileRecord) -> tuple:
@@ -187,7 +223,15 @@ def file_values(record: FileRecord) -> tuple:
     tags = json.dumps({str(k): str(v) for k, v in record.tags.items()}, ensure_ascii=False)
     return (folder, name, extension(name), int(record.size), int(record.mtime_ns),
             record.content_hash, float(record.duration_s), int(record.sample_rate),
-            int(record.channels), record.format, record.subtype, tags, time.time())  # fmt: skip
+            int(record.channels), record.format, record.subtype, tags, time.time(),
+            meta_json(record.meta))  # fmt: skip
+
+
+def meta_json(meta: Mapping | None) -> str | None:
+    """A metadata record as `files.meta` stores it: JSON, or NULL (None) where never read."""
+    if meta is None:
+        return None
+    return json.dumps(dict(meta), ensure_ascii=False, sort_keys=True, default=str)
 
 
 def extension(name: str) -> str:
@@ -530,6 +574,11 @@ def _create(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    # The migrations that remake a table (v4's keyword-search table) leave free pages in a new
+    # file; a new catalogue starts without them, as small as its layout.
+    if conn.execute("PRAGMA freelist_count").fetchone()[0]:
+        with contextlib.suppress(sqlite3.Error):  # another process already using it: leave it
+            conn.execute("VACUUM")
 
 
 def describe_error(exc: sqlite3.Error, path: Path, doing: str) -> str:
@@ -586,11 +635,22 @@ def fts_document(
 ) -> tuple[str, str, str]:
     """The (name, folder, tags) columns of a file's FTS row: name without extension; the tags
     column holds the embedded metadata's values, then the names of the sound tags the model is
-    sure of (`confident_tags`)."""
+    sure of (`confident_tags`). (Schema v4's `meta` column: `fts_meta`.)"""
     folder, name = os.path.split(path)
     stem = os.path.splitext(name)[0]
     parts = [p for p in Path(folder).parts if p.strip("/\\")]
     return words(stem), " ".join(words(p) for p in parts), " ".join([*tags.values(), *sound_tags])
+
+
+def fts_meta(meta: Mapping | None) -> str:
+    """The `meta` column of a file's FTS row: the words of its embedded metadata record
+    (description, title, FX name, keywords, categories... `metadata.search_text`), with
+    CamelCase words such as a UCS CatID also split ("DOORWood" → "DOORWood DOOR Wood")."""
+    if not meta:
+        return ""
+    from earshot.audio.metadata import search_text
+
+    return words(search_text(meta))
 
 
 def fts_query(text: str) -> str | None:
@@ -606,3 +666,14 @@ def fts_query(text: str) -> str | None:
         quoted = '"' + word.replace('"', '""') + '"'
         terms.append(quoted + "*" if len(word) >= 3 else quoted)
     return " OR ".join(terms) or None
+
+
+def fts_phrase(text: str) -> str | None:
+    """A MATCH expression for one exact phrase: its words in order, as one quoted FTS5 phrase
+    (so no operator survives), the last word also a prefix when it has 3+ letters; None if
+    `text` has no words."""
+    found = [w.lower() for w in _TOKEN.findall(str(text))][:_MAX_QUERY_TERMS]
+    if not found:
+        return None
+    quoted = '"' + " ".join(found).replace('"', '""') + '"'
+    return quoted + "*" if len(found[-1]) >= 3 else quoted

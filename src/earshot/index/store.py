@@ -34,6 +34,7 @@ import numpy as np
 from earshot.index.queries import CatalogueQueries
 from earshot.index.schema import (
     FILE_COLUMNS,
+    FILE_MARKS,
     CatalogueError,
     FileRecord,
     FileState,
@@ -49,6 +50,8 @@ from earshot.index.schema import (
     extension,
     file_values,
     fts_document,
+    fts_meta,
+    meta_json,
     model_hint,
     summarise_tags,
 )
@@ -349,9 +352,11 @@ class Catalogue(CatalogueQueries):
             if source[0] == record.path:  # touched, same bytes: keep the segments and their ids
                 self._check_path(record.path, doing)
                 conn.execute(
-                    f"UPDATE files SET ({FILE_COLUMNS}) = ({', '.join('?' * 13)}) WHERE id = ?",
+                    f"UPDATE files SET ({FILE_COLUMNS}) = ({FILE_MARKS}) WHERE id = ?",
                     (*file_values(record), int(from_file_id)),
                 )
+                conn.execute("DELETE FROM files_fts WHERE rowid = ?", (int(from_file_id),))
+                self._insert_fts(conn, int(from_file_id), record, source[2])
                 self._dirty = True
                 return int(from_file_id)
             file_id = self._insert_file(conn, record, source[2])
@@ -424,17 +429,39 @@ class Catalogue(CatalogueQueries):
         self._delete_path(conn, record.path)
         file_id = conn.execute(
             f"INSERT INTO files (path, status, tag_probs, {FILE_COLUMNS}) "
-            f"VALUES (?, 'ok', ?, {', '.join('?' * 13)})",
+            f"VALUES (?, 'ok', ?, {FILE_MARKS})",
             (record.path, tag_summary, *file_values(record)),
         ).lastrowid
+        self._insert_fts(conn, file_id, record, tag_summary)
+        self._dirty = True
+        return file_id
+
+    def _insert_fts(
+        self, conn: sqlite3.Connection, file_id: int, record: FileRecord, tag_summary: bytes | None
+    ) -> None:
         sound_tags = confident_tags(tag_summary, self.tag_names) if tag_summary else []
         metadata = {k: str(v) for k, v in record.tags.items()}
         conn.execute(
-            "INSERT INTO files_fts (rowid, name, folder, tags) VALUES (?, ?, ?, ?)",
-            (file_id, *fts_document(record.path, metadata, sound_tags)),
+            "INSERT INTO files_fts (rowid, name, folder, tags, meta) VALUES (?, ?, ?, ?, ?)",
+            (file_id, *fts_document(record.path, metadata, sound_tags), fts_meta(record.meta)),
         )
-        self._dirty = True
-        return file_id
+
+    def set_meta(self, file_id: int, meta: Mapping) -> None:
+        """Store the embedded metadata of indexed file `file_id` (read after it was indexed,
+        e.g. by an earshot older than schema v4) and put its words in the file's keyword-search
+        row; its vectors are untouched."""
+        doing = f"store the metadata of file {file_id}"
+        with self._use(doing, write=True) as conn:
+            updated = conn.execute(
+                "UPDATE files SET meta = ? WHERE id = ? AND status = 'ok'",
+                (meta_json(dict(meta)), int(file_id)),
+            ).rowcount
+            if not updated:
+                raise CatalogueError(f"cannot {doing}: no indexed file {file_id}")
+            conn.execute(
+                "UPDATE files_fts SET meta = ? WHERE rowid = ?", (fts_meta(meta), int(file_id))
+            )
+            self._dirty = True
 
     def _delete_path(self, conn: sqlite3.Connection, path: str) -> bool:
         row = conn.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()

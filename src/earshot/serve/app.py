@@ -387,7 +387,8 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
         info = svc.file(file_id)
         segments = svc.cat.file_segments(info["id"])
         keep = ("id", "path", "folder", "name", "ext", "size", "duration_s", "sample_rate",
-                "channels", "format", "subtype", "tags", "status", "skip_reason")  # fmt: skip
+                "channels", "format", "subtype", "tags", "status", "skip_reason",
+                "meta")  # fmt: skip
         return {
             **{key: info.get(key) for key in keep},
             "sound_tags": tags_json(info.get("sound_tags") or ()),
