@@ -50,7 +50,7 @@ def pool_clips(limit: int | None) -> list[tuple[Path, str]]:
     """(audio path, label) of the sfx pool's test split, as the general recipe carves it."""
     import warnings
 
-    from earshot.train.recipe import load_recipe
+    from earshot.data.recipe import load_recipe
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
