@@ -329,3 +329,30 @@ def test_serve_flag_sets_the_clip_limit():
     assert settings_from_args(build_parser().parse_args(["serve"])).max_clip_s == 600.0
     with pytest.raises(EarshotError, match="--max-clip-s must be positive"):
         settings_from_args(build_parser().parse_args(["serve", "--max-clip-s", "0"]))
+
+
+def test_a_clip_is_removed_even_when_the_client_goes_away(lib, tmp_path, monkeypatch):
+    """Sending fails part-way (the browser cancelled the download): the temporary file goes."""
+    import asyncio
+    import tempfile
+
+    from earshot.serve.playback import clip_response
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    path = lib.root / "street" / "market.wav"
+    info = {"id": 1, "path": str(path), "name": path.name}
+    response = clip_response(info, 0.0, 10.0, "wav", 0.0, "linear", 600.0)
+    assert [p.name for p in tmp_path.iterdir()] and response.path.is_file()
+
+    async def receive():
+        await asyncio.sleep(10)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            raise OSError("connection reset by peer")
+
+    scope = {"type": "http", "method": "GET", "headers": [], "asgi": {"spec_version": "2.4"}}
+    with pytest.raises(OSError):
+        asyncio.run(response(scope, receive, send))
+    assert list(tmp_path.iterdir()) == []

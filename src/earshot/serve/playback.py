@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from fastapi.responses import FileResponse
 
 from earshot.audio.export import MAX_FADE_MS, Source, read_frames
 
@@ -173,7 +174,7 @@ def parse_range(header: str | None, length: int) -> tuple[int, int] | None:
 def audio_response(info: dict, range_header: str | None):
     """`GET /api/audio/{id}`: the file itself where the browser plays it, else the WAV
     transcode, with Range (206 / 416) either way."""
-    from fastapi.responses import FileResponse, Response, StreamingResponse
+    from fastapi.responses import Response, StreamingResponse
 
     from earshot.audio.export import open_source
     from earshot.errors import ApiError, AudioDecodeError
@@ -219,9 +220,6 @@ def clip_response(
     import shutil
     import tempfile
 
-    from fastapi.responses import FileResponse
-    from starlette.background import BackgroundTask
-
     from earshot.audio.export import (
         ExportError,
         clip_name,
@@ -253,6 +251,9 @@ def clip_response(
     except ExportError as e:
         shutil.rmtree(folder, ignore_errors=True)
         raise ApiError(422, str(e).replace(folder + "/", "")) from None
+    except AudioDecodeError as e:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ApiError(422, f"cannot read file {info['id']}: {e.reason}") from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -263,12 +264,29 @@ def clip_response(
     if done.note:
         headers["X-Earshot-Note"] = done.note.encode("ascii", "replace").decode()
     ext = done.path.suffix.lstrip(".").lower()
-    return FileResponse(
+    return _TemporaryFileResponse(
+        folder,
         done.path,
         media_type=MEDIA_TYPES.get(ext, "application/octet-stream"),
         headers=headers,
-        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
     )
+
+
+class _TemporaryFileResponse(FileResponse):
+    """A FileResponse whose folder is removed once it is sent, or the client went away (a
+    background task is skipped when sending fails)."""
+
+    def __init__(self, folder: str, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.folder = folder
+
+    async def __call__(self, scope, receive, send) -> None:
+        import shutil
+
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 MEDIA_TYPES = {
