@@ -147,3 +147,33 @@ def test_a_span_downloads_from_the_page_origin(browser, served):
     assert result["status"] == 200 and result["type"] == "audio/aiff"
     assert "filename*=UTF-8''gull%20%C3%A9_1-2.aiff" in result["disposition"]
     assert result["size"] > 48000 * 2 * 3
+
+
+def test_an_aiff_hit_plays_from_the_page(browser, served):
+    """The page's own player: search, press the AIFF hit's play button, hear it (muted)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server, _, _ = served
+    d = browser
+    d.get(server.url + "/")
+    wait = WebDriverWait(d, 20)
+    wait.until(lambda d: d.execute_script("return !!window.earshot"), "the page's script")
+    box = d.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys("a gull calls")
+    names_js = "return (window.earshot.state.hits || []).map(h => h.name);"
+    wait.until(lambda d: "gull é.aiff" in d.execute_script(names_js), "the AIFF among the hits")
+    names = d.execute_script(names_js)
+    cards = d.find_elements(By.CSS_SELECTOR, "#results .hit")
+    card = cards[names.index("gull é.aiff")]
+    card.find_element(By.CSS_SELECTOR, ".play").click()
+    state_js = (
+        "const p = document.getElementById('player');"
+        "return {time: p.currentTime, paused: p.paused, src: p.getAttribute('src'),"
+        " error: p.error && p.error.message, state: p.readyState, duration: p.duration};"
+    )
+    wait.until(lambda d: d.execute_script(state_js)["time"] > 0.2, "the AIFF playing")
+    state = d.execute_script(state_js)
+    assert state["error"] is None and not state["paused"] and state["state"] >= 2, state
+    assert abs(state["duration"] - 3.0) < 0.05

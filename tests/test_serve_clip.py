@@ -356,3 +356,18 @@ def test_a_clip_is_removed_even_when_the_client_goes_away(lib, tmp_path, monkeyp
     with pytest.raises(OSError):
         asyncio.run(response(scope, receive, send))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_named_origin_can_read_the_clips_name(lib, ids):
+    cat = Catalogue(lib.db, readonly=True)
+    app = create_app(cat, load_model(lib.model_dir), Settings(cors_origins=("http://daw.local",)))
+    with TestClient(app, base_url=BASE) as c:
+        r = c.get(
+            f"/api/clip/{ids['wren.wav']}",
+            params={"start": 0, "end": 1},
+            headers={"Origin": "http://daw.local"},
+        )
+    cat.close()
+    assert r.status_code == 200
+    exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
+    assert {"content-disposition", "x-earshot-note", "content-range"} <= exposed

@@ -460,7 +460,13 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Range"],
-            expose_headers=["Content-Range", "Accept-Ranges", "Content-Length"],
+            expose_headers=[
+                "Content-Range",
+                "Accept-Ranges",
+                "Content-Length",
+                "Content-Disposition",
+                "X-Earshot-Note",
+            ],
         )
     return app
 
