@@ -414,3 +414,28 @@ def test_a_touched_file_keeps_its_segments_and_gets_its_metadata_again(tmp_path,
         index(cat, text_model, root)
         assert cat.file_id_for_path(str(path)) == fid and cat.check() == []
         assert [f for f, _ in cat.keyword_search("first words")] == [fid]
+
+
+@pytest.mark.slow
+def test_bench_hybrid_quick_reports_every_fraction():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "bench" / "bench_hybrid.py"), "--quick"],
+        cwd=root,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["quick"] is True and result["clips"] == 12 and result["metadata_read"] == 12
+    assert set(result["fractions"]) == {"0.0", "0.25", "0.5", "1.0"}
+    none, every = result["fractions"]["0.0"], result["fractions"]["1.0"]
+    assert none["hybrid"] == none["vector"]  # nothing described: fusion changes nothing
+    assert every["hybrid"]["mAP@10"] == 1.0  # every file described by its label
