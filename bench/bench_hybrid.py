@@ -18,7 +18,8 @@ path, whose figures mean nothing.
 
 Prints one JSON object: per fraction, mAP@10 / R@1 / R@10 for vector and hybrid, the paired
 difference hybrid − vector with a 95% bootstrap CI over queries, and mAP@10 over the queries
-whose relevant files are all described / none described.
+whose relevant files are all described / none described. The keyword text's folder words are
+blanked (the library sits in a temporary folder whose name must not match queries).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_hybrid.py            # ~10 min on 2 cores
     .venv/bin/python bench/bench_hybrid.py --quick                     # ~20 s
@@ -94,6 +95,9 @@ def write_library(clips: list[tuple[Path, str]], folder: Path, rate: int) -> lis
     out = []
     for i, (source, label) in enumerate(clips):
         path = folder / f"s{i:05d}.wav"
+        out.append((path, label))
+        if path.is_file():  # a kept library (--keep): the same bytes as last time
+            continue
         samples = load(source, rate)
         sf.write(path, np.clip(samples, -1, 1), rate, subtype="PCM_16")
         text = label[0].upper() + label[1:]
@@ -101,7 +105,6 @@ def write_library(clips: list[tuple[Path, str]], folder: Path, rate: int) -> lis
             add_bext(path, text, "bench")
         else:
             write_id3(path, {"TIT2": text, "COMM": text}, kind="wav")
-        out.append((path, label))
     return out
 
 
@@ -181,13 +184,18 @@ def main(argv: list[str] | None = None) -> int:
     written_s = time.perf_counter() - start
 
     db = tmp / "bench.sqlite"
-    for p in (db, db.with_name(db.name + ".ann")):
-        p.unlink(missing_ok=True)
+    if not args.keep:
+        for p in (db, db.with_name(db.name + ".ann")):
+            p.unlink(missing_ok=True)
     with Catalogue(db) as cat:
         t0 = time.perf_counter()
         indexed = Indexer(cat, model, workers=args.workers, progress=False).run([tmp / "lib"])
         index_s = time.perf_counter() - t0
         log(f"indexed {indexed.added} files in {index_s:.0f} s")
+        # Names are stripped; so are folders: the library's folder (a temporary one) must not
+        # lend its words ("tmp", "scratch"...) to every file's keyword text.
+        with cat.batch():
+            cat.db.execute("UPDATE files_fts SET folder = ''")
         ids = {str(p): cat.file_id_for_path(str(p)) for p, _ in library}
         label_of = {ids[str(p)]: label for p, label in library if ids[str(p)] is not None}
         read = sum(bool(cat.file(f)["meta"].get("description") or cat.file(f)["meta"].get("title"))
