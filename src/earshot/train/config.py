@@ -6,94 +6,101 @@ import dataclasses
 import tomllib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from earshot.config import AudioConfig, EncoderConfig, ModelConfig, TextConfig
 from earshot.errors import ConfigError
 
-LOSSES = ("triplet", "infonce")
+
+def _s(default: Any, help: str) -> Any:
+    """A setting: its default and the one line `earshot train --help` shows for it."""
+    return field(default=default, metadata={"help": help})
+
+
+Loss = Literal["triplet", "infonce"]
+Encoder = Literal["cnn14", "cnn10", "mn04", "mn10"]  # = earshot.encoders.audio.AUDIO_ENCODERS
+LOSSES = typing.get_args(Loss)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # data
-    dataset: str = ""  # Clotho folder, labels.csv folder, or captions CSV (+ audio_dir)
-    audio_dir: str | None = None
-    train_split: str = "development"  # or a labels.csv filter such as "fold=1,2"
-    val_split: str = "validation"
-    # model
-    init: str | None = None  # a model folder to start from; else built from the fields below
-    # cnn14 | cnn10 (trained here), or mn04 | mn10: EfficientAT's AudioSet backbone, named by
-    # the model folder, frozen; only the heads train, on its cached features (train/heads.py)
-    encoder: str = "cnn14"
-    widths: tuple[int, ...] | None = None  # conv widths; None = PANNs' own for `encoder`
-    embed_dim: int | None = None
-    panns: str | None = None  # PANNs checkpoint for the audio encoder
-    text_model: str = "all-MiniLM-L6-v2"
-    joint_dim: int = 300
-    window_s: float = 10.0  # analysis window the model is trained on (and searches with)
-    hop_s: float = 5.0
-    freeze_audio: bool = False  # train the heads (and text, if unfrozen) only
-    freeze_text: bool = True  # frozen: sentence embeddings come from the text cache
-    # objective
-    loss: str = "triplet"
-    margin: float = 0.2
-    triplet_variant: str = "sum"  # sum (VSE, the thesis) | hardest (VSE++)
-    temperature: float = 0.07  # InfoNCE's initial temperature (learnable)
-    # Added to the loss: each clip against one caption of every label (labelled data only)
-    class_loss: float = 0.0  # its weight; 0 turns it off
-    class_temperature: float = 0.1
-    # Pretrained backbones (mn04, mn10): weight of the teacher-space term that keeps every
-    # window near the text head's image of its AudioSet tags (train/heads.py); 0 = off
-    distill: float = 0.0
-    # optimisation
-    epochs: int = 30
-    steps_per_epoch: int | None = None  # default: one pass over the training clips
-    batch_size: int = 32
-    lr: float = 1e-3
-    encoder_lr: float | None = None  # default: lr
-    weight_decay: float = 1e-2
-    warmup_epochs: float = 1.0
-    grad_clip: float = 1.0
-    spec_augment: bool = True
-    mixup_alpha: float = 0.0  # 0 turns mixup off
-    # log-mel augmentation (train/batches.py); mixtures need a recipe with `mix` labels
-    mix_prob: float = 0.0  # share of clips mixed with a clip of another label + joint caption
-    gain_db: float = 0.0  # random gain in [-gain_db, +gain_db]
-    time_shift: bool = False  # random circular shift of the frames
-    noise_prob: float = 0.0  # share of clips given coloured background noise at 10-30 dB SNR
-    freq_shift: int = 0  # random shift of the mel bins in [-freq_shift, +freq_shift]
-    filter_db: float = 0.0  # random smooth equaliser (FilterAugment), gains in ±filter_db dB
-    precise_bn: int = (
-        0  # >0: BatchNorm statistics from this many clean batches before each validation
+    dataset: str = _s("", "Clotho folder, labels.csv folder, recipe TOML or captions CSV")
+    audio_dir: str | None = _s(None, "audio folder for a captions CSV")
+    train_split: str = _s("development", 'training split, or a labels.csv filter ("fold=1,2")')
+    val_split: str = _s("validation", "validation split (scored after every epoch)")
+    # model: defaults are ModelConfig's (earshot.config), not copies of them
+    init: str | None = _s(None, "a model folder to start from; else one is built from below")
+    encoder: Encoder = _s(  # noqa: RUF009 (a field(), as ruff sees for the other settings)
+        EncoderConfig.name,
+        "cnn14 | cnn10 (trained here) or mn04 | mn10 (EfficientAT's AudioSet backbone, "
+        "named by the folder, frozen: only the heads train, on cached features)",
     )
-    # After the last epoch: the heads fitted again on clean features of the best encoder, kept
-    # only where validation improves (train/refit.py); 0 turns it off
-    refit_steps: int = 0
-    refit_lr: float | None = None  # default: lr
-    # The exponential moving average of the weights is what validation scores and the model
-    # folder gets (train/ema.py); its decay per step, 0 turns it off (the raw weights)
-    ema: float = 0.0
-    patience: int = 5  # epochs without a better validation mAP@10 before stopping
-    seed: int = 0
+    widths: tuple[int, ...] | None = _s(None, "conv widths (default: PANNs' own for encoder)")
+    embed_dim: int | None = _s(None, "audio embedding size (default: the last width)")
+    panns: str | None = _s(None, "PANNs checkpoint (.pth) to start the audio encoder from")
+    text_model: str = _s(TextConfig.model, "sentence-transformers text encoder")
+    joint_dim: int = _s(ModelConfig.joint_dim, "size of the joint text-audio space")
+    window_s: float = _s(AudioConfig.window_s, "analysis window in seconds (train and search)")
+    hop_s: float = _s(AudioConfig.hop_s, "hop between windows in seconds")
+    freeze_audio: bool = _s(False, "train the heads (and the text side, if unfrozen) only")
+    freeze_text: bool = _s(True, "frozen text encoder: sentence vectors from the text cache")
+    # objective
+    loss: Loss = _s("triplet", "triplet (the thesis) or infonce (DCASE 2023)")  # noqa: RUF009
+    margin: float = _s(0.2, "triplet margin")
+    triplet_variant: Literal["sum", "hardest"] = _s(
+        "sum", "sum over negatives (VSE, the thesis) or the hardest one (VSE++)"
+    )
+    temperature: float = _s(0.07, "InfoNCE's initial temperature (learnable)")
+    class_loss: float = _s(
+        0.0, "weight of the class-caption loss (each clip against every label); 0 = off"
+    )
+    class_temperature: float = _s(0.1, "temperature of the class-caption loss")
+    distill: float = _s(
+        0.0, "mn04/mn10: weight of the teacher-space term (train/heads.py); 0 = off"
+    )
+    # optimisation
+    epochs: int = _s(30, "most epochs to train")
+    steps_per_epoch: int | None = _s(None, "steps per epoch (default: one pass over the clips)")
+    batch_size: int = _s(32, "clips per step (in-batch negatives)")
+    lr: float = _s(1e-3, "learning rate (AdamW)")
+    encoder_lr: float | None = _s(None, "learning rate of the audio encoder (default: lr)")
+    weight_decay: float = _s(1e-2, "AdamW weight decay")
+    warmup_epochs: float = _s(1.0, "linear warm-up before the cosine decay, in epochs")
+    grad_clip: float = _s(1.0, "gradient norm clip; 0 = off")
+    spec_augment: bool = _s(True, "SpecAugment time and frequency masks")
+    mixup_alpha: float = _s(0.0, "mixup's Beta(alpha, alpha); 0 = off")
+    # log-mel augmentation (train/batches.py); mixtures need a recipe with `mix` labels
+    mix_prob: float = _s(0.0, "share of clips mixed with another label's clip + joint caption")
+    gain_db: float = _s(0.0, "random gain in [-gain_db, +gain_db] dB")
+    time_shift: bool = _s(False, "random circular shift of the frames")
+    noise_prob: float = _s(0.0, "share of clips given coloured noise at 10-30 dB SNR")
+    freq_shift: int = _s(0, "random shift of the mel bins in [-freq_shift, +freq_shift]")
+    filter_db: float = _s(0.0, "random smooth equaliser (FilterAugment), gains in ±filter_db dB")
+    precise_bn: int = _s(0, "BatchNorm statistics from this many clean batches before scoring")
+    refit_steps: int = _s(
+        0, "steps of a head refit on clean features after the last epoch (kept if better)"
+    )
+    refit_lr: float | None = _s(None, "learning rate of the head refit (default: lr)")
+    ema: float = _s(0.0, "decay per step of the weight average that is scored and saved; 0 = off")
+    patience: int = _s(5, "epochs without a better validation mAP@10 before stopping")
+    seed: int = _s(0, "random seed (data order, augmentation, initial weights)")
     # running
-    device: str = "auto"  # auto = cuda when available
-    precision: str = "fp32"  # bf16: autocast for the audio CNN, ~2x on CPUs with bf16
-    out: str = "runs/earshot-model"
-    cache_dir: str = ".earshot-cache"
-    eval_batch_size: int = 32
-    progress: bool = True
+    device: str = _s("auto", "torch device; auto = cuda when available")
+    precision: Literal["fp32", "bf16"] = _s("fp32", "bf16: autocast for the audio CNN")
+    out: str = _s("runs/earshot-model", "run folder: the model, checkpoints and logs")
+    cache_dir: str = _s(".earshot-cache", "feature cache folder")
+    eval_batch_size: int = _s(32, "windows per batch when scoring")
+    progress: bool = _s(True, "progress bars")
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not '{self.loss}'")
-        if self.triplet_variant not in ("sum", "hardest"):
-            raise ConfigError(
-                f"triplet_variant must be sum or hardest, not '{self.triplet_variant}'"
-            )
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be fp32 or bf16, not '{self.precision}'")
+        for name, choices in _choices().items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(choices)}, not '{getattr(self, name)}'"
+                )
         if not (0 <= self.mix_prob <= 1 and 0 <= self.noise_prob <= 1 and self.gain_db >= 0):
             raise ConfigError("mix_prob and noise_prob must lie in [0, 1] and gain_db be >= 0")
         if self.freq_shift < 0 or self.filter_db < 0:
@@ -129,6 +136,15 @@ class TrainConfig:
 
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The settings whose type is a Literal, and its values."""
+    return {
+        name: typing.get_args(hint)
+        for name, hint in _field_types().items()
+        if typing.get_origin(hint) is Literal
+    }
 
 
 # Which [table] of a config file holds which setting; what no table lists goes in [train].
@@ -177,7 +193,7 @@ def load_train_config(
                 raw.update(value)
             else:
                 raw[key] = value
-        for key in ("dataset", "audio_dir", "init", "panns", "out", "cache_dir"):
+        for key in _PATHS:
             if isinstance(raw.get(key), str) and raw[key] and not Path(raw[key]).is_absolute():
                 raw[key] = str((path.parent / raw[key]).resolve())
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -193,16 +209,32 @@ def load_train_config(
 
 def add_override_flags(parser) -> None:
     """One `--field-name` flag per TrainConfig field, all defaulting to 'not given'."""
-    for name, hint in _field_types().items():
+    hints = _field_types()
+    for f in dataclasses.fields(TrainConfig):
+        name, hint = f.name, hints[f.name]
         flag = "--" + name.replace("_", "-")
+        default = "" if f.default in (None, "") else f" (default: {_shown(f.default)})"
+        kw: dict[str, Any] = {"dest": name, "default": None, "help": f.metadata["help"] + default}
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         base = args[0] if isinstance(hint, types.UnionType) else hint
         if base is bool:
-            parser.add_argument(flag, dest=name, default=None, type=_parse_bool, metavar="BOOL")
+            parser.add_argument(flag, type=_parse_bool, metavar="BOOL", **kw)
         elif typing.get_origin(base) is tuple:
-            parser.add_argument(flag, dest=name, default=None, type=int, nargs="+")
+            parser.add_argument(flag, type=int, nargs="+", **kw)
+        elif typing.get_origin(base) is Literal:
+            parser.add_argument(flag, choices=typing.get_args(base), **kw)
         else:
-            parser.add_argument(flag, dest=name, default=None, type=base)
+            metavar = "PATH" if name in _PATHS else {str: "TEXT", int: "N"}.get(base, "X")
+            parser.add_argument(flag, type=base, metavar=metavar, **kw)
+
+
+_PATHS = ("dataset", "audio_dir", "init", "panns", "out", "cache_dir")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _parse_bool(text: str) -> bool:
