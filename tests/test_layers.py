@@ -8,7 +8,9 @@ import pytest
 
 
 def _imported_after(module: str) -> set[str]:
-    code = f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules if m.startswith('earshot.'))))"
+    code = (
+        f"import sys, {module}; print(' '.join(m for m in sys.modules if m.startswith('earshot.')))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
