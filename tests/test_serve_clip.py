@@ -224,6 +224,7 @@ def test_browser_formats_table():
         ("tern.aif", 44100, 1),
         ("heron.caf", 44100, 2),
         ("stork.wav", 22050, 1),
+        ("quad.caf", 32000, 1),  # 4 channels: mixed to mono
     ],
 )
 def test_unplayable_formats_are_served_as_16_bit_wav(client, ids, lib, name, rate, channels):
@@ -237,7 +238,9 @@ def test_unplayable_formats_are_served_as_16_bit_wav(client, ids, lib, name, rat
         "WAV", "PCM_16", rate, channels,
     )  # fmt: skip
     got, _ = read(r.content, "float64")
-    source, _ = sf.read(lib.root / "odd" / name, dtype="float64", always_2d=True)
+    source, _ = sf.read(lib.root / "odd" / name, dtype="float32", always_2d=True)
+    if source.shape[1] > 2:
+        source = source.mean(axis=1, keepdims=True)
     assert got.shape == source.shape
     assert np.abs(got - source).max() <= 1 / 32768 + 1e-12  # only the 16-bit rounding
 

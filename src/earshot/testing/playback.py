@@ -15,6 +15,7 @@ UNPLAYABLE = {
     "heron.caf": (2.0, 44100, 2, "CAF", "PCM_16"),
     "stork.wav": (2.0, 22050, 1, "WAV", "DOUBLE"),
     "choir.wav": (2.0, 16000, 4, "WAV", "PCM_16"),  # plays; 4 channels
+    "quad.caf": (1.0, 32000, 4, "CAF", "FLOAT"),  # transcoded to mono
     "crane.wma": (2.0, 44100, 2, None, None),
 }
 
