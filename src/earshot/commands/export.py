@@ -72,6 +72,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     path, start, end = _resolve(args)
     source = open_source(path)
+    if end is not None and args.end is None:  # a segment's own end: never past the file's
+        end = min(end, source.duration_s)
     first, last = span_frames(source, start, end)
     out = Path(args.output).expanduser() if args.output else None
     fmt = args.format
