@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -510,3 +511,112 @@ def test_cli_weights(server, monkeypatch, capsys):
     assert main(["weights", "fetch", "nope"]) == 1
     assert "unknown weights 'nope'" in capsys.readouterr().err
     assert len(server.requests) == 1
+
+
+# -- md5-pinned entries (Zenodo), PANNs through the resolver, hub checkpoints ---------------
+
+MD5 = hashlib.md5(PAYLOAD).hexdigest()
+
+
+def test_md5_pinned_entry_is_verified_and_kept_out_of_older_configs(server):
+    ref = _ref(server.url, sha256=None, md5=MD5)
+    assert ref.pinned
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pinned by md5: no "unpinned" warning
+        assert resolve_weights(ref, progress=False) == _cached(ref)
+    assert not _cached(ref).with_name("blob.bin.sha256").exists()  # pinned: nothing recorded
+    _put(_cached(ref), PAYLOAD[:-1] + bytes([PAYLOAD[-1] ^ 1]))  # same size, other bytes
+    assert W.check_file(_cached(ref), ref).startswith("md5 ")
+    server.mode = "wrong"
+    _cached(ref).unlink()
+    with pytest.raises(ModelLoadError, match="md5"):
+        resolve_weights(ref, progress=False)
+    assert not _cached(ref).exists()
+    # `md5` is written only where set: configs (and model ids) made before it are unchanged
+    assert "md5" not in KNOWN_WEIGHTS["efficientat-mn04-as"].to_dict()
+    assert WeightsRef.from_dict(ref.to_dict()) == ref
+    with pytest.raises(ValueError, match="md5"):
+        _ref(md5="XYZ")
+
+
+def test_panns_entries_name_the_official_zenodo_files():
+    for name, mb, md5 in (("cnn14", 327428481, "541141fa"), ("cnn10", 25237595, "bfb1f1f9")):
+        ref = KNOWN_WEIGHTS[f"panns-{name}-as"]
+        assert ref.url.startswith("https://zenodo.org/record/3987831/files/")
+        assert ref.size == mb and ref.md5.startswith(md5) and ref.pinned
+        assert ref.sha256 is None and "no sha256" in ref.description
+
+
+def _panns_ref(url: str, data: bytes) -> WeightsRef:
+    return WeightsRef(
+        id="panns-cnn10-as",
+        file="Cnn10_mAP-0.380.pth",
+        sha256=None,
+        md5=hashlib.md5(data).hexdigest(),
+        size=len(data),
+        url=url,
+        subdir="panns",
+    )
+
+
+def test_init_model_panns_by_name_downloads_through_the_resolver(
+    tmp_path, monkeypatch, capsys, tiny_text_dir
+):
+    pytest.importorskip("torchlibrosa", reason="torchlibrosa is a dev extra")
+    import torch
+
+    from earshot.encoders.audio import STANDARD_ENCODERS, build_audio_encoder
+    from earshot.model.io import load_model
+    from earshot.testing.panns import write_panns_checkpoint
+
+    panns = build_audio_encoder(STANDARD_ENCODERS["cnn10"], 64)
+    with torch.no_grad():
+        panns.bn0.running_mean.fill_(0.5)
+    data = write_panns_checkpoint(tmp_path / "ck.pth", panns).read_bytes()
+    srv = _Server(data)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    try:
+        ref = _panns_ref(srv.url, data)
+        monkeypatch.setitem(KNOWN_WEIGHTS, ref.id, ref)
+        argv = ["init-model", str(tmp_path / "m"), "--panns", "cnn10"]
+        assert main([*argv, "--text-model", str(tiny_text_dir)]) == 0
+        out = capsys.readouterr().out
+        assert str(_cached(ref)) in out and "cnn10" in out
+        loaded = load_model(tmp_path / "m", with_text=False)
+        assert loaded.config.encoder.name == "cnn10"
+        assert torch.equal(loaded.audio_encoder.bn0.running_mean, panns.bn0.running_mean)
+        assert len(srv.requests) == 1
+        code = main([*argv[:2], "--panns", "cnn10", "--encoder", "cnn14"])
+        assert code == 1 and "cannot fill --encoder cnn14" in capsys.readouterr().err
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_init_model_panns_offline_names_the_file_and_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EARSHOT_OFFLINE", "1")
+    assert main(["init-model", str(tmp_path / "m"), "--panns", "cnn14"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("earshot: error: weights 'panns-cnn14-as' (Cnn14_mAP-0.431.pth)")
+    assert "EARSHOT_OFFLINE is set" in err and "md5 541141fa2ee191a88f24a3219fff024e" in err
+    assert "https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth" in err
+    assert "earshot weights fetch panns-cnn14-as" in err and not (tmp_path / "m").exists()
+
+
+def test_weights_list_shows_files_and_hub_checkpoints(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert main(["weights", "list", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {"panns-cnn14-as", "panns-cnn10-as", "efficientat-mn04-as"} <= set(rows)
+    assert rows["laion/clap-htsat-unfused"]["kind"] == "hub"
+    assert rows["laion/clap-htsat-unfused"]["path"] is None
+    assert main(["weights"]) == 0
+    out = capsys.readouterr().out
+    assert "laion/clap-htsat-unfused  (Hugging Face hub checkpoint)" in out
+    assert "missing  (earshot weights fetch laion/clap-htsat-unfused)" in out
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["weights", "fetch", "laion/clap-htsat-unfused"]) == 1
+    err = capsys.readouterr().err
+    assert "hub checkpoint 'laion/clap-htsat-unfused'" in err and "HF_HUB_OFFLINE is set" in err

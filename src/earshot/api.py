@@ -196,11 +196,10 @@ def resolve_model(
     """A loaded model from: a JointModel, a folder, the catalogue's own model, or the default
     model shipped with earshot. `with_text`, `lean_text`, `device`: as `load_model` takes them.
     (`choose_model` is the whole rule, random-init included.)"""
-    from earshot.model.dual import JointModel
     from earshot.model.io import load_model
 
-    if isinstance(model, JointModel):
-        return model
+    if model is not None and not isinstance(model, str | os.PathLike):
+        return model  # a loaded model (a JointModel, a ClapJointModel)
     folder = _model_folder(model, catalogue)
     return load_model(folder, device=device, with_text=with_text, lean_text=lean_text)
 

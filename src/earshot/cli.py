@@ -153,8 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init-model", help="write a new model folder (e.g. from PANNs weights)")
     p.add_argument("out", metavar="DIR", help="folder to write")
-    p.add_argument("--encoder", default="cnn14", choices=["cnn14", "cnn10"])
-    p.add_argument("--panns", metavar="PTH", help="PANNs checkpoint for the audio encoder")
+    p.add_argument("--encoder", choices=["cnn14", "cnn10"], help="default: cnn14")
+    p.add_argument(
+        "--panns",
+        metavar="cnn14|cnn10|PTH",
+        help="PANNs checkpoint for the audio encoder: cnn14 / cnn10 (the official one, "
+        "resolved and verified by `earshot weights`) or a .pth file",
+    )
+    p.add_argument(
+        "--clap",
+        metavar="HUB_ID|DIR",
+        help="a CLAP checkpoint run whole through transformers (e.g. laion/clap-htsat-unfused, "
+        "or a save_pretrained folder); the model folder names it and does not copy it",
+    )
+    p.add_argument("--revision", help="with --clap: the hub commit or tag (default: main)")
     p.add_argument(
         "--efficientat",
         choices=["mn04", "mn10"],

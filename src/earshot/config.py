@@ -8,7 +8,8 @@ from typing import Any
 
 from earshot.weights import WeightsRef
 
-FRONTENDS = ("panns", "efficientat")
+FRONTENDS = ("panns", "efficientat", "clap", "clap_htk")
+KINDS = ("earshot", "clap")
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,9 @@ class AudioConfig:
 
     `frontend` names the log-mel recipe: "panns" (`audio.features.LogMel`: Slaney mels, dB) or
     "efficientat" (`audio.efficientat_frontend.EfficientAtLogMel`: pre-emphasis, Kaldi mels,
-    log + fixed normalisation; `EFFICIENTAT_AUDIO` holds its settings).
+    log + fixed normalisation; `EFFICIENTAT_AUDIO` holds its settings), "clap" / "clap_htk"
+    (a CLAP checkpoint's own `ClapFeatureExtractor`, transformers': Slaney mels as its
+    unfused checkpoints use, or the HTK mels of its fused ones; `encoders.clap.ClapFrontend`).
     """
 
     sample_rate: int = 32000
@@ -116,14 +119,48 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """A third-party checkpoint folder a model runs whole (kind "clap"), named, never stored.
+
+    `source`: a hub id (`laion/clap-htsat-unfused`) or an absolute local folder. `revision`:
+    the hub commit it was resolved to (pins its files). `files`: for a local folder, each
+    file's sha256 (pins it; checked on load). Either way the model id hashes these.
+    """
+
+    source: str
+    revision: str | None = None
+    files: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError("checkpoint.source must name a hub id or a folder")
+        if self.files is not None:
+            object.__setattr__(self, "files", {str(k): str(v) for k, v in self.files.items()})
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     text: TextConfig = field(default_factory=TextConfig)
     joint_dim: int = 300
+    # "earshot": our encoders and heads (model.safetensors); "clap": a CLAP checkpoint run
+    # whole through transformers (`checkpoint` names it; encoders/clap.py)
+    kind: str = "earshot"
+    checkpoint: CheckpointConfig | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.checkpoint, dict):
+            object.__setattr__(self, "checkpoint", _build(CheckpointConfig, self.checkpoint))
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown model kind '{self.kind}'; known: {', '.join(KINDS)}")
+        if (self.kind == "clap") != (self.checkpoint is not None):
+            raise ValueError("a model of kind 'clap' names its checkpoint; no other kind does")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        if self.kind == "earshot":  # added later: left out, so older ids stay the same
+            del d["kind"], d["checkpoint"]
         d["encoder"]["widths"] = list(self.encoder.widths)
         # Fields added after models were shipped are written only when they differ from their
         # defaults, so an older config's dict (and the model id hashed from it) is unchanged.
@@ -136,7 +173,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {"audio", "encoder", "text", "joint_dim"}
+        known = {"audio", "encoder", "text", "joint_dim", "kind", "checkpoint"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
@@ -145,6 +182,8 @@ class ModelConfig:
             encoder=_build(EncoderConfig, d.get("encoder", {})),
             text=_build(TextConfig, d.get("text", {})),
             joint_dim=int(d.get("joint_dim", 300)),
+            kind=d.get("kind", "earshot"),
+            checkpoint=d.get("checkpoint"),
         )
 
 

@@ -23,7 +23,15 @@ downloads, with a warning carrying the sha256 it got, and that hash is recorded 
 cached file (`<file>.sha256`) so later loads of the cached copy are checked against it. Copies
 found elsewhere are used with a warning that they could not be verified.
 
+An entry may also carry the publisher's md5 (Zenodo publishes md5, not sha256): it is checked
+like the sha256, and an entry with either is pinned.
+
 Hashing costs ~5 ms per 4 MB here, so every load re-hashes; there is no verification cache.
+
+Checkpoints that live on the Hugging Face hub (CLAP) are not single files: `resolve_hub` finds
+a repository's snapshot in the local hub cache (downloading it only where the network is
+allowed) and fails with the same shape of message as `resolve_weights`; `KNOWN_HUB` lists the
+ones earshot knows, beside `KNOWN_WEIGHTS`, for `earshot weights`.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ _CHUNK = 1 << 16
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -82,6 +91,7 @@ class WeightsRef:
     subdir: str = ""
     licence: str = ""
     description: str = ""
+    md5: str | None = None  # the publisher's checksum where it gives md5 only (Zenodo)
 
     def __post_init__(self) -> None:
         for field in ("id", "file"):
@@ -92,6 +102,8 @@ class WeightsRef:
             raise ValueError(f"weights subdir must be a plain folder name, not {self.subdir!r}")
         if self.sha256 is not None and not _SHA256.match(self.sha256):
             raise ValueError(f"weights '{self.id}': sha256 must be 64 lowercase hex digits")
+        if self.md5 is not None and not _MD5.match(self.md5):
+            raise ValueError(f"weights '{self.id}': md5 must be 32 lowercase hex digits")
         if self.size is not None and (
             isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0
         ):
@@ -101,11 +113,15 @@ class WeightsRef:
 
     @property
     def pinned(self) -> bool:
-        return self.sha256 is not None
+        return self.sha256 is not None or self.md5 is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """The entry as config.json stores it (None fields kept, so the schema is fixed)."""
-        return asdict(self)
+        """The entry as config.json stores it (None fields kept, so the schema is fixed; `md5`,
+        added later, only where set, so older configs and the model ids hashed from them stay)."""
+        d = asdict(self)
+        if d["md5"] is None:
+            del d["md5"]
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WeightsRef:
@@ -125,10 +141,12 @@ class WeightsRef:
             subdir=data.get("subdir") or "",
             licence=data.get("licence") or "",
             description=data.get("description") or "",
+            md5=data.get("md5"),
         )
 
 
 _EFFICIENTAT_RELEASE = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1/"
+_PANNS_RECORD = "https://zenodo.org/record/3987831/files/"
 
 KNOWN_WEIGHTS: dict[str, WeightsRef] = {
     ref.id: ref
@@ -153,6 +171,33 @@ KNOWN_WEIGHTS: dict[str, WeightsRef] = {
             licence="MIT",
             description="EfficientAT MobileNetV3 width 1.0, AudioSet tagger (mAP 0.471); "
             "unpinned: no checked copy, so no known sha256",
+        ),
+        # PANNs (Kong et al. 2020), the checkpoints its README links: Zenodo record 3987831.
+        # Zenodo publishes each file's md5 and size, not a sha256; no copy was downloaded here
+        # to compute one, so these are pinned by the publisher's md5 and size.
+        WeightsRef(
+            id="panns-cnn14-as",
+            file="Cnn14_mAP-0.431.pth",
+            sha256=None,
+            md5="541141fa2ee191a88f24a3219fff024e",
+            size=327428481,
+            url=_PANNS_RECORD + "Cnn14_mAP%3D0.431.pth?download=1",
+            subdir="panns",
+            licence="MIT (code), CC BY 4.0 (weights, Zenodo 3987831)",
+            description="PANNs CNN14, AudioSet tagger (mAP 0.431), 32 kHz log-mel input; "
+            "pinned by Zenodo's md5 and size (no sha256 computed here)",
+        ),
+        WeightsRef(
+            id="panns-cnn10-as",
+            file="Cnn10_mAP-0.380.pth",
+            sha256=None,
+            md5="bfb1f1f9968938fa8ef4012b8471f5f6",
+            size=25237595,
+            url=_PANNS_RECORD + "Cnn10_mAP%3D0.380.pth?download=1",
+            subdir="panns",
+            licence="MIT (code), CC BY 4.0 (weights, Zenodo 3987831)",
+            description="PANNs CNN10, AudioSet tagger (mAP 0.380), 32 kHz log-mel input; "
+            "pinned by Zenodo's md5 and size (no sha256 computed here)",
         ),
         WeightsRef(
             id="audioset-labels",
@@ -226,11 +271,19 @@ def _offline_reason() -> str | None:
 
 
 def sha256_file(path: str | Path) -> str:
+    return _digests(path, md5=False)[0]
+
+
+def _digests(path: str | Path, md5: bool) -> tuple[str, str | None]:
+    """The file's sha256 and (when asked) md5, read once."""
     h = hashlib.sha256()
+    m = hashlib.md5(usedforsecurity=False) if md5 else None
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+            if m is not None:
+                m.update(block)
+    return h.hexdigest(), None if m is None else m.hexdigest()
 
 
 def _record_path(path: Path) -> Path:
@@ -251,9 +304,13 @@ def check_file(path: str | Path, ref: WeightsRef, record: bool = False) -> str |
     if ref.size is not None and size != ref.size:
         return f"size {size} bytes, expected {ref.size}"
     try:
-        digest = sha256_file(path)
+        digest, md5 = _digests(path, md5=ref.md5 is not None)
     except OSError as e:
         return f"cannot read it ({e.strerror or e})"
+    if ref.md5 is not None and md5 != ref.md5:
+        return f"md5 {md5}, expected {ref.md5}"
+    if ref.md5 is not None and ref.sha256 is None:
+        return None
     expected = ref.sha256
     if expected is None and record:
         with contextlib.suppress(OSError):
@@ -361,7 +418,11 @@ def _try_cached(cached: Path, ref: WeightsRef, looked: list[str]) -> Path | None
 
 def _missing(ref: WeightsRef, looked: list[str], reason: str) -> ModelLoadError:
     cached = cache_dir(ref) / ref.file
-    pin = f"sha256 {ref.sha256}" if ref.sha256 else "no pinned sha256"
+    pin = (
+        f"sha256 {ref.sha256}"
+        if ref.sha256
+        else (f"md5 {ref.md5}" if ref.md5 else "no pinned sha256")
+    )
     if ref.size is not None:
         pin += f", {ref.size} bytes"
     lines = [
@@ -452,13 +513,15 @@ def download(
         restarted = False
         while True:
             _fetch_part(ref, part, progress, timeout)
-            digest = sha256_file(part)
+            digest, md5 = _digests(part, md5=ref.md5 is not None)
             size = part.stat().st_size
             wrong = None
             if ref.size is not None and size != ref.size:
                 wrong = f"got {size} bytes, expected {ref.size}"
             elif ref.sha256 is not None and digest != ref.sha256:
                 wrong = f"sha256 {digest}, expected {ref.sha256}"
+            elif ref.md5 is not None and md5 != ref.md5:
+                wrong = f"md5 {md5}, expected {ref.md5}"
             if wrong is None:
                 break
             part.unlink(missing_ok=True)
@@ -469,7 +532,7 @@ def download(
                 f"weights '{ref.id}': the download from {ref.url} is not the expected file "
                 f"({wrong}); the partial file was deleted and nothing was kept"
             )
-        if ref.sha256 is None:
+        if not ref.pinned:
             record = _record_path(final)
             atomic_write_text(record, f"{digest}  {ref.file}\n")
             warnings.warn(
@@ -632,3 +695,143 @@ def read_audioset_labels(path: str | Path, n_classes: int = AUDIOSET_CLASSES) ->
             f"AudioSet labels '{path}': {len(names)} classes, expected {n_classes}"
         )
     return names
+
+
+# -- checkpoints on the Hugging Face hub --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """A model repository on the Hugging Face hub that earshot knows how to use (CLAP)."""
+
+    repo_id: str
+    licence: str = ""
+    description: str = ""
+
+
+KNOWN_HUB: dict[str, HubRef] = {
+    ref.repo_id: ref
+    for ref in (
+        HubRef(
+            "laion/clap-htsat-unfused",
+            "Apache-2.0",
+            "LAION-CLAP, HTSAT-tiny audio + RoBERTa text, 512-d joint space, no feature fusion",
+        ),
+        HubRef(
+            "laion/clap-htsat-fused",
+            "Apache-2.0",
+            "LAION-CLAP, HTSAT-tiny with feature fusion (earshot's 10 s windows never fuse)",
+        ),
+        HubRef(
+            "laion/larger_clap_general",
+            "Apache-2.0",
+            "LAION-CLAP, larger HTSAT, trained on general audio, music and speech",
+        ),
+    )
+}
+
+# What a CLAP checkpoint folder needs; the rest of a hub repository (other weight formats,
+# README) is not fetched.
+HUB_PATTERNS = ("*.json", "*.txt", "*.safetensors", "*.model")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether `name` reads as a hub repository id (`owner/name`) rather than a path."""
+    return bool(_HUB_ID.match(name)) and not Path(name).expanduser().exists()
+
+
+def hub_cache_dir() -> Path:
+    """Where huggingface_hub keeps repositories: $HF_HUB_CACHE, else $HF_HOME/hub, else its
+    default (~/.cache/huggingface/hub); read now, not when huggingface_hub was imported."""
+    env = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def resolve_hub(
+    repo_id: str, revision: str | None = None, allow_download: bool = True
+) -> tuple[Path, str]:
+    """The local snapshot folder of a hub repository and its commit hash.
+
+    The local hub cache first (never a network call); then, where downloading is allowed and
+    not switched off (EARSHOT_OFFLINE, HF_HUB_OFFLINE), a download of the files a checkpoint
+    needs; else a `ModelLoadError` naming the repository, where it looked and how to get it.
+    A download that fails for want of a network fails at once (no minute of retries).
+    """
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    if not _HUB_ID.match(repo_id):
+        raise ModelLoadError(f"'{repo_id}' is neither a folder nor a hub id (owner/name)")
+    cache = hub_cache_dir()
+    folder = cache / ("models--" + repo_id.replace("/", "--"))
+    looked = [f"Hugging Face cache: {folder} ({'no snapshot' if folder.exists() else 'absent'})"]
+    try:
+        path = huggingface_hub.snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=cache,
+            local_files_only=True,
+            allow_patterns=list(HUB_PATTERNS),
+        )
+        return Path(path), _snapshot_commit(Path(path), revision)
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        pass
+    except (OSError, ValueError) as e:
+        looked[0] = f"Hugging Face cache: {folder} (unreadable: {e})"
+    if not allow_download:
+        raise _hub_missing(repo_id, revision, looked, "downloading was not allowed")
+    offline = _offline_reason()
+    if offline:
+        raise _hub_missing(repo_id, revision, looked, f"downloading is off ({offline})")
+    try:
+        # One quick attempt: no network means a fast failure, not a minute of retries.
+        path = huggingface_hub.snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=cache,
+            allow_patterns=list(HUB_PATTERNS),
+            etag_timeout=10,
+        )
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
+        looked.append(f"download from the hub: {repo_id} (failed)")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _hub_missing(repo_id, revision, looked, f"the download failed: {first}") from None
+    return Path(path), _snapshot_commit(Path(path), revision)
+
+
+def _snapshot_commit(path: Path, revision: str | None) -> str:
+    # A cached snapshot's folder is named by its commit hash.
+    name = path.name
+    return name if re.fullmatch(r"[0-9a-f]{40}", name) else (revision or name)
+
+
+def _hub_missing(
+    repo_id: str, revision: str | None, looked: list[str], reason: str
+) -> ModelLoadError:
+    at = f" at revision {revision}" if revision else ""
+    lines = [
+        f"hub checkpoint '{repo_id}'{at} is not in the local Hugging Face cache, and {reason}.",
+        "Looked in:",
+        *(f"  - {place}" for place in looked),
+        "To fix it, on a machine with network run",
+        f"  earshot weights fetch {repo_id}",
+        f"(or `hf download {repo_id}`), then copy {hub_cache_dir()} here or set $HF_HUB_CACHE "
+        "to it; or pass the checkpoint as a local folder (a save_pretrained folder with "
+        "config.json, model.safetensors and the processor files).",
+    ]
+    return ModelLoadError("\n".join(lines))
+
+
+def locate_hub(repo_id: str) -> Path | None:
+    """The cached snapshot of `repo_id`, or None (for listings; never downloads)."""
+    try:
+        return resolve_hub(repo_id, allow_download=False)[0]
+    except ModelLoadError:
+        return None

@@ -158,7 +158,7 @@ class EfficientAtLogMel(nn.Module):
 
 def build_frontend(audio: AudioConfig) -> nn.Module:
     """The front end `audio.frontend` names: "panns" → `LogMel`, "efficientat" →
-    `EfficientAtLogMel`."""
+    `EfficientAtLogMel`, "clap" / "clap_htk" → `encoders.clap.ClapFrontend`."""
     if audio.frontend == "efficientat":
         return EfficientAtLogMel(audio)
     if audio.frontend == "panns":
@@ -170,4 +170,8 @@ def build_frontend(audio: AudioConfig) -> nn.Module:
                 f"{audio.win_length} for n_fft {audio.n_fft}"
             )
         return LogMel(audio)
-    raise ValueError(f"unknown audio frontend '{audio.frontend}'; known: efficientat, panns")
+    if audio.frontend in ("clap", "clap_htk"):  # transformers' ClapFeatureExtractor
+        from earshot.encoders.clap import ClapFrontend
+
+        return ClapFrontend(audio)
+    raise ValueError(f"unknown audio frontend '{audio.frontend}'; known: efficientat, panns, clap")

@@ -75,6 +75,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     model = choice.model
     c = model.config
     n_params = sum(p.numel() for p in model.parameters())
+    if c.kind == "clap":
+        return _info_clap(choice, n_params, args.json)
     info = {
         "id": model_id(model),
         "model": choice.source,
@@ -117,29 +119,76 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# `--panns NAME`: the official PANNs checkpoint, resolved by earshot.weights (cache, shared
+# folder, verified download)
+PANNS_WEIGHTS = {"cnn14": "panns-cnn14-as", "cnn10": "panns-cnn10-as"}
+
+
 def cmd_init_model(args: argparse.Namespace) -> int:
+    chosen = [flag for flag in ("efficientat", "clap", "panns") if getattr(args, flag, None)]
+    if len(chosen) > 1:
+        raise EarshotError(f"init-model takes one of --{' / --'.join(chosen)}, not several")
+    if getattr(args, "revision", None) and not args.clap:
+        raise EarshotError("--revision goes with --clap (a hub checkpoint's commit or tag)")
     if args.efficientat:
         return _init_teacher_model(args)
+    if args.clap:
+        return _init_clap_model(args)
     from earshot.config import ModelConfig, TextConfig
     from earshot.encoders.audio import STANDARD_ENCODERS
     from earshot.encoders.panns import load_panns_checkpoint
     from earshot.encoders.text import load_text_encoder
     from earshot.model.io import build_model, model_id, save_model
 
+    encoder = args.encoder or "cnn14"
+    panns = args.panns
+    if panns in PANNS_WEIGHTS:
+        if args.encoder and args.encoder != panns:
+            raise EarshotError(
+                f"--panns {panns} is a {panns}; it cannot fill --encoder {args.encoder}"
+            )
+        from earshot.weights import known_weights, resolve_weights
+
+        encoder = panns
+        panns = str(resolve_weights(known_weights(PANNS_WEIGHTS[panns])))
     text = load_text_encoder(args.text_model)
     config = ModelConfig(
-        encoder=STANDARD_ENCODERS[args.encoder],
+        encoder=STANDARD_ENCODERS[encoder],
         text=TextConfig(args.text_model, text.dim),
         joint_dim=args.joint_dim,
     )
     model = build_model(config, seed=args.seed)
-    if args.panns:
-        load_panns_checkpoint(args.panns, model.audio_encoder, config.audio)
+    if panns:
+        load_panns_checkpoint(panns, model.audio_encoder, config.audio)
     save_model(model, args.out)
     print(
-        f"wrote {args.out} (id {model_id(model)}): {args.encoder} "
-        f"{'from ' + args.panns if args.panns else 'randomly initialised'}, text "
+        f"wrote {args.out} (id {model_id(model)}): {encoder} "
+        f"{'from ' + panns if panns else 'randomly initialised'}, text "
         f"{args.text_model}; the heads are untrained: train it before searching with it"
+    )
+    return 0
+
+
+def _init_clap_model(args: argparse.Namespace) -> int:
+    """A model folder naming a CLAP checkpoint (hub id or local folder), loaded once to check
+    that it runs; the folder holds config.json only."""
+    from earshot.encoders.clap import clap_config, describe_checkpoint, load_clap_model
+    from earshot.model.io import write_config
+
+    checkpoint, folder = describe_checkpoint(args.clap, args.revision)
+    config = clap_config(checkpoint, folder)
+    model = load_clap_model(config)  # fails here, not at the first index, if it cannot run
+    write_config(config, args.out)
+    pinned = (
+        f"commit {checkpoint.revision}"
+        if checkpoint.revision
+        else f"{len(checkpoint.files or {})} files by sha256"
+    )
+    print(
+        f"wrote {args.out} (id {model.model_id}): CLAP checkpoint {checkpoint.source} "
+        f"({pinned}), {config.joint_dim}-d, {config.audio.sample_rate} Hz audio in "
+        f"{config.audio.window_s:g} s windows (hop {config.audio.hop_s:g} s). The folder "
+        "names the checkpoint and does not hold it"
     )
     return 0
 
@@ -173,6 +222,40 @@ def _init_teacher_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info_clap(choice, n_params: int, as_json: bool) -> int:
+    model = choice.model
+    c = model.config
+    ck = c.checkpoint
+    info = {
+        "id": model.model_id,
+        "model": choice.source,
+        "kind": "clap",
+        "untrained": False,
+        "joint_dim": c.joint_dim,
+        "checkpoint": {"source": ck.source, "revision": ck.revision, "files": ck.files},
+        "fusion": model.fusion,
+        "frontend": _frontend_info(c.audio),
+        "windows": {"window_s": c.audio.window_s, "hop_s": c.audio.hop_s},
+        "parameters": n_params,
+    }
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return 0
+    pin = f"commit {ck.revision}" if ck.revision else "local folder, files pinned by sha256"
+    print(f"model       {info['model']}")
+    print(f"id          {info['id']}")
+    print(f"kind        CLAP through transformers: {ck.source} ({pin}), named, not stored")
+    print(f"space       {c.joint_dim}-d, cosine similarity ({n_params / 1e6:.1f} M parameters)")
+    f = info["frontend"]
+    print(
+        f"frontend    {f['kind']}: {f['sample_rate']} Hz, n_fft {f['n_fft']}, hop "
+        f"{f['hop_length']}, {f['n_mels']} mels {f['fmin']:g}-{f['fmax']:g} Hz ({f['mels']}), "
+        f"{f['log']}; no random crop, no random fusion"
+    )
+    print(f"windows     {c.audio.window_s:g} s, hop {c.audio.hop_s:g} s")
+    return 0
+
+
 def _frontend_info(audio) -> dict:
     common = {
         "kind": audio.frontend,
@@ -187,6 +270,13 @@ def _frontend_info(audio) -> dict:
         "center": True,
         "pad_mode": "reflect",
     }
+    if audio.frontend in ("clap", "clap_htk"):
+        return {
+            **common,
+            "window": "hann (periodic)",
+            "mels": "htk" if audio.frontend == "clap_htk" else "slaney",
+            "log": "10*log10(max(x, 1e-10)) (transformers' ClapFeatureExtractor)",
+        }
     if audio.frontend == "efficientat":
         return {
             **common,

@@ -25,7 +25,7 @@ def window_embeddings(
     """(n_windows, joint_dim) unit vectors for every cached window."""
     was_training = model.training
     model.eval()
-    device = model.audio_head.weight.device
+    device = next(model.parameters()).device
     out = []
     try:
         for i in range(0, len(store), batch_size):

@@ -139,7 +139,7 @@ def evaluate_mixtures(
         windows = window_embeddings(model, store, batch_size)
     single_scores = clip_scores(query_vectors, windows, store.window_clip, len(clip_labels))
     single_scores = single_scores[:, singles]
-    device = model.audio_head.weight.device
+    device = next(model.parameters()).device
     mixed = []
     for start in range(0, len(plan), batch_size):
         chunk = plan[start : start + batch_size]

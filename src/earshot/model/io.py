@@ -1,7 +1,9 @@
 """A model is a folder: `config.json` + `model.safetensors`, loadable with nothing else.
 
 The sentence encoder is named in the config (`text.model`), not copied; a relative name that
-exists inside the folder is a text encoder shipped with the model.
+exists inside the folder is a text encoder shipped with the model. A CLAP model (config kind
+"clap", encoders/clap.py) is a folder with `config.json` alone: it names the checkpoint that
+holds every weight.
 """
 
 from __future__ import annotations
@@ -56,11 +58,18 @@ def save_model(model: JointModel, directory: str | Path) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = {"format": FORMAT, "format_version": FORMAT_VERSION, **model.config.to_dict()}
     state = {k: v.detach().cpu().contiguous() for k, v in _own_state(model).items()}
     _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p))
+    return write_config(model.config, directory)
+
+
+def write_config(config: ModelConfig, directory: str | Path) -> Path:
+    """Write the folder's config.json (atomically); all a CLAP model folder holds."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = {"format": FORMAT, "format_version": FORMAT_VERSION, **config.to_dict()}
     _atomic_write(
-        directory / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n")
+        directory / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(data, indent=2) + "\n")
     )
     return directory
 
@@ -85,11 +94,13 @@ def _atomic_write(target: Path, write) -> None:
         give_default_mode(tmp)  # safetensors writes 0600: a model folder is meant to be shared
 
 
-def model_files(directory: str | Path) -> tuple[Path, ModelConfig, Path]:
+def model_files(directory: str | Path) -> tuple[Path, ModelConfig, Path | None]:
     """A model folder (or name) resolved: its path, its config and its weights file, which
-    must exist."""
+    must exist (None for a CLAP model, whose weights are all in the checkpoint it names)."""
     directory = resolve_model_dir(directory)
     config = read_config(directory)
+    if config.kind == "clap":
+        return directory, config, None
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelLoadError(f"'{directory}' has no {WEIGHTS_FILE}")
@@ -188,7 +199,7 @@ def choose_default_model(quiet: bool = False) -> Path:
 
 def load_model(
     directory: str | Path, device: str = "cpu", with_text: bool = True, lean_text: bool = False
-) -> JointModel:
+) -> JointModel:  # or a ClapJointModel (encoders/clap.py), for a folder of kind "clap"
     """Load a model folder strictly (every key must match); in eval mode on `device`.
 
     `directory` may be `default`: the model shipped with earshot. `lean_text`: the sentence
@@ -203,6 +214,12 @@ def load_model(
     from earshot.model.pretrained import attach_backbone, has_backbone
 
     directory, config, weights = model_files(directory)
+    if weights is None:  # kind "clap": the checkpoint it names, through transformers
+        from earshot.encoders.clap import load_clap_model
+
+        clap = load_clap_model(config, device=device)
+        clap.source = str(directory.resolve())
+        return clap
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:

@@ -13,7 +13,8 @@ from `model.safetensors` (memory-mapped), and the sentence encoder through
 
 Where that cannot be promised it raises `QueryModelUnavailable`, saying why, and the caller
 loads the JointModel: a model on a named backbone (its weights are a torch checkpoint, part of
-the id), tensors of a dtype loading would convert, a text model the lean encoder does not run.
+the id), tensors of a dtype loading would convert, a text model the lean encoder does not run,
+a CLAP model (config kind "clap": its text encoder is a transformer in its checkpoint).
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def load_query_model(directory: str | Path) -> QueryModel:
     from earshot.model.pretrained import has_backbone
 
     directory, config, weights = model_files(directory)
+    if weights is None:
+        raise QueryModelUnavailable(
+            f"'{directory}' is a CLAP model: its text side is the checkpoint's own transformer"
+        )
     try:
         data, entries = safetensors_entries(weights)
     except LeanUnsupported as e:
