@@ -120,6 +120,25 @@ def test_audio_and_text_equal_transformers_own(model, reference):
     assert (model.encode_text(sentences[1:2])[0] - want[1]).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("frontend", ["clap", "clap_htk"])
+def test_frontend_is_the_extractors_log_mel(frontend):
+    from earshot.config import AudioConfig
+    from earshot.encoders.clap import ClapFrontend
+
+    audio = AudioConfig(48000, 1024, 480, 64, 50.0, 14000.0, frontend=frontend)
+    front = ClapFrontend(audio)
+    x = windows(2, seed=4)
+    x[1, 5000:] = 0.0  # a short sound, zero-padded by earshot's windowing
+    want = front.extractor(list(x), sampling_rate=48000, return_tensors="pt")["input_features"]
+    got = front(torch.from_numpy(x))
+    assert got.shape == (2, 1, 1001, 64)
+    assert (got - want[:, :1]).abs().max() < 1e-4  # dB; bit-equal here in practice
+    assert torch.equal(front(torch.from_numpy(x[1:])), got[1:])  # the batch does not matter
+    assert torch.equal(front(torch.from_numpy(x[1, :5000].copy())[None]), got[1:])  # padded
+    with pytest.raises(ValueError, match="never crops"):
+        front(torch.zeros(1, 480_001))
+
+
 def test_fused_checkpoint_never_fuses_at_random(tmp_path, capsys):
     from transformers import ClapModel, ClapProcessor
 
