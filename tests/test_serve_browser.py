@@ -116,7 +116,10 @@ def search(driver, text: str) -> list[dict]:
     box.send_keys(text)
     wait(
         driver,
-        lambda d: f"for “{text}”" in d.find_element(By.ID, "status").text,
+        lambda d: (
+            f"for “{text}”" in d.find_element(By.ID, "status").text
+            and d.execute_script("const s = window.earshot.state; return !s.busy && !s.typing;")
+        ),
         f"results for {text!r}",
     )
     return hits_on_screen(driver)

@@ -204,11 +204,16 @@ document.addEventListener("keydown", (e) => {
 let timer = 0;
 el.q.addEventListener("input", () => {
   clearTimeout(timer);
-  timer = setTimeout(() => searchText("replace"), DEBOUNCE_MS);
+  state.typing = true; // a search is about to start
+  timer = setTimeout(() => {
+    state.typing = false;
+    searchText("replace");
+  }, DEBOUNCE_MS);
 });
 el.form.addEventListener("submit", (e) => {
   e.preventDefault();
   clearTimeout(timer);
+  state.typing = false;
   searchText("push");
 });
 el.q.addEventListener("keydown", (e) => {
@@ -312,13 +317,15 @@ function startFromUrl() {
 /** What this server offers beyond the basics, from its OpenAPI description. */
 async function readOffers() {
   const f = await features();
-  const search = f.params("/api/search");
   const offers = state.offers;
+  offers.params = {
+    search: f.params("/api/search"),
+    similar: f.params("/api/similar/{file_id}"),
+    like: f.params("/api/search/like", "post"),
+  };
+  const search = offers.params.search;
   offers.clip = f.routes.has("/api/clip/{file_id}");
-  offers.offset = search.has("offset");
   offers.sort = search.has("sort");
-  offers.spans = search.has("spans");
-  offers.showWeak = search.has("show_weak");
   offers.rateParam = ["min_sample_rate", "sample_rate", "sr"].find((n) => search.has(n)) || null;
   offers.channelsParam = ["channels", "ch"].find((n) => search.has(n)) || null;
   el.sortLabel.hidden = !offers.sort;

@@ -3,6 +3,7 @@
 import { el, state } from "./state.js";
 
 export function setBusy(busy, text) {
+  state.busy = busy;
   document.body.classList.toggle("is-busy", busy);
   el.results.setAttribute("aria-busy", busy ? "true" : "false");
   if (busy && text) el.status.textContent = text;

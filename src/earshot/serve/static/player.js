@@ -79,6 +79,25 @@ export function setLoop(on) {
   store.set("loop", state.loop);
   el.loop.setAttribute("aria-pressed", state.loop ? "true" : "false");
   el.loop.classList.toggle("is-on", state.loop);
+  watchLoop();
+}
+
+// Loop: back to the span's start as playback passes its end, checked every frame while playing
+// (timeupdate alone comes 4 times a second: a loop would overshoot by up to 250 ms).
+let watching = false;
+function watchLoop() {
+  if (watching) return;
+  const step = () => {
+    const cur = state.current;
+    if (!state.loop || el.player.paused || !cur) {
+      watching = false;
+      return;
+    }
+    if (cur.span && el.player.currentTime >= cur.span.end) el.player.currentTime = cur.span.start;
+    requestAnimationFrame(step);
+  };
+  watching = true;
+  requestAnimationFrame(step);
 }
 
 export function setVolume(v) {
@@ -98,9 +117,10 @@ export function initPlayer() {
   el.player.addEventListener("volumechange", () => setVolume(el.player.volume));
 
   let frame = 0;
+  el.player.addEventListener("play", watchLoop);
   el.player.addEventListener("timeupdate", () => {
+    // The loop again, for a hidden tab, where animation frames stop.
     const cur = state.current;
-    // Loop: back to the span's start when playback passes its end (or the file's end).
     if (state.loop && cur && cur.span && el.player.currentTime >= cur.span.end) {
       el.player.currentTime = cur.span.start;
     }

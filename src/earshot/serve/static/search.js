@@ -9,6 +9,13 @@ import { render, clearResults, shownItems } from "./results.js";
 import { writeUrl } from "./history.js";
 
 export const PAGE = 20;
+const ROUTES = { text: "search", similar: "similar", upload: "like" };
+
+/** Whether the server's route for this kind of search takes query parameter `name`. */
+export function offers(kind, name) {
+  const params = state.offers.params[ROUTES[kind]];
+  return !!params && params.has(name);
+}
 const SPANS = 4; // spans per file asked for, where the server offers them
 
 let controller = null;
@@ -17,13 +24,14 @@ let seq = 0;
 /** The URL, fetch options and status text of a request for `k` hits from `offset`. */
 function build(request, k, offset) {
   const params = filterParams();
+  const takes = (name) => offers(request.kind, name);
   params.set("k", k);
-  if (offset && state.offers.offset) params.set("offset", offset);
-  if (state.offers.sort && el.sort.value && el.sort.value !== "score") {
+  if (offset && takes("offset")) params.set("offset", offset);
+  if (takes("sort") && el.sort.value && el.sort.value !== "score") {
     params.set("sort", el.sort.value);
   }
-  if (state.offers.spans) params.set("spans", SPANS);
-  if (state.offers.showWeak) params.set("show_weak", "true");
+  if (takes("spans")) params.set("spans", SPANS);
+  if (takes("show_weak")) params.set("show_weak", "true"); // the page folds the weak tail itself
   if (request.kind === "text") {
     if (request.text) params.set("q", request.text);
     return { url: `/api/search?${params}`, init: {}, busy: null, failed: "Search failed" };
@@ -68,7 +76,7 @@ export async function runSearch(request, { history = "replace", more = false } =
   }
   // Paging: the next page by offset where the server offers it, else a longer first page.
   const have = more ? state.hits.length : 0;
-  const byOffset = more && state.offers.offset;
+  const byOffset = more && offers(request.kind, "offset");
   const k = byOffset ? PAGE : Math.min(state.limits.max_k || 100, have + PAGE);
   const { url, init, busy, failed } = build(request, k, byOffset ? have : 0);
   abort();
@@ -83,7 +91,8 @@ export async function runSearch(request, { history = "replace", more = false } =
     state.last = request;
     render(data, request, byOffset);
     state.requested = byOffset ? have + k : k;
-    el.more.hidden = !hasMore(data);
+    el.more.hidden = !hasMore(data, request);
+    el.sortLabel.hidden = !offers(request.kind, "sort");
     writeUrl({ ...entryOf(request), data: state.data, hits: state.hits }, history);
     if (more && at >= 0) focusHit(at + 1);
     else if (request.kind !== "text") focusHit(0);
@@ -94,11 +103,12 @@ export async function runSearch(request, { history = "replace", more = false } =
   }
 }
 
-function hasMore(data) {
+function hasMore(data, request) {
   const n = state.hits.length;
-  if (data.total_estimate != null) return n < data.total_estimate;
+  const byOffset = offers(request.kind, "offset");
+  if (byOffset && typeof data.more === "boolean") return data.more;
   if (n < state.requested) return false; // fewer than asked: that was all
-  return state.offers.offset || n < (state.limits.max_k || 100);
+  return byOffset || n < (state.limits.max_k || 100);
 }
 
 export function abort() {

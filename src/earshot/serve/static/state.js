@@ -52,7 +52,10 @@ export const state = {
   untrained: false,
   tags: [], // sound tags every result must have (the tag filter)
   folders: [], // the folders the catalogue holds (the folder filter resolves short forms)
-  offers: { clip: false, offset: false, sort: false, spans: false, showWeak: false }, // server
+  // What the server offers: {params: {search, similar, like}: Sets of query parameter names,
+  // clip: the /api/clip route, sort, rateParam, channelsParam}; read from /openapi.json.
+  offers: { params: {}, clip: false, sort: false, rateParam: null, channelsParam: null },
+  requested: 0, // hits asked for so far (paging)
   compact: store.get("compact", false),
   autoplay: store.get("autoplay", false),
   loop: store.get("loop", false),
