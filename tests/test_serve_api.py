@@ -74,7 +74,7 @@ def test_search_returns_what_the_searcher_returns(client, searcher, lib):
     assert os.path.join(first["folder"], first["name"]) == hit.path == first["path"]
     assert (first["start"], first["end"]) == (hit.start_s, hit.end_s)
     assert first["duration"] == pytest.approx(hit.duration_s, abs=1e-3)
-    assert body["query"] == {"text": "a bird sings at dawn", "k": 3}
+    assert body["query"] == {"text": "a bird sings at dawn", "k": 3, "offset": 0, "sort": "score"}
     assert body["took_ms"] >= 0
 
 
@@ -103,7 +103,9 @@ def test_search_filters(client, lib, searcher):
         ({}, 400, "empty query"),  # no text and no tag
         ({"q": "dog", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
         ({"q": "dog", "k": 101}, 422, "k: Input should be less than or equal to 100"),
-        ({"q": "dog", "folder": "birds"}, 400, "folder must be an absolute path"),
+        ({"q": "dog", "folder": "../up"}, 400, "leads out of every folder"),
+        ({"q": "dog dur:<abc"}, 400, "cannot read 'dur:<abc'"),
+        ({"q": "dog", "sort": "size"}, 422, "sort: String should match"),
         ({"q": "dog", "min_duration": 9, "max_duration": 2}, 400, "min_duration is larger"),
         ({"q": "dog", "max_duration": "long"}, 422, "max_duration: Input should be a valid"),
     ],
@@ -485,3 +487,70 @@ def test_concurrent_http_searches_each_get_their_own_results(app, searcher):
         for t in threads:
             t.join(30)
     assert got == expected
+
+
+# -- confidence, query syntax, spans, paging and sort (issue #18) ---------------------------
+
+
+def test_search_answers_band_message_and_paging(client):
+    body = client.get("/api/search", params={"q": "a bird sings", "k": 2}).json()
+    assert body["band"] in ("good", "weak", "none")
+    assert body["message"] is None or body["message"].startswith('no good match for "a bird')
+    assert (body["offset"], body["more"]) == (0, True) and body["total_estimate"] >= 3
+    for h in body["hits"]:
+        assert {"confidence", "band", "spans", "more_spans", "also_at", "sample_rate",
+                "channels"} <= set(h)  # fmt: skip
+    page2 = client.get("/api/search", params={"q": "a bird sings", "k": 2, "offset": 2}).json()
+    every = client.get("/api/search", params={"q": "a bird sings", "k": 4}).json()
+    assert [h["file_id"] for h in body["hits"] + page2["hits"]] == [
+        h["file_id"] for h in every["hits"]
+    ]
+    assert [h["rank"] for h in page2["hits"]] == [3, 4]
+
+
+def test_search_sort_spans_and_syntax(client):
+    by_name = client.get("/api/search", params={"q": "sound", "sort": "name"}).json()
+    names = [h["name"] for h in by_name["hits"]]
+    assert names == sorted(names, key=str.casefold) and by_name["query"]["sort"] == "name"
+    spans = client.get("/api/search", params={"q": "sound", "spans": 3}).json()
+    market = next(h for h in spans["hits"] if h["name"] == "market.wav")
+    assert 1 < len(market["spans"]) <= 3
+    assert market["spans"][0] == {k: market[k] for k in ("start", "end", "score")}
+    wav = client.get("/api/search", params={"q": "sound ext:wav -robin folder:street"}).json()
+    assert {h["name"] for h in wav["hits"]} == {"long_hum.wav", "market.wav"}
+    stereo = client.get("/api/search", params={"q": "sound ch:2 sr:>=44.1k"}).json()
+    assert [h["name"] for h in stereo["hits"]] == ["owl.flac"]
+    assert [h["channels"] for h in stereo["hits"]] == [2]
+
+
+def test_folder_filter_takes_the_forms_hits_show(client, lib):
+    for folder in ("birds", "library/birds", "./birds/", str(lib.root / "birds")):
+        body = client.get("/api/search", params={"q": "sound", "folder": folder}).json()
+        assert {h["name"] for h in body["hits"]} == {"robin_song.wav", "owl.flac", "wren.wav"}
+    home = os.path.expanduser("~")
+    if str(lib.root).startswith(home + os.sep):
+        short = "~" + str(lib.root / "birds")[len(home) :]
+        body = client.get("/api/search", params={"q": "sound", "folder": short}).json()
+        assert len(body["hits"]) == 3
+
+
+def test_show_weak_false_keeps_only_good_hits_when_some_are(client, app):
+    from earshot.confidence import Calibration
+
+    searcher = app.state.service.searcher
+    saved = searcher.calibrations
+    scores = [h["score"] for h in client.get("/api/search", params={"q": "sound"}).json()["hits"]]
+    middle = float(np.median(scores))
+    # Good from the median cosine up: a mixed result list.
+    searcher.calibrations = {k: Calibration(1e4, 0.0, -1e4 * middle) for k in ("text", "example")}
+    try:
+        every = client.get("/api/search", params={"q": "sound", "k": 10}).json()
+        bands = [h["band"] for h in every["hits"]]
+        trimmed = client.get(
+            "/api/search", params={"q": "sound", "k": 10, "show_weak": "false"}
+        ).json()
+    finally:
+        searcher.calibrations = saved
+    assert "good" in bands
+    assert [h["band"] for h in trimmed["hits"]] == ["good"] * bands.count("good")
+    assert trimmed["weak_hidden"] == len(bands) - bands.count("good")

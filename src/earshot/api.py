@@ -57,18 +57,33 @@ class Index:
             self._searcher = Searcher(self.catalogue, self.model)
         return self._searcher
 
-    def search(self, text: str | None = None, k: int = 10, hybrid: bool = False, **filters):
-        """Files that sound like `text`, best first, each with its best-matching window.
+    def search(
+        self,
+        text: str | None = None,
+        k: int = 10,
+        hybrid: bool = False,
+        *,
+        offset: int = 0,
+        sort: str = "score",
+        spans: int = 1,
+        **filters,
+    ):
+        """Files that sound like `text`, best first, each with its best-matching window, its
+        `confidence` and `band` (good / weak / none). `text` takes the query syntax: -word,
+        "exact phrase", dur:<30 ext:wav tag:dog folder:foley sr:>=48000 ch:2.
 
         Filters: folder, min_duration, max_duration, formats, and for a catalogue indexed by a
         tagging model tags=["Dog", ...] (every one required, any case; some window of the file
         has it at >= tag_min, default 0.3). With tags and no text: the files having the tags,
-        likeliest first (`search_tags`).
+        likeliest first (`search_tags`). offset: hits passed over (paging); sort: score, name,
+        duration or date (the 200 best by score, reordered); spans: each file's best N spans.
+        Returns `earshot.search.Results`, a list of hits that also says whether more follow.
         """
         chosen = _filters(filters)
+        page = {"offset": offset, "sort": sort, "spans": spans}
         if not (text and text.strip()) and chosen.tags:
-            return self.searcher().search_tags((), k, chosen)
-        return self.searcher().search_text(text or "", k, chosen, hybrid=hybrid)
+            return self.searcher().search_tags((), k, chosen, **page)
+        return self.searcher().search_text(text or "", k, chosen, hybrid=hybrid, **page)
 
     def search_tags(self, tags, k: int = 10, **filters):
         """Files having every one of `tags` (sound tag names), likeliest first."""

@@ -99,8 +99,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=search_cmds.cmd_index)
 
     p = sub.add_parser("search", help="find recordings by description or by example")
-    p.add_argument("query", nargs="?", help="what you hear, e.g. 'a dog barks in the rain'")
+    p.add_argument(
+        "query",
+        nargs="?",
+        help="what you hear, e.g. 'a dog barks in the rain'; also -word, \"exact phrase\", "
+        "dur:<30 ext:wav tag:dog folder:foley sr:>=48000 ch:2 (see the README)",
+    )
     p.add_argument("-k", type=int, default=10, help="number of files (default: 10)")
+    p.add_argument("--offset", type=int, default=0, help="files to pass over first (paging)")
+    p.add_argument(
+        "--sort",
+        choices=["score", "name", "duration", "date"],
+        default="score",
+        help="score (default); name, duration or date reorder the 200 best files by score",
+    )
+    p.add_argument(
+        "--spans", type=int, default=1, metavar="N", help="each file's best N spans (default: 1)"
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        dest="show_weak",
+        help="also list the weak matches after the good ones (left out by default)",
+    )
     p.add_argument("--like", metavar="FILE", help="search by example: sounds like this file")
     p.add_argument("--start", type=float, help="with --like: start of the example span (s)")
     p.add_argument("--end", type=float, help="with --like: end of the example span (s)")
@@ -233,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--start/--end go with --like")
         if args.k < 1:
             parser.error("-k must be at least 1")
+        if args.offset < 0:
+            parser.error("--offset must be 0 or more")
+        if not 1 <= args.spans <= 20:
+            parser.error("--spans must be within 1-20")
     batch_size = getattr(args, "batch_size", None)
     if batch_size is not None and batch_size < 1:
         parser.error("--batch-size must be at least 1")

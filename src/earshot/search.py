@@ -16,11 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
+from earshot.confidence import GOOD, Calibration, load_calibrations, score_stats, zscore
 from earshot.errors import SearchError
 from earshot.index.schema import CONFIDENT_TAG
 from earshot.index.store import Catalogue
+from earshot.query_syntax import ParsedQuery, fts_phrase, parse_query
 
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
+SORTS = ("score", "name", "duration", "date")
+# sort=name|duration|date reorders the SORT_CAP best files by score (the relevant set), never
+# the whole catalogue: "the 200 best matches for 'rain', by name".
+SORT_CAP = 200
+MAX_SPANS = 20
+# Semantic negation ("dogs, no people"): a window's score minus this times its (positive)
+# cosine to the negated text. 0: off (bench/bench_confidence.py --negation measured it).
+NEGATION_WEIGHT = 0.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,15 @@ class Filters:
     # Phrases the file's keyword-search text must hold, every one: its name, folder, tags and
     # embedded metadata (Catalogue.file_ids_matching_keywords): what `"phrase"` maps onto.
     keywords: tuple[str, ...] | None = None
+    # The query syntax's (earshot.query_syntax), also usable alone: inclusive (lo, hi) ranges
+    # (None: open), folder names or relative paths whose components a file's folder holds
+    # (any case), and words or phrases that leave a file out when its keyword row (name,
+    # folders, metadata, confident sound tags) holds them. (`"phrase"` and a `tag:` the
+    # catalogue does not tag become `keywords`.)
+    sample_rate: tuple[float | None, float | None] | None = None
+    channels: tuple[float | None, float | None] | None = None
+    folder_parts: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.tags is not None:
@@ -50,6 +69,83 @@ class Filters:
     def active(self) -> bool:
         # tag_min alone filters nothing
         return any(v is not None for k, v in asdict(self).items() if k != "tag_min")
+
+    def more(self) -> dict:
+        """The catalogue's further file conditions (`keywords`, `index.queries._more_filters`)."""
+        exclude = [fts_phrase(w) for w in self.exclude or ()]
+        out = {
+            "keywords": self.keywords,
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "folder_parts": self.folder_parts,
+            "fts_exclude": [m for m in exclude if m] or None,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+    def with_query(self, parsed: ParsedQuery) -> Filters:
+        """These filters and the fields of a parsed query, both applying."""
+        folder, parts = self.folder, list(self.folder_parts or ())
+        for value in parsed.folders:
+            absolute, relative = folder_form(value)
+            if absolute is not None:
+                if folder is not None and absolute != folder:
+                    raise SearchError(
+                        f"two folders asked for ('{folder}' and '{absolute}'): a file is in one"
+                    )
+                folder = absolute
+            else:
+                parts.append(relative)
+        lo, hi = self.min_duration, self.max_duration
+        if parsed.duration is not None:
+            lo = _tighter(lo, parsed.duration.lo, max)
+            hi = _tighter(hi, parsed.duration.hi, min)
+        formats = tuple(dict.fromkeys((*(self.formats or ()), *parsed.formats))) or None
+
+        def joined(mine, theirs):
+            return tuple(dict.fromkeys((*(mine or ()), *theirs))) or None
+
+        def ranged(mine, theirs):
+            if theirs is None:
+                return mine
+            if mine is None:
+                return (theirs.lo, theirs.hi)
+            return (_tighter(mine[0], theirs.lo, max), _tighter(mine[1], theirs.hi, min))
+
+        return replace(
+            self,
+            folder=folder,
+            folder_parts=tuple(dict.fromkeys(parts)) or None,
+            min_duration=lo,
+            max_duration=hi,
+            formats=formats,
+            tags=joined(self.tags, parsed.tags),
+            keywords=joined(self.keywords, parsed.phrases),
+            exclude=joined(self.exclude, parsed.exclude),
+            sample_rate=ranged(self.sample_rate, parsed.sample_rate),
+            channels=ranged(self.channels, parsed.channels),
+        )
+
+
+def _tighter(a, b, pick):
+    return b if a is None else a if b is None else pick(a, b)
+
+
+def folder_form(value: str) -> tuple[str | None, str | None]:
+    """(absolute folder, None) for an absolute or ~ path; (None, relative path) for a folder
+    name or a relative path ("foley", "./sfx/foley/"), matched as whole components anywhere.
+    Both shortened forms hits show are accepted."""
+    value = str(value).strip()
+    if not value:
+        raise SearchError("an empty folder filter: name a folder, e.g. folder:foley")
+    expanded = os.path.expanduser(value)
+    if os.path.isabs(expanded):
+        return os.path.normpath(expanded), None
+    relative = os.path.normpath(value).replace(os.sep, "/")
+    if relative in (".", "..") or relative.startswith("../"):
+        raise SearchError(
+            f"folder '{value}' leads out of every folder: give its name or an absolute path"
+        )
+    return None, relative
 
 
 @dataclass(frozen=True)
@@ -68,11 +164,23 @@ class Hit:
     # The file's embedded metadata (description, title, keywords, ucs...; Catalogue.file_meta),
     # None where it has none.
     meta: dict | None = field(default=None, compare=False, hash=False)
+    # How far the hit can be trusted (earshot.confidence): 0-1, and its band: good/weak/none.
+    confidence: float | None = None
+    band: str | None = None
+    # The file's best non-overlapping windows, best first, (start_s, end_s, score); the first
+    # is start_s/end_s. () = that one only. more_spans: further windows banded good.
+    spans: tuple[tuple[float, float, float], ...] = field(default=())
+    more_spans: int = 0
+    also_at: tuple[str, ...] = field(default=())  # byte-identical files grouped into this hit
+    sample_rate: int | None = None
+    channels: int | None = None
+    mtime_ns: int | None = None  # the file's, when indexed: the date sort's key
 
     def as_dict(self) -> dict:
         """The hit as JSON gives it, the same in `earshot search --json`, the HTTP API and the
         web page: times in seconds to the millisecond, the score to 6 digits."""
         folder, name = os.path.split(self.path)
+        spans = self.spans or ((self.start_s, self.end_s, self.score),)
         return {
             "rank": self.rank,
             "file_id": self.file_id,
@@ -87,7 +195,66 @@ class Hit:
             "format": self.format,
             "tags": tags_json(self.tags),
             "meta": self.meta or None,
+            "confidence": None if self.confidence is None else round(float(self.confidence), 3),
+            "band": self.band,
+            "spans": [
+                {"start": round(a, 3), "end": round(b, 3), "score": round(float(c), 6)}
+                for a, b, c in spans
+            ],
+            "more_spans": int(self.more_spans),
+            "also_at": list(self.also_at),
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
         }
+
+
+class Results(list):
+    """The hits of one search (a list, best first, or in the order `sort` asked for), and what
+    is known about the rest: `offset` (hits passed over), `more` (further hits exist),
+    `total_estimate` (files ranked: a lower bound when sorted by score, the whole relevant set
+    when sorted otherwise)."""
+
+    offset: int = 0
+    more: bool = False
+    total_estimate: int = 0
+
+    @classmethod
+    def of(cls, hits, offset: int = 0, more: bool = False, total: int | None = None) -> Results:
+        out = cls(hits)
+        out.offset, out.more = offset, more
+        out.total_estimate = len(hits) + offset if total is None else total
+        return out
+
+    def best_band(self) -> str | None:
+        """The band of the most confident hit (None: no hits or no confidence)."""
+        rated = [h for h in self if h.confidence is not None]
+        if not rated:
+            return None
+        return max(rated, key=lambda h: h.confidence).band
+
+    def message(self, query: str | None, hint: str = "try other words or search by example"):
+        """A plain sentence when nothing matches well, else None."""
+        shown = f' for "{query}"' if query else ""
+        if not self:
+            return f"no match{shown}" if self.offset == 0 else None
+        rated = [h for h in self if h.confidence is not None]
+        if not rated or self.offset:
+            return None
+        best = max(rated, key=lambda h: h.confidence)
+        if best.band == GOOD:
+            return None
+        return f"no good match{shown}: the best is {best.band} ({best.confidence:.2f}); {hint}"
+
+
+def trim_weak(hits: list) -> list:
+    """Hits without the weak tail: where some hit is good, only the good ones; where none is,
+    all of them (marked), so a poor query still shows its best candidates."""
+    good = [h for h in hits if h.band == GOOD]
+    if not good or len(good) == len(hits):
+        return hits
+    out = Results.of(good, getattr(hits, "offset", 0), getattr(hits, "more", False))
+    out.total_estimate = getattr(hits, "total_estimate", len(good))
+    return out
 
 
 def with_meta(catalogue: Catalogue, hits: list[Hit]) -> list[Hit]:
@@ -103,6 +270,18 @@ def tags_json(tags: Sequence[tuple[str, float]]) -> list[dict]:
 
 def ann_path_for(catalogue: Catalogue) -> Path:
     return catalogue.path.with_name(catalogue.path.name + ".ann")
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """What a text query asks, read by the query syntax: the description to encode (None: no
+    description, only keyword operators or fields), the negated part when semantic negation is
+    on, and the filters, merged with the caller's."""
+
+    text: str | None
+    negative: str | None
+    filters: Filters
+    parsed: ParsedQuery
 
 
 class Searcher:
@@ -125,6 +304,9 @@ class Searcher:
         self._ann_generation = -1
         self._allowed_cache: dict[tuple[Filters, int], np.ndarray] = {}
         self._tag_lookup: tuple[tuple[str, ...], dict[str, int]] = ((), {})  # vocabulary, index
+        self.calibrations: dict[str, Calibration] = load_calibrations(model)
+        self.negation_weight = NEGATION_WEIGHT
+        self._sample: tuple[int, np.ndarray] | None = None  # (generation, windows)
 
     # -- the ANN, refreshed when the catalogue changed ------------------------------------
     def ann(self):
@@ -147,22 +329,111 @@ class Searcher:
             self._ann_generation = generation
         return self._ann
 
+    def sample(self) -> np.ndarray:
+        """A fixed random sample of the catalogue's windows (at most SAMPLE_WINDOWS), remade
+        when the catalogue changes: what a query's scores are compared with for confidence."""
+        from earshot.confidence import SAMPLE_WINDOWS
+
+        generation = self.cat.generation
+        if self._sample is None or self._sample[0] != generation:
+            top = self.cat.max_segment_id()
+            rng = np.random.default_rng(0)
+            ids = (
+                np.arange(1, top + 1)
+                if top <= SAMPLE_WINDOWS
+                else rng.choice(np.arange(1, top + 1), SAMPLE_WINDOWS, replace=False)
+            )
+            vectors = self.cat.segment_vectors(ids.tolist())
+            dim = self.cat.dim or 1
+            stacked = np.stack(list(vectors.values())) if vectors else np.zeros((0, dim))
+            self._sample = (generation, stacked.astype(np.float32))
+        return self._sample[1]
+
     # -- queries ---------------------------------------------------------------------------
-    def search_text(
-        self, text: str, k: int = 10, filters: Filters | None = None, hybrid: bool = False
-    ) -> list[Hit]:
+    def plan_text(self, text: str, filters: Filters | None = None) -> TextPlan:
+        """Read `text` by the query syntax and merge its fields into `filters`; tags it names
+        that the catalogue does not tag are matched as keywords (metadata, names) instead."""
         if not text or not text.strip():
             raise SearchError("empty query: describe the sound you are looking for")
-        query = self.model.encode_text([text]).numpy()[0]
-        hits = self.search_vector(query, k if not hybrid else max(k, 50), filters)
-        return self._fuse(text, query, hits, k, filters) if hybrid else hits
+        parsed = parse_query(text)
+        merged = (filters or Filters()).with_query(parsed)
+        if parsed.tags:
+            vocabulary = {n.casefold() for n in self.cat.tag_names}
+            given = {t.casefold() for t in (filters.tags or ())} if filters else set()
+            keyword = [
+                t for t in parsed.tags if t.casefold() not in vocabulary | given
+            ]  # fmt: skip
+            sound = [t for t in merged.tags or () if t not in keyword]
+            merged = replace(
+                merged,
+                tags=tuple(sound) or None,
+                keywords=tuple(dict.fromkeys([*(merged.keywords or ()), *keyword])) or None,
+            )
+        description = parsed.text.strip() or None
+        negative = None
+        if description and parsed.negative and self.negation_weight > 0:
+            description, negative = parsed.positive, parsed.negative
+        return TextPlan(description, negative, merged, parsed)
+
+    def search_text(
+        self,
+        text: str,
+        k: int = 10,
+        filters: Filters | None = None,
+        hybrid: bool = False,
+        *,
+        spans: int = 1,
+        offset: int = 0,
+        sort: str = "score",
+    ) -> Results:
+        """Files that sound like `text`, read by the query syntax (earshot.query_syntax)."""
+        plan = self.plan_text(text, filters)
+        page = {"spans": spans, "offset": offset, "sort": sort}
+        if plan.text is None:
+            return self._without_description(plan, k, page)
+        texts = [plan.text] + ([plan.negative] if plan.negative else [])
+        vectors = np.asarray(self.model.encode_text(texts))
+        query, negative = vectors[0], (vectors[1] if plan.negative else None)
+        if not hybrid:
+            return self.search_vector(query, k, plan.filters, negative=negative, **page)
+        pool = self.search_vector(
+            query, max(offset + k, 50), plan.filters, negative=negative, finish=False
+        )
+        fused = self._fuse(plan.text, query, pool, max(offset + k, 50), plan.filters)
+        return self._finish(fused, query, k, negative=negative, kind="text", **page)
+
+    def _without_description(self, plan: TextPlan, k: int, page: dict) -> Results:
+        """Only operators and fields: sound tags rank by their probability; exact phrases by
+        BM25; anything else has nothing to rank by."""
+        filters = plan.filters
+        if filters.tags:
+            return self.search_tags((), k, filters, **page)
+        if filters.keywords:
+            words = " ".join(filters.keywords)
+            allowed = set(self.cat.file_ids_matching(*_base(filters), **filters.more()).tolist())
+            ranked = [f for f, _ in self.cat.keyword_search(words, limit=SORT_CAP * 5)]
+            hits = [self._first_window(f) for f in ranked if f in allowed]
+            hits = [replace(h, rank=i, score=1.0 / (RRF_K + i)) for i, h in enumerate(hits, 1)]
+            page = {**page, "spans": 1}
+            return self._finish(hits, None, k, kind="keyword", **page)
+        raise SearchError(
+            'the query has only filters: add a description of the sound, an exact "phrase" '
+            "or a tag: to rank the files by"
+        )
 
     def search_tags(
-        self, tags: Sequence[str] = (), k: int = 10, filters: Filters | None = None
-    ) -> list[Hit]:
+        self,
+        tags: Sequence[str] = (),
+        k: int = 10,
+        filters: Filters | None = None,
+        *,
+        spans: int = 1,
+        offset: int = 0,
+        sort: str = "score",
+    ) -> Results:
         """Files having every one of `tags` (and those of `filters`), no text: ranked by the
         weakest tag's best probability over the file's windows, each with the window where the
-        tags are likeliest together. Hit.score is that probability."""
+        tags are likeliest together. Hit.score is that probability (and its confidence)."""
         if k < 1:
             raise SearchError("k must be at least 1")
         filters = filters or Filters()
@@ -174,16 +445,14 @@ class Searcher:
         scores = self.cat.files_with_tags(indices, self._tag_min(filters))
         rest = replace(filters, tags=None, tag_min=None)
         if rest.active() and scores:
-            allowed = set(
-                self.cat.file_ids_matching(
-                    rest.folder, rest.min_duration, rest.max_duration, rest.formats, rest.keywords
-                ).tolist()
-            )
+            allowed = set(self.cat.file_ids_matching(*_base(rest), **rest.more()).tolist())
             scores = {f: p for f, p in scores.items() if f in allowed}
         vocabulary = self.cat.tag_names
         wanted = [vocabulary[i] for i in indices]
+        cap = _cap(offset, k, sort) + 1
         hits = []
-        for rank, (fid, p) in enumerate(sorted(scores.items(), key=lambda t: (-t[1], t[0]))[:k], 1):
+        ordered = sorted(scores.items(), key=lambda t: (-t[1], t[0]))
+        for rank, (fid, p) in enumerate(ordered[: cap + 8], 1):
             segments = self.cat.file_segments(fid)
             tags_of = self.cat.segment_tags([s.segment_id for s in segments])
 
@@ -206,7 +475,10 @@ class Searcher:
                     tuple(tags_of.get(best.segment_id, ())),
                 )
             )
-        return with_meta(self.cat, hits)
+        out = self._finish(hits, None, k, spans=1, offset=offset, sort=sort, kind="tags")
+        out.more = out.more or len(ordered) > len(hits)
+        out.total_estimate = max(out.total_estimate, len(ordered))
+        return out
 
     def resolve_tags(self, names: Sequence[str]) -> tuple[int, ...]:
         """Tag names (any case) → indices into the catalogue's vocabulary; a SearchError naming
@@ -244,22 +516,28 @@ class Searcher:
         start: float | None = None,
         end: float | None = None,
         filters: Filters | None = None,
-    ) -> list[Hit]:
+        **page,
+    ) -> Results:
         """Sounds like (a span of) an audio file; the file itself is left out of the results."""
         query = self.embed_example(path, start, end)
         resolved = str(Path(path).expanduser().absolute())
         own = self.cat.file_id_for_path(resolved)
-        return self.search_vector(query, k, filters, exclude_file=own)
+        return self.search_vector(query, k, filters, exclude_file=own, kind="example", **page)
 
     def search_like_segment(
-        self, segment_id: int, k: int = 10, filters: Filters | None = None
-    ) -> list[Hit]:
+        self, segment_id: int, k: int = 10, filters: Filters | None = None, **page
+    ) -> Results:
         rows = self.cat.segments([segment_id])
         if segment_id not in rows:
             raise SearchError(f"no segment with id {segment_id} in '{self.cat.path}'")
         query = self.cat.segment_vector(segment_id)
         return self.search_vector(
-            query / np.linalg.norm(query), k, filters, exclude_file=rows[segment_id].file_id
+            query / np.linalg.norm(query),
+            k,
+            filters,
+            exclude_file=rows[segment_id].file_id,
+            kind="example",
+            **page,
         )
 
     def embed_example(self, path: str | Path, start: float | None, end: float | None) -> np.ndarray:
@@ -296,42 +574,188 @@ class Searcher:
         k: int = 10,
         filters: Filters | None = None,
         exclude_file: int | None = None,
-    ) -> list[Hit]:
-        """Top `k` files by their best window's cosine similarity to `query` (d,)."""
+        *,
+        spans: int = 1,
+        offset: int = 0,
+        sort: str = "score",
+        kind: str = "text",
+        negative: np.ndarray | None = None,
+        finish: bool = True,
+    ) -> Results:
+        """Top `k` files by their best window's cosine similarity to `query` (d,), after
+        `offset` of them, each with its confidence (`kind`: "text" or "example" calibration)
+        and, where `negative` is given, each window's score lowered by `negation_weight` times
+        its positive cosine to it. Byte-identical files are one hit (`also_at`)."""
         if k < 1:
             raise SearchError("k must be at least 1")
+        if offset < 0:
+            raise SearchError("offset must be 0 or more")
+        if sort not in SORTS:
+            raise SearchError(f"sort must be one of {', '.join(SORTS)}, not '{sort}'")
+        if not 1 <= spans <= MAX_SPANS:
+            raise SearchError(f"spans must be within 1-{MAX_SPANS}")
+        query = np.asarray(query, dtype=np.float32)
         allowed = None
         if filters is not None and filters.active():
             allowed = self._allowed(filters)
             if len(allowed) == 0:
-                return []
+                return Results.of([], offset)
         index = self.ann()
         # The index's own count, not COUNT(*) over the catalogue: that scan is a hot-path cost.
         total = index.count if allowed is None else len(allowed)
         if total == 0:
-            return []
-        pool = min(total, max(50, 10 * k))
+            return Results.of([], offset)
+        # One more than asked (is there a next page?) and a margin for grouped duplicates.
+        want = _cap(offset, k, sort) + 1
+        target = want + 8
+        pool = min(total, max(50, 10 * target))
         while True:
-            scores, ids = index.search(query[None].astype(np.float32), pool, allowed)
+            scores, ids = index.search(query[None], pool, allowed)
+            found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+            rows = self.cat.segments([i for _, i in found])
+            if negative is not None and self.negation_weight > 0:
+                found = self._penalised(found, negative)
             best: dict[int, tuple[float, int]] = {}
-            rows = self.cat.segments([int(i) for i in ids[0] if i >= 0])
-            for score, sid in zip(scores[0], ids[0], strict=True):
-                row = rows.get(int(sid))
+            for score, sid in found:
+                row = rows.get(sid)
                 if row is None or row.file_id == exclude_file:
                     continue
                 if row.file_id not in best or score > best[row.file_id][0]:
-                    best[row.file_id] = (float(score), int(sid))
-            # Long files fill the pool with their own windows: widen it until k files appear.
-            if len(best) >= k or pool >= total:
+                    best[row.file_id] = (score, sid)
+            # Long files fill the pool with their own windows: widen it until enough appear.
+            if len(best) >= target or pool >= total:
                 break
             pool = min(total, pool * 4)
-        ranked = sorted(best.values(), key=lambda t: -t[0])[:k]
+        ranked = sorted(best.values(), key=lambda t: (-t[0], t[1]))[:target]
         tags = self.cat.segment_tags([sid for _, sid in ranked])
         hits = [
             self._hit(r, sid, score, rows, tags.get(sid, ()))
             for r, (score, sid) in enumerate(ranked, 1)
         ]
-        return with_meta(self.cat, hits)
+        hits = self._rate(hits, query, kind)
+        if not finish:
+            return Results.of(hits)
+        return self._finish(
+            hits, query, k, spans=spans, offset=offset, sort=sort, kind=kind, negative=negative
+        )
+
+    def _penalised(self, found: list[tuple[float, int]], negative: np.ndarray):
+        vectors = self.cat.segment_vectors([sid for _, sid in found])
+        negative = np.asarray(negative, dtype=np.float32)
+        lam = self.negation_weight
+        return [
+            (s - lam * max(0.0, float(vectors[sid] @ negative)) if sid in vectors else s, sid)
+            for s, sid in found
+        ]
+
+    def _rate(self, hits: list[Hit], query: np.ndarray | None, kind: str) -> list[Hit]:
+        """Each hit with its confidence and band: from its cosine and z-score for a vector
+        query; a tag search's score is a probability and stands as its confidence."""
+        calibration = self.calibrations.get(kind, self.calibrations["text"])
+        if query is None:
+            return [
+                replace(h, confidence=float(h.score), band=calibration.band(float(h.score)))
+                for h in hits
+            ]
+        stats = score_stats(query, self.sample())
+        out = []
+        for h in hits:
+            c = calibration.confidence(h.score, zscore(h.score, stats))
+            out.append(replace(h, confidence=c, band=calibration.band(c)))
+        return out
+
+    def _finish(
+        self,
+        hits: list[Hit],
+        query: np.ndarray | None,
+        k: int,
+        *,
+        spans: int = 1,
+        offset: int = 0,
+        sort: str = "score",
+        kind: str = "text",
+        negative: np.ndarray | None = None,
+    ) -> Results:
+        """Ranked hits (with confidence) → one page: duplicates grouped, sorted, `offset`
+        passed over, the page's files given their sample rate, channels and spans."""
+        if sort not in SORTS:
+            raise SearchError(f"sort must be one of {', '.join(SORTS)}, not '{sort}'")
+        if query is not None and hits and hits[0].confidence is None:
+            hits = self._rate(hits, query, kind)
+        facts = self.cat.file_facts([h.file_id for h in hits])
+        copies = self.cat.paths_by_hash(
+            [facts[h.file_id]["content_hash"] for h in hits if h.file_id in facts]
+        )
+        seen: set[str] = set()
+        grouped: list[Hit] = []
+        for h in hits:
+            fact = facts.get(h.file_id, {})
+            digest = fact.get("content_hash")
+            if digest and digest in seen:
+                continue
+            if digest:
+                seen.add(digest)
+            others = tuple(p for f, p in copies.get(digest, ()) if f != h.file_id)
+            grouped.append(
+                replace(
+                    h,
+                    also_at=others,
+                    sample_rate=fact.get("sample_rate"),
+                    channels=fact.get("channels"),
+                    mtime_ns=fact.get("mtime_ns"),
+                )
+            )
+        cap = _cap(offset, k, sort)
+        more = len(grouped) > cap
+        relevant = grouped[:cap]
+        if sort == "name":
+            relevant.sort(key=lambda h: (os.path.basename(h.path).casefold(), h.path))
+        elif sort == "duration":
+            relevant.sort(key=lambda h: (h.duration_s, h.path))
+        elif sort == "date":
+            relevant.sort(key=lambda h: (-(h.mtime_ns or 0), h.path))
+        page = relevant[offset : offset + k]
+        if query is not None:
+            page = self._with_spans(page, query, spans, kind, negative)
+        page = [replace(h, rank=offset + i) for i, h in enumerate(with_meta(self.cat, page), 1)]
+        total = len(relevant) if sort != "score" else len(grouped)
+        more = more if sort == "score" else offset + k < len(relevant)
+        return Results.of(page, offset, more or (sort == "score" and len(grouped) > offset + k),
+                          total)  # fmt: skip
+
+    def _with_spans(
+        self, hits: list[Hit], query: np.ndarray, n: int, kind: str, negative
+    ) -> list[Hit]:
+        """Each hit's best `n` non-overlapping windows (its own first) and how many more of
+        them are good."""
+        if not hits:
+            return hits
+        calibration = self.calibrations.get(kind, self.calibrations["text"])
+        stats = score_stats(query, self.sample())
+        lam = self.negation_weight if negative is not None else 0.0
+        windows = self.cat.files_windows([h.file_id for h in hits])
+        out = []
+        for h in hits:
+            rows = windows.get(h.file_id) or []
+            if len(rows) <= 1:
+                out.append(replace(h, spans=((h.start_s, h.end_s, h.score),), more_spans=0))
+                continue
+            vectors = np.stack([r[3] for r in rows])
+            scores = vectors @ query
+            if lam > 0:
+                scores = scores - lam * np.maximum(0.0, vectors @ np.asarray(negative, np.float32))
+            chosen = [(h.start_s, h.end_s, float(h.score))]
+            for i in np.argsort(-scores, kind="stable"):
+                start, end = rows[i][1], rows[i][2]
+                if any(start < b and a < end for a, b, _ in chosen):
+                    continue
+                chosen.append((start, end, float(scores[i])))
+            good = sum(
+                calibration.band(calibration.confidence(s, zscore(s, stats))) == GOOD
+                for _, _, s in chosen[n:]
+            )
+            out.append(replace(h, spans=tuple(chosen[:n]), more_spans=int(good)))
+        return out
 
     def _allowed(self, filters: Filters) -> np.ndarray:
         """Segment ids passing `filters`, cached per catalogue generation: the SQL behind a
@@ -344,13 +768,7 @@ class Searcher:
             if len(self._allowed_cache) >= 8:
                 self._allowed_cache.pop(next(iter(self._allowed_cache)))
             self._allowed_cache[key] = self.cat.segment_ids_matching(
-                filters.folder,
-                filters.min_duration,
-                filters.max_duration,
-                filters.formats,
-                tags=tags,
-                tag_min=tag_min,
-                keywords=filters.keywords,
+                *_base(filters), tags=tags, tag_min=tag_min, **filters.more()
             )
         return self._allowed_cache[key]
 
@@ -372,7 +790,8 @@ class Searcher:
     def _fuse(
         self, text: str, query: np.ndarray, vector_hits: list[Hit], k: int, filters: Filters | None
     ) -> list[Hit]:
-        """Reciprocal-rank fusion of the vector ranking and FTS5 matches on names and tags."""
+        """Reciprocal-rank fusion of the vector ranking and FTS5 matches on names and tags.
+        Each hit keeps the confidence of its best window's cosine."""
         keyword = [fid for fid, _ in self.cat.keyword_search(text, limit=50)]
         if filters is not None and filters.active():
             allowed = self._allowed(filters)
@@ -389,7 +808,7 @@ class Searcher:
         by_file = {h.file_id: h for h in vector_hits}
         out = []
         for rank, (fid, score) in enumerate(sorted(fused.items(), key=lambda t: -t[1])[:k], 1):
-            hit = by_file.get(fid) or self._best_window(fid, query)
+            hit = by_file.get(fid) or self._rate([self._best_window(fid, query)], query, "text")[0]
             out.append(replace(hit, rank=rank, score=score))
         tags = self.cat.segment_tags([h.segment_id for h in out if not h.tags])
         for i, h in enumerate(out):
@@ -413,6 +832,23 @@ class Searcher:
             s.duration_s,
             s.format,
         )
+
+    def _first_window(self, file_id: int) -> Hit:
+        s = self.cat.file_segments(file_id)[0]
+        tags = self.cat.segment_tags([s.segment_id]).get(s.segment_id, ())
+        return Hit(0, s.path, s.start_s, s.end_s, 0.0, file_id, s.segment_id, s.duration_s,
+                   s.format, tuple(tags))  # fmt: skip
+
+
+def _base(filters: Filters) -> tuple:
+    """The positional file filters of the catalogue's queries."""
+    return filters.folder, filters.min_duration, filters.max_duration, filters.formats
+
+
+def _cap(offset: int, k: int, sort: str) -> int:
+    """How many files by score a page draws from: through the page for sort=score, the whole
+    relevant set (SORT_CAP, or further when paging beyond it) for the other sorts."""
+    return offset + k if sort == "score" else max(SORT_CAP, offset + k)
 
 
 def _unknown_tag(name: str, vocabulary: Sequence[str]) -> str:

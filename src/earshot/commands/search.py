@@ -92,57 +92,91 @@ def printable(text: str) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from earshot.search import Filters, Searcher
+    from earshot.search import Filters, Results, Searcher, folder_form, trim_weak
 
     catalogue, model = _catalogue_and_model(args, create=False)
     tags = getattr(args, "tag", None) or None
+    folder, parts = None, None
+    if args.folder:
+        # A folder here (relative to the current one) is that folder; otherwise an absolute or
+        # ~ path, or a folder name matched as whole components anywhere (folder:foley).
+        if os.path.isdir(os.path.expanduser(args.folder)):
+            folder = str(Path(args.folder).expanduser().absolute())
+        else:
+            folder, relative = folder_form(args.folder)
+            parts = (relative,) if relative else None
     filters = Filters(
-        args.folder and str(Path(args.folder).expanduser().absolute()),
+        folder,
         args.min_duration,
         args.max_duration,
         tuple(args.format) if args.format else None,
         tuple(tags) if tags else None,
         getattr(args, "tag_min", None),
+        folder_parts=parts,
     )
+    page = {
+        "offset": getattr(args, "offset", 0),
+        "sort": getattr(args, "sort", "score"),
+        "spans": getattr(args, "spans", 1),
+    }
+    show_weak = getattr(args, "show_weak", False)
     with catalogue:
         searcher = Searcher(catalogue, model)
 
         def run(query: str | None) -> list:
             if args.like:
-                return searcher.search_like(args.like, args.k, args.start, args.end, filters)
+                return searcher.search_like(
+                    args.like, args.k, args.start, args.end, filters, **page
+                )
             if args.like_id is not None:
-                return searcher.search_like_segment(args.like_id, args.k, filters)
+                return searcher.search_like_segment(args.like_id, args.k, filters, **page)
             if query is None and filters.tags:  # --tag alone: the files having the tags
-                return searcher.search_tags((), args.k, filters)
-            return searcher.search_text(query, args.k, filters, hybrid=args.hybrid)
+                return searcher.search_tags((), args.k, filters, **page)
+            return searcher.search_text(query, args.k, filters, hybrid=args.hybrid, **page)
 
         if args.queries:
             lines = Path(args.queries).read_text().splitlines()
             for line in (q.strip() for q in lines):
                 if line:
                     hits = run(line)
-                    print(
-                        json.dumps({"query": line, "hits": [h.as_dict() for h in hits]}), flush=True
-                    )
+                    shown = hits if show_weak else trim_weak(hits)
+                    doc = {"query": line, **_summary(hits, line)}
+                    print(json.dumps({**doc, "hits": [h.as_dict() for h in shown]}), flush=True)
             return 0
         hits = run(args.query)
+    results = hits if isinstance(hits, Results) else Results.of(hits)
+    shown = results if show_weak else trim_weak(results)
     if args.json:
         doc = {"query": args.query or args.like or args.like_id}
         if filters.tags:
             doc["tags"] = list(filters.tags)
-        print(json.dumps({**doc, "hits": [h.as_dict() for h in hits]}))
+        doc |= _summary(results, args.query)
+        print(json.dumps({**doc, "hits": [h.as_dict() for h in shown]}))
         return 0
-    if not hits:
+    if not results:
         print("no matches")
-    for h in hits:
+    for h in shown:
+        band = f"  {h.band} {h.confidence:.2f}" if h.band else ""
         print(
-            f"{h.rank:3d}. {h.score:+.3f}  {_clock(h.start_s)}-{_clock(h.end_s)}  {h.path}  "
-            f"[segment {h.segment_id}]"
+            f"{h.rank:3d}. {h.score:+.3f}{band}  {_clock(h.start_s)}-{_clock(h.end_s)}  "
+            f"{printable(h.path)}  [segment {h.segment_id}]"
         )
         if h.meta and (h.meta.get("description") or h.meta.get("fx_name")):
             print(f"       {printable(meta_line(h.meta))}")
+        for start, end, score in h.spans[1:]:
+            print(f"       also {_clock(start)}-{_clock(end)}  {score:+.3f}")
+        if h.more_spans:
+            print(f"       {h.more_spans} more good match{'es' * (h.more_spans > 1)} in this file")
+        for other in h.also_at:
+            print(f"       also at {printable(other)}")
         if h.tags:
             print(f"       {tag_line(h.tags)}")
+    hidden = len(results) - len(shown)
+    if hidden:
+        print(f"({hidden} weak match{'es' * (hidden > 1)} left out: --all lists them)")
+    message = results.message(args.query if args.query else None, "try other words or --like FILE")
+    if message:
+        print(message)
     return 0
 
 
@@ -150,6 +184,20 @@ def meta_line(meta, width: int = 100) -> str:
     """A hit's embedded description on one line (else its UCS / FX name), cut to `width`."""
     text = " ".join(str(meta.get("description") or meta.get("fx_name") or "").split())
     return f'"{text if len(text) <= width else text[: width - 1] + "…"}"'
+
+
+def _summary(results, query: str | None) -> dict:
+    """The top-level fields of a search's JSON besides the hits, as the API gives them."""
+    from earshot.search import Results
+
+    results = results if isinstance(results, Results) else Results.of(results)
+    return {
+        "band": results.best_band(),
+        "message": results.message(query),
+        "offset": results.offset,
+        "more": bool(results.more),
+        "total_estimate": results.total_estimate,
+    }
 
 
 def tag_line(tags, n: int = 5) -> str:

@@ -166,6 +166,76 @@ class CatalogueQueries:
             )
             return [SegmentRow(*row) for row in rows]
 
+    def segment_vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """id → (dim,) float32 vector for those of `ids` that exist."""
+        wanted = [int(i) for i in ids]
+        found: dict[int, np.ndarray] = {}
+        with self._snapshot("read vectors") as conn:
+            for at in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[at : at + _IN_CHUNK]
+                query = (
+                    f"SELECT id, vector FROM segments WHERE id IN ({', '.join('?' * len(chunk))})"
+                )
+                for sid, blob in conn.execute(query, chunk):
+                    found[sid] = np.frombuffer(blob, dtype="<f2").astype(np.float32)
+        return found
+
+    def files_windows(self, file_ids: Sequence[int]) -> dict[int, list[tuple]]:
+        """file id → [(segment id, start_s, end_s, vector (dim,) float32)] in time order."""
+        wanted = [int(i) for i in file_ids]
+        found: dict[int, list[tuple]] = {f: [] for f in wanted}
+        with self._snapshot("read windows") as conn:
+            for at in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[at : at + _IN_CHUNK]
+                rows = conn.execute(
+                    "SELECT file_id, id, start_s, end_s, vector FROM segments WHERE file_id IN "
+                    f"({', '.join('?' * len(chunk))}) ORDER BY file_id, start_s, id",
+                    chunk,
+                )
+                for fid, sid, start, end, blob in rows:
+                    vector = np.frombuffer(blob, dtype="<f2").astype(np.float32)
+                    found[fid].append((sid, start, end, vector))
+        return found
+
+    def file_facts(self, file_ids: Sequence[int]) -> dict[int, dict]:
+        """file id → {content_hash, sample_rate, channels, mtime_ns, name} (search's sort keys
+        and duplicate grouping), for those of `file_ids` that exist."""
+        wanted = [int(i) for i in file_ids]
+        found: dict[int, dict] = {}
+        with self._snapshot("read files") as conn:
+            for at in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[at : at + _IN_CHUNK]
+                rows = conn.execute(
+                    "SELECT id, content_hash, sample_rate, channels, mtime_ns, name FROM files "
+                    f"WHERE id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for fid, digest, rate, channels, mtime_ns, name in rows:
+                    found[fid] = {
+                        "content_hash": digest,
+                        "sample_rate": rate,
+                        "channels": channels,
+                        "mtime_ns": mtime_ns,
+                        "name": name,
+                    }
+        return found
+
+    def paths_by_hash(self, hashes: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
+        """content hash → [(file id, path)] of the indexed files with those bytes, by id."""
+        wanted = [h for h in dict.fromkeys(hashes) if h]
+        found: dict[str, list[tuple[int, str]]] = {}
+        with self._snapshot("read duplicates") as conn:
+            for at in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[at : at + _IN_CHUNK]
+                rows = conn.execute(
+                    "SELECT content_hash, id, path FROM files WHERE status = 'ok' AND "
+                    f"content_hash IN ({', '.join('?' * len(chunk))}) ORDER BY id",
+                    chunk,
+                )
+                for digest, fid, path in rows:
+                    found.setdefault(digest, []).append((fid, path))
+        return found
+
     def file(self, file_id: int) -> dict | None:
         """Every column of a file (tags as a dict) and its segment count; None if absent."""
         with self._snapshot("read a file") as conn:
@@ -244,6 +314,7 @@ class CatalogueQueries:
         tags: Sequence[int] | None = None,
         tag_min: float = CONFIDENT_TAG,
         keywords: Sequence[str] | None = None,
+        **more,
     ) -> np.ndarray:
         """(n,) int64 ids, ascending, of the segments whose FILE passes every filter given.
 
@@ -254,8 +325,10 @@ class CatalogueQueries:
         file's windows must have with probability >= tag_min; keywords: phrases the file's
         keyword-search text must hold, every one (`file_ids_matching_keywords`). None or empty
         means no filter.
+        `more`: the further file conditions of `_more_filters` (sample rate, channels, folder
+        names, keyword matches).
         """
-        where, params = _file_filter(folder, min_duration, max_duration, formats)
+        where, params = _file_filter(folder, min_duration, max_duration, formats, **more)
         base = "SELECT s.id FROM segments s JOIN files f ON f.id = s.file_id WHERE "
         if keywords:
             wanted_ids = set(self.file_ids_matching_keywords(keywords).tolist())
@@ -288,9 +361,10 @@ class CatalogueQueries:
         max_duration: float | None = None,
         formats: Sequence[str] | None = None,
         keywords: Sequence[str] | None = None,
+        **more,
     ) -> np.ndarray:
         """(n,) int64 ids, ascending, of the indexed files passing these filters (as above)."""
-        where, params = _file_filter(folder, min_duration, max_duration, formats)
+        where, params = _file_filter(folder, min_duration, max_duration, formats, **more)
         query = f"SELECT f.id FROM files f WHERE {' AND '.join(where)} ORDER BY f.id"
         with self._use("filter files") as conn:
             ids = np.fromiter((row[0] for row in conn.execute(query, params)), dtype=np.int64)
@@ -524,7 +598,7 @@ def _schema_version(conn: Connection) -> int:
     return conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
 
 
-def _file_filter(folder, min_duration, max_duration, formats) -> tuple[list[str], list]:
+def _file_filter(folder, min_duration, max_duration, formats, **more) -> tuple[list[str], list]:
     """The WHERE terms (over `files f`) and parameters of the folder, duration and format
     filters; see `segment_ids_matching`."""
     where, params = ["f.status = 'ok'"], []
@@ -547,4 +621,40 @@ def _file_filter(folder, min_duration, max_duration, formats) -> tuple[list[str]
             f"(lower(f.format) IN ({marks}) OR lower(f.subtype) IN ({marks}) OR f.ext IN ({marks}))"
         )
         params += names * 3
+    _more_filters(where, params, **more)
     return where, params
+
+
+def _more_filters(
+    where: list[str],
+    params: list,
+    sample_rate: tuple | None = None,
+    channels: tuple | None = None,
+    folder_parts: Sequence[str] | None = None,
+    fts_require: Sequence[str] | None = None,
+    fts_exclude: Sequence[str] | None = None,
+) -> None:
+    """The query syntax's conditions (earshot.query_syntax), added to `where` / `params`:
+    sample_rate / channels: inclusive (lo, hi), None = open; folder_parts: relative folder
+    paths ("foley", "sfx/foley"), each of which must be whole components of the file's folder
+    (any case); fts_require / fts_exclude: FTS5 MATCH expressions over the whole keyword row
+    (`files_fts`, every column) that the file must / must not match."""
+    for column, bounds in (("sample_rate", sample_rate), ("channels", channels)):
+        if bounds is None:
+            continue
+        lo, hi = bounds
+        if lo is not None:
+            where.append(f"f.{column} >= ?")
+            params.append(lo)
+        if hi is not None:
+            where.append(f"f.{column} <= ?")
+            params.append(hi)
+    for part in folder_parts or ():
+        where.append("instr(lower(f.folder) || '/', ?) > 0")
+        params.append("/" + str(part).strip("/").lower() + "/")
+    for match in fts_require or ():
+        where.append("f.id IN (SELECT rowid FROM files_fts WHERE files_fts MATCH ?)")
+        params.append(match)
+    for match in fts_exclude or ():
+        where.append("f.id NOT IN (SELECT rowid FROM files_fts WHERE files_fts MATCH ?)")
+        params.append(match)

@@ -77,7 +77,30 @@ MaxDuration = Annotated[
 ]
 Folder = Annotated[
     str | None,
-    Query(max_length=MAX_FOLDER, description="only files under this absolute folder"),
+    Query(
+        max_length=MAX_FOLDER,
+        description="only files under this folder: absolute, ~/..., or a folder name or "
+        "relative path matched as whole components (foley, sfx/foley)",
+    ),
+]
+Offset = Annotated[
+    int, Query(ge=0, le=10000, description="hits to pass over first (paging; stable order)")
+]
+Sort = Annotated[
+    str,
+    Query(
+        pattern="^(score|name|duration|date)$",
+        description="score (default); name, duration (shortest first) or date (newest first) "
+        "reorder the 200 best files by score",
+    ),
+]
+Spans = Annotated[int, Query(ge=1, le=20, description="each file's best N non-overlapping windows")]
+ShowWeak = Annotated[
+    bool,
+    Query(
+        description="true (default): every hit, each marked with its band; false: where some "
+        "hit is good, only the good ones"
+    ),
 ]
 Formats = Annotated[
     list[str] | None, Query(alias="format", description="only these formats: wav, flac, ...")
@@ -257,14 +280,20 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
         tags: Tags = None,
         tag_min: TagMin = None,
         hybrid: bool = Query(False, description="fuse keyword matches on names and tags"),
+        offset: Offset = 0,
+        sort: Sort = "score",
+        spans: Spans = 1,
+        show_weak: ShowWeak = True,
     ):
         filters = _filters(folder, min_duration, max_duration, formats, tags, tag_min)
+        page = {"offset": offset, "sort": sort, "spans": spans}
         t0 = time.perf_counter()
         if not q.strip() and filters.tags:
-            hits = svc.search_tags(k, filters)
+            hits = svc.search_tags(k, filters, **page)
         else:
-            hits = svc.search_text(q, k, filters, hybrid)
-        return _answer({"text": q, "k": k}, filters, hits, t0)
+            hits = svc.search_text(q, k, filters, hybrid, **page)
+        query = {"text": q, "k": k, "offset": offset, "sort": sort}
+        return _answer(query, filters, hits, t0, show_weak, q.strip() or None)
 
     @app.get(
         "/api/tags",
@@ -313,16 +342,20 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
         formats: Formats = None,
         tags: Tags = None,
         tag_min: TagMin = None,
+        offset: Offset = 0,
+        sort: Sort = "score",
+        spans: Spans = 1,
+        show_weak: ShowWeak = True,
     ):
         filters = _filters(folder, min_duration, max_duration, formats, tags, tag_min)
         info = svc.file(file_id)
         t0 = time.perf_counter()
-        hits = svc.similar(info, segment, k, filters)
+        hits = svc.similar(info, segment, k, filters, offset=offset, sort=sort, spans=spans)
         query = {"file_id": info["id"], "name": info["name"], "segment_id": segment, "k": k}
         if segment is not None:
             row = svc.cat.segments([segment])[segment]
             query |= {"start": round(row.start_s, 3), "end": round(row.end_s, 3)}
-        return _answer(query, filters, hits, t0)
+        return _answer(query, filters, hits, t0, show_weak)
 
     @app.post(
         "/api/search/like",
@@ -369,18 +402,23 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
         formats: Formats = None,
         tags: Tags = None,
         tag_min: TagMin = None,
+        offset: Offset = 0,
+        sort: Sort = "score",
+        spans: Spans = 1,
+        show_weak: ShowWeak = True,
     ):
         filters = _filters(folder, min_duration, max_duration, formats, tags, tag_min)
         path, name = await receive_upload(request, settings)
+        page = {"offset": offset, "sort": sort, "spans": spans}
         try:
             t0 = time.perf_counter()
             hits, seconds = await run_in_threadpool(
-                svc.like_upload, path, name, k, start, end, filters
+                lambda: svc.like_upload(path, name, k, start, end, filters, **page)
             )
         finally:
             os.unlink(path)
         query = {"upload": name, "duration": round(seconds, 3), "k": k}
-        return _answer(query, filters, hits, t0)
+        return _answer(query, filters, hits, t0, show_weak)
 
     @app.get("/api/files/{file_id}", tags=["files"], summary="A file's metadata and segments")
     def file_info(file_id: str):
@@ -481,16 +519,19 @@ def _static_file(name: str, media_type: str) -> FileResponse:
 
 
 def _filters(folder, min_duration, max_duration, formats, tags=None, tag_min=None):
-    from earshot.search import Filters
+    from earshot.search import Filters, SearchError, folder_form
 
     if folder is not None and not folder.strip():
         folder = None
+    parts = None
     if folder is not None:
-        if not os.path.isabs(folder):
-            raise ApiError(
-                400, f"folder must be an absolute path, as results show it: '{shorten(folder)}'"
-            )
-        folder = os.path.normpath(folder)
+        # Absolute, ~/... (the server's home, as hits shorten it), or a folder name / relative
+        # path matched as whole components of a file's folder.
+        try:
+            folder, relative = folder_form(folder)
+        except SearchError as e:
+            raise ApiError(400, str(e)) from None
+        parts = (relative,) if relative else None
     if min_duration is not None and max_duration is not None and min_duration > max_duration:
         raise ApiError(400, "min_duration is larger than max_duration: no file can match")
     for name in (*(formats or ()), *(tags or ())):
@@ -501,14 +542,26 @@ def _filters(folder, min_duration, max_duration, formats, tags=None, tag_min=Non
     formats = tuple(f for f in (formats or ()) if f.strip()) or None
     # Not split on commas: AudioSet names hold them ("Domestic animals, pets").
     tags = tuple(t.strip() for t in (tags or ()) if t.strip()) or None
-    return Filters(folder, min_duration, max_duration, formats, tags, tag_min)
+    return Filters(folder, min_duration, max_duration, formats, tags, tag_min, folder_parts=parts)
 
 
-def _answer(query: dict, filters, hits: list, t0: float) -> dict:
+def _answer(
+    query: dict, filters, hits: list, t0: float, show_weak: bool = True, asked: str | None = None
+) -> dict:
+    from earshot.search import Results, trim_weak
+
+    results = hits if isinstance(hits, Results) else Results.of(hits)
+    shown = results if show_weak else trim_weak(results)
     active = {k: v for k, v in vars(filters).items() if v is not None}
     return {
         "query": query,
         "filters": active,
         "took_ms": round((time.perf_counter() - t0) * 1000, 2),
-        "hits": [h.as_dict() for h in hits],  # as `earshot search --json`
+        "band": results.best_band(),
+        "message": results.message(asked),
+        "offset": results.offset,
+        "more": bool(results.more),
+        "total_estimate": results.total_estimate,
+        "weak_hidden": len(results) - len(shown),
+        "hits": [h.as_dict() for h in shown],  # as `earshot search --json`
     }

@@ -95,22 +95,28 @@ class Service:
         return info
 
     # -- searches, one at a time ----------------------------------------------------------
-    def search_text(self, text: str, k: int, filters, hybrid: bool):
+    def search_text(self, text: str, k: int, filters, hybrid: bool, **page):
+        """A text query (query syntax included); `page`: spans, offset, sort."""
         from earshot.search import SearchError
 
         if hybrid:  # keyword fusion: one at a time, through the Searcher as it is
             with self.lock, torch_threads(TEXT_THREADS):
                 self.counts["search"] += 1
-                return self.searcher.search_text(text, k, filters, hybrid=True)
+                return self.searcher.search_text(text, k, filters, hybrid=True, **page)
         if not text.strip():
             raise SearchError("empty query: describe the sound you are looking for")
-        return self.batcher.submit((text, k, filters))
+        plan = self.searcher.plan_text(text, filters)  # a syntax error is this request's
+        if plan.text is None:  # only fields and operators: nothing to encode
+            with self.lock:
+                self.counts["search"] += 1
+                return self.searcher.search_text(text, k, filters, **page)
+        return self.batcher.submit((plan, k, page))
 
-    def search_tags(self, k: int, filters):
+    def search_tags(self, k: int, filters, **page):
         """No text, only tags: the files having them, likeliest first."""
         with self.lock:
             self.counts["search"] += 1
-            return self.searcher.search_tags((), k, filters)
+            return self.searcher.search_tags((), k, filters, **page)
 
     def tag_menu(self) -> list[tuple[str, int]]:
         """[(tag name, files having it at >= 0.3)], most files first; made once per catalogue
@@ -121,20 +127,27 @@ class Service:
                 self._tag_menu = (generation, self.cat.tag_file_counts())
         return self._tag_menu[1]
 
-    def _search_batch(self, queries: list[tuple[str, int, Any]]) -> list:
+    def _search_batch(self, queries: list[tuple[Any, int, dict]]) -> list:
         """Encode the texts of concurrent queries in one call, then search each."""
         with self.lock, torch_threads(TEXT_THREADS):
             self.counts["search"] += len(queries)
-            vectors = self.model.encode_text([text for text, _, _ in queries]).numpy()
+            texts = [t for plan, _, _ in queries for t in (plan.text, plan.negative) if t]
+            vectors = iter(np.asarray(self.model.encode_text(texts)))
             out: list = []
-            for (_, k, filters), vector in zip(queries, vectors, strict=True):
+            for plan, k, page in queries:
+                vector = next(vectors)
+                negative = next(vectors) if plan.negative else None
                 try:
-                    out.append(self.searcher.search_vector(vector, k, filters))
+                    out.append(
+                        self.searcher.search_vector(
+                            vector, k, plan.filters, negative=negative, **page
+                        )
+                    )
                 except Exception as e:  # this query's problem, not the others'
                     out.append(e)
             return out
 
-    def similar(self, info: dict, segment_id: int | None, k: int, filters):
+    def similar(self, info: dict, segment_id: int | None, k: int, filters, **page):
         file_id = info["id"]
         with self.lock:
             self.counts["similar"] += 1
@@ -142,15 +155,17 @@ class Service:
                 row = self.cat.segments([segment_id]).get(segment_id)
                 if row is None or row.file_id != file_id:
                     raise ApiError(404, f"file {file_id} has no segment {segment_id}")
-                return self.searcher.search_like_segment(segment_id, k, filters)
+                return self.searcher.search_like_segment(segment_id, k, filters, **page)
             segments = self.cat.file_segments(file_id)
             if not segments:
                 raise ApiError(404, f"file {file_id} has no indexed audio to compare")
             mean = np.mean([self.cat.segment_vector(s.segment_id) for s in segments], axis=0)
             query = mean / max(float(np.linalg.norm(mean)), 1e-12)
-            return self.searcher.search_vector(query, k, filters, exclude_file=file_id)
+            return self.searcher.search_vector(
+                query, k, filters, exclude_file=file_id, kind="example", **page
+            )
 
-    def like_upload(self, path: str, name: str, k: int, start, end, filters):
+    def like_upload(self, path: str, name: str, k: int, start, end, filters, **page):
         """Search by an uploaded example. Its length is capped in decoded samples, not by what
         its header says (an ADTS AAC header's duration is a guess from the first frames'
         bitrate: a 1 MB file probed as 38 s held 30 minutes); decoding stops at the cap."""
@@ -176,7 +191,8 @@ class Service:
                 query = self.searcher.embed_samples(samples, start, end, f"'{name}'")
             except SearchError as e:
                 raise ApiError(400, str(e).replace(path, name)) from None
-            return self.searcher.search_vector(query, k, filters), len(samples) / rate
+            hits = self.searcher.search_vector(query, k, filters, kind="example", **page)
+            return hits, len(samples) / rate
 
     def _decode_capped(self, path: str, name: str, limit: float) -> np.ndarray:
         """The upload's samples at the model's rate; 413 as soon as they pass `limit` seconds,
