@@ -400,6 +400,23 @@ def test_a_v3_catalogue_upgrades_and_reads_metadata_without_re_embedding(
         assert index(cat, NoEmbedding(), described).metadata_read == 0  # once only
 
 
+def test_cli_index_says_it_read_the_metadata_of_an_upgraded_catalogue(
+    tmp_path, described, text_model, model_dir, capsys
+):
+    from earshot.cli import main
+
+    db = tmp_path / "old.sqlite"
+    with Catalogue(db) as cat:
+        index(cat, text_model, described)
+    downgrade_to_v3(db)
+    assert main(["index", str(described), "--db", str(db), "--model", str(model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "0 added, 0 updated, 0 removed, 4 unchanged" in out
+    assert "read the embedded metadata of 4 unchanged files" in out
+    assert main(["index", str(described), "--db", str(db), "--model", str(model_dir)]) == 0
+    assert "embedded metadata" not in capsys.readouterr().out
+
+
 def test_a_touched_file_keeps_its_segments_and_gets_its_metadata_again(tmp_path, text_model):
     import os
 

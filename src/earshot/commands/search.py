@@ -75,6 +75,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         f"({s['segments_added']} windows embedded in {s['seconds']:.1f} s, "
         f"{s['files_per_s']:.1f} files/s)"
     )
+    if s.get("metadata_read"):
+        print(f"  read the embedded metadata of {s['metadata_read']} unchanged files "
+              "(indexed by an earlier earshot; nothing embedded again)")  # fmt: skip
     for item in s["skipped"]:
         print(f"  skipped {printable(item['path'])}: {printable(item['reason'])}")
     for problem in s["problems"]:
