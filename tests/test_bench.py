@@ -211,3 +211,21 @@ def test_quick_playback_benchmark_reports_transcode_ranges_and_export():
     assert whole["seconds"] > 0 and whole["wav_mb"] > 5 and whole["peak_traced_mb"] > 0
     assert set(result["range_1mib"]) == {"at_start_ms", "at_90pct_ms", "whole_over_range_at_90pct"}
     assert result["export_10s_wav"]["at_90pct_ms"] > 0
+
+
+@pytest.mark.slow  # a 150 M-parameter CLAP built at random, beside two more model processes
+def test_quick_clap_benchmark_reports_each_model_beside_clap(tmp_path):
+    out = tmp_path / "clap.json"
+    result = run_quick("bench_clap.py", "--out", str(out), timeout=600)
+    assert json.loads(out.read_text()) == result
+    assert result["env"]["quick"] is True and result["env"]["threads"] == 1
+    clap = result["models"]["clap_htsat_unfused"]
+    assert clap["parameters_m"] > 100 and clap["windows_per_clip"] == 1  # the real size
+    for name, entry in result["models"].items():
+        if "skipped" in entry:
+            assert name == "general" and "backbone" in entry["skipped"]
+            continue
+        positive_stats(entry["clips_per_s"])
+        assert entry["text_query_ms"] > 0 and entry["peak_rss_mb"] > 0
+    assert result["models"]["compact"]["windows_per_clip"] == 4  # 4 s windows, hop 2 s
+    assert result["ratios"]["compact/clap_htsat_unfused clips_per_s"]["median"] > 0
