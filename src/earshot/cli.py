@@ -9,6 +9,7 @@ import sys
 from earshot.commands import catalogue as catalogue_cmds
 from earshot.commands import export as export_cmds
 from earshot.commands import model as model_cmds
+from earshot.commands import scale as scale_cmds
 from earshot.commands import search as search_cmds
 from earshot.commands import serve as serve_cmds
 from earshot.commands import train as train_cmds
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (default): bf16 where the CPU has native bf16, else fp32",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    scale_cmds.add_index_arguments(p)
     _add_model_args(p)
     p.set_defaults(func=search_cmds.cmd_index)
 
@@ -145,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--db", help="catalogue file (default: the user data folder; env EARSHOT_DB)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    scale_cmds.add_search_arguments(p)
     _add_model_args(p)
     p.set_defaults(func=search_cmds.cmd_search)
 
@@ -166,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmds.add_arguments(p)
     _add_model_args(p)
     p.set_defaults(func=serve_cmds.cmd_serve)
+
+    scale_cmds.add_merge_parser(sub)
 
     p = sub.add_parser("info", help="show the model and its frontend settings")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -40,6 +40,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     # Before anything is created or loaded: a run over nothing but missing paths is a mistake
     # (unless it is to --prune them). Some missing: the rest are indexed, and the exit status
     # says that not everything was there.
+    if getattr(args, "shards", None) or getattr(args, "ray", None):
+        from earshot.commands.scale import cmd_index_shards
+
+        return cmd_index_shards(args)
     prune = getattr(args, "prune", False)
     missing = [p for p in args.paths if not os.path.exists(os.path.expanduser(p))]
     if len(missing) == len(args.paths) and not prune:
@@ -97,6 +101,10 @@ def printable(text: str) -> str:
 def cmd_search(args: argparse.Namespace) -> int:
     from earshot.search import Filters, Results, Searcher, folder_form, trim_weak
 
+    if getattr(args, "shards", None):
+        from earshot.commands.scale import cmd_search_shards
+
+        return cmd_search_shards(args)
     catalogue, model = _catalogue_and_model(args, create=False)
     tags = getattr(args, "tag", None) or None
     folder, parts = None, None

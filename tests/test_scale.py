@@ -1,0 +1,443 @@
+"""earshot on Ray (issue #17): shards, search over shards, a real two-node Ray cluster and a
+real S3 API (moto's server) on loopback.
+
+The fast tests run the shard writer and the shard indexes in this process (no cluster): the
+format, which rows count, the vectors (embed_file's, float16), the hits and tags against the
+catalogue's, merging into a catalogue. The slow ones start a token-authenticated two-node
+cluster (`ray start --head` + `ray start --address`, one CPU and an 80 MB object store each)
+and `moto_server`, index recordings from a bucket with `earshot index --ray --shards`, search
+the shards, kill a worker mid-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow", reason="earshot[ray] is not installed (pyarrow)")
+
+from earshot.cli import main  # noqa: E402
+from earshot.index.build import Indexer  # noqa: E402
+from earshot.index.store import Catalogue  # noqa: E402
+from earshot.model.io import load_model, model_id, save_model  # noqa: E402
+from earshot.scale import shards as sh  # noqa: E402
+from earshot.scale.storage import Location  # noqa: E402
+from earshot.search import Searcher  # noqa: E402
+from earshot.testing.audio import tone, write_noise, write_tone  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+QUERIES = ("a high tone", "noise", "a low hum", "birdsong")
+
+
+def write_library(root: Path) -> list[Path]:
+    """Seven recordings (WAV, FLAC, Ogg; 1.5-12 s; one that changes halfway) and a corrupt one."""
+    import soundfile as sf
+
+    (root / "birds").mkdir(parents=True)
+    (root / "street").mkdir()
+    paths = [
+        write_tone(root / "birds" / "robin.wav", 3.0, 22050, freq=3000.0),
+        write_tone(root / "birds" / "owl.flac", 2.0, 44100, channels=2, freq=400.0, seed=1),
+        write_tone(root / "birds" / "wren.wav", 6.0, 22050, freq=2500.0, seed=5),
+        write_noise(root / "street" / "traffic.ogg", 4.0, 32000, seed=2),
+        write_noise(root / "street" / "hiss.flac", 1.5, 16000, seed=3, level=0.05),
+        write_tone(root / "street" / "hum.wav", 5.0, 16000, freq=120.0, seed=6),
+    ]
+    x = tone(12.0, 16000, freq=900.0, seed=4)[:, 0]
+    half = len(x) // 2
+    x[half:] = np.clip(0.3 * np.random.default_rng(4).standard_normal(len(x) - half), -1, 1)
+    sf.write(root / "street" / "market.wav", x, 16000, subtype="PCM_16")
+    paths.append(root / "street" / "market.wav")
+    (root / "street" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
+    return paths
+
+
+# --- the format, without Ray ---------------------------------------------------------------
+
+
+def _shard_file(i: int, uri: str, version: str = "10:1") -> sh.ShardFile:
+    return sh.ShardFile(i, uri, version, "h", 2.0, 16000, 1, "WAV", "PCM_16", {"title": "t"})
+
+
+def test_a_shard_round_trips_and_its_name_is_its_plan(tmp_path):
+    loc = Location(tmp_path / "s")
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((3, 24)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    files = [_shard_file(5, "/a.wav"), _shard_file(6, "/b.wav")]
+    windows = [(5, 0, 0.0, 1.0, v[0], b"\x01\x02\xff"), (5, 1, 0.5, 1.5, v[1], None)]
+    windows.append((6, 0, 0.0, 2.0, v[2], b""))
+    name = sh.shard_name([(5, "/a.wav", "10:1"), (6, "/b.wav", "10:1")])
+    assert name == sh.shard_name([(5, "/a.wav", "10:1"), (6, "/b.wav", "10:1")])
+    assert name != sh.shard_name([(5, "/a.wav", "10:2"), (6, "/b.wav", "10:1")])
+    assert name.startswith("shard-0000000005-") and name.endswith(".parquet")
+    loc.write_bytes(name, sh.encode_shard("m1", 24, files, windows))
+    assert loc.names("shard-") == [name]
+    assert not any(p.name.endswith(".tmp") for p in (tmp_path / "s").iterdir())
+    shard = sh.read_shard(loc, name)
+    assert shard.model_id == "m1" and [f.uri for f in shard.files] == ["/a.wav", "/b.wav"]
+    assert shard.files[0].meta == {"title": "t"} and shard.files[0].format == "WAV"
+    np.testing.assert_array_equal(shard.vectors, v.astype("<f2"))
+    assert shard.tags == [b"\x01\x02\xff", None, b""]
+    assert shard.segment_ids.tolist() == [5 << 20, (5 << 20) | 1, 6 << 20]
+    assert sh.read_shard_files(loc, name)[1][1].uri == "/b.wav"
+    (tmp_path / "s" / "shard-x.parquet").write_bytes(b"PAR1 not one")
+    with pytest.raises(sh.ShardError):
+        sh.read_shard(loc, "shard-x.parquet")
+
+
+def test_the_newest_id_of_a_path_counts_and_tombstones_remove(tmp_path):
+    loc = Location(tmp_path)
+    v = np.eye(1, 8, dtype=np.float32)[0]
+    old = [_shard_file(1, "/a.wav"), _shard_file(2, "/b.wav"), _shard_file(3, "/c.wav")]
+    new = [_shard_file(4, "/a.wav", "11:2")]
+    for name, files in (("shard-1.parquet", old), ("shard-2.parquet", new)):
+        rows = [(f.id, 0, 0.0, 1.0, v, None) for f in files]
+        loc.write_bytes(name, sh.encode_shard("m", 8, files, rows))
+    manifest = sh.Manifest("m", 8, {}, [], 5, {"shard-1.parquet": {}, "shard-2.parquet": {}})
+    manifest.removed = {"/c.wav": 3}
+    latest, dead = sh.current_files(loc, manifest)
+    assert {u: (f.id, s) for u, (f, s) in latest.items()} == {
+        "/a.wav": (4, "shard-2.parquet"),
+        "/b.wav": (2, "shard-1.parquet"),
+    }
+    assert dead == {1, 3}
+    sh.save_manifest(loc, manifest)
+    assert sh.load_manifest(loc).removed == {"/c.wav": 3}
+    (tmp_path / sh.MANIFEST).write_text('{"format": "something else"}')
+    with pytest.raises(sh.ShardError, match="not an earshot shard manifest"):
+        sh.load_manifest(loc)
+
+
+# --- the writer and the indexes in this process, a tagging model ---------------------------
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory, tiny_text_dir):
+    """A tagging model (tests/test_tags.py's: a tiny CNN whose tags are computed from the
+    sound), a library, its catalogue (earshot index, batch 1) and its shards (the shard
+    writer, batch 1), in two shards."""
+    from earshot.scale.indexer import ShardWriter
+    from earshot.scale.storage import list_recordings
+    from earshot.testing.models import tiny_model
+    from test_tags import tagged as tagging
+
+    base = tmp_path_factory.mktemp("scale-tagged")
+    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), base / "model")
+    model = tagging(load_model(base / "model"))
+    paths = write_library(base / "lib")
+    db = base / "c.sqlite"
+    with Catalogue(db) as cat:
+        Indexer(cat, model, workers=1, batch_size=1, progress=False).run([str(base / "lib")])
+    listed, _ = list_recordings([str(base / "lib")])
+    plan = [(i + 1, f.uri, f.version) for i, f in enumerate(listed)]
+    writer = ShardWriter.around(model, str(base / "shards"), batch_size=1)
+    loc = Location(base / "shards")
+    dim = model.config.joint_dim
+    manifest = sh.Manifest(model_id(model), dim, {}, list(model.tag_names), len(plan) + 1)
+    for part in (plan[:5], plan[5:]):
+        report = writer.write_shard(sh.shard_name(part), [list(p) for p in part])
+        manifest.shards[report["name"]] = {"files": len(part)}
+    sh.save_manifest(loc, manifest)
+    return base, model, paths, db, loc
+
+
+def _shard_vectors(loc: Location) -> dict[str, list]:
+    """uri -> [(start, end, float16 vector, tag blob)] over every shard."""
+    out: dict[str, list] = {}
+    for name in sh.load_manifest(loc).shards:
+        shard = sh.read_shard(loc, name)
+        uris = {f.id: f.uri for f in shard.files}
+        for i, fid in enumerate(shard.file_id):
+            row = (shard.start_s[i], shard.end_s[i], shard.vectors[i], shard.tags[i])
+            out.setdefault(uris[int(fid)], []).append(row)
+    return out
+
+
+@pytest.mark.slow
+def test_shard_vectors_are_embed_files_and_the_catalogues(tagged):
+    from earshot.embed import embed_file
+
+    _base, model, paths, db, loc = tagged
+    got = _shard_vectors(loc)
+    assert sorted(got) == sorted(str(p) for p in paths)  # the broken file has no windows
+    worst = 0.0
+    with Catalogue(db, readonly=True) as cat:
+        for path in paths:
+            ref = embed_file(model, path, batch_size=1)
+            rows = got[str(path)]
+            assert [(r[0], r[1]) for r in rows] == [(w.start_s, w.end_s) for w in ref]
+            shard = np.stack([r[2] for r in rows]).astype(np.float32)
+            fp32 = np.stack([w.vector for w in ref])
+            # float16 storage: the same rounding of the same vectors as the catalogue's
+            np.testing.assert_array_equal(shard, fp32.astype("<f2").astype(np.float32))
+            worst = max(worst, float(np.abs(shard - fp32).max()))
+            segs = cat.file_segments(cat.file_id_for_path(str(path)))
+            stored = np.stack([cat.segment_vector(s.segment_id) for s in segs])
+            np.testing.assert_array_equal(shard, stored.astype(np.float32))
+            tags = cat.segment_tags([s.segment_id for s in segs])
+            names = model.tag_names
+            from earshot.index.schema import decode_tags
+
+            for r, s in zip(rows, segs, strict=True):
+                e = decode_tags(r[3])
+                mine = [(names[t], q / 255) for t, q in zip(e["tag"], e["q"], strict=True)]
+                assert mine == tags.get(s.segment_id, [])
+    assert any(r[3] for rows in got.values() for r in rows)  # tags were compared, not nothing
+    assert worst <= 5e-4  # float16's rounding of unit vectors, nothing more
+
+
+def _hit_view(hits, root: str = "") -> list[tuple]:
+    return [
+        (h.path.removeprefix(root), h.start_s, h.end_s, round(h.score, 6), h.tags, h.format)
+        for h in hits
+    ]
+
+
+@pytest.mark.slow
+def test_shard_search_gives_the_catalogues_hits(tagged):
+    from earshot.scale.search import ShardSearcher
+
+    _base, model, _paths, db, loc = tagged
+    with Catalogue(db, readonly=True) as cat:
+        searcher = Searcher(cat, model)
+        for actors in (1, 2):  # one index, or the shards split over two
+            shards = ShardSearcher(str(loc.uri), model, address=None, actors=actors)
+            assert shards.total == sum(len(v) for v in _shard_vectors(loc).values())
+            for q in QUERIES:
+                for k in (1, 3, 10):
+                    want = _hit_view(searcher.search_text(q, k))
+                    assert _hit_view(shards.search_text(q, k)) == want
+                    assert want
+            assert any(h.tags for h in searcher.search_text("noise", 10))
+
+
+@pytest.mark.slow
+def test_merge_shards_makes_the_same_catalogue(tagged, tmp_path):
+    _base, model, _paths, db, loc = tagged
+    merged = tmp_path / "merged.sqlite"
+    assert main(["merge-shards", loc.uri, "--db", str(merged), "--json"]) == 0
+    with Catalogue(db, readonly=True) as a, Catalogue(merged, readonly=True) as b:
+        assert b.model_id == a.model_id and b.tag_names == a.tag_names
+        assert b.check() == []
+        sa, sb = a.stats(), b.stats()
+        for key in ("files_ok", "files_skipped", "segments"):
+            assert sa[key] == sb[key], key
+        for q in QUERIES:
+            want = _hit_view(Searcher(a, model).search_text(q, 5))
+            assert _hit_view(Searcher(b, model).search_text(q, 5)) == want
+        assert "broken.wav" in str(b.skipped())
+
+
+def test_shard_commands_say_what_is_wrong(tmp_path, capsys):
+    missing = str(tmp_path / "none")
+    assert main(["search", "--shards", missing, "tone"]) == 1
+    assert "earshot: error: no shards at" in capsys.readouterr().err
+    assert main(["index", str(tmp_path), "--ray", "auto"]) == 1
+    assert "earshot: error: --ray writes shards" in capsys.readouterr().err
+    assert main(["merge-shards", missing, "--db", str(tmp_path / "x.sqlite")]) == 1
+    assert "earshot: error: no shards at" in capsys.readouterr().err
+    assert main(["search", "--shards", missing, "tone", "--folder", "/x"]) == 1
+    assert "does not take filters" in capsys.readouterr().err
+    assert main(["search", "--shards", "s3://", "tone"]) == 1
+    assert "names no bucket" in capsys.readouterr().err
+
+
+# --- a real cluster and a real S3 API ------------------------------------------------------
+
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, tiny_text_dir):
+    """Two Ray nodes (token auth, 1 CPU each), moto's S3 with the library in s3://rec/lib,
+    a tiny model; this process joined to the cluster. Everything stopped afterwards."""
+    ray = pytest.importorskip("ray", reason="earshot[ray] is not installed (ray)")
+    pytest.importorskip("moto", reason="moto[server] is not installed (the dev extra)")
+    from earshot.testing.models import tiny_model
+    from earshot.testing.scale import MotoS3, RayCluster
+
+    base = tmp_path_factory.mktemp("scale-cluster")
+    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), base / "model")
+    paths = write_library(base / "lib")
+    saved = dict(os.environ)
+    with MotoS3() as s3, RayCluster(nodes=2, cpus=1, object_store_mb=80) as rc:
+        os.environ.update(s3.env)
+        os.environ.update(rc.env)
+        client = s3.client()
+        for bucket in ("rec", "out"):
+            client.create_bucket(Bucket=bucket)
+        for p in [*paths, base / "lib" / "street" / "broken.wav"]:
+            client.upload_file(str(p), "rec", f"lib/{p.relative_to(base / 'lib')}")
+        try:
+            yield base, rc, s3, client, paths
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def _cli(base, *args) -> dict:
+    return ["--model", str(base / "model"), "--json", *args]
+
+
+@pytest.mark.slow
+def test_index_from_a_bucket_on_two_nodes_matches_one_machine(cluster, capsys):
+    from earshot.embed import embed_file
+
+    base, rc, _s3, client, paths = cluster
+    argv = ["index", "s3://rec/lib", "--ray", rc.address, "--shards", "s3://out/first"]
+    assert main([*argv, "--files-per-shard", "3", "--batch-size", "1", *_cli(base)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["added"] == 7 and summary["shards_written"] == 3
+    assert [s["path"] for s in summary["skipped"]] == ["s3://rec/lib/street/broken.wav"]
+    assert len({a["node"] for a in summary["actors"]}) >= 1
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket="out", Prefix="first/")["Contents"]}
+    assert "first/manifest.json" in keys and sum(k.endswith(".parquet") for k in keys) == 3
+    # The same vectors as the single-machine path, file by file.
+    loc = Location("s3://out/first")
+    got = _shard_vectors(loc)
+    model = load_model(base / "model")
+    for p in paths:
+        rows = got[f"s3://rec/lib/{p.relative_to(base / 'lib')}"]
+        ref = np.stack([w.vector for w in embed_file(model, p, batch_size=1)])
+        shard = np.stack([r[2] for r in rows]).astype(np.float32)
+        np.testing.assert_array_equal(shard, ref.astype("<f2").astype(np.float32))
+    # Search over the shards, in actors on the cluster: the catalogue's hits.
+    db = base / "local.sqlite"
+    with Catalogue(db) as cat:
+        Indexer(cat, model, workers=1, batch_size=1, progress=False).run([str(base / "lib")])
+    for q in QUERIES:
+        assert main(["search", q, "-k", "4", "--shards", "s3://out/first", *_cli(base)]) == 0
+        hits = json.loads(capsys.readouterr().out)["hits"]
+        with Catalogue(db, readonly=True) as cat:
+            want = [
+                h.as_dict() for h in Searcher(cat, load_model(base / "model")).search_text(q, 4)
+            ]
+        view = [(h["path"], h["start"], h["end"], h["score"], h["tags"]) for h in hits]
+        local = str(base / "lib") + "/"
+        assert view == [
+            (
+                "s3://rec/lib/" + h["path"].removeprefix(local),
+                h["start"],
+                h["end"],
+                h["score"],
+                h["tags"],
+            )
+            for h in want
+        ]
+
+
+@pytest.mark.slow
+def test_a_rerun_skips_what_is_done_and_takes_changes(cluster, capsys):
+    base, rc, _s3, client, paths = cluster
+    argv = ["index", "s3://rec/lib", "--ray", rc.address, "--shards", "s3://out/rerun"]
+    argv += ["--files-per-shard", "4", *_cli(base)]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["added"] == 7 and first["shards"] == 2
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["added"], again["unchanged"], again["shards_written"]) == (0, 8, 0)
+    # One recording replaced, one deleted: one new shard; a shard left with nothing is deleted.
+    write_noise(base / "new_robin.wav", 2.0, 22050, seed=11)
+    client.upload_file(str(base / "new_robin.wav"), "rec", "lib/birds/robin.wav")
+    client.delete_object(Bucket="rec", Key="lib/street/hum.wav")
+    try:
+        assert main(argv) == 0
+        changed = json.loads(capsys.readouterr().out)
+        assert (changed["updated"], changed["removed"], changed["shards_written"]) == (1, 1, 1)
+        loc = Location("s3://out/rerun")
+        latest, _dead = sh.current_files(loc, sh.load_manifest(loc))
+        assert len(latest) == 7 and "s3://rec/lib/street/hum.wav" not in latest
+        assert latest["s3://rec/lib/birds/robin.wav"][0].id > 8
+        assert main(["search", "noise", "-k", "10", "--shards", "s3://out/rerun", *_cli(base)]) == 0
+        hits = json.loads(capsys.readouterr().out)["hits"]
+        assert len(hits) == len({h["path"] for h in hits}) == 6  # 7 files, one skipped
+        assert "s3://rec/lib/street/hum.wav" not in {h["path"] for h in hits}
+    finally:
+        client.upload_file(str(paths[0]), "rec", "lib/birds/robin.wav")
+        client.upload_file(str(paths[5]), "rec", "lib/street/hum.wav")
+
+
+def _actor_pids(address: str) -> list[int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], timeout=30)
+    return [a.pid for a in actors if "ShardWriter" in (a.class_name or "") and a.pid]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_and_nothing_is_lost_or_doubled(cluster, tmp_path):
+    """kill -9 of the embedding actor's process mid-run: Ray restarts it and retries its
+    shard; then the driver is killed mid-run and the run is done again. Every file is in
+    exactly one current shard, each window once."""
+    base, rc, _s3, _client, paths = cluster
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    uri = "s3://out/killed"
+    cmd = [sys.executable, "-m", "earshot.cli", "index", "s3://rec/lib", "--ray", rc.address]
+    cmd += ["--shards", uri, "--files-per-shard", "1", *_cli(base)]
+    # Slow shards, so that a worker is caught holding one (passed on to the actors).
+    env["EARSHOT_TEST_SHARD_DELAY_S"] = "1.5"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    loc = Location(uri)
+    killed = None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        manifest = sh.load_manifest(loc) if loc.exists(sh.MANIFEST) else None
+        if manifest is not None and len(manifest.shards) >= 1:
+            pids = _actor_pids(rc.address)
+            if pids:
+                killed = pids[0]
+                os.kill(killed, signal.SIGKILL)
+                break
+        time.sleep(0.5)
+    out, err = proc.communicate(timeout=300)
+    assert killed is not None, err.decode()[-2000:]
+    assert proc.returncode == 0, err.decode()[-3000:]
+    summary = json.loads(out)
+    assert summary["added"] == 7 and summary["shards"] == 8
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)
+
+    # Now the driver: killed while shards are being written, then run again.
+    uri2 = "s3://out/driver"
+    cmd2 = [*cmd[: cmd.index("--shards") + 1], uri2, *cmd[cmd.index("--shards") + 2 :]]
+    proc = subprocess.Popen(cmd2, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    loc2 = Location(uri2)
+    while time.monotonic() < deadline and proc.poll() is None:
+        if loc2.exists(sh.MANIFEST) and len(sh.load_manifest(loc2).shards) >= 2:
+            proc.kill()
+            break
+        time.sleep(0.3)
+    proc.communicate(timeout=60)
+    time.sleep(3)  # the dead driver's job is torn down by Ray
+    env.pop("EARSHOT_TEST_SHARD_DELAY_S")
+    done = subprocess.run(cmd2, env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    again = json.loads(done.stdout)
+    assert again["added"] + again["shards_adopted"] >= 1
+    for location in (loc, loc2):
+        manifest = sh.load_manifest(location)
+        latest, dead = sh.current_files(location, manifest)
+        assert len(latest) == 8  # 7 recordings and the broken one, each once
+        counts: dict[str, int] = {}
+        for name in manifest.shards:
+            shard = sh.read_shard(location, name)
+            for f in shard.files:
+                if f.id not in dead:
+                    counts[f.uri] = counts.get(f.uri, 0) + int((shard.file_id == f.id).sum())
+        model = load_model(base / "model")
+        from earshot.embed import embed_file
+
+        for p in paths:
+            uri_p = f"s3://rec/lib/{p.relative_to(base / 'lib')}"
+            assert counts[uri_p] == len(embed_file(model, p)), uri_p
