@@ -259,8 +259,12 @@ def test_shard_commands_say_what_is_wrong(tmp_path, capsys):
 def cluster(tmp_path_factory, tiny_text_dir):
     """Two Ray nodes (token auth, 1 CPU each), moto's S3 with the library in s3://rec/lib,
     a tiny model; this process joined to the cluster. Everything stopped afterwards."""
-    ray = pytest.importorskip("ray", reason="earshot[ray] is not installed (ray)")
-    pytest.importorskip("moto", reason="moto[server] is not installed (the dev extra)")
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("earshot[ray] is not installed (ray)")
+    if importlib.util.find_spec("moto") is None:
+        pytest.skip("moto[server] is not installed (the dev extra)")
     from earshot.testing.models import tiny_model
     from earshot.testing.scale import MotoS3, RayCluster
 
@@ -270,7 +274,9 @@ def cluster(tmp_path_factory, tiny_text_dir):
     saved = dict(os.environ)
     with MotoS3() as s3, RayCluster(nodes=2, cpus=1, object_store_mb=80) as rc:
         os.environ.update(s3.env)
-        os.environ.update(rc.env)
+        os.environ.update(rc.env)  # before ray is first imported: it reads its token once
+        import ray
+
         client = s3.client()
         for bucket in ("rec", "out"):
             client.create_bucket(Bucket=bucket)
@@ -315,7 +321,7 @@ def test_index_from_a_bucket_on_two_nodes_matches_one_machine(cluster, capsys):
     db = base / "local.sqlite"
     with Catalogue(db) as cat:
         Indexer(cat, model, workers=1, batch_size=1, progress=False).run([str(base / "lib")])
-    for q in QUERIES:
+    for q in QUERIES[:2]:
         assert main(["search", q, "-k", "4", "--shards", "s3://out/first", *_cli(base)]) == 0
         hits = json.loads(capsys.readouterr().out)["hits"]
         with Catalogue(db, readonly=True) as cat:
@@ -368,11 +374,21 @@ def test_a_rerun_skips_what_is_done_and_takes_changes(cluster, capsys):
         client.upload_file(str(paths[5]), "rec", "lib/street/hum.wav")
 
 
-def _actor_pids(address: str) -> list[int]:
-    from ray.util.state import list_actors
-
-    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], timeout=30)
-    return [a.pid for a in actors if "ShardWriter" in (a.class_name or "") and a.pid]
+def _actor_pids(rc) -> list[int]:
+    """The embedding actors' processes: Ray titles them after the class; only processes of
+    this test's own cluster (they carry its token in their environment) are looked at."""
+    token = rc.env["RAY_AUTH_TOKEN"].encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes()
+            if b"ShardWriter" in title and token in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 @pytest.mark.slow
@@ -386,7 +402,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_doubled(cluster, tmp_
     cmd = [sys.executable, "-m", "earshot.cli", "index", "s3://rec/lib", "--ray", rc.address]
     cmd += ["--shards", uri, "--files-per-shard", "1", *_cli(base)]
     # Slow shards, so that a worker is caught holding one (passed on to the actors).
-    env["EARSHOT_TEST_SHARD_DELAY_S"] = "1.5"
+    env["EARSHOT_TEST_SHARD_DELAY_S"] = "1.0"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     loc = Location(uri)
     killed = None
@@ -394,7 +410,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_doubled(cluster, tmp_
     while time.monotonic() < deadline and proc.poll() is None:
         manifest = sh.load_manifest(loc) if loc.exists(sh.MANIFEST) else None
         if manifest is not None and len(manifest.shards) >= 1:
-            pids = _actor_pids(rc.address)
+            pids = _actor_pids(rc)
             if pids:
                 killed = pids[0]
                 os.kill(killed, signal.SIGKILL)
@@ -403,7 +419,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_doubled(cluster, tmp_
     out, err = proc.communicate(timeout=300)
     assert killed is not None, err.decode()[-2000:]
     assert proc.returncode == 0, err.decode()[-3000:]
-    summary = json.loads(out)
+    summary = json.loads(out.decode().strip().splitlines()[-1])  # Ray may print before it
     assert summary["added"] == 7 and summary["shards"] == 8
     with pytest.raises(ProcessLookupError):
         os.kill(killed, 0)
@@ -423,7 +439,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_doubled(cluster, tmp_
     env.pop("EARSHOT_TEST_SHARD_DELAY_S")
     done = subprocess.run(cmd2, env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    again = json.loads(done.stdout)
+    again = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert again["added"] + again["shards_adopted"] >= 1
     for location in (loc, loc2):
         manifest = sh.load_manifest(location)
