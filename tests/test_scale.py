@@ -254,7 +254,6 @@ def test_shard_commands_say_what_is_wrong(tmp_path, capsys):
 # --- a real cluster and a real S3 API ------------------------------------------------------
 
 
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, tiny_text_dir):
     """Two Ray nodes (token auth, 1 CPU each), moto's S3 with the library in s3://rec/lib,
