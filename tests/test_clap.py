@@ -97,6 +97,11 @@ def test_init_model_names_the_checkpoint_and_stores_no_weights(clap_dir, checkpo
     assert info["id"] == model_id(load_model(clap_dir))
     code, out, _ = run(capsys, "info", "--model", str(clap_dir))
     assert code == 0 and "CLAP through transformers" in out and "no random crop" in out
+    code, out, _ = run(capsys, "embed", "--model", str(clap_dir), "--text", "a bell", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["model"]["id"] == info["id"] and result["model"]["dim"] == 16
+    vector = np.array(result["results"][0]["vector"])
+    assert np.allclose(vector, load_model(clap_dir).encode_text(["a bell"])[0].numpy(), atol=1e-6)
 
 
 def test_audio_and_text_equal_transformers_own(model, reference):
@@ -109,6 +114,8 @@ def test_audio_and_text_equal_transformers_own(model, reference):
     assert got.shape == (3, 16)
     assert torch.allclose(got.norm(dim=-1), torch.ones(3), atol=1e-6)
     assert (got - want).abs().max() < 1e-5
+    # fp32 always: bf16 (which `earshot index` picks on CPUs with native bf16) changes nothing
+    assert torch.equal(model.encode_audio(x, batch_size=2, precision="bf16"), got)
 
     sentences = ["a dog barks", "rain falls on a tin roof, and a dog barks twice", "hum"]
     tokens = processor.tokenizer(sentences, padding=True, return_tensors="pt")
@@ -139,6 +146,7 @@ def test_frontend_is_the_extractors_log_mel(frontend):
         front(torch.zeros(1, 480_001))
 
 
+@pytest.mark.slow  # a second checkpoint written, loaded twice (~9 s on a busy 2-core machine)
 def test_fused_checkpoint_never_fuses_at_random(tmp_path, capsys):
     from transformers import ClapModel, ClapProcessor
 
@@ -252,6 +260,7 @@ def test_index_search_like_and_serve(clap_dir, model, library, tmp_path, capsys)
         assert [h["name"] for h in body["hits"]] == [h["name"] for h in hits]
 
 
+@pytest.mark.slow  # a feature cache and a report (~10 s on a busy 2-core machine)
 def test_evaluate_runs_a_clap_folder(clap_dir, tmp_path, capsys):
     from earshot.testing.datasets import write_labels_dataset
 

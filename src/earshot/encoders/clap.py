@@ -282,7 +282,12 @@ class ClapJointModel(nn.Module):
     # -- audio ---------------------------------------------------------------------------------
     @torch.no_grad()
     def embed_logmel(self, logmel: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-        """(batch, 1, frames, n_mels) from `frontend` → (batch, joint_dim) unit vectors."""
+        """(batch, 1, frames, n_mels) from `frontend` → (batch, joint_dim) unit vectors.
+
+        Always fp32: `precision="bf16"` (what `earshot index` picks by itself on CPUs with
+        native bf16) is accepted and runs fp32, as bf16 autocast of CLAP's transformer is
+        not checked against its published figures, and a catalogue indexed in bf16 would not
+        give the bit-identical vectors a search by example computes in fp32."""
         from earshot.model.dual import PRECISIONS
 
         if precision not in PRECISIONS:
@@ -291,13 +296,7 @@ class ClapJointModel(nn.Module):
         if self.fusion:  # the extractor's shape for input that is not longer: 4 copies
             x = x.expand(-1, 4, -1, -1).contiguous()
         is_longer = torch.zeros((x.shape[0], 1), dtype=torch.bool, device=x.device)
-        ctx = (
-            torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
-            if precision == "bf16"
-            else contextlib.nullcontext()
-        )
-        with ctx:
-            out = self.clap.get_audio_features(input_features=x, is_longer=is_longer)
+        out = self.clap.get_audio_features(input_features=x, is_longer=is_longer)
         return F.normalize(out.pooler_output.float(), dim=-1)
 
     @torch.no_grad()
