@@ -256,8 +256,22 @@ def test_index_search_like_and_serve(clap_dir, model, library, tmp_path, capsys)
         with TestClient(app, base_url="http://127.0.0.1:8000") as client:
             body = client.get("/api/search", params={"q": "a dog barks", "k": 10}).json()
             direct = Searcher(cat, model).search_text("a dog barks", k=10)
-        assert [h["file_id"] for h in body["hits"]] == [h.file_id for h in direct]
-        assert [h["name"] for h in body["hits"]] == [h["name"] for h in hits]
+            assert [h["file_id"] for h in body["hits"]] == [h.file_id for h in direct]
+            assert [h["name"] for h in body["hits"]] == [h["name"] for h in hits]
+            # an uploaded example, decoded at CLAP's 48 kHz and embedded by the model
+            whistle = library / "a" / "whistle.wav"
+            searcher = Searcher(cat, model)
+            want = searcher.search_vector(searcher.embed_example(whistle, None, None), 3)
+            r = client.post(
+                "/api/search/like",
+                params={"k": 3},
+                files={"file": ("w.wav", whistle.read_bytes(), "audio/wav")},
+            )
+            assert r.status_code == 200, r.text
+            assert [h["file_id"] for h in r.json()["hits"]] == [h.file_id for h in want]
+            stats = client.get("/api/stats").json()["model"]
+            assert stats["id"] == model.model_id and stats["audio_encoder"] == "clap"
+            assert (stats["window_s"], stats["hop_s"]) == (10.0, 5.0)
 
 
 @pytest.mark.slow  # a feature cache and a report (~10 s on a busy 2-core machine)
