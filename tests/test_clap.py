@@ -319,6 +319,12 @@ def test_changed_or_moved_checkpoint_is_refused(tmp_path, other_checkpoint):
 def test_model_id_is_stable_and_pins_the_checkpoint(tmp_path, model, checkpoint, other_checkpoint):
     assert main(["init-model", str(tmp_path / "again"), "--clap", str(checkpoint)]) == 0
     assert load_model(tmp_path / "again").model_id == model.model_id
+    # the same files elsewhere compute the same: the same id (the folder's place is not in it)
+    import shutil
+
+    moved = shutil.copytree(checkpoint, tmp_path / "copy")
+    assert main(["init-model", str(tmp_path / "copied"), "--clap", str(moved)]) == 0
+    assert load_model(tmp_path / "copied").model_id == model.model_id
     assert main(["init-model", str(tmp_path / "o"), "--clap", str(other_checkpoint)]) == 0
     assert load_model(tmp_path / "o").model_id != model.model_id
 
@@ -392,3 +398,13 @@ def test_transformers_is_imported_only_when_a_clap_model_loads():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_training_from_a_clap_folder_is_refused_clearly(clap_dir):
+    from types import SimpleNamespace
+
+    from earshot.errors import EarshotError
+    from earshot.train.start import initial_model
+
+    with pytest.raises(EarshotError, match="CLAP model, which earshot runs but does not train"):
+        initial_model(SimpleNamespace(init=str(clap_dir)), torch.device("cpu"))

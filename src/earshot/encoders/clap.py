@@ -156,8 +156,12 @@ def _read_settings(folder: Path):
 
 
 def clap_model_id(config: ModelConfig) -> str:
-    """The model id: the config (which pins the checkpoint: hub commit or file hashes)."""
-    canonical = json.dumps(config.to_dict(), sort_keys=True).encode()
+    """The model id: the config, which pins the checkpoint (hub commit, or file hashes). A
+    local folder's place is left out: its files' hashes say what computes, wherever it is."""
+    d = config.to_dict()
+    if config.checkpoint is not None and config.checkpoint.files is not None:
+        d["checkpoint"]["source"] = d["text"]["model"] = None
+    canonical = json.dumps(d, sort_keys=True).encode()
     return hashlib.sha256(b"earshot clap\0" + canonical).hexdigest()[:16]
 
 

@@ -24,6 +24,14 @@ def initial_model(cfg: TrainConfig, device: torch.device) -> JointModel:
     from earshot.encoders.text import load_text_encoder
 
     if cfg.init:
+        from earshot.model.io import read_config, resolve_model_dir
+
+        if read_config(resolve_model_dir(cfg.init)).kind != "earshot":
+            raise EarshotError(
+                f"init '{cfg.init}' is a CLAP model, which earshot runs but does not train: "
+                "fine-tune the checkpoint with its own tools, then `earshot init-model DIR "
+                "--clap FOLDER`"
+            )
         model = load_model(cfg.init, device="cpu")
     else:
         standard = STANDARD_ENCODERS.get(cfg.encoder)
