@@ -573,3 +573,209 @@ def test_more_results_and_sub_second_lengths(browser, many_server, shots):
     assert card.find_element(By.CSS_SELECTOR, ".hit-span").text == "match 0.00–0.35 s"
     assert "0:00" not in d.find_element(By.ID, "results").text
     d.save_screenshot(str(shots / "browser-many.png"))
+
+
+@pytest.fixture(scope="module")
+def rich_server(tmp_path_factory, tiny_text_dir):
+    """What a sound designer's folder holds: BWF descriptions, a UCS name, a byte-identical copy,
+    AIFF, 48 kHz and stereo files, a 90 s recording whose noise bursts recur (several spans).
+
+    Its tiny model gets a calibration (calibration.json, as `bench_confidence.py` writes for a
+    real one) under which its best three files for any text are good, two weak, one no match.
+    """
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from earshot.index.build import Indexer
+    from earshot.model.io import save_model
+    from earshot.testing.audio import tone, write_noise, write_tone
+    from earshot.testing.models import tiny_model
+
+    metadata = pytest.importorskip("earshot.testing.metadata", reason="no metadata writers yet")
+    base = tmp_path_factory.mktemp("serve-browser-rich")
+    root = base / "library"
+    for sub in ("birds", "street", "foley", "copies"):
+        (root / sub).mkdir(parents=True)
+    write_tone(root / "birds" / "robin_song.wav", 3.0, 22050, freq=3000.0)
+    shutil.copy(root / "birds" / "robin_song.wav", root / "copies" / "robin_song copy.wav")
+    write_tone(root / "birds" / "owl.aiff", 2.0, 44100, channels=2, freq=400.0, seed=1)
+    write_noise(root / "street" / "traffic.ogg", 4.0, 32000, seed=2)
+    rng = np.random.default_rng(3)
+    x = tone(90, 16000, freq=120.0, seed=3)[:, 0]
+    for k in range(0, 90, 20):
+        a, b = k * 16000, (k + 6) * 16000
+        x[a:b] = np.clip(0.3 * rng.standard_normal(b - a), -1, 1)
+    sf.write(root / "street" / "long_walk.wav", x, 16000, subtype="PCM_16")
+    ixml = metadata.ixml_chunk(
+        {"NOTE": "attic"},
+        {"FXNAME": "Creak Open", "CATEGORY": "DOORS", "SUBCATEGORY": "Wood",
+         "KEYWORDS": "door, creak; hinge"},
+    )  # fmt: skip
+    metadata.write_bwf(
+        root / "foley" / "take_12.wav", "Old wooden door creaks open slowly", "Jane Doe",
+        ixml=ixml, seconds=1.5,
+    )  # fmt: skip
+    write_tone(root / "foley" / "DOORWood_Creak Slam_JD_OLDHOUSE.wav", 0.6, 48000, freq=700.0)
+    model_dir = base / "model"
+    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), model_dir)
+    calibration = {"a": 0.0, "b": 3.0, "c": -4.35, "good": 0.5, "weak": 0.1}
+    (model_dir / "calibration.json").write_text(json.dumps({"text": calibration}))
+    with Catalogue(base / "c.sqlite") as cat:
+        Indexer(cat, load_model(model_dir), workers=1, progress=False).run([str(root)])
+    cat = Catalogue(base / "c.sqlite", readonly=True)
+    with ServerThread(create_app(cat, load_model(model_dir), Settings())) as running:
+        yield running
+    cat.close()
+
+
+def needs(driver, field: str):
+    hits = driver.execute_script("return window.earshot.state.hits;")
+    if not hits or field not in hits[0]:
+        pytest.skip(f"this server's hits have no '{field}' yet")
+
+
+def card(driver, name: str):
+    return next(
+        c
+        for c in driver.find_elements(By.CSS_SELECTOR, "#results .hit")
+        if c.find_element(By.CSS_SELECTOR, ".hit-name").text == name
+    )
+
+
+@pytest.mark.slow
+def test_bands_fold_the_weak_tail_and_say_when_nothing_matches(browser, rich_server, shots):
+    d = browser
+    open_page(d, rich_server)
+    hits = search(d, "birds singing")
+    needs(d, "band")
+    bands = d.execute_script("return window.earshot.state.hits.map(h => h.band);")
+    assert bands.count("good") == 3 and set(bands[3:]) <= {"weak", "none"} and len(bands) == 6
+    shown = [c for c in d.find_elements(By.CSS_SELECTOR, "#results .hit") if c.is_displayed()]
+    assert [c.find_element(By.CSS_SELECTOR, ".hit-name").text for c in shown] == [
+        h["name"] for h in hits[:3]
+    ]
+    assert all(c.find_element(By.CSS_SELECTOR, ".band").text == "good match" for c in shown)
+    toggle = d.find_element(By.ID, "weak-toggle")
+    assert toggle.is_displayed() and toggle.text == "Show 3 weak matches"
+    assert not d.find_element(By.ID, "verdict").is_displayed()  # something matches well
+    # The keyboard moves through what is shown only.
+    d.find_element(By.ID, "q").send_keys(Keys.ARROW_DOWN)
+    for _ in range(5):
+        d.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+    assert d.switch_to.active_element.get_attribute("data-index") == "2"
+    d.save_screenshot(str(shots / "browser-bands.png"))
+    toggle.click()
+    assert (
+        len([c for c in d.find_elements(By.CSS_SELECTOR, "#results .hit") if c.is_displayed()]) == 6
+    )
+    assert toggle.text == "Hide 3 weak matches" and toggle.get_attribute("aria-expanded") == "true"
+    last = d.find_elements(By.CSS_SELECTOR, "#results .hit")[-1]
+    assert last.find_element(By.CSS_SELECTOR, ".band").text in ("weak match", "no match")
+
+    # A search whose best is not good says so plainly, and shows its closest anyway.
+    Select(d.find_element(By.ID, "duration")).select_by_value("60-600")  # only the 90 s walk
+    wait(d, lambda d: "(filtered)" in status(d), "the filtered search")
+    verdict = d.find_element(By.ID, "verdict")
+    assert verdict.is_displayed() and verdict.text.startswith("No good match")
+    assert (
+        len([c for c in d.find_elements(By.CSS_SELECTOR, "#results .hit") if c.is_displayed()]) == 1
+    )
+    Select(d.find_element(By.ID, "duration")).select_by_value("")
+
+
+@pytest.mark.slow
+def test_spans_metadata_and_duplicates_show_in_hits(browser, rich_server, shots):
+    d = browser
+    open_page(d, rich_server)
+    search(d, "a long walk")
+    needs(d, "spans")
+    if d.find_element(By.ID, "weak-toggle").is_displayed():
+        d.find_element(By.ID, "weak-toggle").click()  # the walk is in the weak tail
+    walk = card(d, "long_walk.wav")
+    more = walk.find_element(By.CSS_SELECTOR, ".spans-toggle")
+    spans = d.execute_script(
+        "return window.earshot.state.hits.find(h => h.name === 'long_walk.wav').spans;"
+    )
+    assert len(spans) == 4 and more.text == "3 more matches in this file"
+    assert not walk.find_element(By.CSS_SELECTOR, ".span-list").is_displayed()
+    more.click()
+    chips = walk.find_elements(By.CSS_SELECTOR, ".span-chip")
+    mmss = lambda t: f"{int(t) // 60}:{int(t) % 60:02d}"  # noqa: E731
+    assert [c.text.split()[0] for c in chips] == [
+        f"{mmss(s['start'])}–{mmss(s['end'])}" for s in spans[1:]
+    ]
+    chips[1].click()  # plays that span
+    second = spans[2]
+    wait(d, lambda d: second["start"] <= player(d)["time"] < second["end"], "the span playing")
+    walk_id = walk.get_attribute("data-file-id")
+    assert not player(d)["paused"] and player(d)["src"].startswith(f"/api/audio/{walk_id}")
+    assert "is-active" in walk.get_attribute("class")
+    d.execute_script("document.getElementById('player').pause();")
+    d.save_screenshot(str(shots / "browser-spans.png"))
+
+    # Embedded metadata: the description, the library's category and keywords, the UCS name's.
+    take = card(d, "take_12.wav")
+    assert take.find_element(By.CSS_SELECTOR, ".hit-description").text == (
+        "Old wooden door creaks open slowly"
+    )
+    assert take.find_element(By.CSS_SELECTOR, ".hit-ucs").text == "DOORS · Wood"
+    words = [k.text for k in take.find_elements(By.CSS_SELECTOR, ".keyword")]
+    assert words == ["door", "creak", "hinge"]
+    ucs = card(d, "DOORWood_Creak Slam_JD_OLDHOUSE.wav")
+    assert ucs.find_element(By.CSS_SELECTOR, ".hit-ucs").text == "DOOR · Wood"
+    assert ucs.find_element(By.CSS_SELECTOR, ".hit-description").text == "Creak Slam"
+    # Formats, rates and channels as columns; a byte-identical copy grouped into its hit.
+    owl = card(d, "owl.aiff")
+    facts = owl.find_element(By.CSS_SELECTOR, ".hit-meta").text
+    assert "AIFF" in facts and "44.1 kHz" in facts and "stereo" in facts
+    robin = card(d, "robin_song.wav")
+    assert robin.find_element(By.CSS_SELECTOR, ".hit-also").text == (
+        "Also at …/copies/robin_song copy.wav"
+    )
+    assert len(hits_on_screen(d)) == 6  # the copy is not a hit of its own
+
+
+@pytest.mark.slow
+def test_sort_and_the_rate_and_channel_filters(browser, rich_server):
+    d = browser
+    open_page(d, rich_server)
+    search(d, "a sound")
+    sort = d.find_element(By.ID, "sort")
+    if not sort.is_displayed():
+        pytest.skip("this server does not sort yet")
+    by_score = [h["name"] for h in hits_on_screen(d)]
+    Select(sort).select_by_value("name")
+    wait(d, lambda d: [h["name"] for h in hits_on_screen(d)] != by_score, "the sorted list")
+    names = [h["name"] for h in hits_on_screen(d)]
+    assert names == sorted(names, key=str.lower) and "sort=name" in d.current_url
+    Select(sort).select_by_value("duration")
+    wait(
+        d,
+        lambda d: hits_on_screen(d)[0]["name"] == "DOORWood_Creak Slam_JD_OLDHOUSE.wav",
+        "shortest first",
+    )
+    Select(sort).select_by_value("score")
+    wait(d, lambda d: [h["name"] for h in hits_on_screen(d)] == by_score, "by score again")
+
+    Select(d.find_element(By.ID, "rate")).select_by_value("48000")
+    wait(
+        d,
+        lambda d: {h["name"] for h in hits_on_screen(d)} == {"DOORWood_Creak Slam_JD_OLDHOUSE.wav"},
+        "48 kHz",
+    )
+    assert (
+        "sr=48000" in d.current_url
+        and d.find_element(By.ID, "q").get_attribute("value") == "a sound"
+    )
+    Select(d.find_element(By.ID, "rate")).select_by_value("")
+    Select(d.find_element(By.ID, "channels")).select_by_value("2")
+    wait(d, lambda d: {h["name"] for h in hits_on_screen(d)} == {"owl.aiff"}, "stereo")
+
+    # AIFF plays in Chromium (the server transcodes it).
+    card(d, "owl.aiff").find_element(By.CSS_SELECTOR, ".play").click()
+    wait(d, lambda d: player(d)["time"] > 0.2, "the AIFF playing")
+    assert player(d)["error"] is None
+    d.execute_script("document.getElementById('player').pause();")
+    Select(d.find_element(By.ID, "channels")).select_by_value("")

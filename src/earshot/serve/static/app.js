@@ -326,8 +326,9 @@ async function readOffers() {
   const search = offers.params.search;
   offers.clip = f.routes.has("/api/clip/{file_id}");
   offers.sort = search.has("sort");
-  offers.rateParam = ["min_sample_rate", "sample_rate", "sr"].find((n) => search.has(n)) || null;
-  offers.channelsParam = ["channels", "ch"].find((n) => search.has(n)) || null;
+  // The query syntax (sr:, ch:, dur:, -word...) came with paging and spans: a server that takes
+  // `spans` reads it.
+  offers.syntax = search.has("spans");
   el.sortLabel.hidden = !offers.sort;
 }
 

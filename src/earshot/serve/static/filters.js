@@ -48,12 +48,36 @@ export function filterParams() {
   if (lo) p.set("min_duration", lo);
   if (hi) p.set("max_duration", hi);
   if (el.format.value) p.set("format", el.format.value);
-  if (el.rate.value && state.offers.rateParam) p.set(state.offers.rateParam, el.rate.value);
-  if (el.channels.value && state.offers.channelsParam) {
-    p.set(state.offers.channelsParam, el.channels.value);
-  }
   for (const tag of state.tags) p.append("tag", tag);
   return p;
+}
+
+/**
+ * The sample-rate and channel filters as the search box's own syntax (`sr:48000 ch:2`), which
+ * the server reads in a text query; searches by example or like a hit have no text, so there
+ * these two menus are off (`enableFieldFilters`).
+ */
+export function fieldTokens() {
+  if (!state.offers.syntax) return [];
+  const out = [];
+  if (el.rate.value) out.push(`sr:${el.rate.value}`);
+  if (el.channels.value) out.push(`ch:${el.channels.value}`);
+  return out;
+}
+
+/** The page's own address parameters for those two (sr=48000&ch=2). */
+export function fieldParams(p) {
+  if (!state.offers.syntax) return;
+  if (el.rate.value) p.set("sr", el.rate.value);
+  if (el.channels.value) p.set("ch", el.channels.value);
+}
+
+export function enableFieldFilters(kind) {
+  const on = kind === "text";
+  for (const select of [el.rate, el.channels]) {
+    select.disabled = !on;
+    select.title = on ? "" : "Applies to searches by description";
+  }
 }
 
 /** The filters as saved in history entries, and back. */
@@ -85,12 +109,8 @@ export function filtersFromUrl(p) {
   const hi = p.get("max_duration") || "";
   if (lo || hi) pick(el.duration, `${lo}-${hi}`);
   if (p.get("format")) pick(el.format, p.get("format"), true);
-  if (state.offers.rateParam && p.get(state.offers.rateParam)) {
-    pick(el.rate, p.get(state.offers.rateParam), true);
-  }
-  if (state.offers.channelsParam && p.get(state.offers.channelsParam)) {
-    pick(el.channels, p.get(state.offers.channelsParam), true);
-  }
+  if (state.offers.syntax && p.get("sr")) pick(el.rate, p.get("sr"), true);
+  if (state.offers.syntax && p.get("ch")) pick(el.channels, p.get("ch"), true);
 }
 
 function pick(select, value, add = false) {
@@ -164,16 +184,14 @@ export async function loadMenus() {
   try {
     const facets = await api("/api/facets");
     fill(el.format, el.formatFilter, facets.formats, (f) => f.toUpperCase());
-    if (state.offers.rateParam) fill(el.rate, el.rateFilter, facets.sample_rates, rateOption);
-    if (state.offers.channelsParam) {
+    if (state.offers.syntax) {
+      fill(el.rate, el.rateFilter, facets.sample_rates, rate);
       fill(el.channels, el.channelsFilter, facets.channels, channelsText);
     }
   } catch (_) {
     // An older server: no format menus.
   }
 }
-
-const rateOption = (hz) => `${rate(hz)}`;
 
 function fill(select, box, values, label) {
   if (!values || values.length < 2) return; // one format: nothing to choose

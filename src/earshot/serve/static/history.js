@@ -1,7 +1,7 @@
 // The address bar: every search is a shareable address, and Back and Forward redraw earlier ones
 // from what history saved (without asking the server again).
 import { el, state } from "./state.js";
-import { filterParams, saveFilters } from "./filters.js";
+import { fieldParams, filterParams, saveFilters } from "./filters.js";
 
 export function writeUrl(entry, history) {
   const p = new URLSearchParams();
@@ -12,6 +12,7 @@ export function writeUrl(entry, history) {
   }
   if (entry.kind === "upload") p.set("example", entry.name);
   for (const [key, value] of filterParams()) p.append(key, value);
+  fieldParams(p);
   if (state.offers.sort && el.sort.value && el.sort.value !== "score") p.set("sort", el.sort.value);
   const url = p.toString() ? `/?${p}` : "/";
   const data = entry.data ? { ...entry.data, hits: entry.hits || entry.data.hits } : null;

@@ -58,6 +58,7 @@ export function clearResults() {
   state.data = null;
   el.results.replaceChildren();
   el.status.textContent = "";
+  el.verdict.hidden = true;
   el.back.hidden = true;
   el.tools.hidden = true;
   el.weak.hidden = true;
@@ -114,14 +115,24 @@ function writeStatus(data, request) {
   const filtered = Object.keys(data.filters || {}).length ? " (filtered)" : "";
   const took = data.took_ms != null ? ` · ${Math.round(data.took_ms)} ms` : "";
   let line = `${count}${about}${filtered}${took}`;
-  if (n === 0)
+  if (n === 0) {
     line += `. ${filtered ? "Try removing a filter." : "Try describing it differently."}`;
-  else if (data.message) line += `. ${data.message}`;
-  else if (state.hits.length && state.hits.every((h) => h.band && h.band !== "good")) {
-    line += ". Nothing matches well; these are the closest.";
   }
   el.status.textContent = line;
+  // Said plainly when nothing matches well: the server's sentence, or the page's own.
+  let verdict = "";
+  if (n > 0 && data.message) verdict = sentence(data.message);
+  else if (n > 0 && state.hits.every((h) => h.band && h.band !== "good")) {
+    verdict = "Nothing matches well: these are the closest.";
+  }
+  el.verdict.textContent = verdict;
+  el.verdict.hidden = !verdict;
 }
+
+const sentence = (text) => {
+  const s = String(text).trim();
+  return s.charAt(0).toUpperCase() + s.slice(1) + (/[.!?]$/.test(s) ? "" : ".");
+};
 
 function bandOf(hit) {
   if (!hit.band) return null;
@@ -255,18 +266,22 @@ function metaElement(hit) {
   const meta = hit.meta;
   if (!meta || typeof meta !== "object") return null;
   const box = make("div", { class: "hit-described" });
-  const ucs = meta.ucs;
-  if (ucs && (ucs.category || ucs.cat_id)) {
-    const what = [ucs.category, ucs.subcategory].filter(Boolean).join(" · ") || ucs.cat_id;
+  // The category: a UCS file name's, or a library's own (iXML CATEGORY / SUBCATEGORY).
+  const ucs = meta.ucs || {};
+  const category = ucs.category || meta.category;
+  const subcategory = ucs.subcategory || meta.subcategory;
+  const catId = ucs.cat_id || meta.cat_id;
+  if (category || catId) {
+    const what = [category, subcategory].filter(Boolean).join(" · ") || catId;
     box.append(
       make("span", {
         class: "hit-ucs",
         text: what,
-        title: `UCS category${ucs.cat_id ? ` ${ucs.cat_id}` : ""}${ucs.fx_name ? `: ${ucs.fx_name}` : ""}`,
+        title: catId ? `UCS category ${catId}` : "Category (from the file's metadata)",
       }),
     );
   }
-  const text = meta.description || meta.title;
+  const text = meta.description || meta.title || meta.fx_name || ucs.fx_name;
   if (text) box.append(make("span", { class: "hit-description", text, title: text }));
   const words = Array.isArray(meta.keywords) ? meta.keywords : [];
   if (words.length) {

@@ -3,7 +3,7 @@
 // line ending in a result or an error, history, paging) happens here, once.
 import { api } from "./api.js";
 import { el, state } from "./state.js";
-import { filterParams } from "./filters.js";
+import { enableFieldFilters, fieldTokens, filterParams } from "./filters.js";
 import { setBusy, showError } from "./messages.js";
 import { render, clearResults, shownItems } from "./results.js";
 import { writeUrl } from "./history.js";
@@ -33,7 +33,8 @@ function build(request, k, offset) {
   if (takes("spans")) params.set("spans", SPANS);
   if (takes("show_weak")) params.set("show_weak", "true"); // the page folds the weak tail itself
   if (request.kind === "text") {
-    if (request.text) params.set("q", request.text);
+    const q = [request.text, ...fieldTokens()].filter(Boolean).join(" ");
+    if (q) params.set("q", q);
     return { url: `/api/search?${params}`, init: {}, busy: null, failed: "Search failed" };
   }
   if (request.kind === "similar") {
@@ -93,6 +94,7 @@ export async function runSearch(request, { history = "replace", more = false } =
     state.requested = byOffset ? have + k : k;
     el.more.hidden = !hasMore(data, request);
     el.sortLabel.hidden = !offers(request.kind, "sort");
+    enableFieldFilters(request.kind);
     writeUrl({ ...entryOf(request), data: state.data, hits: state.hits }, history);
     if (more && at >= 0) focusHit(at + 1);
     else if (request.kind !== "text") focusHit(0);

@@ -23,6 +23,7 @@ export const el = {
   chips: $("chips"),
   banner: $("banner"),
   status: $("status"),
+  verdict: $("verdict"),
   back: $("back"),
   tools: $("result-tools"),
   sort: $("sort"),
@@ -53,8 +54,8 @@ export const state = {
   tags: [], // sound tags every result must have (the tag filter)
   folders: [], // the folders the catalogue holds (the folder filter resolves short forms)
   // What the server offers: {params: {search, similar, like}: Sets of query parameter names,
-  // clip: the /api/clip route, sort, rateParam, channelsParam}; read from /openapi.json.
-  offers: { params: {}, clip: false, sort: false, rateParam: null, channelsParam: null },
+  // clip: the /api/clip route, sort, syntax: the search box's fields}; from /openapi.json.
+  offers: { params: {}, clip: false, sort: false, syntax: false },
   requested: 0, // hits asked for so far (paging)
   compact: store.get("compact", false),
   autoplay: store.get("autoplay", false),
