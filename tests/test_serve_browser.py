@@ -242,9 +242,18 @@ def test_filters_and_errors_show(browser, server):
     assert {h["name"] for h in hits_on_screen(d)} == {"long_hum.wav", "market.wav", "wren.wav"}
     assert "max_duration=60" in d.current_url
     folder = d.find_element(By.ID, "folder")
-    folder.send_keys("relative/folder", Keys.TAB)
-    wait(d, lambda d: d.find_element(By.ID, "banner").is_displayed(), "an error banner")
-    assert "folder must be an absolute path" in d.find_element(By.ID, "banner").text
+    folder.send_keys("no/such/folder", Keys.TAB)
+    wait(d, lambda d: "No matches" in status(d), "no matches")
+    assert "(filtered)" in status(d) and status(d).endswith("Try removing a filter.")
+    folder.clear()
+    folder.send_keys(Keys.TAB)
+    # A search the server refuses: the banner says why, and so does the status line.
+    box = d.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys("hum dur:<abc")
+    wait(d, lambda d: "dur:<abc" in d.find_element(By.ID, "banner").text, "an error banner")
+    assert "cannot read 'dur:<abc'" in d.find_element(By.ID, "banner").text
+    assert status(d).startswith("Search failed: cannot read 'dur:<abc'")
 
 
 @pytest.fixture(scope="module")
