@@ -229,3 +229,15 @@ def test_quick_clap_benchmark_reports_each_model_beside_clap(tmp_path):
         assert entry["text_query_ms"] > 0 and entry["peak_rss_mb"] > 0
     assert result["models"]["compact"]["windows_per_clip"] == 4  # 4 s windows, hop 2 s
     assert result["ratios"]["compact/clap_htsat_unfused clips_per_s"]["median"] > 0
+
+
+def test_quick_confidence_benchmark_fits_and_reports_precision_and_recall():
+    result = run_quick("bench_confidence.py", timeout=120)
+    assert result["synthetic"] is True
+    text = result["models"]["synthetic"]["text"]
+    assert set(text["calibration"]) >= {"a", "b", "c", "good", "weak"}
+    for figures in (text["val"], text["test"]):
+        assert 0 <= figures["precision_good"] <= 1 and 0 <= figures["recall_good"] <= 1
+        assert 0 < figures["good"] and figures["good"] + figures["weak"] <= figures["hits"]
+    assert text["test"]["precision_good"] > text["test"]["precision_none"]
+    assert "threshold" in text["test_raw_cosine_threshold"]
