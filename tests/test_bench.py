@@ -238,6 +238,6 @@ def test_quick_confidence_benchmark_fits_and_reports_precision_and_recall():
     assert set(text["calibration"]) >= {"a", "b", "c", "good", "weak"}
     for figures in (text["val"], text["test"]):
         assert 0 <= figures["precision_good"] <= 1 and 0 <= figures["recall_good"] <= 1
-        assert 0 < figures["good"] and figures["good"] + figures["weak"] <= figures["hits"]
+        assert figures["good"] > 0 and figures["good"] + figures["weak"] <= figures["hits"]
     assert text["test"]["precision_good"] > text["test"]["precision_none"]
     assert "threshold" in text["test_raw_cosine_threshold"]

@@ -870,3 +870,19 @@ def test_page_has_the_tag_filter_and_chips(client):
     js = client.get("/static/app.js").text
     assert "/api/tags" in js and "tag-chip" in js and 'p.append("tag", tag)' in js
     assert ".tag-chip" in client.get("/static/style.css").text
+
+
+def test_tag_syntax_uses_sound_tags_and_their_probability_is_the_confidence(searcher):
+    cat = searcher.cat
+    q = np.ones(12, dtype=np.float32) / np.sqrt(12)
+    # tag: in the query is the sound-tag filter where the catalogue has that tag...
+    assert names_of(searcher.search_text("anything tag:noise", 10)) == files_with(cat, "Noise")
+    assert names_of(searcher.search_vector(q, 10, Filters(tags=("Noise",)))) == files_with(
+        cat, "Noise"
+    )
+    # ... and alone, the tag search, whose probability stands as each hit's confidence.
+    hits = searcher.search_text("tag:loud", 10)
+    assert names_of(hits) == files_with(cat, "Loud")
+    for h in hits:
+        assert h.confidence == pytest.approx(h.score)
+        assert h.band == ("good" if h.score >= 0.5 else "weak" if h.score >= 0.2 else "none")

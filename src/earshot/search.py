@@ -475,6 +475,7 @@ class Searcher:
                     tuple(tags_of.get(best.segment_id, ())),
                 )
             )
+        hits = self._rate(hits, None, "text")  # a probability: its own confidence
         out = self._finish(hits, None, k, spans=1, offset=offset, sort=sort, kind="tags")
         out.more = out.more or len(ordered) > len(hits)
         out.total_estimate = max(out.total_estimate, len(ordered))
