@@ -16,7 +16,8 @@ from earshot.search import Hit
 
 HIT_KEYS = {
     "rank", "file_id", "segment_id", "name", "folder", "path", "start", "end", "duration",
-    "score", "format", "tags", "meta",
+    "score", "format", "tags", "meta", "confidence", "band", "spans", "more_spans", "also_at",
+    "sample_rate", "channels",
 }  # fmt: skip
 ROOT = Path(__file__).resolve().parents[1]
 
