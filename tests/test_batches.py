@@ -532,15 +532,15 @@ def test_a_recipe_run_with_every_augmentation_writes_a_model(recipe_run):
         0.5,
     )
     assert (config["freq_shift"], config["filter_db"]) == (2, 6.0)
-    assert (trainer.batches.freq_shift, trainer.batches.filter_db) == (2, 6.0)
+    assert (trainer.data.batches.freq_shift, trainer.data.batches.filter_db) == (2, 6.0)
     assert (result.out / "validation.json").is_file()
     # The recipe's mixtures and weights reached the batch maker and the sampler.
-    assert trainer.batches.mixture_rows and trainer.batches.noise is not None
-    assert trainer.draw_p is not None
-    weights = {c.key.split("/", 1)[0]: c.weight for c in trainer.train_set.clips}
+    assert trainer.data.batches.mixture_rows and trainer.data.batches.noise is not None
+    assert trainer.data.draw_p is not None
+    weights = {c.key.split("/", 1)[0]: c.weight for c in trainer.data.train_set.clips}
     assert weights == {"synth": 2.0, "extra": 0.5}
-    p = trainer.draw_p.numpy()
-    keys = [trainer.train_set.clips[c].key for c in trainer.train_clips]
+    p = trainer.data.draw_p.numpy()
+    keys = [trainer.data.train_set.clips[c].key for c in trainer.data.train_clips]
     synth = [pi for pi, k in zip(p, keys, strict=True) if k.startswith("synth/")]
     extra = [pi for pi, k in zip(p, keys, strict=True) if k.startswith("extra/")]
     assert p.sum() == pytest.approx(1.0)
@@ -647,7 +647,7 @@ def test_class_loss_trains_a_recipe_and_is_refused_without_labels(tmp_path, tiny
     path = write_train_recipe(tmp_path)
     cfg = recipe_settings(path, tmp_path / "model", tiny_text_dir, class_loss=1.0, epochs=1)
     trainer = Trainer(cfg)
-    assert trainer.batches.class_names == ["buzz", "high_whistle", "low_hum", "static_noise"]
+    assert trainer.data.batches.class_names == ["buzz", "high_whistle", "low_hum", "static_noise"]
     losses = [trainer.step(np.arange(4)) for _ in range(3)]
     assert all(np.isfinite(v) and v > 0 for v in losses)
     # The class term is in the loss: the same draw scores higher with it than without.

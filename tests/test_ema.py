@@ -32,7 +32,7 @@ def _trained_parts(model):
 
 def test_the_average_follows_its_formula_and_swaps_in_and_out(data, tmp_path):
     trainer = Trainer(settings(data, tmp_path / "m"))
-    model = trainer.model
+    model = trainer.state.model
     avg = WeightAverage(model, 0.75)
     avg.update()  # the first update copies
     first = {k: v.clone() for k, v in _trained_parts(model).items()}

@@ -50,23 +50,23 @@ def _refit(data, finished, tmp_path, **over):  # noqa: F811
 
 def test_refit_heads_fits_the_heads_only_and_replays(data, finished, tmp_path):  # noqa: F811
     trainer, _ = _refit(data, finished, tmp_path)
-    model = trainer.model
-    model.load_state_dict(trainer.best_state)
+    model = trainer.state.model
+    model.load_state_dict(trainer.state.best_state)
     encoder_before = {k: v.clone() for k, v in model.audio_encoder.state_dict().items()}
-    features = clean_features(model.audio_encoder, trainer.train_store, trainer.device)
-    assert features.shape == (len(trainer.train_store), 32)  # embed_dim of the tiny encoder
+    features = clean_features(model.audio_encoder, trainer.data.train_store, trainer.state.device)
+    assert features.shape == (len(trainer.data.train_store), 32)  # embed_dim of the tiny encoder
 
     def run(seed):
-        model.load_state_dict(trainer.best_state)
+        model.load_state_dict(trainer.state.best_state)
         losses = refit_heads(
             model.audio_head,
-            trainer._project_rows,
+            trainer.project_rows,
             list(model.text_head.parameters()),
             features,
-            trainer.batches,
-            trainer.train_clips,
-            trainer.draw_p,
-            trainer._loss,
+            trainer.data.batches,
+            trainer.data.train_clips,
+            trainer.data.draw_p,
+            trainer.pair_loss,
             steps=150,
             batch_size=8,
             lr=3e-3,
@@ -79,7 +79,7 @@ def test_refit_heads_fits_the_heads_only_and_replays(data, finished, tmp_path): 
 
     losses, heads = run(1)
     assert np.mean(losses[-30:]) < np.mean(losses[:30]), (losses[:30], losses[-30:])
-    assert not _equal(heads, _heads_of(trainer.best_state))  # the heads moved...
+    assert not _equal(heads, _heads_of(trainer.state.best_state))  # the heads moved...
     assert _equal(model.audio_encoder.state_dict(), encoder_before)  # ...the encoder did not
     again, heads_again = run(1)
     assert again == losses and _equal(heads_again, heads)  # one generator, one result
@@ -92,17 +92,17 @@ def _heads_of(state):
 def test_a_refit_that_helps_is_kept_and_logged(data, finished, tmp_path):  # noqa: F811
     trainer, out = _refit(data, finished, tmp_path, refit_steps=200)
     entry = trainer.refit()
-    assert entry["of_epoch"] == trainer.best_epoch and entry["refit_steps"] == 200
+    assert entry["of_epoch"] == trainer.state.best_epoch and entry["refit_steps"] == 200
     assert _log(out)[-1] == entry
     report = json.loads((out / "validation.json").read_text())
     saved = load_model(out, with_text=False).state_dict()
     assert entry["kept"] and entry["val_mAP@10"] > entry["before"]  # on this data it helps
-    assert report["refit"] == entry and report["epoch"] == trainer.best_epoch
+    assert report["refit"] == entry and report["epoch"] == trainer.state.best_epoch
     assert report["text_to_audio"]["mAP@10"]["value"] == entry["val_mAP@10"]
-    assert not _equal(_heads_of(saved), _heads_of(trainer.best_state))
+    assert not _equal(_heads_of(saved), _heads_of(trainer.state.best_state))
     # the encoder in the folder is the best epoch's, whatever the refit did
     enc = [k for k in saved if k.startswith("audio_encoder")]
-    assert all(torch.equal(saved[k], trainer.best_state[k].to(saved[k].device)) for k in enc)
+    assert all(torch.equal(saved[k], trainer.state.best_state[k].to(saved[k].device)) for k in enc)
 
 
 def test_a_refit_that_hurts_is_not_kept(data, finished, tmp_path, monkeypatch):  # noqa: F811
@@ -117,9 +117,9 @@ def test_a_refit_that_hurts_is_not_kept(data, finished, tmp_path, monkeypatch): 
     trainer, out = _refit(data, finished, tmp_path, refit_steps=60)
     entry = trainer.refit()
     assert not entry["kept"] and entry["val_mAP@10"] < entry["before"]
-    assert _equal(load_model(out, with_text=False).state_dict(), trainer.best_state)
+    assert _equal(load_model(out, with_text=False).state_dict(), trainer.state.best_state)
     report = json.loads((out / "validation.json").read_text())
-    assert "refit" not in report and report["epoch"] == trainer.best_epoch
+    assert "refit" not in report and report["epoch"] == trainer.state.best_epoch
     assert report["text_to_audio"]["mAP@10"]["value"] == entry["before"]
 
 

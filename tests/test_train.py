@@ -263,9 +263,9 @@ def _norms(model):
 def test_precise_bn_sets_statistics_from_clean_training_windows(data, tmp_path):
     trainer = Trainer(settings(data, tmp_path / "bn", epochs=1, steps_per_epoch=3))
     for clips in ([0, 1, 2, 3, 4, 5, 6, 7],) * 3:
-        trainer.step(trainer.train_clips[clips])
-    gen_state = trainer.gen.get_state()
-    norms = _norms(trainer.model)
+        trainer.step(trainer.data.train_clips[clips])
+    gen_state = trainer.state.gen.get_state()
+    norms = _norms(trainer.state.model)
     for m in norms:  # whatever the statistics were before, they are replaced
         m.running_mean.fill_(1000.0)
         m.running_var.fill_(1e-6)
@@ -275,12 +275,12 @@ def test_precise_bn_sets_statistics_from_clean_training_windows(data, tmp_path):
     again = [(m.running_mean, m.running_var) for m in norms]
     for (mean1, var1), (mean2, var2) in zip(first, again, strict=True):
         assert torch.equal(mean1, mean2) and torch.equal(var1, var2)
-    assert torch.equal(trainer.gen.get_state(), gen_state)  # training draws untouched
+    assert torch.equal(trainer.state.gen.get_state(), gen_state)  # training draws untouched
     assert all(m.momentum == 0.1 for m in norms)  # restored after the cumulative average
     # bn0 normalises mel bins: its mean is the per-bin mean of the clean windows it saw
     # (320 uniform draws of 24 one-window clips), within sampling error.
-    store = trainer.train_store
-    rows = [w[0] for w in (store.clip_windows[c] for c in trainer.train_clips)]
+    store = trainer.data.train_store
+    rows = [w[0] for w in (store.clip_windows[c] for c in trainer.data.train_clips)]
     per_bin = store.logmel(np.array(rows))[:, 0].mean(dim=(0, 1))
     spread = float(per_bin.max() - per_bin.min())
     assert torch.allclose(norms[0].running_mean, per_bin, atol=max(3.0, 0.1 * spread))

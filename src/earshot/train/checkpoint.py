@@ -19,7 +19,7 @@ from earshot.fsutil import atomic_path
 from earshot.train.config import TrainConfig
 
 if TYPE_CHECKING:
-    from earshot.train.loop import Trainer
+    from earshot.train.state import TrainState
 
 CHECKPOINT = "checkpoint-last.pt"
 
@@ -37,27 +37,27 @@ RESUMABLE = {
 }
 
 
-def save_checkpoint(trainer: Trainer) -> None:
-    state = {
-        "epoch": trainer.epoch,
-        "best": trainer.best,
-        "best_epoch": trainer.best_epoch,
-        "bad_epochs": trainer.bad_epochs,
-        "history": trainer.history,
-        "best_state": trainer.best_state,
-        "model": trainer.model.state_dict(),
-        "temperature": trainer.temperature.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict(),
-        "generator": trainer.gen.get_state(),
+def save_checkpoint(state: TrainState) -> None:
+    saved = {
+        "epoch": state.epoch,
+        "best": state.best,
+        "best_epoch": state.best_epoch,
+        "bad_epochs": state.bad_epochs,
+        "history": state.history,
+        "best_state": state.best_state,
+        "model": state.model.state_dict(),
+        "temperature": state.temperature.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "generator": state.gen.get_state(),
         "torch_rng": torch.get_rng_state(),
-        "config": trainer.cfg.to_dict(),
+        "config": state.cfg.to_dict(),
     }
-    if trainer.ema is not None:
-        state["ema"] = trainer.ema.state_dict()
-    if not trainer.cfg.freeze_text:
-        state["text_model"] = trainer.model.text_encoder.model.state_dict()
-    write_checkpoint(trainer.out, state)
+    if state.ema is not None:
+        saved["ema"] = state.ema.state_dict()
+    if not state.cfg.freeze_text:
+        saved["text_model"] = state.model.text_encoder.model.state_dict()
+    write_checkpoint(state.out, saved)
 
 
 def write_checkpoint(out: Path, state: dict[str, Any]) -> None:
@@ -66,37 +66,37 @@ def write_checkpoint(out: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def resume(trainer: Trainer) -> None:
-    """Load the run folder's checkpoint into `trainer`; refuse it if settings changed since."""
-    path = trainer.out / CHECKPOINT
+def resume(run: TrainState) -> None:
+    """Load the run folder's checkpoint into `run`; refuse it if settings changed since."""
+    path = run.out / CHECKPOINT
     if not path.is_file():
         raise EarshotError(f"nothing to resume: '{path}' does not exist")
     try:
-        state = torch.load(path, map_location=trainer.device, weights_only=True)
+        state = torch.load(path, map_location=run.device, weights_only=True)
         state["config"]
     except Exception as e:  # cut short or not ours: the unpickler fails in any way it likes
         raise EarshotError(
             f"cannot resume from '{path}': not a whole earshot checkpoint "
             f"({type(e).__name__}: {e}); delete it to start afresh"
         ) from None
-    mine = {k: v for k, v in trainer.cfg.to_dict().items() if k not in RESUMABLE}
+    mine = {k: v for k, v in run.cfg.to_dict().items() if k not in RESUMABLE}
     theirs = {k: v for k, v in state["config"].items() if k not in RESUMABLE}
     # A setting added since the checkpoint was written ran at its default.
     defaults = TrainConfig().to_dict()
     changed = sorted(k for k in mine if mine[k] != theirs.get(k, defaults[k]))
     if changed:
         raise EarshotError(f"cannot resume '{path}': settings changed since: {', '.join(changed)}")
-    trainer.model.load_state_dict(state["model"])
+    run.model.load_state_dict(state["model"])
     if "text_model" in state:
-        trainer.model.text_encoder.model.load_state_dict(state["text_model"])
-    if trainer.ema is not None:  # the settings match, so the checkpoint has one
-        trainer.ema.load_state_dict(state["ema"])
-    trainer.temperature.load_state_dict(state["temperature"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scheduler.load_state_dict(state["scheduler"])
-    trainer.gen.set_state(state["generator"])
+        run.model.text_encoder.model.load_state_dict(state["text_model"])
+    if run.ema is not None:  # the settings match, so the checkpoint has one
+        run.ema.load_state_dict(state["ema"])
+    run.temperature.load_state_dict(state["temperature"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.gen.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
-    trainer.epoch, trainer.best = state["epoch"], state["best"]
-    trainer.best_epoch, trainer.bad_epochs = state["best_epoch"], state["bad_epochs"]
-    trainer.history = state["history"]
-    trainer.best_state = state.get("best_state")
+    run.epoch, run.best = state["epoch"], state["best"]
+    run.best_epoch, run.bad_epochs = state["best_epoch"], state["bad_epochs"]
+    run.history = state["history"]
+    run.best_state = state.get("best_state")

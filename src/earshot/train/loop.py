@@ -44,8 +44,9 @@ from earshot.train.optim import build_optimizer
 from earshot.train.precise_bn import recompute_batchnorm
 from earshot.train.refit import refit_best
 from earshot.train.start import initial_model, pick_device
+from earshot.train.state import TrainData, TrainState
 
-__all__ = ["CHECKPOINT", "TrainResult", "Trainer", "train"]
+__all__ = ["CHECKPOINT", "TrainData", "TrainResult", "TrainState", "Trainer", "train"]
 
 METRICS_LOG = "metrics.jsonl"
 TEXT_SUBDIR = "text"
@@ -68,26 +69,24 @@ class Trainer:
         self.out = Path(cfg.out)
         self.device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)  # dropout draws from the global generator
-        self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.train_set = load_dataset(cfg.dataset, cfg.train_split, cfg.audio_dir)
-        self.val_set = load_dataset(cfg.dataset, cfg.val_split, cfg.audio_dir)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        train_set = load_dataset(cfg.dataset, cfg.train_split, cfg.audio_dir)
+        val_set = load_dataset(cfg.dataset, cfg.val_split, cfg.audio_dir)
         # Before the slow caches: a mixture setting without a recipe fails at once.
         mixtures = mixture_captions_for(cfg.dataset) if cfg.mix_prob > 0 else ()
-        self.model = initial_model(cfg, self.device)
-        audio = self.model.config.audio
+        model = initial_model(cfg, self.device)
+        audio = model.config.audio
         cache = Path(cfg.cache_dir)
-        self.train_store = build_feature_cache(self.train_set, audio, cache, cfg.progress)
-        self.val_store = build_feature_cache(self.val_set, audio, cache, cfg.progress)
-        self.train_clips = np.array(
-            [i for i, w in enumerate(self.train_store.clip_windows) if len(w)]
-        )
-        if len(self.train_clips) < 2:
-            raise EarshotError(f"{self.train_set.summary()}: fewer than 2 decodable clips")
-        self.batches = BatchMaker(
-            self.train_set,
-            self.train_store,
+        train_store = build_feature_cache(train_set, audio, cache, cfg.progress)
+        val_store = build_feature_cache(val_set, audio, cache, cfg.progress)
+        train_clips = np.array([i for i, w in enumerate(train_store.clip_windows) if len(w)])
+        if len(train_clips) < 2:
+            raise EarshotError(f"{train_set.summary()}: fewer than 2 decodable clips")
+        batches = BatchMaker(
+            train_set,
+            train_store,
             audio,
-            self.gen,
+            gen,
             mixtures=mixtures,
             mix_prob=cfg.mix_prob,
             gain_db=cfg.gain_db,
@@ -96,126 +95,133 @@ class Trainer:
             freq_shift=cfg.freq_shift,
             filter_db=cfg.filter_db,
         )
-        if cfg.class_loss > 0 and len(self.batches.class_rows) < 2:
+        if cfg.class_loss > 0 and len(batches.class_rows) < 2:
             raise EarshotError(
                 f"class_loss needs labelled clips of at least 2 labels with captions of their "
-                f"own; {self.train_set.summary()} has {len(self.batches.class_rows)}"
+                f"own; {train_set.summary()} has {len(batches.class_rows)}"
             )
-        weights = np.array([self.train_set.clips[c].weight for c in self.train_clips])
-        self.draw_p = None if np.all(weights == 1.0) else torch.from_numpy(weights / weights.sum())
-        self.train_text, self.val_text = self._text_features()
-        self.temperature = LearnableTemperature(cfg.temperature).to(self.device)
-        self._set_trainable()
-        self.ema = (
-            WeightAverage(self.model, cfg.ema, with_text=not cfg.freeze_text)
-            if cfg.ema > 0
-            else None
+        weights = np.array([train_set.clips[c].weight for c in train_clips])
+        draw_p = None if np.all(weights == 1.0) else torch.from_numpy(weights / weights.sum())
+        train_text, val_text = self._text_features(model, batches.captions, val_set)
+        self.data = TrainData(
+            train_set,
+            val_set,
+            train_store,
+            val_store,
+            train_clips,
+            batches,
+            draw_p,
+            train_text,
+            val_text,
         )
-        self.steps_per_epoch = cfg.steps_per_epoch or math.ceil(
-            len(self.train_clips) / cfg.batch_size
+        temperature = LearnableTemperature(cfg.temperature).to(self.device)
+        self._set_trainable(model)
+        ema = WeightAverage(model, cfg.ema, with_text=not cfg.freeze_text) if cfg.ema > 0 else None
+        self.steps_per_epoch = cfg.steps_per_epoch or math.ceil(len(train_clips) / cfg.batch_size)
+        optimizer, scheduler = build_optimizer(cfg, model, temperature, self.steps_per_epoch)
+        self.state = TrainState(
+            cfg, self.out, self.device, model, temperature, optimizer, scheduler, gen, ema
         )
-        self.optimizer, self.scheduler = build_optimizer(
-            cfg, self.model, self.temperature, self.steps_per_epoch
-        )
-        self.epoch, self.best, self.best_epoch, self.bad_epochs = 0, -1.0, 0, 0
-        self.history: list[dict[str, Any]] = []
-        # The weights of the best epoch as training left them (before any head refit).
-        self.best_state: dict[str, torch.Tensor] | None = None
 
     # -- setup -----------------------------------------------------------------------------
-    def _text_features(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _text_features(
+        self, model, captions: list[str], val_set
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Sentence embeddings of the caption bank, and of the val captions (frozen text)."""
         if not self.cfg.freeze_text:
             return None, None
         cache = TextCache(Path(self.cfg.cache_dir) / "text-embeddings.sqlite")
         try:
-            encoder = self.model.text_encoder
-            bank = cache.embed(encoder, self.batches.captions)
-            val = cache.embed(encoder, [c for c, _ in self.val_set.captions()])
+            encoder = model.text_encoder
+            bank = cache.embed(encoder, captions)
+            val = cache.embed(encoder, [c for c, _ in val_set.captions()])
         finally:
             cache.close()
         return bank, val
 
-    def _set_trainable(self) -> None:
-        self.model.audio_encoder.requires_grad_(not self.cfg.freeze_audio)
+    def _set_trainable(self, model) -> None:
+        model.audio_encoder.requires_grad_(not self.cfg.freeze_audio)
         if not self.cfg.freeze_text:
-            self.model.text_encoder.model.to(self.device).requires_grad_(True)
+            model.text_encoder.model.to(self.device).requires_grad_(True)
 
     # -- one step --------------------------------------------------------------------------
-    def _project_rows(self, rows: np.ndarray) -> torch.Tensor:
+    def project_rows(self, rows: np.ndarray) -> torch.Tensor:
         """Caption-bank rows → joint-space text vectors (through the trainable head)."""
-        if self.train_text is not None:
-            feats = torch.from_numpy(self.train_text[rows]).to(self.device)
-            return self.model.project_text(feats)
-        sentences = [self.batches.captions[r] for r in rows]
-        return self.model.project_text(self._encode_text_with_grad(sentences))
+        if self.data.train_text is not None:
+            feats = torch.from_numpy(self.data.train_text[rows]).to(self.device)
+            return self.state.model.project_text(feats)
+        sentences = [self.data.batches.captions[r] for r in rows]
+        return self.state.model.project_text(self._encode_text_with_grad(sentences))
 
     def _encode_text_with_grad(self, sentences: list[str]) -> torch.Tensor:
-        st = self.model.text_encoder.model
+        st = self.state.model.text_encoder.model
         features = st.preprocess(sentences)
         features = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in features.items()}
         return st(features)["sentence_embedding"]
 
     def _randint(self, n: int) -> int:
-        return int(torch.randint(n, (1,), generator=self.gen))
+        return int(torch.randint(n, (1,), generator=self.state.gen))
 
-    def _loss(self, audio: torch.Tensor, text: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    def pair_loss(
+        self, audio: torch.Tensor, text: torch.Tensor, same: torch.Tensor
+    ) -> torch.Tensor:
+        """The pair loss of a batch (triplet or InfoNCE, as configured); the refit uses it."""
         if self.cfg.loss == "triplet":
             return triplet_loss(audio, text, self.cfg.margin, self.cfg.triplet_variant, same=same)
-        return info_nce(audio, text, self.temperature(), same=same)
+        return info_nce(audio, text, self.state.temperature(), same=same)
 
     def step(self, clips: np.ndarray) -> float:
-        draw = self.batches.draw(clips)
+        draw = self.data.batches.draw(clips)
         logmel, same = draw.logmel.to(self.device), draw.same.to(self.device)
-        text = self._project_rows(draw.captions)
+        text = self.project_rows(draw.captions)
         mix: dict[str, Any] = {}
 
         def augment(x: torch.Tensor) -> torch.Tensor:  # after bn0, as PANNs does
             if self.cfg.spec_augment:
-                x = aug.spec_augment(x, self.gen)
+                x = aug.spec_augment(x, self.state.gen)
             if self.cfg.mixup_alpha > 0:
-                x, mix["perm"], mix["lam"] = aug.mixup(x, self.gen, self.cfg.mixup_alpha)
+                x, mix["perm"], mix["lam"] = aug.mixup(x, self.state.gen, self.cfg.mixup_alpha)
             return x
 
         with torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"
         ):
-            features = self.model.audio_encoder(logmel, augment=augment)
-        audio = torch.nn.functional.normalize(self.model.audio_head(features.float()), dim=-1)
-        loss = self._loss(audio, text, same)
+            features = self.state.model.audio_encoder(logmel, augment=augment)
+        audio = torch.nn.functional.normalize(self.state.model.audio_head(features.float()), dim=-1)
+        loss = self.pair_loss(audio, text, same)
         if mix and mix["lam"] < 1.0:
             perm = mix["perm"].to(self.device)
             # A mixed clip matches both captions, weighted by its share of the mix.
-            loss = mix["lam"] * loss + (1 - mix["lam"]) * self._loss(
+            loss = mix["lam"] * loss + (1 - mix["lam"]) * self.pair_loss(
                 audio, text[perm], same[:, perm]
             )
         if self.cfg.class_loss > 0:
-            rows = self.batches.draw_class_captions()
-            held = self.batches.class_targets(draw.audio_tags, rows)
+            rows = self.data.batches.draw_class_captions()
+            held = self.data.batches.class_targets(draw.audio_tags, rows)
             targets = torch.from_numpy(held).to(self.device)
             if mix and mix["lam"] < 1.0:  # a mixed-up clip holds its partner's labels as well
                 targets = targets | targets[mix["perm"].to(self.device)]
             loss = loss + self.cfg.class_loss * class_caption_loss(
-                audio, self._project_rows(rows), targets, self.cfg.class_temperature
+                audio, self.project_rows(rows), targets, self.cfg.class_temperature
             )
-        self.optimizer.zero_grad(set_to_none=True)
+        self.state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            params = [p for g in self.state.optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        if self.ema is not None:
-            self.ema.update()
+        self.state.optimizer.step()
+        self.state.scheduler.step()
+        if self.state.ema is not None:
+            self.state.ema.update()
         return float(loss.detach())
 
     # -- epochs ----------------------------------------------------------------------------
     def _train_mode(self) -> None:
-        self.model.train()
+        self.state.model.train()
         if self.cfg.freeze_audio:
-            self.model.audio_encoder.eval()  # frozen BatchNorm statistics stay as loaded
+            self.state.model.audio_encoder.eval()  # frozen BatchNorm statistics stay as loaded
         if self.cfg.freeze_text:
-            self.model.text_encoder.model.eval()
+            self.state.model.text_encoder.model.eval()
 
     def recompute_batchnorm(self, n_batches: int) -> None:
         """BatchNorm statistics from clean training windows (train/precise_bn.py), drawn from
@@ -224,12 +230,12 @@ class Trainer:
         if self.cfg.freeze_audio:
             return  # frozen statistics stay as loaded
         recompute_batchnorm(
-            self.model.audio_encoder,
-            self.train_store,
-            self.train_clips,
+            self.state.model.audio_encoder,
+            self.data.train_store,
+            self.data.train_clips,
             n_batches,
             self.cfg.batch_size,
-            torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch),
+            torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.state.epoch),
             self.device,
             bf16=self.cfg.precision == "bf16",
         )
@@ -237,7 +243,7 @@ class Trainer:
     def scored_weights(self):
         """A context in which the model carries the weights that are scored and saved: the
         weight average when there is one (train/ema.py), else the raw weights."""
-        return self.ema.swapped() if self.ema is not None else contextlib.nullcontext()
+        return self.state.ema.swapped() if self.state.ema is not None else contextlib.nullcontext()
 
     def _score(self) -> dict[str, Any]:
         """Validation of the weights the model carries now, after precise BatchNorm (if on)."""
@@ -247,10 +253,10 @@ class Trainer:
 
     def validate(self, n_boot: int = 200) -> dict[str, Any]:
         return evaluate_split(
-            self.model,
-            self.val_set,
-            self.val_store,
-            self.val_text,
+            self.state.model,
+            self.data.val_set,
+            self.data.val_store,
+            self.data.val_text,
             batch_size=self.cfg.eval_batch_size,
             seed=self.cfg.seed,
             n_boot=n_boot,
@@ -260,22 +266,25 @@ class Trainer:
         from tqdm import tqdm
 
         self.out.mkdir(parents=True, exist_ok=True)
-        if self.epoch == 0:  # a fresh run into an old folder: its log starts over
+        if self.state.epoch == 0:  # a fresh run into an old folder: its log starts over
             (self.out / METRICS_LOG).unlink(missing_ok=True)
         _atomic_json(self.out / "train_config.json", self.cfg.to_dict())
-        while self.epoch < self.cfg.epochs and self.bad_epochs < self.cfg.patience:
+        while self.state.epoch < self.cfg.epochs and self.state.bad_epochs < self.cfg.patience:
             self._train_mode()
-            if self.draw_p is None:
-                perm = torch.randperm(len(self.train_clips), generator=self.gen)
+            if self.data.draw_p is None:
+                perm = torch.randperm(len(self.data.train_clips), generator=self.state.gen)
             else:  # weighted: each clip drawn in proportion to its recipe weight
                 perm = torch.multinomial(
-                    self.draw_p, len(self.train_clips), replacement=True, generator=self.gen
+                    self.data.draw_p,
+                    len(self.data.train_clips),
+                    replacement=True,
+                    generator=self.state.gen,
                 )
-            order = self.train_clips[perm.numpy()]
+            order = self.data.train_clips[perm.numpy()]
             losses, start = [], time.perf_counter()
             bar = tqdm(
                 range(self.steps_per_epoch),
-                desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                desc=f"epoch {self.state.epoch + 1}/{self.cfg.epochs}",
                 disable=not self.cfg.progress,
                 dynamic_ncols=True,
             )
@@ -288,24 +297,29 @@ class Trainer:
             bar.close()
             train_s = time.perf_counter() - start
             # With an average, the raw weights are scored too: the pair shows what it gives.
-            raw = self._score()["text_to_audio"]["mAP@10"]["value"] if self.ema else None
+            raw = self._score()["text_to_audio"]["mAP@10"]["value"] if self.state.ema else None
             with self.scored_weights():
                 report = self._score()
-                self.epoch += 1
+                self.state.epoch += 1
                 score = report["text_to_audio"]["mAP@10"]["value"]
-                improved = score > self.best
+                improved = score > self.state.best
                 if improved:
-                    self.best, self.best_epoch, self.bad_epochs = score, self.epoch, 0
-                    self.best_state = {
-                        k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+                    self.state.best, self.state.best_epoch, self.state.bad_epochs = (
+                        score,
+                        self.state.epoch,
+                        0,
+                    )
+                    self.state.best_state = {
+                        k: v.detach().cpu().clone()
+                        for k, v in self.state.model.state_dict().items()
                     }
                     self.save_model(report)
                 else:
-                    self.bad_epochs += 1
+                    self.state.bad_epochs += 1
             entry = {
-                "epoch": self.epoch,
+                "epoch": self.state.epoch,
                 "loss": float(np.mean(losses)),
-                "lr": self.scheduler.get_last_lr()[0],
+                "lr": self.state.scheduler.get_last_lr()[0],
                 "train_s": round(train_s, 2),
                 "clips_per_s": round(len(losses) * self.cfg.batch_size / train_s, 2),
                 "val_mAP@10": score,
@@ -315,18 +329,20 @@ class Trainer:
             }
             if raw is not None:
                 entry["raw_val_mAP@10"] = raw
-            self.history.append(entry)
+            self.state.history.append(entry)
             self.log(entry)
             tqdm.write(  # stderr: stdout stays clean for --json
-                f"epoch {self.epoch}: loss {entry['loss']:.4f}, val mAP@10 {score:.4f}, "
+                f"epoch {self.state.epoch}: loss {entry['loss']:.4f}, val mAP@10 {score:.4f}, "
                 f"R@1 {entry['val_R@1']:.4f}{'  (best)' if improved else ''}",
                 file=sys.stderr,
             )
             self.save_checkpoint()
         refit = None
-        if self.cfg.refit_steps > 0 and self.best_epoch > 0:
+        if self.cfg.refit_steps > 0 and self.state.best_epoch > 0:
             refit = self.refit()
-        return TrainResult(self.out, self.best_epoch, self.best, self.history, refit)
+        return TrainResult(
+            self.out, self.state.best_epoch, self.state.best, self.state.history, refit
+        )
 
     def log(self, entry: dict[str, Any]) -> None:
         with open(self.out / METRICS_LOG, "a") as f:
@@ -334,14 +350,14 @@ class Trainer:
 
     def best_weights(self) -> dict[str, torch.Tensor]:
         """The best epoch's weights as training left them (a refit starts from these)."""
-        if self.best_state is None:  # a checkpoint from before refits: the folder has them...
+        if self.state.best_state is None:  # a checkpoint from before refits: the folder has them...
             model = load_model(self.out, self.device, with_text=False)
-            self.best_state = {k: v.cpu() for k, v in model.state_dict().items()}
+            self.state.best_state = {k: v.cpu() for k, v in model.state_dict().items()}
             path = self.out / CHECKPOINT
             if path.is_file():  # ...until a refit replaces them: the checkpoint keeps them
                 state = torch.load(path, map_location="cpu", weights_only=True)
-                self._write_checkpoint({**state, "best_state": self.best_state})
-        return self.best_state
+                self._write_checkpoint({**state, "best_state": self.state.best_state})
+        return self.state.best_state
 
     def refit(self) -> dict[str, Any]:
         """The head refit of the best epoch (train/refit.py, `refit_best`)."""
@@ -351,7 +367,7 @@ class Trainer:
     def save_model(self, report: dict[str, Any], epoch: int | None = None) -> None:
         from earshot.eval.report import write_report
 
-        model = self.model
+        model = self.state.model
         if not self.cfg.freeze_text:
             # A fine-tuned text encoder travels inside the model folder.
             model.text_encoder.model.save(str(self.out / TEXT_SUBDIR))
@@ -360,19 +376,19 @@ class Trainer:
             )
         save_model(model, self.out)
         write_report(
-            {"model_id": model_id(model), "epoch": epoch or self.epoch, **report},
+            {"model_id": model_id(model), "epoch": epoch or self.state.epoch, **report},
             self.out,
             stem="validation",
         )
 
     def save_checkpoint(self) -> None:
-        save_checkpoint(self)
+        save_checkpoint(self.state)
 
     def _write_checkpoint(self, state: dict[str, Any]) -> None:
         write_checkpoint(self.out, state)
 
     def resume(self) -> None:
-        resume(self)
+        resume(self.state)
 
 
 def _atomic_json(path: Path, obj: Any) -> None:

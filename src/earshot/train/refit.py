@@ -47,27 +47,28 @@ def refit_best(trainer: Trainer) -> dict[str, Any]:
     Always starts from the best epoch's weights as training left them, so refitting a finished
     run again (`--resume` with other refit settings) does not stack refits.
     """
-    cfg, model = trainer.cfg, trainer.model
+    state, data = trainer.state, trainer.data
+    cfg, model = state.cfg, state.model
     model.load_state_dict(trainer.best_weights())
     # Scored again rather than taken from training: the val split may have changed since.
     before = trainer.validate()
     start = time.perf_counter()
     features = clean_features(
         model.audio_encoder,
-        trainer.train_store,
-        trainer.device,
+        data.train_store,
+        state.device,
         cfg.eval_batch_size,
         bf16=cfg.precision == "bf16",
     )
     losses = refit_heads(
         model.audio_head,
-        trainer._project_rows,
+        trainer.project_rows,
         list(model.text_head.parameters()),
         features,
-        trainer.batches,
-        trainer.train_clips,
-        trainer.draw_p,
-        trainer._loss,
+        data.batches,
+        data.train_clips,
+        data.draw_p,
+        trainer.pair_loss,
         steps=cfg.refit_steps,
         batch_size=cfg.batch_size,
         lr=cfg.refit_lr or cfg.lr,
@@ -80,7 +81,7 @@ def refit_best(trainer: Trainer) -> dict[str, Any]:
     score = report["text_to_audio"]["mAP@10"]["value"]
     entry = {
         "refit_steps": cfg.refit_steps,
-        "of_epoch": trainer.best_epoch,
+        "of_epoch": state.best_epoch,
         "loss": float(np.mean(losses[-100:])),
         "refit_s": round(time.perf_counter() - start, 2),
         "val_mAP@10": score,
@@ -90,13 +91,13 @@ def refit_best(trainer: Trainer) -> dict[str, Any]:
     }
     entry["kept"] = score > entry["before"]
     if entry["kept"]:
-        trainer.save_model({**report, "refit": entry}, trainer.best_epoch)
+        trainer.save_model({**report, "refit": entry}, state.best_epoch)
     else:  # the folder holds the best epoch as trained (not an earlier run's refit)
         model.load_state_dict(trainer.best_weights())
-        trainer.save_model(before, trainer.best_epoch)
+        trainer.save_model(before, state.best_epoch)
     trainer.log(entry)
     print(
-        f"head refit ({cfg.refit_steps} steps) of epoch {trainer.best_epoch}: val mAP@10 "
+        f"head refit ({cfg.refit_steps} steps) of epoch {state.best_epoch}: val mAP@10 "
         f"{entry['before']:.4f} -> {score:.4f}, {'kept' if entry['kept'] else 'not kept'}",
         file=sys.stderr,
     )
