@@ -802,6 +802,7 @@ def resolve_hub(
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
         looked.append(f"download from the hub: {repo_id} (failed)")
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first.removeprefix("Got: ")
         raise _hub_missing(repo_id, revision, looked, f"the download failed: {first}") from None
     return Path(path), _snapshot_commit(Path(path), revision)
 
