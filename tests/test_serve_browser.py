@@ -709,13 +709,14 @@ def test_spans_metadata_and_duplicates_show_in_hits(browser, rich_server, shots)
     )
     assert len(spans) == 4 and more.text == "3 more matches in this file"
     assert not walk.find_element(By.CSS_SELECTOR, ".span-list").is_displayed()
-    more.click()
+    more.send_keys(Keys.ENTER)  # the spans are reachable from the keyboard
+    assert more.get_attribute("aria-expanded") == "true"
     chips = walk.find_elements(By.CSS_SELECTOR, ".span-chip")
     mmss = lambda t: f"{int(t) // 60}:{int(t) % 60:02d}"  # noqa: E731
     assert [c.text.split()[0] for c in chips] == [
         f"{mmss(s['start'])}–{mmss(s['end'])}" for s in spans[1:]
     ]
-    chips[1].click()  # plays that span
+    chips[1].send_keys(Keys.ENTER)  # plays that span
     second = spans[2]
     wait(d, lambda d: second["start"] <= player(d)["time"] < second["end"], "the span playing")
     walk_id = walk.get_attribute("data-file-id")

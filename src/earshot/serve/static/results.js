@@ -313,7 +313,6 @@ function spansElement(hit) {
           {
             type: "button",
             class: "span-chip",
-            tabindex: -1,
             dataset: { action: "span", start: s.start, end: s.end },
             "aria-label": `Play ${hit.name} ${text}`,
           },
@@ -327,7 +326,6 @@ function spansElement(hit) {
       make("button", {
         type: "button",
         class: "link-button small spans-toggle",
-        tabindex: -1,
         dataset: { action: "spans" },
         "aria-expanded": "false",
         text: `${plural(n, "more match", "more matches")} in this file`,

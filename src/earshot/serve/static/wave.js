@@ -41,6 +41,15 @@ export async function drawWave(i) {
 
   ctx.fillStyle = colour("--span-bg");
   ctx.fillRect(x0, 0, x1 - x0, height);
+  // The file's other matching spans, fainter.
+  ctx.globalAlpha = 0.45;
+  for (const other of Array.isArray(hit.spans) ? hit.spans : []) {
+    if (other.start === span.start && other.end === span.end) continue;
+    const a = (other.start / duration) * width;
+    const b = Math.max(a + 2 * dpr, (Math.min(other.end, duration) / duration) * width);
+    ctx.fillRect(a, 0, b - a, height);
+  }
+  ctx.globalAlpha = 1;
 
   const played = playing ? (el.player.currentTime / duration) * width : -1;
   const values = data && data.peaks && data.peaks.length ? data.peaks : null;
