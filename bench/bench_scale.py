@@ -16,7 +16,7 @@ Prints one JSON object:
 - `recall`: what the 10M-file plan (docs/scale.md) rests on, measured at a smaller scale on
   `earshot.testing.vectors.clustered_unit_vectors` (synthetic, with the spectrum of real
   caption embeddings): FAISS IVF with float16 codes (what `earshot.index.ann` builds past
-  50,000 windows) and IVF-PQ (64 bytes a window) with and without re-ranking, recall@10
+  50,000 windows) and IVF-PQ (60 bytes a window) with and without re-ranking, recall@10
   against exact search, bytes per window, ms per query (one thread).
 
 `--parts index,search,recall` picks parts; `--quick`: small sizes, for a smoke run.
@@ -168,15 +168,15 @@ def recall(n: int, nq: int, nlist: int) -> dict:
     train = xb[np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)]
     for name, factory, probes in (
         ("ivf_sqfp16", f"IVF{nlist},SQfp16", (8, 32, 64)),
-        ("ivf_pq64", f"IVF{nlist},PQ64", (32, 64)),
-        ("ivf_pq64_refine", f"IVF{nlist},PQ64,RFlat", (32, 64)),
+        ("ivf_pq60", f"IVF{nlist},PQ60", (32, 64)),
+        ("ivf_pq60_refine", f"IVF{nlist},PQ60,RFlat", (32, 64)),
     ):
         index = faiss.index_factory(xb.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
         t = time.perf_counter()
         index.train(train)
         index.add(xb)
         build_s = time.perf_counter() - t
-        code = {"ivf_sqfp16": 2 * xb.shape[1], "ivf_pq64": 64, "ivf_pq64_refine": 64}[name]
+        code = {"ivf_sqfp16": 2 * xb.shape[1], "ivf_pq60": 60, "ivf_pq60_refine": 60}[name]
         rows = []
         for nprobe in probes:
             faiss.extract_index_ivf(index).nprobe = nprobe

@@ -237,6 +237,34 @@ def test_merge_shards_makes_the_same_catalogue(tagged, tmp_path):
         assert "broken.wav" in str(b.skipped())
 
 
+@pytest.mark.slow
+def test_the_shard_server_answers_the_catalogues_hits(tagged):
+    from fastapi.testclient import TestClient
+
+    from earshot.scale.search import ShardSearcher
+    from earshot.scale.serve import create_shard_app
+    from earshot.serve.app import Settings
+    from earshot.serve.guard import LOOPBACK_NAMES
+
+    _base, model, _paths, db, loc = tagged
+    searcher = ShardSearcher(loc.uri, model, address=None, actors=2)
+    app = create_shard_app(searcher, Settings(token="s3cret", allowed_hosts=LOOPBACK_NAMES))
+    client = TestClient(app, base_url="http://127.0.0.1")
+    assert client.get("/api/search", params={"q": "noise"}).status_code == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    got = client.get("/api/search", params={"q": "noise", "k": 3}, headers=auth).json()
+    with Catalogue(db, readonly=True) as cat:
+        want = [h.as_dict() for h in Searcher(cat, model).search_text("noise", 3)]
+    # The "same hits": file, span, score, tags (and what the file is). Confidence,
+    # duplicates and metadata come from the catalogue's own tables: not served from shards.
+    same = ("path", "start", "end", "score", "tags", "duration", "format", "sample_rate")
+    assert [[h[k] for k in same] for h in got["hits"]] == [[h[k] for k in same] for h in want]
+    stats = client.get("/api/stats", headers=auth).json()
+    assert stats["windows"] == searcher.total and len(stats["actors"]) == 2
+    bad = client.get("/api/search", params={"q": " "}, headers=auth)
+    assert bad.status_code == 400 and "empty query" in bad.json()["error"]
+
+
 def test_shard_commands_say_what_is_wrong(tmp_path, capsys):
     missing = str(tmp_path / "none")
     assert main(["search", "--shards", missing, "tone"]) == 1

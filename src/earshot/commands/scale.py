@@ -35,6 +35,41 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--actors", type=int, metavar="N", help="index actors (default: CPUs)")
 
 
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("over shards on a Ray cluster (pip install 'earshot[ray]')")
+    g.add_argument(
+        "--shards",
+        metavar="URI",
+        help="serve the search API (JSON, no page) over these shards, not a catalogue",
+    )
+    g.add_argument("--ray", metavar="ADDRESS", default=None, help=RAY_HELP + " (default: auto)")
+    g.add_argument("--actors", type=int, metavar="N", help="index actors (default: CPUs)")
+
+
+def cmd_serve_shards(args: argparse.Namespace, settings, warnings_for) -> int:
+    import uvicorn
+
+    from earshot.scale.search import ShardSearcher
+    from earshot.scale.serve import create_shard_app
+    from earshot.serve.server import server_options
+
+    _need_ray()
+    if args.db:
+        raise EarshotError("--shards serves shards, not a catalogue: leave out --db")
+    searcher = ShardSearcher(args.shards, _shard_model(args), args.ray or "auto", args.actors)
+    app = create_shard_app(searcher, settings)
+    for line in warnings_for(args, settings):
+        print(line, file=sys.stderr)
+    print(
+        f"earshot: serving the search API over {len(searcher.manifest.shards)} shards "
+        f"({searcher.total} windows) at {searcher.loc.uri}: "
+        f"http://{args.host}:{args.port}/api/search?q=... (no page: see merge-shards)",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, **server_options())
+    return 0
+
+
 def _need_ray() -> None:
     try:
         import pyarrow  # noqa: F401

@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="allow browser pages from this origin (e.g. http://localhost:3000) to call the "
         "API; repeatable. Default: none (CORS off)",
     )
+    from earshot.commands.scale import add_serve_arguments
+
+    add_serve_arguments(p)
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -122,6 +125,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from earshot.serve.server import server_options
 
+    if getattr(args, "shards", None):
+        from earshot.commands.scale import cmd_serve_shards
+
+        return cmd_serve_shards(args, settings_from_args(args), warnings_for)
     app = build_app(args)
     settings = app.state.settings
     for line in warnings_for(args, settings):

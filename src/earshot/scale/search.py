@@ -43,6 +43,8 @@ class ShardIndex:
                         "uri": f.uri,
                         "duration_s": f.duration_s,
                         "format": f.format,
+                        "sample_rate": f.sample_rate,
+                        "channels": f.channels,
                     }
             ids.append(shard.segment_ids[keep])
             vectors.append(shard.vectors[keep])
@@ -80,7 +82,7 @@ class ShardIndex:
 
     def search(self, query: np.ndarray, pool: int) -> list[tuple]:
         """The best `pool` windows: (score, segment id, file id, start, end, tag blob, uri,
-        duration, format)."""
+        duration, format, sample rate, channels)."""
         if self.ann is None:
             return []
         scores, ids = self.ann.search(np.asarray(query, np.float32)[None], min(pool, len(self.ids)))
@@ -102,6 +104,8 @@ class ShardIndex:
                     f["uri"],
                     f["duration_s"],
                     f["format"],
+                    f["sample_rate"],
+                    f["channels"],
                 )
             )
         return out
@@ -212,10 +216,22 @@ class ShardSearcher:
                 duration_s=duration,
                 format=fmt,
                 tags=tuple(self._named(blob)),
+                sample_rate=rate,
+                channels=channels,
             )
-            for rank, (score, sid, file_id, start, end, blob, uri, duration, fmt) in enumerate(
-                ranked, 1
-            )
+            for rank, (
+                score,
+                sid,
+                file_id,
+                start,
+                end,
+                blob,
+                uri,
+                duration,
+                fmt,
+                rate,
+                channels,
+            ) in enumerate(ranked, 1)
         ]
 
     def _named(self, blob: bytes | None) -> list[tuple[str, float]]:
