@@ -150,8 +150,8 @@ class ShardSearcher:
         n = max(1, min(actors or int(ray.cluster_resources().get("CPU", 1)), len(names)))
         groups = [names[i::n] for i in range(n)]
         remote = ray.remote(num_cpus=0, scheduling_strategy="SPREAD", max_restarts=2)(ShardIndex)
-        dead_ref = ray.put(sorted(dead))
-        self.indexes = [remote.remote(self.loc.uri, s3.as_dict(), g, dead_ref) for g in groups]
+        dead_ids = sorted(dead)  # by value: usually few, and a restarted actor needs them
+        self.indexes = [remote.remote(self.loc.uri, s3.as_dict(), g, dead_ids) for g in groups]
         try:
             self.counts = ray.get([a.count.remote() for a in self.indexes])
         except ray.exceptions.RayError as e:
