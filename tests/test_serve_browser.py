@@ -657,6 +657,10 @@ def card(driver, name: str):
 def test_bands_fold_the_weak_tail_and_say_when_nothing_matches(browser, rich_server, shots):
     d = browser
     open_page(d, rich_server)
+    # The examples start from the library's own words: its files' metadata keywords.
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#chips .chip"), "the example chips")
+    chips = [c.text for c in d.find_elements(By.CSS_SELECTOR, "#chips .chip")]
+    assert chips[:3] == ["door", "creak", "hinge"] and len(chips) == 6
     hits = search(d, "birds singing")
     needs(d, "band")
     bands = d.execute_script("return window.earshot.state.hits.map(h => h.band);")

@@ -74,10 +74,18 @@ def test_examples_come_from_the_catalogue(client):
     }
 
 
-def test_examples_prefer_the_models_tags():
+def test_examples_prefer_the_models_tags_then_the_files_metadata():
     menu = [("Dog", 9), ("Rain", 5), ("Speech", 2)]
     assert examples(menu, ["x.wav"]) == {"source": "tags", "examples": ["dog", "rain", "speech"]}
     assert examples([], []) == {"source": "none", "examples": []}
+    records = [
+        {"keywords": ["Door", "creak"], "category": "DOORS"},
+        {"keywords": ["door", "hinge"], "ucs": {"category": "DOOR", "subcategory": "Wood"}},
+    ]
+    got = examples([], ["rain_on_tin.wav"], records, n=6)
+    assert got["source"] == "metadata"
+    assert got["examples"][0] == "door"  # in both files
+    assert set(got["examples"]) == {"door", "creak", "doors", "hinge", "rain", "tin"}
 
 
 def test_name_words_split_library_names():

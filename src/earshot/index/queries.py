@@ -480,13 +480,17 @@ class CatalogueQueries:
                 for key, column in columns.items()
             }
 
-    def file_names(self, limit: int = 5000) -> list[str]:
-        """Names of indexed files (the first `limit` by id): where the page finds examples."""
+    def file_names(self, limit: int = 5000) -> tuple[list[str], list[dict]]:
+        """Names of indexed files (the first `limit` by id) and the embedded metadata records
+        of those that have one: where the page finds its example searches."""
+        meta = "meta" if self._has_meta() else "NULL"
         with self._use("list file names") as conn:
             rows = conn.execute(
-                "SELECT name FROM files WHERE status = 'ok' ORDER BY id LIMIT ?", (int(limit),)
+                f"SELECT name, {meta} FROM files WHERE status = 'ok' ORDER BY id LIMIT ?",
+                (int(limit),),
             ).fetchall()
-        return [name for (name,) in rows]
+        records = [m for _, text in rows if text and text != "{}" and (m := _meta_of(text))]
+        return [name for name, _ in rows], records
 
     # --- reports -----------------------------------------------------------------------------
 

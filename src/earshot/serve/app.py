@@ -315,7 +315,8 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
     def example_searches():
         from earshot.serve.examples import examples
 
-        return examples(svc.tag_menu(), svc.cat.file_names())
+        names, records = svc.cat.file_names()
+        return examples(svc.tag_menu(), names, records)
 
     @app.get(
         "/api/facets",

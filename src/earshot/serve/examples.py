@@ -2,7 +2,8 @@
 
 Fixed example strings asked for sounds a model might never have heard of; these come from the
 catalogue instead: the sound tags its files carry most (a tagging model's own vocabulary), else
-the commonest words of its file names (a sound library's names say what the files are).
+the keywords and categories of its files' embedded metadata, then the commonest words of its file
+names (a sound library's names say what the files are).
 """
 
 from __future__ import annotations
@@ -34,12 +35,37 @@ def name_words(names: list[str], n: int = N_EXAMPLES) -> list[str]:
     return [word for word, _ in counts.most_common(n)]
 
 
-def examples(tag_menu: list[tuple[str, int]], names: list[str], n: int = N_EXAMPLES) -> dict:
-    """{"source": "tags" | "names" | "none", "examples": [text, ...]}."""
+def meta_words(records: list[dict], n: int = N_EXAMPLES) -> list[str]:
+    """The `n` keywords and categories found in most files' embedded metadata (a library's own
+    words for its sounds), commonest first."""
+    counts: Counter[str] = Counter()
+    for meta in records:
+        ucs = meta.get("ucs") if isinstance(meta.get("ucs"), dict) else {}
+        words = [*(meta.get("keywords") or ()), ucs.get("category") or meta.get("category")]
+        found = dict.fromkeys(str(w).strip().lower() for w in words if w and str(w).strip())
+        counts.update(list(found))  # a word counts once per file
+    return [word for word, _ in counts.most_common(n)]
+
+
+def examples(
+    tag_menu: list[tuple[str, int]],
+    names: list[str],
+    records: list[dict] = (),
+    n: int = N_EXAMPLES,
+) -> dict:
+    """{"source": "tags" | "metadata" | "names" | "none", "examples": [text, ...]}: the model's
+    commonest tags, else the files' metadata keywords (then name words to fill up), else the
+    words of their names."""
     if tag_menu:
         return {"source": "tags", "examples": [name.lower() for name, _ in tag_menu[:n]]}
-    words = name_words(names, n)
-    return {"source": "names" if words else "none", "examples": words}
+    words = meta_words(list(records), n)
+    source = "metadata" if words else "names"
+    for word in name_words(names, 2 * n):
+        if len(words) >= n:
+            break
+        if word not in words:
+            words.append(word)
+    return {"source": source if words else "none", "examples": words}
 
 
 def facets(raw: dict[str, list[tuple]]) -> dict:
