@@ -283,3 +283,31 @@ def test_cli_says_when_nothing_is_good(setup, capsys):
     assert out[-1] == (
         'no good match for "a door": the best is weak (0.27); try other words or --like FILE'
     )
+
+
+def test_many_copies_of_one_file_do_not_crowd_out_the_page(tmp_path):
+    from earshot.index.build import ScanEntry, _record
+    from earshot.search import MAX_ALSO_AT
+
+    model = tiny_model(joint_dim=12)
+    template = write_tone(tmp_path / "t.wav", 0.05, 8000)
+    st = template.stat()
+    record = _record(ScanEntry(str(template), st.st_size, st.st_mtime_ns), "same")
+    rng = np.random.default_rng(0)
+    copy_vector = _unit(rng.standard_normal(12)).astype(np.float32)
+    others = [_unit(copy_vector + 0.5 * rng.standard_normal(12)) for _ in range(5)]
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        cat.bind_model(model_id(model), 12, {})
+        with cat.batch():
+            for n in range(200):  # 200 byte-identical files: one hit
+                rec = record.__class__(**{**record.__dict__, "path": f"/lib/copy{n:03d}.wav"})
+                cat.put_file(rec, [(0.0, 1.0, copy_vector)])
+            for n, v in enumerate(others):
+                rec = record.__class__(
+                    **{**record.__dict__, "path": f"/lib/other{n}.wav", "content_hash": f"o{n}"}
+                )
+                cat.put_file(rec, [(0.0, 1.0, v.astype(np.float32))])
+        hits = Searcher(cat, model).search_vector(copy_vector, k=4)
+    assert len(hits) == 4
+    assert hits[0].path == "/lib/copy000.wav" and len(hits[0].also_at) == MAX_ALSO_AT
+    assert all("/other" in h.path for h in hits[1:])

@@ -28,6 +28,7 @@ SORTS = ("score", "name", "duration", "date")
 # the whole catalogue: "the 200 best matches for 'rain', by name".
 SORT_CAP = 200
 MAX_SPANS = 20
+MAX_ALSO_AT = 50  # copies listed in a hit's also_at (the first indexed ones)
 # Semantic negation ("dogs, no people"): a window's score minus this times its (positive)
 # cosine to the negated text. 0: off (bench/bench_confidence.py --negation measured it).
 NEGATION_WEIGHT = 0.0
@@ -623,11 +624,13 @@ class Searcher:
                     continue
                 if row.file_id not in best or score > best[row.file_id][0]:
                     best[row.file_id] = (score, sid)
-            # Long files fill the pool with their own windows: widen it until enough appear.
-            if len(best) >= target or pool >= total:
+            # Long files fill the pool with their own windows, copies of one file (grouped
+            # into one hit) with their equal scores: widen it until enough distinct files appear.
+            if pool >= total or (len(best) >= target and self._distinct(best) >= target):
                 break
             pool = min(total, pool * 4)
-        ranked = sorted(best.values(), key=lambda t: (-t[0], t[1]))[:target]
+        ranked = self._one_per_content(sorted(best.values(), key=lambda t: (-t[0], t[1])), rows)
+        ranked = ranked[:target]
         tags = self.cat.segment_tags([sid for _, sid in ranked])
         hits = [
             self._hit(r, sid, score, rows, tags.get(sid, ()))
@@ -639,6 +642,26 @@ class Searcher:
         return self._finish(
             hits, query, k, spans=spans, offset=offset, sort=sort, kind=kind, negative=negative
         )
+
+    def _one_per_content(self, ranked: list[tuple[float, int]], rows: dict) -> list:
+        """`ranked` (score, segment id), best first, keeping the first of each content hash."""
+        facts = self.cat.file_facts([rows[sid].file_id for _, sid in ranked])
+        seen: set[str] = set()
+        out = []
+        for score, sid in ranked:
+            digest = facts.get(rows[sid].file_id, {}).get("content_hash")
+            if digest:
+                if digest in seen:
+                    continue
+                seen.add(digest)
+            out.append((score, sid))
+        return out
+
+    def _distinct(self, best: dict[int, tuple[float, int]]) -> int:
+        """How many hits `best` (file id → (score, segment id)) makes once copies are grouped."""
+        facts = self.cat.file_facts(list(best))
+        hashes = [facts.get(f, {}).get("content_hash") for f in best]
+        return len({h for h in hashes if h}) + sum(1 for h in hashes if not h)
 
     def _penalised(self, found: list[tuple[float, int]], negative: np.ndarray):
         vectors = self.cat.segment_vectors([sid for _, sid in found])
@@ -696,7 +719,7 @@ class Searcher:
                 continue
             if digest:
                 seen.add(digest)
-            others = tuple(p for f, p in copies.get(digest, ()) if f != h.file_id)
+            others = tuple(p for f, p in copies.get(digest, ()) if f != h.file_id)[:MAX_ALSO_AT]
             grouped.append(
                 replace(
                     h,

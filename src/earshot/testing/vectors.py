@@ -51,7 +51,10 @@ def put_synthetic_files(cat, record, vectors: np.ndarray, per_file: int, path_fo
     for start in range(0, n, 20_000):
         with cat.batch():
             for f in range(start, min(n, start + 20_000), per_file):
-                rec = record.__class__(**{**record.__dict__, "path": path_for(f // per_file)})
+                path = path_for(f // per_file)
+                # Each file its own bytes: search groups files of one content hash into a hit.
+                digest = f"{record.content_hash}-{f // per_file}"
+                rec = record.__class__(**{**record.__dict__, "path": path, "content_hash": digest})
                 windows = [
                     (5.0 * i, 5.0 * i + 10, vectors[f + i]) for i in range(min(per_file, n - f))
                 ]
