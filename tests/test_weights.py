@@ -534,6 +534,15 @@ def test_md5_pinned_entry_is_verified_and_kept_out_of_older_configs(server):
     assert not _cached(ref).exists()
     # `md5` is written only where set: configs (and model ids) made before it are unchanged
     assert "md5" not in KNOWN_WEIGHTS["efficientat-mn04-as"].to_dict()
+    # ... nor in a model config naming the weights (what the model id hashes): the general
+    # model's id must stay the one its catalogues were bound to
+    from earshot.config import ModelConfig
+    from earshot.model.pretrained import pretrained_config
+
+    config = pretrained_config("mn04")
+    assert config.encoder.weights is not None
+    assert "md5" not in json.dumps(config.to_dict())
+    assert ModelConfig.from_dict(config.to_dict()) == config
     assert WeightsRef.from_dict(ref.to_dict()) == ref
     with pytest.raises(ValueError, match="md5"):
         _ref(md5="XYZ")

@@ -162,6 +162,11 @@ class ModelConfig:
         if self.kind == "earshot":  # added later: left out, so older ids stay the same
             del d["kind"], d["checkpoint"]
         d["encoder"]["widths"] = list(self.encoder.widths)
+        # asdict() does not go through WeightsRef.to_dict: its later `md5`, where unset, is left
+        # out here too, or every model naming weights would change id (catalogues refused).
+        for name in ("weights", "labels"):
+            if getattr(self.encoder, name) is not None:
+                d["encoder"][name] = getattr(self.encoder, name).to_dict()
         # Fields added after models were shipped are written only when they differ from their
         # defaults, so an older config's dict (and the model id hashed from it) is unchanged.
         for part, names in _LATER_FIELDS.items():
