@@ -338,7 +338,12 @@ def main(argv=None) -> int:
     from earshot.model.io import load_model, model_id
 
     recipe = recipe_for(args.recipe)
-    queries = {"val": recipe.val_queries(), "test": recipe.queries()}
+    # Val: its paraphrases (the urban sounds, digits) and, for every other val label, its name as
+    # written, the way the test split queries the pool's labels: so that the calibration set
+    # holds both kinds of query the test set does (many relevant clips, and one or two).
+    val_labels = set(load_dataset(args.recipe, "val").labels)
+    written = {lab: q for lab, q in recipe.queries().items() if lab in val_labels}
+    queries = {"val": {**written, **recipe.val_queries()}, "test": recipe.queries()}
     report: dict = {"recipe": str(args.recipe), "k": args.k, "models": {}}
     for name in args.models.split(","):
         t0 = time.time()

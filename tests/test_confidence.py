@@ -43,3 +43,29 @@ def test_bands_follow_the_thresholds():
     assert DEFAULT.band(DEFAULT.confidence(0.9, 6.0)) == "good"
     assert DEFAULT.band(DEFAULT.confidence(0.9, 1.0)) == "none"
     assert 0.0 <= Calibration(1e9, 0, 0).confidence(-1, 0) <= 1.0  # no overflow
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["compact", pytest.param("general", marks=pytest.mark.slow)],  # loads its backbone: ~40 s
+)
+def test_the_shipped_models_calibrations_name_them(name):
+    """A retrained model whose calibration.json still names the old id would silently fall back
+    to DEFAULT: rerun bench/bench_confidence.py --write-calibration."""
+    import json
+    from pathlib import Path
+
+    from earshot.api import resolve_query_model
+    from earshot.confidence import load_calibrations
+    from earshot.errors import ModelLoadError
+    from earshot.model.io import model_id
+
+    try:
+        model = resolve_query_model(name)
+    except ModelLoadError as e:  # the general model's backbone is not on this machine
+        pytest.skip(str(e).splitlines()[0])
+    doc = json.loads((Path(model.source) / "calibration.json").read_text())
+    assert doc["model_id"] == model_id(model)
+    loaded = load_calibrations(model)
+    assert loaded["text"].source.endswith("calibration.json")
+    assert loaded["text"].a == doc["text"]["a"] and loaded["example"].c == doc["example"]["c"]
