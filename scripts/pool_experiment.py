@@ -1,0 +1,453 @@
+"""Issue #15 experiment: trainable temporal pooling over the frozen mn04's frame features.
+
+The shipped general model's audio head reads [mn04's pooled embedding ; sigmoid(logits)²], both
+global averages over a 10 s window. This script caches, once, what the frozen backbone gives
+per frame (the last feature map averaged over frequency: 384 channels x ~32 frames of 0.32 s,
+fp16) for the train and val splits of configs/general-data.toml, and trains variants of the
+audio head that pool those frames over time with a small trainable module (attention pooling
+over the frame features, or over per-frame tag probabilities from the frozen classifier), by
+the same loss and schedule as `earshot train` (`train/heads.py` `fit_heads`: teacher start,
+multi-positive InfoNCE + teacher-space term). Every variant is scored on the validation split
+only, per source and on the real-caption queries of the val labels: the columns of
+MODEL_CARD-general.md's "Choices measured on validation" table.
+
+    python scripts/pool_experiment.py extract            # the frame cache (once)
+    python scripts/pool_experiment.py run reference attn_emb ...   # rows of the table
+
+CPU, one thread (the machine is shared); the frame cache lives in .earshot-cache (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+# A worktree beside the main checkout reads the main checkout's recipe (same file, its root
+# ../../shared/data resolves there); EARSHOT_EXPERIMENT_DATA names another.
+DATA = Path(os.environ.get("EARSHOT_EXPERIMENT_DATA", ROOT / "configs" / "general-data.toml"))
+CONFIG = ROOT / "configs" / "general.toml"
+FRAMES_VERSION = 1
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("EARSHOT_EXPERIMENT_CACHE")
+    if env:
+        return Path(env)
+    # The worktree shares the main checkout's cache (the backbone features are there).
+    main = Path("/work/main/.earshot-cache")
+    return main if main.is_dir() else ROOT / ".earshot-cache"
+
+
+# -- the frame cache ----------------------------------------------------------------------
+def frames_folder(model) -> Path:
+    enc = model.config.encoder
+    key = hashlib.sha256(
+        json.dumps(
+            [FRAMES_VERSION, model.config.audio.__dict__, enc.name, enc.weights.sha256],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:16]
+    return cache_dir() / f"frames-{key}"
+
+
+def clip_file(folder: Path, path: Path) -> Path:
+    st = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+    return folder / key[:2] / f"{key}.npz"
+
+
+@torch.no_grad()
+def frame_features(encoder, logmel: torch.Tensor) -> torch.Tensor:
+    """(batch, 1, mels, frames) → (batch, frames', 384): the last feature map, mean over
+    frequency (its mean over time is the pooled embedding)."""
+    x = encoder.features(logmel)  # (batch, 384, f', t')
+    return x.mean(dim=2).transpose(1, 2)
+
+
+@torch.no_grad()
+def extract(model, dataset, batch: int = 16) -> None:
+    from earshot.audio.windows import window_file
+    from earshot.errors import AudioDecodeError
+    from earshot.fsutil import atomic_open
+
+    folder = frames_folder(model)
+    todo = [c for c in dataset.clips if not clip_file(folder, c.path).is_file()]
+    print(f"{dataset.split}: {len(todo)} of {len(dataset)} clips to extract", file=sys.stderr)
+    enc = model.audio_encoder.eval()
+    pending, owners, done = [], [], {}
+    t0 = time.perf_counter()
+
+    def flush():
+        f = frame_features(enc, model.frontend(torch.from_numpy(np.stack(pending))))
+        for row, (clip, last, seconds) in enumerate(owners):
+            done.setdefault(clip.key, []).append((f[row].numpy().astype(np.float16), seconds))
+            if last:
+                target = clip_file(folder, clip.path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                got = done.pop(clip.key)
+                with atomic_open(target) as fh:
+                    np.savez(
+                        fh,
+                        frames=np.stack([g[0] for g in got]),
+                        seconds=np.array([g[1] for g in got], dtype=np.float32),
+                    )
+        pending.clear()
+        owners.clear()
+
+    for n, clip in enumerate(todo):
+        try:
+            wins = list(window_file(clip.path, model.config.audio))
+        except AudioDecodeError:
+            wins = []
+        for j, w in enumerate(wins):
+            pending.append(w.samples)
+            owners.append((clip, j == len(wins) - 1, w.end_s - w.start_s))
+            if len(pending) >= batch:
+                flush()
+        if n % 200 == 0:
+            print(f"  {n}/{len(todo)} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    if pending:
+        flush()
+
+
+def load_frames(model, dataset) -> tuple[list[np.ndarray | None], int]:
+    folder = frames_folder(model)
+    out = []
+    for c in dataset.clips:
+        p = clip_file(folder, c.path)
+        if p.is_file():
+            with np.load(p) as z:
+                out.append((z["frames"], z["seconds"]))
+        else:
+            out.append(None)
+    return out
+
+
+# -- pooling heads ------------------------------------------------------------------------
+class FrameStore:
+    """Every window's frames (fp16), valid-frame mask and per-frame squared tag probabilities,
+    train then val; a window's row in `fit_heads`' feature matrix carries its index here."""
+
+    def __init__(self, frames: torch.Tensor, mask: torch.Tensor, frame_p2: torch.Tensor | None):
+        self.frames, self.mask, self.frame_p2 = frames, mask, frame_p2
+
+
+class PooledAudioHead(nn.Module):
+    """A variant's audio head: the shipped head's Linear over [embedding ; tags²] (the teacher
+    start) plus a trainable temporal pooling of the window's frames, whose output columns
+    start at zero, so step 0 is the teacher start exactly.
+
+    Its input rows are [window index ; embedding ; tags²] (`fit_heads` and `score_split` read
+    the tags² at the end, and pass rows through unchanged); the frames come from `store`."""
+
+    def __init__(self, base: nn.Linear, kind: str, store: FrameStore, embed_dim: int = 384):
+        super().__init__()
+        self.kind = kind
+        self.base = base
+        self._store = [store]  # not a module or buffer: stays out of the state dict
+        joint = base.out_features
+        heads = 4 if "_mh" in kind else 1
+        self.heads = heads
+        if kind.startswith("attn"):
+            self.score = nn.Linear(embed_dim, heads)
+            nn.init.zeros_(self.score.weight)
+            nn.init.zeros_(self.score.bias)
+        width = 527 if "tags" in kind else embed_dim
+        self.extra = nn.Linear(width * heads, joint, bias=False)
+        nn.init.zeros_(self.extra.weight)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        store = self._store[0]
+        idx = rows[:, 0].round().long()
+        y = self.base(rows[:, 1:])
+        frames = store.frames[idx].float()  # (B, T, 384)
+        mask = store.mask[idx]  # (B, T)
+        if "nomask" in self.kind:  # padding frames are frames too: the attention must learn
+            mask = torch.ones_like(mask)
+        values = store.frame_p2[idx].float() if "tags" in self.kind else frames
+        if self.kind.startswith("attn"):
+            s = self.score(frames).masked_fill(~mask[..., None], float("-inf"))
+            w = torch.softmax(s, dim=1)  # (B, T, H)
+            pooled = torch.einsum("bth,btc->bhc", w, values).flatten(1)
+        elif self.kind.startswith("max"):
+            pooled = values.masked_fill(~mask[..., None], 0.0).amax(1)
+        elif self.kind.startswith("mean"):
+            m = mask[..., None].float()
+            pooled = (values * m).sum(1) / m.sum(1)
+        else:
+            raise ValueError(self.kind)
+        return y + self.extra(pooled)
+
+
+# -- training and scoring ------------------------------------------------------------------
+AUTO_MINING = """
+include = "{base}"
+
+[auto_mining]
+corpora = [
+    ["clotho-captions/development.csv", "raw_text"],
+    ["audiocaps-captions/train.csv", "caption"],
+]
+per_label = {per_label}
+"""
+
+
+def recipe_path(mining: int | None) -> Path:
+    if not mining:
+        return DATA
+    path = cache_dir() / f"pool-experiment-mining{mining}.toml"
+    # beside the cache, the include's root is resolved from the included file's folder
+    path.write_text(AUTO_MINING.format(base=DATA.resolve(), per_label=mining))
+    return path
+
+
+def frame_mask(seconds: np.ndarray, frames: int, window_s: float) -> np.ndarray:
+    """(windows, frames) bool: frames that hold some of the signal (not only zero padding)."""
+    valid = np.ceil(seconds / window_s * frames).astype(np.int64).clip(1, frames)
+    return np.arange(frames)[None, :] < valid[:, None]
+
+
+@torch.no_grad()
+def frame_tag_p2(classifier: nn.Module, frames: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """(N, T, 384) fp16 → (N, T, 527) fp16: each frame through mn04's frozen classifier (its
+    Linear - Hardswish - Linear, as the pooled embedding goes), squared sigmoid."""
+    layers = nn.Sequential(*list(classifier.children())[2:]).eval()
+    flat = frames.reshape(-1, frames.shape[-1])
+    out = torch.empty((flat.shape[0], 527), dtype=torch.float16)
+    for i in range(0, len(flat), chunk):
+        out[i : i + chunk] = torch.sigmoid(layers(flat[i : i + chunk].float())).square().half()
+    return out.reshape(*frames.shape[:2], 527)
+
+
+class Experiment:
+    def __init__(self, mining: int | None = None):
+        from earshot.encoders.text import load_text_encoder
+        from earshot.model.dual import JointModel
+        from earshot.model.pretrained import attach_backbone, pretrained_config
+        from earshot.model.teacher import init_teacher_heads, pca_basis, teacher_matrix
+        from earshot.train.cache import TextCache
+        from earshot.train.datasets import load_dataset
+        from earshot.train.heads import backbone_features
+        from earshot.train.recipe import recipe_for
+
+        torch.manual_seed(0)
+        data = recipe_path(mining)
+        text_encoder = load_text_encoder("all-MiniLM-L6-v2")
+        config = pretrained_config("mn04", "all-MiniLM-L6-v2", text_encoder.dim, 300, 10.0, 5.0)
+        model = JointModel(config)
+        attach_backbone(model, progress=False)
+        model.attach_text_encoder(text_encoder)
+        model.eval()
+        self.model = model
+        self.train_ds = load_dataset(data, "train")
+        self.val_ds = load_dataset(data, "val")
+        # real-caption queries of the val labels (the recipe without mining: same queries)
+        recipe = recipe_for(DATA)
+        val_labels = {c.label for c in self.val_ds.clips}
+        self.caption_queries = {
+            k: v for k, v in recipe.caption_queries().items() if k in val_labels
+        }
+        cq = [q for qs in self.caption_queries.values() for q in qs]
+        cache = TextCache(cache_dir() / "text.sqlite")
+        try:
+            captions = list(
+                dict.fromkeys(c for ds in (self.train_ds, self.val_ds) for c, _ in ds.captions())
+            )
+            vectors = cache.embed(text_encoder, captions)
+            cq_vectors = cache.embed(text_encoder, cq)
+        finally:
+            cache.close()
+        self.text = dict(zip(captions, vectors, strict=True))
+        self.cq_text = torch.from_numpy(cq_vectors)
+        self.teacher = teacher_matrix(model)
+        basis = pca_basis(np.concatenate([self.teacher.numpy(), vectors]), 300)
+        init_teacher_heads(model, self.teacher, basis)
+        self.start = (
+            {k: v.clone() for k, v in model.audio_head.state_dict().items()},
+            {k: v.clone() for k, v in model.text_head.state_dict().items()},
+        )
+        backbone = config.encoder.weights.sha256
+        cdir = cache_dir()
+        self.bf = {
+            "train": backbone_features(model, self.train_ds, cdir, backbone, progress=False),
+            "val": backbone_features(model, self.val_ds, cdir, backbone, progress=False),
+        }
+        self._store = None
+
+    def store(self) -> FrameStore:
+        """The frame store (train windows, then val), checked against the backbone cache."""
+        if self._store is not None:
+            return self._store
+        frames, masks = [], []
+        for name, ds in (("train", self.train_ds), ("val", self.val_ds)):
+            bf = self.bf[name]
+            per = load_frames(self.model, ds)
+            for i in np.unique(bf.window_clip):
+                got = per[i]
+                n = int((bf.window_clip == i).sum())
+                if got is None or len(got[0]) != n:
+                    raise SystemExit(f"frame cache lacks {ds.clips[i].path}: run `extract`")
+                frames.append(got[0])
+                masks.append(frame_mask(got[1], got[0].shape[1], 10.0))
+            emb = np.concatenate(frames[-len(np.unique(bf.window_clip)) :]).astype(np.float32)
+            gap = np.abs(emb.mean(1) - bf.features[:, :384]).max()
+            print(
+                f"{name}: frames' mean vs cached embedding, max |diff| {gap:.4f}", file=sys.stderr
+            )
+        f = torch.from_numpy(np.concatenate(frames))
+        m = torch.from_numpy(np.concatenate(masks))
+        p2 = frame_tag_p2(self.model.audio_encoder.classifier, f)
+        self._store = FrameStore(f, m, p2)
+        return self._store
+
+    def splits(self, indexed: bool):
+        from earshot.train.heads import BackboneFeatures, _Split
+
+        out = []
+        offset = 0
+        for name, ds in (("train", self.train_ds), ("val", self.val_ds)):
+            bf = self.bf[name]
+            feats = bf.features
+            if indexed:
+                idx = np.arange(offset, offset + len(feats), dtype=np.float32)[:, None]
+                feats = np.concatenate([idx, feats], axis=1)
+            offset += len(bf.features)
+            out.append(_Split(ds, BackboneFeatures(feats, bf.logits, bf.window_clip), self.text))
+        return out
+
+    def fresh_model(self, kind: str):
+        model = self.model
+        base = nn.Linear(911, 300)  # [embedding 384 ; tags² 527] → joint 300
+        base.load_state_dict(self.start[0])
+        model.text_head.load_state_dict(self.start[1])
+        if kind != "reference":
+            base = PooledAudioHead(base, kind, self.store())
+        model.audio_head = base
+        return model
+
+    @torch.no_grad()
+    def columns(self, model, val) -> dict[str, float]:
+        from earshot.eval.evaluate import clip_scores
+        from earshot.eval.metrics import per_query_metrics
+
+        model.eval()
+        windows = F.normalize(model.audio_head(val.features), dim=-1).numpy()
+        n = len(val.dataset)
+        keep = np.flatnonzero(val.usable)
+        text = model.project_text(val.text).numpy()
+        scores = clip_scores(text, windows, val.window_clip, n)[:, keep]
+        rel = val.positives(np.arange(len(val.captions)), keep)
+        has = rel.any(axis=1)
+        m = per_query_metrics(scores[has], relevance=rel[has])["mAP@10"]
+        source = np.array([val.dataset.clips[c].key.split("/")[0] for c in val.caption_clip])[has]
+        out = {"all": float(m.mean())}
+        for s in sorted(set(source)):
+            out[s] = float(m[source == s].mean())
+        # real captions of the val labels: relevant = clips of that label
+        labels = [lab for lab, qs in self.caption_queries.items() for _ in qs]
+        cq = model.project_text(self.cq_text).numpy()
+        cs = clip_scores(cq, windows, val.window_clip, n)[:, keep]
+        crel = np.array([[val.dataset.clips[k].label == lab for k in keep] for lab in labels])
+        ok = crel.any(axis=1)
+        out["captions"] = float(per_query_metrics(cs[ok], relevance=crel[ok])["mAP@10"].mean())
+        out["caption_queries"] = int(ok.sum())
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def run_variants(variants: list[str], steps: int, out: str | None, mining: int | None) -> None:
+    from earshot.train.heads import HeadSettings, fit_heads
+
+    exp = Experiment(mining)
+    settings = HeadSettings(
+        steps=steps,
+        batch_size=256,
+        lr=1e-3,
+        weight_decay=1e-4,
+        temperature=0.05,
+        distill=0.3,
+        eval_every=100,
+        seed=0,
+    )
+    for kind in variants:
+        t0 = time.perf_counter()
+        train, val = exp.splits(indexed=kind != "reference")
+        model = exp.fresh_model(kind)
+        start_cols = exp.columns(model, val)
+        log = fit_heads(model, train, val, exp.teacher, settings, progress=False)
+        row = {
+            "variant": kind,
+            "mining": mining or 0,
+            "steps": steps,
+            "best_step": log["best_step"],
+            "start": start_cols,
+            "val": exp.columns(model, val),
+            "seconds": round(time.perf_counter() - t0),
+            "curve": [h["val_mAP@10"] for h in log["history"]],
+        }
+        print(json.dumps(row), flush=True)
+        if out:
+            with open(out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+COLUMNS = ("all", "sfx", "sfx-zeroshot", "instruments", "urbansound", "fsdd", "captions")
+
+
+def table(rows_file: str) -> None:
+    """The JSON lines of `run --out` as rows of the card's validation table (markdown)."""
+    print("| variant | best step | " + " | ".join(COLUMNS) + " |")
+    print("|---|---|" + "---|" * len(COLUMNS))
+    for line in Path(rows_file).read_text().splitlines():
+        row = json.loads(line)
+        name = row["variant"] + (f" + mining {row['mining']}" if row.get("mining") else "")
+        cells = [f"{row['val'].get(c, float('nan')):.3f}" for c in COLUMNS]
+        print(f"| {name} | {row['best_step']} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("extract")
+    r = sub.add_parser("run")
+    r.add_argument(
+        "variants",
+        nargs="+",
+        help="reference (the shipped head), or POOL_VALUES[_mh][_nomask]: POOL attn | max | "
+        "mean over time, VALUES emb (the frames) | tags (per-frame tag probabilities²), _mh "
+        "four attention heads, _nomask the padding frames pooled too; e.g. attn_emb",
+    )
+    r.add_argument("--steps", type=int, default=1000)
+    r.add_argument("--out", default=None, help="append the rows (JSON lines) here")
+    r.add_argument("--mining", type=int, default=0, help="[auto_mining] captions a label")
+    t = sub.add_parser("table")
+    t.add_argument("rows", help="the JSON lines `run --out` wrote")
+    args = ap.parse_args()
+    if args.cmd == "table":
+        table(args.rows)
+        return
+    from earshot.model.io import load_model
+    from earshot.train.datasets import load_dataset
+
+    if args.cmd == "extract":
+        model = load_model("general")
+        for split in ("val", "train"):
+            extract(model, load_dataset(DATA, split))
+        return
+    run_variants(args.variants, args.steps, args.out, args.mining)
+
+
+if __name__ == "__main__":
+    main()
