@@ -294,7 +294,11 @@ def test_metadata_is_stored_searched_filtered_and_carried_by_hits(tmp_path, desc
         assert "raw" not in hits[0].meta  # hits carry the normalised fields only
         as_json = hits[0].as_dict()["meta"]
         assert as_json["originator"] == "JD" and as_json["sources"] == ["bext"]
-        plain = {h.file_id: h for h in searcher.search_text("a door slams", k=4)}
+        # hybrid is the default where files carry descriptions
+        assert cat.has_described_files()
+        by_default = searcher.search_text("a door slams", k=4)
+        assert [h.file_id for h in by_default] == [h.file_id for h in hits]
+        plain = {h.file_id: h for h in searcher.search_text("a door slams", k=4, hybrid=False)}
         assert (
             plain[door].meta == hits[0].meta and plain[glass].meta["ucs"]["source_id"] == "Kitchen"
         )
@@ -319,6 +323,11 @@ def test_cli_json_text_and_api_show_the_metadata(
     capsys.readouterr()
     assert main(["search", "door slams", "-k", "4", "--hybrid", "--json", *args]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
+    assert main(["search", "door slams", "-k", "4", "--json", *args]) == 0  # on by default here
+    assert json.loads(capsys.readouterr().out)["hits"] == hits
+    assert main(["search", "door slams", "-k", "4", "--no-hybrid", "--json", *args]) == 0
+    alone = json.loads(capsys.readouterr().out)["hits"]
+    assert {h["name"] for h in alone} == {h["name"] for h in hits}  # all 4 files either way
     assert hits[0]["name"] == "take_001.wav"
     assert hits[0]["meta"]["description"] == "Heavy wooden door slams shut in a stone hallway"
     assert main(["search", "door slams", "-k", "4", "--hybrid", *args]) == 0
@@ -330,6 +339,8 @@ def test_cli_json_text_and_api_show_the_metadata(
         with TestClient(app) as client:
             api = client.get("/api/search", params={"q": "door slams", "k": 4, "hybrid": True})
             assert api.json()["hits"] == hits
+            default = client.get("/api/search", params={"q": "door slams", "k": 4})
+            assert default.json()["hits"] == hits
             info = client.get(f"/api/files/{hits[0]['file_id']}").json()
     assert info["meta"]["raw"]["bext:Description"] == hits[0]["meta"]["description"]
 
@@ -373,6 +384,11 @@ def test_a_v3_catalogue_upgrades_and_reads_metadata_without_re_embedding(
         assert ro.file_ids_matching_keywords(["take"], columns=["meta"]).size == 0
         hits = Searcher(ro, text_model).search_text("a door", k=4, hybrid=True)
         assert len(hits) == 4 and all(h.meta is None for h in hits)
+        # no descriptions (none read yet): hybrid is off by default
+        assert not ro.has_described_files()
+        plain = Searcher(ro, text_model).search_text("a door", k=4, hybrid=False)
+        default = Searcher(ro, text_model).search_text("a door", k=4)
+        assert [(h.file_id, h.score) for h in default] == [(h.file_id, h.score) for h in plain]
 
     with Catalogue(path) as cat:  # writable: upgraded, every file's metadata unread
         assert cat.stats()["schema_version"] == 4 and cat.check() == []

@@ -61,7 +61,7 @@ class Index:
         self,
         text: str | None = None,
         k: int = 10,
-        hybrid: bool = False,
+        hybrid: bool | None = None,
         *,
         offset: int = 0,
         sort: str = "score",

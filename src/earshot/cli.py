@@ -142,8 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag-min", type=float, metavar="P", help="a tag counts from P (default 0.3)")
     p.add_argument(
         "--hybrid",
-        action="store_true",
-        help="fuse keyword matches on names and tags with the sound ranking",
+        action="store_const",
+        const=True,
+        default=None,
+        help="fuse keyword matches on names, tags and embedded metadata with the sound ranking "
+        "(the default where the catalogue holds embedded descriptions)",
+    )
+    p.add_argument(
+        "--no-hybrid",
+        action="store_const",
+        const=False,
+        dest="hybrid",
+        help="the sound ranking alone, even where files carry descriptions",
     )
     p.add_argument("--db", help="catalogue file (default: the user data folder; env EARSHOT_DB)")
     p.add_argument("--json", action="store_true", help="print JSON")

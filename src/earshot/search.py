@@ -381,13 +381,17 @@ class Searcher:
         text: str,
         k: int = 10,
         filters: Filters | None = None,
-        hybrid: bool = False,
+        hybrid: bool | None = None,
         *,
         spans: int = 1,
         offset: int = 0,
         sort: str = "score",
     ) -> Results:
-        """Files that sound like `text`, read by the query syntax (earshot.query_syntax)."""
+        """Files that sound like `text`, read by the query syntax (earshot.query_syntax).
+        `hybrid` None: fused with keyword matches where the catalogue holds embedded
+        descriptions (`Catalogue.has_described_files`; bench/bench_hybrid.py), else not."""
+        if hybrid is None:
+            hybrid = self.cat.has_described_files()
         plan = self.plan_text(text, filters)
         page = {"spans": spans, "offset": offset, "sort": sort}
         if plan.text is None:

@@ -90,6 +90,15 @@ class CatalogueQueries:
             rows = conn.execute("SELECT path, id FROM files WHERE status = 'ok' AND meta IS NULL")
             return dict(rows.fetchall())
 
+    def has_described_files(self) -> bool:
+        """Whether some indexed file has embedded metadata with words in it (a description,
+        title, keywords, UCS name...): where hybrid search is on by default."""
+        if not self._has_meta():
+            return False
+        with self._use("read the keyword index") as conn:
+            row = conn.execute("SELECT 1 FROM files_fts WHERE meta != '' LIMIT 1").fetchone()
+        return row is not None
+
     def _has_meta(self) -> bool:
         """Whether the catalogue has schema v4's metadata (`files.meta`, `files_fts.meta`)."""
         with self._use("read the catalogue's layout") as conn:

@@ -279,7 +279,11 @@ def create_app(index_or_catalogue, model=None, settings: Settings | None = None)
         formats: Formats = None,
         tags: Tags = None,
         tag_min: TagMin = None,
-        hybrid: bool = Query(False, description="fuse keyword matches on names and tags"),
+        hybrid: bool | None = Query(
+            None,
+            description="fuse keyword matches on names, tags and embedded metadata; default: "
+            "on where the catalogue holds embedded descriptions",
+        ),
         offset: Offset = 0,
         sort: Sort = "score",
         spans: Spans = 1,

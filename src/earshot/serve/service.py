@@ -95,10 +95,14 @@ class Service:
         return info
 
     # -- searches, one at a time ----------------------------------------------------------
-    def search_text(self, text: str, k: int, filters, hybrid: bool, **page):
-        """A text query (query syntax included); `page`: spans, offset, sort."""
+    def search_text(self, text: str, k: int, filters, hybrid: bool | None, **page):
+        """A text query (query syntax included); `page`: spans, offset, sort. `hybrid` None:
+        on where the catalogue holds embedded descriptions."""
         from earshot.search import SearchError
 
+        if hybrid is None:
+            with self.lock:
+                hybrid = self.cat.has_described_files()
         if hybrid:  # keyword fusion: one at a time, through the Searcher as it is
             with self.lock, torch_threads(TEXT_THREADS):
                 self.counts["search"] += 1
