@@ -472,3 +472,13 @@ def test_bench_hybrid_quick_reports_every_fraction():
     none, every = result["fractions"]["0.0"], result["fractions"]["1.0"]
     assert none["hybrid"] == none["vector"]  # nothing described: fusion changes nothing
     assert every["hybrid"]["mAP@10"] == 1.0  # every file described by its label
+
+
+def test_the_cli_hit_line_shows_the_description_else_the_title():
+    from earshot.commands.search import meta_line
+
+    assert meta_line({"description": "a  door\nslams", "title": "Door"}) == '"a door slams"'
+    assert meta_line({"title": "Goldfinch singing", "comment": "c"}) == '"Goldfinch singing"'
+    assert meta_line({"ucs": {"cat_id": "DOORWood"}, "fx_name": "Creak"}) == '"Creak"'
+    assert meta_line({"keywords": ["x"], "sources": ["vorbis"]}) == ""
+    assert meta_line({"description": "x" * 300}, width=20) == '"' + "x" * 19 + '…"'

@@ -172,7 +172,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{h.rank:3d}. {h.score:+.3f}{band}  {_clock(h.start_s)}-{_clock(h.end_s)}  "
             f"{printable(h.path)}  [segment {h.segment_id}]"
         )
-        if h.meta and (h.meta.get("description") or h.meta.get("fx_name")):
+        if h.meta and meta_line(h.meta):
             print(f"       {printable(meta_line(h.meta))}")
         for start, end, score in h.spans[1:]:
             print(f"       also {_clock(start)}-{_clock(end)}  {score:+.3f}")
@@ -192,9 +192,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def meta_line(meta, width: int = 100) -> str:
-    """A hit's embedded description on one line (else its UCS / FX name), cut to `width`."""
-    text = " ".join(str(meta.get("description") or meta.get("fx_name") or "").split())
-    return f'"{text if len(text) <= width else text[: width - 1] + "…"}"'
+    """A hit's embedded description on one line (else its title, FX name or comment), cut to
+    `width`; "" where it has none of them."""
+    for key in ("description", "title", "fx_name", "comment"):
+        text = " ".join(str(meta.get(key) or "").split())
+        if text:
+            return f'"{text if len(text) <= width else text[: width - 1] + "…"}"'
+    return ""
 
 
 def _summary(results, query: str | None) -> dict:
