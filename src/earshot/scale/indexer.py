@@ -162,8 +162,6 @@ class ShardWriter:
         return out
 
     def write_shard(self, name: str, plan: list) -> dict:
-        import ray
-
         stages = dict.fromkeys(("fetch", "decode", "embed", "write"), 0.0)
         files: list[ShardFile] = []
         windows: list = []
@@ -182,7 +180,8 @@ class ShardWriter:
         stages["write"] += time.perf_counter() - t
         self.shards_done += 1
         report = self._report(name, files, len(windows), stages, size=len(data))
-        if ray.is_initialized():  # (a test may run a writer in its own process)
+        ray = sys.modules.get("ray")  # not imported by a writer in this process (no Ray)
+        if ray is not None and ray.is_initialized():
             report["node"] = ray.get_runtime_context().get_node_id()[:12]
         return report
 
