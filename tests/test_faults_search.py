@@ -168,10 +168,21 @@ def test_the_cache_is_still_reused_and_extended_for_its_own_catalogue(tmp_path, 
 
 
 def _downgrade_to_v2(db: Path) -> None:
-    """What an earlier earshot wrote: schema 2, no catalogue uuid."""
+    """What an earlier earshot wrote: schema 2, no catalogue uuid (nor schema 4's metadata:
+    no `files.meta`, a 3-column keyword table)."""
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM meta WHERE key = 'catalogue_uuid'")
         conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'")
+        conn.execute("DROP TRIGGER files_fts_delete")
+        conn.execute("CREATE VIRTUAL TABLE f2 USING fts5 (name, folder, tags, "
+                     "tokenize = 'unicode61 remove_diacritics 2')")  # fmt: skip
+        conn.execute("INSERT INTO f2 (rowid, name, folder, tags) "
+                     "SELECT rowid, name, folder, tags FROM files_fts")  # fmt: skip
+        conn.execute("DROP TABLE files_fts")
+        conn.execute("ALTER TABLE f2 RENAME TO files_fts")
+        conn.execute("CREATE TRIGGER files_fts_delete AFTER DELETE ON files BEGIN "
+                     "DELETE FROM files_fts WHERE rowid = old.id; END")  # fmt: skip
+        conn.execute("ALTER TABLE files DROP COLUMN meta")
     sqlite3.connect(db).close()
 
 
@@ -188,7 +199,7 @@ def test_an_older_catalogue_gets_a_uuid_when_opened_writable_and_loses_nothing(t
         assert_same(found(searcher, q, 5), brute_force(ro, q, 5))
         assert annfile.read(ann_path_for(ro))[0]["identity"]["catalogue"] is None
     with Catalogue(db) as cat:
-        assert cat.stats()["schema_version"] == schema.SCHEMA_VERSION == 3
+        assert cat.stats()["schema_version"] == schema.SCHEMA_VERSION == 4
         uuid = cat.uuid
         assert uuid and len(uuid) == 32 and int(uuid, 16) >= 0
         after = (cat.generation, cat.removals, cat.stats()["segments"], cat.vectors()[0].tolist())
