@@ -233,14 +233,14 @@ def frame_tag_p2(classifier: nn.Module, frames: torch.Tensor, chunk: int = 8192)
 
 class Experiment:
     def __init__(self, mining: int | None = None):
+        from earshot.data.cache import TextCache
+        from earshot.data.datasets import load_dataset
+        from earshot.data.recipe import recipe_for
         from earshot.encoders.text import load_text_encoder
         from earshot.model.dual import JointModel
         from earshot.model.pretrained import attach_backbone, pretrained_config
         from earshot.model.teacher import init_teacher_heads, pca_basis, teacher_matrix
-        from earshot.train.cache import TextCache
-        from earshot.train.datasets import load_dataset
         from earshot.train.heads import backbone_features
-        from earshot.train.recipe import recipe_for
 
         torch.manual_seed(0)
         data = recipe_path(mining)
@@ -438,8 +438,8 @@ def main() -> None:
     if args.cmd == "table":
         table(args.rows)
         return
+    from earshot.data.datasets import load_dataset
     from earshot.model.io import load_model
-    from earshot.train.datasets import load_dataset
 
     if args.cmd == "extract":
         model = load_model("general")

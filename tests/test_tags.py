@@ -867,7 +867,8 @@ def test_api_tag_menu(client):
 def test_page_has_the_tag_filter_and_chips(client):
     page = client.get("/").text
     assert 'id="tag"' in page and 'id="tag-chosen"' in page
-    js = client.get("/static/app.js").text
+    # The page's ES modules, as the browser fetches them.
+    js = "\n".join(client.get(f"/static/{m}.js").text for m in ("app", "filters", "results"))
     assert "/api/tags" in js and "tag-chip" in js and 'p.append("tag", tag)' in js
     assert ".tag-chip" in client.get("/static/style.css").text
 
