@@ -190,8 +190,9 @@ def _embed_all_windows(model, samples: np.ndarray) -> np.ndarray:
 def negation(model, ds_val, ds_test, lambdas, k: int, per_pair: int = 3, seed: int = 0):
     """Semantic negation measured on mixtures: for urban-sound classes A and B, the query
     "A..., no B" over the split's clips plus two-clip mixtures of every pair (equal RMS).
-    Relevant: clips holding A and not B (pure A clips, A+C mixtures). λ = 0 is today's search
-    (the whole sentence encoded); λ > 0 encodes "A..." and subtracts λ·max(0, cos(window, B))."""
+    Relevant: clips holding A and not B (pure A clips, A+C mixtures). "whole sentence" is today's
+    search (the sentence encoded as typed); lambda=L encodes "A..." alone and subtracts
+    L·max(0, cos(window, B)) from every window's score (lambda=0: the split alone)."""
     from earshot.audio.io import load
     from earshot.eval.metrics import per_query_metrics
 
@@ -378,7 +379,7 @@ def main(argv=None) -> int:
         }
         if args.negation:
             entry["negation_mAP@10"] = negation(
-                model, data["val"][0], data["test"][0], [0.25, 0.5, 0.75, 1.0], args.k
+                model, data["val"][0], data["test"][0], [0.0, 0.25, 0.5, 0.75, 1.0], args.k
             )
         entry["seconds"] = round(time.time() - t0, 1)
         report["models"][name] = entry

@@ -554,3 +554,12 @@ def test_show_weak_false_keeps_only_good_hits_when_some_are(client, app):
     assert "good" in bands
     assert [h["band"] for h in trimmed["hits"]] == ["good"] * bands.count("good")
     assert trimmed["weak_hidden"] == len(bands) - bands.count("good")
+
+
+def test_semantic_negation_through_the_batched_path(client, searcher):
+    body = client.get("/api/search", params={"q": "a bird sings, no traffic", "k": 3}).json()
+    expected = searcher.search_text("a bird sings, no traffic", 3)
+    assert searcher.plan_text("a bird sings, no traffic").negative == "traffic"
+    assert [h["file_id"] for h in body["hits"]] == [h.file_id for h in expected]
+    scores = [h.score for h in expected]
+    assert [h["score"] for h in body["hits"]] == pytest.approx(scores, abs=1e-4)
