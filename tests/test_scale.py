@@ -401,6 +401,11 @@ def test_a_rerun_skips_what_is_done_and_takes_changes(cluster, capsys):
         client.upload_file(str(paths[5]), "rec", "lib/street/hum.wav")
 
 
+def _last_json(out: bytes) -> dict:
+    """The --json summary: Ray's raylet prints its own lines (a task retried) on stdout too."""
+    return json.loads([line for line in out.decode().splitlines() if line.startswith("{")][-1])
+
+
 def _actor_pids(rc) -> list[int]:
     """The embedding actors' processes: Ray titles them after the class; only processes of
     this test's own cluster (they carry its token in their environment) are looked at."""
@@ -446,7 +451,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_doubled(cluster, tmp_
     out, err = proc.communicate(timeout=300)
     assert killed is not None, err.decode()[-2000:]
     assert proc.returncode == 0, err.decode()[-3000:]
-    summary = json.loads(out.decode().strip().splitlines()[-1])  # Ray may print before it
+    summary = _last_json(out)
     assert summary["added"] == 7 and summary["shards"] == 8
     with pytest.raises(ProcessLookupError):
         os.kill(killed, 0)
@@ -466,7 +471,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_doubled(cluster, tmp_
     env.pop("EARSHOT_TEST_SHARD_DELAY_S")
     done = subprocess.run(cmd2, env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    again = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    again = _last_json(done.stdout)
     assert again["added"] + again["shards_adopted"] >= 1
     for location in (loc, loc2):
         manifest = sh.load_manifest(location)

@@ -71,14 +71,15 @@ def cmd_serve_shards(args: argparse.Namespace, settings, warnings_for) -> int:
 
 
 def _need_ray() -> None:
-    try:
-        import pyarrow  # noqa: F401
-        import ray  # noqa: F401
-    except ImportError as e:
-        raise EarshotError(
-            f"--ray and --shards need earshot's Ray extra ({e.name} is missing): "
-            "pip install 'earshot[ray]'"
-        ) from None
+    # Looked up, not imported: Ray reads its auth token once, when first used.
+    import importlib.util
+
+    for name in ("pyarrow", "ray"):
+        if importlib.util.find_spec(name) is None:
+            raise EarshotError(
+                f"--ray and --shards need earshot's Ray extra ({name} is missing): "
+                "pip install 'earshot[ray]'"
+            )
 
 
 def _model(args: argparse.Namespace, use: str, recorded: str | None = None):
