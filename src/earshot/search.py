@@ -311,6 +311,8 @@ class Searcher:
         self.calibrations: dict[str, Calibration] = load_calibrations(model)
         self.negation_weight = NEGATION_WEIGHT
         self._sample: tuple[int, np.ndarray] | None = None  # (generation, windows)
+        self._memo: dict[int, dict] = {}  # file facts read during the search under way
+        self._stats: tuple | None = None  # (query, its score statistics) of that search
 
     # -- the ANN, refreshed when the catalogue changed ------------------------------------
     def ann(self):
@@ -414,6 +416,7 @@ class Searcher:
         """Only operators and fields: sound tags rank by their probability; exact phrases by
         BM25; anything else has nothing to rank by."""
         filters = plan.filters
+        self._memo = {}
         if filters.tags:
             return self.search_tags((), k, filters, **page)
         if filters.keywords:
@@ -444,6 +447,7 @@ class Searcher:
         tags are likeliest together. Hit.score is that probability (and its confidence)."""
         if k < 1:
             raise SearchError("k must be at least 1")
+        self._memo = {}
         filters = filters or Filters()
         asked = Filters(tags=tags).tags or ()  # one name, or several
         names = tuple(dict.fromkeys((*asked, *(filters.tags or ()))))
@@ -604,6 +608,8 @@ class Searcher:
         if not 1 <= spans <= MAX_SPANS:
             raise SearchError(f"spans must be within 1-{MAX_SPANS}")
         query = np.asarray(query, dtype=np.float32)
+        self._memo = {}
+        self._stats = None
         allowed = None
         if filters is not None and filters.active():
             allowed = self._allowed(filters)
@@ -616,7 +622,7 @@ class Searcher:
             return Results.of([], offset)
         # One more than asked (is there a next page?) and a margin for grouped duplicates.
         want = _cap(offset, k, sort) + 1
-        target = want + 8
+        target = want + 2
         pool = min(total, max(50, 10 * target))
         while True:
             scores, ids = index.search(query[None], pool, allowed)
@@ -652,7 +658,7 @@ class Searcher:
 
     def _one_per_content(self, ranked: list[tuple[float, int]], rows: dict) -> list:
         """`ranked` (score, segment id), best first, keeping the first of each content hash."""
-        facts = self.cat.file_facts([rows[sid].file_id for _, sid in ranked])
+        facts = self._facts([rows[sid].file_id for _, sid in ranked])
         seen: set[str] = set()
         out = []
         for score, sid in ranked:
@@ -664,9 +670,17 @@ class Searcher:
             out.append((score, sid))
         return out
 
+    def _facts(self, file_ids) -> dict[int, dict]:
+        """`Catalogue.file_facts`, remembered for the search under way (`_memo`)."""
+        memo = self._memo
+        missing = [f for f in file_ids if f not in memo]
+        if missing:
+            memo.update(self.cat.file_facts(missing))
+        return memo
+
     def _distinct(self, best: dict[int, tuple[float, int]]) -> int:
         """How many hits `best` (file id → (score, segment id)) makes once copies are grouped."""
-        facts = self.cat.file_facts(list(best))
+        facts = self._facts(list(best))
         hashes = [facts.get(f, {}).get("content_hash") for f in best]
         return len({h for h in hashes if h}) + sum(1 for h in hashes if not h)
 
@@ -679,6 +693,12 @@ class Searcher:
             for s, sid in found
         ]
 
+    def _query_stats(self, query: np.ndarray) -> tuple[float, float]:
+        """score_stats of `query` over the sample, once per search."""
+        if self._stats is None or self._stats[0] is not query:
+            self._stats = (query, score_stats(query, self.sample()))
+        return self._stats[1]
+
     def _rate(self, hits: list[Hit], query: np.ndarray | None, kind: str) -> list[Hit]:
         """Each hit with its confidence and band: from its cosine and z-score for a vector
         query; a tag search's score is a probability and stands as its confidence."""
@@ -688,7 +708,7 @@ class Searcher:
                 replace(h, confidence=float(h.score), band=calibration.band(float(h.score)))
                 for h in hits
             ]
-        stats = score_stats(query, self.sample())
+        stats = self._query_stats(query)
         out = []
         for h in hits:
             c = calibration.confidence(h.score, zscore(h.score, stats))
@@ -713,7 +733,7 @@ class Searcher:
             raise SearchError(f"sort must be one of {', '.join(SORTS)}, not '{sort}'")
         if query is not None and hits and hits[0].confidence is None:
             hits = self._rate(hits, query, kind)
-        facts = self.cat.file_facts([h.file_id for h in hits])
+        facts = self._facts([h.file_id for h in hits])
         copies = self.cat.paths_by_hash(
             [facts[h.file_id]["content_hash"] for h in hits if h.file_id in facts]
         )
@@ -762,7 +782,7 @@ class Searcher:
         if not hits:
             return hits
         calibration = self.calibrations.get(kind, self.calibrations["text"])
-        stats = score_stats(query, self.sample())
+        stats = self._query_stats(query)
         lam = self.negation_weight if negative is not None else 0.0
         windows = self.cat.files_windows([h.file_id for h in hits])
         out = []
