@@ -309,6 +309,26 @@ def test_metadata_is_stored_searched_filtered_and_carried_by_hits(tmp_path, desc
         assert searcher.search_text("x", k=4, filters=Filters(keywords="no such words")) == []
 
 
+def test_a_file_described_by_every_word_is_a_good_match_and_not_trimmed(
+    tmp_path, described, text_model
+):
+    from earshot.search import trim_weak
+
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        index(cat, text_model, described)
+        door = cat.file_id_for_path(str(described / "take_001.wav"))
+        searcher = Searcher(cat, text_model)
+        audio_only = {h.file_id: h for h in searcher.search_text("a door slams", 4, hybrid=False)}
+        assert audio_only[door].band != "good"  # the tiny model knows nothing of doors
+        hits = searcher.search_text("a door slams", k=4, hybrid=True)
+        assert hits[0].file_id == door and hits[0].band == "good"
+        assert hits[0].confidence >= searcher.calibrations["text"].good
+        assert door in [h.file_id for h in trim_weak(hits)]
+        # one word of the query missing from its text: its sound score decides, as before
+        partly = {h.file_id: h for h in searcher.search_text("door creaks", k=4, hybrid=True)}
+        assert partly[door].band == searcher.calibrations["text"].band(partly[door].confidence)
+
+
 def test_cli_json_text_and_api_show_the_metadata(
     tmp_path, described, text_model, model_dir, capsys
 ):
@@ -321,13 +341,17 @@ def test_cli_json_text_and_api_show_the_metadata(
     args = ["--db", str(db), "--model", str(model_dir)]
     assert main(["index", str(described), "--json", *args]) == 0
     capsys.readouterr()
-    assert main(["search", "door slams", "-k", "4", "--hybrid", "--json", *args]) == 0
+    search = ["search", "door slams", "-k", "4", "--json", "--all", *args]  # weak ones too
+    assert main([*search, "--hybrid"]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
-    assert main(["search", "door slams", "-k", "4", "--json", *args]) == 0  # on by default here
+    assert main(search) == 0  # on by default here
     assert json.loads(capsys.readouterr().out)["hits"] == hits
-    assert main(["search", "door slams", "-k", "4", "--no-hybrid", "--json", *args]) == 0
+    assert main([*search, "--no-hybrid"]) == 0
     alone = json.loads(capsys.readouterr().out)["hits"]
     assert {h["name"] for h in alone} == {h["name"] for h in hits}  # all 4 files either way
+    # Its description holds every word asked for: the one good match, the weak tail left out
+    assert main(search[: -len(args) - 1] + args) == 0
+    assert [h["name"] for h in json.loads(capsys.readouterr().out)["hits"]] == ["take_001.wav"]
     assert hits[0]["name"] == "take_001.wav"
     assert hits[0]["meta"]["description"] == "Heavy wooden door slams shut in a stone hallway"
     assert main(["search", "door slams", "-k", "4", "--hybrid", *args]) == 0
@@ -468,7 +492,7 @@ def test_bench_hybrid_quick_reports_every_fraction():
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["quick"] is True and result["clips"] == 12 and result["metadata_read"] == 12
-    assert set(result["fractions"]) == {"0.0", "0.25", "0.5", "1.0"}
+    assert set(result["fractions"]) == {"0.0", "0.25", "0.5", "1.0", "names_kept_no_metadata"}
     none, every = result["fractions"]["0.0"], result["fractions"]["1.0"]
     assert none["hybrid"] == none["vector"]  # nothing described: fusion changes nothing
     assert every["hybrid"]["mAP@10"] == 1.0  # every file described by its label

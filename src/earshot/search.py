@@ -857,15 +857,33 @@ class Searcher:
         for rank, fid in enumerate(keyword, 1):
             fused[fid] = fused.get(fid, 0.0) + 1.0 / (RRF_K + rank)
         by_file = {h.file_id: h for h in vector_hits}
+        ranked = sorted(fused.items(), key=lambda t: -t[1])[:k]
+        named = self._named_by_every_word(text, [fid for fid, _ in ranked])
+        good = self.calibrations["text"]
         out = []
-        for rank, (fid, score) in enumerate(sorted(fused.items(), key=lambda t: -t[1])[:k], 1):
+        for rank, (fid, score) in enumerate(ranked, 1):
             hit = by_file.get(fid) or self._rate([self._best_window(fid, query)], query, "text")[0]
+            if fid in named and hit.band != GOOD:
+                # Its own name or description says what was asked: a good match whatever
+                # the sound score (which is all the calibration knows).
+                hit = replace(hit, confidence=max(hit.confidence or 0.0, good.good), band=GOOD)
             out.append(replace(hit, rank=rank, score=score))
         tags = self.cat.segment_tags([h.segment_id for h in out if not h.tags])
         for i, h in enumerate(out):
             if h.segment_id in tags:
                 out[i] = replace(h, tags=tuple(tags[h.segment_id]))
         return with_meta(self.cat, out)
+
+    def _named_by_every_word(self, text: str, file_ids: list[int]) -> set[int]:
+        """Those of `file_ids` whose name or embedded metadata holds every content word of
+        `text` (FTS5, case and accents ignored; a word of 3+ letters also as a prefix)."""
+        from earshot.index.schema import content_words
+
+        words = content_words(text)
+        if not words or not file_ids:
+            return set()
+        found = self.cat.file_ids_matching_keywords(words, columns=("name", "meta"))
+        return set(int(f) for f in np.intersect1d(found, np.asarray(file_ids, dtype=np.int64)))
 
     def _best_window(self, file_id: int, query: np.ndarray) -> Hit:
         segments = self.cat.file_segments(file_id)

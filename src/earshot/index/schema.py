@@ -653,16 +653,21 @@ def fts_meta(meta: Mapping | None) -> str:
     return words(search_text(meta))
 
 
+def content_words(text: str) -> list[str]:
+    """The words of `text` a keyword search looks for: lower-cased, once each, stopwords left
+    out (all of them kept when that leaves none), at most the query's term limit."""
+    found = list(dict.fromkeys(w.lower() for w in _TOKEN.findall(text)))
+    return ([w for w in found if w not in _STOPWORDS] or found)[:_MAX_QUERY_TERMS]
+
+
 def fts_query(text: str) -> str | None:
     """A MATCH expression for any user text: its words, each quoted, OR-ed; None if no words.
 
     Quoting makes every FTS5 operator (AND, NEAR, *, ", :, ^, parentheses) a plain word; words of
     three or more letters also match as prefixes ("bark" finds "barking").
     """
-    found = list(dict.fromkeys(w.lower() for w in _TOKEN.findall(text)))
-    kept = [w for w in found if w not in _STOPWORDS] or found
     terms = []
-    for word in kept[:_MAX_QUERY_TERMS]:
+    for word in content_words(text):
         quoted = '"' + word.replace('"', '""') + '"'
         terms.append(quoted + "*" if len(word) >= 3 else quoted)
     return " OR ".join(terms) or None
