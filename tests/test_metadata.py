@@ -356,7 +356,7 @@ def test_cli_json_text_and_api_show_the_metadata(
     assert hits[0]["meta"]["description"] == "Heavy wooden door slams shut in a stone hallway"
     assert main(["search", "door slams", "-k", "4", "--hybrid", *args]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith(f"[segment {hits[0]['segment_id']}]")
+    assert lines[0].endswith(f"[seg:{hits[0]['segment_id']}]")
     assert lines[1].strip() == '"Heavy wooden door slams shut in a stone hallway"'
     with Catalogue(db, readonly=True) as cat:
         app = create_app(cat, text_model, Settings(allowed_hosts=None))

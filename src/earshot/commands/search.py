@@ -170,7 +170,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         band = f"  {h.band} {h.confidence:.2f}" if h.band else ""
         print(
             f"{h.rank:3d}. {h.score:+.3f}{band}  {_clock(h.start_s)}-{_clock(h.end_s)}  "
-            f"{printable(h.path)}  [segment {h.segment_id}]"
+            f"{printable(h.path)}  [seg:{h.segment_id}]"
         )
         if h.meta and meta_line(h.meta):
             print(f"       {printable(meta_line(h.meta))}")
