@@ -235,6 +235,7 @@ print("finished", flush=True)
 """
 
 
+@pytest.mark.slow  # 13 s of subprocesses killed and rerun; make test-all and CI run it
 def test_kill_9_at_any_moment_then_rerun(tmp_path, model):
     root = tmp_path / "many"
     root.mkdir()

@@ -498,6 +498,7 @@ def _line(proc: subprocess.Popen, seconds: float) -> str:
     return proc.stdout.readline() if ready else ""
 
 
+@pytest.mark.slow  # 11 s of subprocesses killed and rerun; make test-all and CI run it
 def test_a_second_indexer_on_the_same_catalogue_refuses_instead_of_embedding_again(
     tmp_path, model_dir
 ):

@@ -499,6 +499,7 @@ def kill_child(db: str) -> None:
         print("committed", n, flush=True)
 
 
+@pytest.mark.slow  # 13 s of subprocesses killed and rerun; make test-all and CI run it
 def test_kill_9_mid_batch_leaves_tags_consistent(tmp_path):
     db = tmp_path / "killed.sqlite"
     code = (
