@@ -7,24 +7,14 @@ saying which is missing, where they are absent (as tests/test_serve_browser.py).
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+from earshot.testing.browser import chromium_driver, skip_without_chromium
 
 pytest.importorskip("fastapi")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-for _binary, _package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-    if not (os.access(_binary, os.X_OK) or shutil.which(Path(_binary).name)):
-        pytest.skip(
-            f"{_binary} not found: install the Debian package '{_package}' "
-            "(apt-get install chromium chromium-driver) to run the browser tests",
-            allow_module_level=True,
-        )
+skip_without_chromium()
 
 from earshot.index.store import Catalogue  # noqa: E402
 from earshot.model.io import load_model  # noqa: E402
@@ -33,10 +23,6 @@ from earshot.testing.playback import UNPLAYABLE, write_unplayable  # noqa: E402
 from earshot.testing.serve import ServerThread, build_library  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a library, a server and a browser: ~15 s on 2 busy cores
-
-
-def _binary(path: str) -> str:
-    return path if os.access(path, os.X_OK) else shutil.which(Path(path).name)
 
 
 @pytest.fixture(scope="module")
@@ -67,23 +53,8 @@ def _files(cat) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = _binary(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--mute-audio",
-        "--autoplay-policy=no-user-gesture-required",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(_binary(CHROMEDRIVER)), options=options)
-    driver.set_script_timeout(30)
-    yield driver
-    driver.quit()
+    with chromium_driver() as driver:
+        yield driver
 
 
 # Load, check, seek to 1.5 s, play from there: what the page's player does with a hit.

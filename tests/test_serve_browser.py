@@ -13,18 +13,10 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+from earshot.testing.browser import chromium_driver, skip_without_chromium
 
 pytest.importorskip("fastapi")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-for _binary, _package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-    if not (os.access(_binary, os.X_OK) or shutil.which(Path(_binary).name)):
-        pytest.skip(
-            f"{_binary} not found: install the Debian package '{_package}' "
-            "(apt-get install chromium chromium-driver) to run the browser tests",
-            allow_module_level=True,
-        )
+skip_without_chromium()
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -39,10 +31,6 @@ from earshot.testing.serve import ServerThread, build_library  # noqa: E402
 WAIT_S = 20
 
 
-def _binary(path: str) -> str:
-    return path if os.access(path, os.X_OK) else shutil.which(Path(path).name)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_text_dir):
     lib = build_library(tmp_path_factory.mktemp("serve-browser"), tiny_text_dir)
@@ -55,23 +43,8 @@ def server(tmp_path_factory, tiny_text_dir):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = _binary(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--mute-audio",
-        "--autoplay-policy=no-user-gesture-required",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(_binary(CHROMEDRIVER)), options=options)
-    yield driver
-    driver.quit()
+    with chromium_driver() as driver:
+        yield driver
 
 
 @pytest.fixture(scope="module")
