@@ -35,3 +35,16 @@ def tiny_text_dir(tmp_path_factory) -> Path:
     from earshot.testing.models import write_tiny_text_model
 
     return write_tiny_text_model(tmp_path_factory.mktemp("tiny-text") / "text")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_text_dir) -> Path:
+    """A tiny model folder (production code, random weights) around the tiny text encoder.
+
+    Shared by the whole session: tests must not write into it (copy it first if they do)."""
+    from earshot.model.io import save_model
+    from earshot.testing.models import tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-model") / "model"
+    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), folder)
+    return folder

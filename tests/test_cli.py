@@ -10,16 +10,13 @@ import pytest
 import torch
 
 from earshot.cli import main
-from earshot.model.io import model_id, save_model
+from earshot.model.io import model_id
 from earshot.testing.audio import make_corrupt_files, write_tone
-from earshot.testing.models import tiny_model
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_text_dir):
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), folder)
-    return folder
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,14 @@ import pytest
 from earshot.cli import main
 from earshot.index.build import Indexer
 from earshot.index.store import Catalogue
-from earshot.model.io import load_model, save_model
 from earshot.search import Filters, Searcher, SearchError
 from earshot.testing.audio import write_noise, write_tone
 from earshot.testing.models import tiny_model
+from earshot.testing.serve import index_folder
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_text_dir):
+def setup(tmp_path_factory, tiny_model_dir):
     base = tmp_path_factory.mktemp("search")
     root = base / "library"
     (root / "birds").mkdir(parents=True)
@@ -27,13 +27,9 @@ def setup(tmp_path_factory, tiny_text_dir):
     write_tone(root / "birds" / "owl.flac", 2.0, 44100, channels=2, freq=400.0, seed=1)
     write_noise(root / "street" / "traffic.ogg", 4.0, 32000, seed=2)
     write_tone(root / "street" / "long_hum.wav", 23.0, 16000, freq=120.0, seed=3)
-    model_dir = base / "model"
-    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), model_dir)
-    model = load_model(model_dir)
     db = base / "c.sqlite"
-    with Catalogue(db) as cat:
-        Indexer(cat, model, workers=1, progress=False).run([str(root)])
-    return root, db, model_dir, model
+    model = index_folder(root, tiny_model_dir, db)
+    return root, db, tiny_model_dir, model
 
 
 @pytest.fixture

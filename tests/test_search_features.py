@@ -11,16 +11,16 @@ import pytest
 
 from earshot.cli import main
 from earshot.confidence import DEFAULT, load_calibrations
-from earshot.index.build import Indexer
 from earshot.index.store import Catalogue
-from earshot.model.io import load_model, model_id, save_model
+from earshot.model.io import model_id
 from earshot.search import Filters, Results, Searcher, SearchError, trim_weak
 from earshot.testing.audio import write_noise, write_tone
 from earshot.testing.models import tiny_model
+from earshot.testing.serve import index_folder
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_text_dir):
+def setup(tmp_path_factory, tiny_model_dir):
     base = tmp_path_factory.mktemp("features")
     root = base / "library"
     for sub in ("sfx/foley", "ambience/copy", "long"):
@@ -30,12 +30,10 @@ def setup(tmp_path_factory, tiny_text_dir):
     write_noise(root / "ambience/rain_roof.flac", 6.0, 48000, channels=2, seed=2)
     shutil.copyfile(root / "ambience/rain_roof.flac", root / "ambience/copy/rain_again.flac")
     write_tone(root / "long/hum_long.wav", 40.0, 16000, freq=120.0, seed=3)
-    model_dir = base / "model"
-    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), model_dir)
-    model = load_model(model_dir)
+    model_dir = base / "model"  # a copy of its own: tests here write calibration.json into it
+    shutil.copytree(tiny_model_dir, model_dir)
     db = base / "c.sqlite"
-    with Catalogue(db) as cat:
-        Indexer(cat, model, workers=1, progress=False).run([str(root)])
+    model = index_folder(root, model_dir, db)
     return root, db, model_dir, model
 
 

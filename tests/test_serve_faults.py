@@ -19,10 +19,9 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient
 
 from earshot.index.store import Catalogue, FileRecord
-from earshot.model.io import load_model, model_id, save_model
+from earshot.model.io import load_model, model_id
 from earshot.serve import Settings, create_app
 from earshot.testing.audio import write_tone
-from earshot.testing.models import tiny_model
 from earshot.testing.serve import ServerThread
 
 BASE = "http://127.0.0.1:8000"
@@ -30,10 +29,8 @@ TOKEN = "faults-token-3b9e"
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, tiny_text_dir):
-    folder = tmp_path_factory.mktemp("serve-faults-model") / "model"
-    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), folder)
-    return load_model(folder)
+def model(tiny_model_dir):
+    return load_model(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

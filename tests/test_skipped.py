@@ -16,18 +16,15 @@ import pytest
 
 from earshot.cli import main
 from earshot.index.store import Catalogue
-from earshot.model.io import load_model, save_model
+from earshot.model.io import load_model
 from earshot.testing.audio import write_tone, write_truncated
-from earshot.testing.models import tiny_model
 
 HTML = b"<!DOCTYPE html><html><body>404 Not Found</body></html>"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_text_dir):
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), folder)
-    return folder
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture

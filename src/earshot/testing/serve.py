@@ -30,9 +30,7 @@ def build_library(base: str | Path, text_model_dir: str | Path) -> Library:
     import numpy as np
     import soundfile as sf
 
-    from earshot.index.build import Indexer
-    from earshot.index.store import Catalogue
-    from earshot.model.io import load_model, save_model
+    from earshot.model.io import save_model
     from earshot.testing.audio import tone, write_noise, write_tone
     from earshot.testing.models import tiny_model
 
@@ -53,9 +51,21 @@ def build_library(base: str | Path, text_model_dir: str | Path) -> Library:
     model_dir = base / "model"
     save_model(tiny_model(text_model=str(text_model_dir), text_dim=16), model_dir)
     db = base / "c.sqlite"
-    with Catalogue(db) as cat:
-        Indexer(cat, load_model(model_dir), workers=1, progress=False).run([str(root)])
+    index_folder(root, model_dir, db)
     return Library(root, db, model_dir)
+
+
+def index_folder(root: str | Path, model_dir: str | Path, db: str | Path):
+    """Index everything under `root` into the catalogue `db` with the model at `model_dir`, as
+    `earshot index` does (one decoding worker, no progress bar); the loaded model is returned."""
+    from earshot.index.build import Indexer
+    from earshot.index.store import Catalogue
+    from earshot.model.io import load_model
+
+    model = load_model(model_dir)
+    with Catalogue(db) as cat:
+        Indexer(cat, model, workers=1, progress=False).run([str(root)])
+    return model
 
 
 def free_port() -> int:
