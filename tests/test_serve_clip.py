@@ -175,6 +175,35 @@ def test_clips_leave_no_temporary_files(client, ids, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_clip_folders_of_dead_servers_are_swept(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from earshot.serve.playback import CLIP_PREFIX, sweep_stale_clips
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    folders = {
+        "dead": tmp_path / f"{CLIP_PREFIX}{dead}-abc",  # its server was killed mid-clip
+        "live": tmp_path / f"{CLIP_PREFIX}{os.getppid()}-abc",  # a running server's
+        "mine": tmp_path / f"{CLIP_PREFIX}{os.getpid()}-abc",
+        "old": tmp_path / f"{CLIP_PREFIX}k2j4x",  # an older earshot's name, a day old
+        "new": tmp_path / f"{CLIP_PREFIX}q9z8y",  # the same, an hour old
+    }
+    for path in folders.values():
+        path.mkdir()
+        (path / "clip.wav").write_bytes(b"RIFF")
+    day = time.time() - 86400 - 60
+    os.utime(folders["old"], (day, day))
+    hour = time.time() - 3600
+    os.utime(folders["new"], (hour, hour))
+    (tmp_path / "unrelated").mkdir()
+    assert sweep_stale_clips(str(tmp_path)) == 2
+    assert sorted(n for n, p in folders.items() if p.exists()) == ["live", "mine", "new"]
+    assert (tmp_path / "unrelated").exists()
+
+
 # -- /api/audio: transcoded where the browser cannot play the file ----------------------------
 
 
@@ -288,6 +317,26 @@ def test_a_range_decodes_only_its_own_frames(client, ids, monkeypatch):
     r = client.get(url, headers={"Range": f"bytes={a}-{a + 3999}"})
     assert r.status_code == 206 and len(r.content) == 4000
     assert asked == [(140_000, 140_000 + 1001)]
+
+
+@pytest.mark.parametrize("name", ["late.wma", "late.m4a", "late.aac"])
+def test_a_late_range_of_a_pyav_format_seeks_and_gives_the_same_samples(tmp_path, name):
+
+    from earshot.audio.av_io import _open
+    from earshot.audio.export import _seek_to, open_source, read_frames
+    from earshot.testing.audio import write_av
+
+    path = write_av(tmp_path / name, 30.0, 44100, channels=2, seed=3)
+    source = open_source(path)
+    first = int(source.frames * 0.8)
+    last = first + 30_000
+    with _open(str(path)) as (container, track):
+        at, _ = _seek_to(container, track, source.sample_rate, first)
+    assert 0 < at < first  # it jumped, and landed before the range
+    seeking = np.concatenate(list(read_frames(source, first, last, seek=True)))
+    from_start = np.concatenate(list(read_frames(source, first, last)))
+    assert seeking.shape == from_start.shape == (30_000, 2)
+    assert np.array_equal(seeking, from_start)
 
 
 def test_wma_is_transcoded_and_playable_formats_are_not(client, ids, lib):

@@ -162,13 +162,22 @@ def span_frames(source: Source, start_s: float | None, end_s: float | None) -> t
 
 
 def read_frames(
-    source: Source, first: int, last: int, block: int = BLOCK_FRAMES, dtype: str | None = None
+    source: Source,
+    first: int,
+    last: int,
+    block: int = BLOCK_FRAMES,
+    dtype: str | None = None,
+    seek: bool = False,
 ) -> Iterator[np.ndarray]:
     """(n, channels) blocks of frames [first, last) in `dtype` (default `source.dtype`, exact);
     fewer frames than asked only where the file holds fewer than its header says (a PyAV
-    length is an estimate). PyAV's formats are always float32."""
+    length is an estimate). PyAV's formats are always float32.
+
+    `seek=True` (playback, never export) lets a PyAV format start near `first` by the
+    container's timestamps instead of decoding from the start: sample-exact where the
+    timestamps count samples (AAC), within a millisecond where they are coarser (WMA's)."""
     if source.by_av:
-        yield from _read_av(source, first, last, block)
+        yield from _read_av(source, first, last, block, seek)
         return
     import soundfile as sf
 
@@ -188,9 +197,23 @@ def read_frames(
         raise AudioDecodeError(source.path, f"reading the span failed ({_describe(e)})") from e
 
 
-def _read_av(source: Source, first: int, last: int, block: int) -> Iterator[np.ndarray]:
+# A seek starts this many seconds before the wanted frame: the decoder's first frame after a
+# jump can be garbage (overlapped transforms need the packet before), and containers land on
+# a packet near, not at, the asked time.
+SEEK_PREROLL_S = 0.5
+# Below this, decoding from the start is as quick as a seek and always exact.
+SEEK_MIN_S = 10.0
+# Codecs whose every frame but the last holds the same number of samples: a landing found
+# from coarse timestamps (WMA's are milliseconds) snaps to that grid, and is then exact.
+FIXED_FRAME_CODECS = frozenset({"aac", "wmav1", "wmav2", "alac", "mp2", "mp3", "mp3float", "ac3"})
+
+
+def _read_av(
+    source: Source, first: int, last: int, block: int, seek: bool = False
+) -> Iterator[np.ndarray]:
     """Decode from the start (as indexing did, so the seconds agree), drop frames before
-    `first`, stop at `last`."""
+    `first`, stop at `last`; with `seek`, start from the container's packet before `first`
+    when the timestamps allow it (`_seek_to`)."""
     import av
 
     from earshot.audio.av_io import _describe, _open
@@ -201,7 +224,10 @@ def _read_av(source: Source, first: int, last: int, block: int) -> Iterator[np.n
     with _open(source.path) as (container, track):
         planar = av.AudioResampler(format="fltp")
         try:
-            for frame in container.decode(track):
+            frames = container.decode(track)
+            if seek and first > SEEK_MIN_S * source.sample_rate:
+                at, frames = _seek_to(container, track, source.sample_rate, first)
+            for frame in frames:
                 for out in planar.resample(frame):
                     x = out.to_ndarray().T  # (n, channels)
                     if x.shape[1] != source.channels:  # a layout change: keep the first ones
@@ -220,6 +246,38 @@ def _read_av(source: Source, first: int, last: int, block: int) -> Iterator[np.n
             raise AudioDecodeError(source.path, f"decoding failed ({_describe(e)})") from e
     if pending:
         yield np.ascontiguousarray(np.concatenate(pending), dtype=np.float32)
+
+
+def _seek_to(container, track, rate: int, first: int):
+    """(the frame index the returned decoder starts at, the decoder), positioned at least
+    `SEEK_PREROLL_S` before frame `first` by the container's timestamps, counted from the
+    first frame's as decoding from the start counts them; or (0, a decoder from the start)
+    where a timestamp is missing or the container lands too late."""
+    import itertools
+
+    def from_start():
+        container.seek(0, stream=track, backward=True, any_frame=False)
+        return 0, container.decode(track)
+
+    head = next(container.decode(track), None)
+    if head is None or head.pts is None or not track.time_base:
+        return from_start()
+    tb, p0 = float(track.time_base), head.pts
+    target = p0 + (first / rate - SEEK_PREROLL_S) / tb
+    if target <= p0:
+        return from_start()
+    container.seek(int(target), stream=track, backward=True, any_frame=False)
+    frames = container.decode(track)
+    landed = next(frames, None)
+    if landed is None or landed.pts is None:
+        return from_start()
+    at = round((landed.pts - p0) * tb * rate)
+    n = landed.samples
+    if track.codec_context.name in FIXED_FRAME_CODECS and n == head.samples and n > 0:
+        at = round(at / n) * n  # every frame before is n long: millisecond pts snap to it
+    if at < 0 or at > first - SEEK_PREROLL_S * rate / 2:
+        return from_start()
+    return at, itertools.chain([landed], frames)
 
 
 def _fit_channels(x: np.ndarray, channels: int) -> np.ndarray:

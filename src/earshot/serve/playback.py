@@ -14,17 +14,22 @@ The transcode is a WAV of known length: a 44-byte header, then the frames as 16-
 the file's own rate (Chromium plays every rate libsndfile reads), its channels kept up to
 two and mixed to mono above that. Its length is computed from the header's frame count, so a
 byte range maps to frames, and only those frames are decoded: a seek into an hour-long AIFF
-reads a few blocks, not the hour. Nothing is cached. (PyAV's formats, WMA and ALAC, decode
-from the start up to the range, as indexing reads them; their frame count is the container's
-estimate, so the output is padded with silence or cut to it.)
+reads a few blocks, not the hour. Nothing is cached. (PyAV's formats, WMA and ALAC, start
+from the container's packet before the range, found by its timestamps and snapped to the
+codec's fixed frame length, so the samples equal a decode from the start (tested for WMA and
+AAC); where timestamps are missing they decode from the start. Their frame count is the
+container's estimate, so the output is padded with silence or cut to it.) Clip folders a
+killed server left in the temporary folder are removed at the next server's first clip.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from fastapi.responses import FileResponse
@@ -119,7 +124,7 @@ class WavTranscode:
         """Frames [f0, f1) as 16-bit little-endian PCM, padded with silence to the promised
         count where the file holds fewer."""
         done = f0
-        for x in read_frames(self.source, f0, f1, dtype="float32"):
+        for x in read_frames(self.source, f0, f1, dtype="float32", seek=True):
             if self.channels == 1 and x.shape[1] > 1:
                 x = x.mean(axis=1, keepdims=True)
             x = x[: f1 - done]
@@ -244,7 +249,8 @@ def clip_response(
         raise ApiError(422, str(e).replace(info["path"], info["name"])) from None
     except AudioDecodeError as e:
         raise ApiError(422, f"cannot read file {info['id']}: {e.reason}") from None
-    folder = tempfile.mkdtemp(prefix="earshot-clip-")
+    sweep_stale_clips()
+    folder = tempfile.mkdtemp(prefix=f"{CLIP_PREFIX}{os.getpid()}-")
     try:
         name = _safe_name(clip_name(info["name"], first, last, source.sample_rate, plan.suffix))
         done = write_span(source, first, last, f"{folder}/{name}", plan, fade_ms, fade_shape)
@@ -270,6 +276,58 @@ def clip_response(
         media_type=MEDIA_TYPES.get(ext, "application/octet-stream"),
         headers=headers,
     )
+
+
+CLIP_PREFIX = "earshot-clip-"  # + the pid of the server that made it + a random tail
+_swept: set[int] = set()  # pids of servers that have swept the temporary folder
+
+
+def sweep_stale_clips(folder: str | None = None) -> int:
+    """Remove clip folders that a dead server left behind (a clip is removed once sent, but a
+    server killed while it wrote one or sent it leaves it); once per process, at its first
+    clip. A folder names its server's pid; one without a readable pid is left alone unless it
+    is a day old. Returns how many were removed."""
+    import shutil
+    import tempfile
+    import time
+
+    if folder is None:
+        if os.getpid() in _swept:
+            return 0
+        _swept.add(os.getpid())
+    root = Path(folder or tempfile.gettempdir())
+    removed = 0
+    try:
+        candidates = list(root.glob(CLIP_PREFIX + "*"))
+    except OSError:
+        return 0
+    for path in candidates:
+        pid_text = path.name[len(CLIP_PREFIX) :].split("-", 1)[0]
+        try:
+            if not path.is_dir() or path.is_symlink() or path.stat().st_uid != os.getuid():
+                continue
+            if pid_text.isdigit():
+                if _alive(int(pid_text)):
+                    continue
+            elif time.time() - path.stat().st_mtime < 86400:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += not path.exists()
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 class _TemporaryFileResponse(FileResponse):
