@@ -389,7 +389,7 @@ def test_models_load_once_at_start_up(lib, monkeypatch):
     from earshot.commands.serve import build_app
 
     loads = {"model": 0, "text": 0}
-    real_model, real_text = model_io.load_model, text_mod.load_text_encoder
+    real_model, real_text = model_io.load_model, text_mod.load_query_text_encoder
 
     def count_model(*a, **kw):
         loads["model"] += 1
@@ -400,11 +400,14 @@ def test_models_load_once_at_start_up(lib, monkeypatch):
         return real_text(*a, **kw)
 
     monkeypatch.setattr(model_io, "load_model", count_model)
-    monkeypatch.setattr(text_mod, "load_text_encoder", count_text)
+    monkeypatch.setattr(text_mod, "load_query_text_encoder", count_text)
+    monkeypatch.setattr(text_mod, "load_text_encoder", None)  # sentence-transformers: never
     # No --model: the catalogue names the folder that indexed it.
     args = build_parser().parse_args(["serve", "--db", str(lib.db)])
     app = build_app(args)
     assert loads == {"model": 1, "text": 1}
+    # The lean encoder (NumPy): the server never imports sentence-transformers.
+    assert type(app.state.service.model.text_encoder).__name__ == "LeanTextEncoder"
     with TestClient(app, base_url=BASE) as c:
         for q in ("rain", "a dog", "rain", "an owl hoots"):
             assert c.get("/api/search", params={"q": q}).status_code == 200

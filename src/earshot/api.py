@@ -183,7 +183,11 @@ def choose_model(
     if use == "query":
         loaded = resolve_query_model(named, catalogue, device=device)
     else:
-        loaded = resolve_model(named, catalogue, with_text=use == "all", device=device)
+        # Every use here encodes and none trains: the lean sentence encoder (where it computes
+        # exactly what sentence-transformers would) spares serve and Index its import.
+        loaded = resolve_model(
+            named, catalogue, with_text=use == "all", lean_text=True, device=device
+        )
     return ModelChoice(loaded, False, str(getattr(loaded, "source", None) or named or "default"))
 
 
