@@ -185,18 +185,23 @@ class AnnIndex:
         nq = len(queries)
         scores = np.full((nq, k), -np.inf, dtype=np.float32)
         ids = np.full((nq, k), -1, dtype=np.int64)
-        bitmap, n_allowed = None, self.count
-        if allowed_ids is not None:
+        bitmap, n_allowed, sel = None, self.count, None
+        if allowed_ids is not None and self.max_id > SPARSE_IDS * max(self.count, 1):
+            # Sparse ids (a shard's file_id << 20 | window): a bitmap up to max_id would not
+            # fit; a batch of the allowed ids does.
+            bitmap = np.unique(np.asarray(allowed_ids, dtype=np.int64).ravel())
+            bitmap = bitmap[(bitmap >= 1) & (bitmap <= self.max_id)]
+            n_allowed = len(bitmap)
+            sel = faiss.IDSelectorBatch(len(bitmap), faiss.swig_ptr(bitmap))
+        elif allowed_ids is not None:
             bitmap, n_allowed = _bitmap(allowed_ids, self.max_id)
+            # The selector reads `bitmap` in place: it stays referenced until the searches end.
+            sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
         reachable = min(self.count, n_allowed)
         if nq == 0 or reachable == 0:
             return scores, ids
         kk = min(k, reachable)
         padded = _padded(queries)
-        # The selector reads `bitmap` in place: it stays referenced until the searches are done.
-        sel = (
-            None if bitmap is None else faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
-        )
         nprobe = self.params.nprobe
         if self.params.kind == "ivf" and n_allowed < self.count:
             nprobe = min(self.params.nlist, math.ceil(nprobe * self.count / n_allowed))
@@ -419,6 +424,10 @@ def _padded(x: np.ndarray) -> np.ndarray:
     out = np.zeros((len(x), padded_dim(x.shape[1])), dtype=np.float32)  # (n, padded_dim)
     out[:, : x.shape[1]] = x
     return out
+
+
+# Ids sparser than this many per indexed vector are filtered by an id batch, not a bitmap.
+SPARSE_IDS = 64
 
 
 def _bitmap(allowed, max_id: int) -> tuple[np.ndarray, int]:

@@ -316,20 +316,28 @@ class Catalogue(CatalogueQueries):
         record: FileRecord,
         segments: Sequence[tuple[float, float, np.ndarray]],
         tags: np.ndarray | Sequence[np.ndarray] | None = None,
+        *,
+        file_id: int | None = None,
+        segment_ids: Sequence[int] | None = None,
     ) -> int:
         """Insert `record` with its segments (start_s, end_s, (dim,) vector), replacing whatever
         was at its path; returns the new file id. `tags`: each segment's (len(tag_names),) tag
-        probabilities, from a model that tags windows; None stores none."""
+        probabilities, from a model that tags windows; None stores none. `file_id` and
+        `segment_ids`: the ids to give them (a shard's, `earshot.scale.search`), which must
+        be unused and grow; None: the catalogue's next ones."""
         doing = f"write '{record.path}'"
         with self._use(doing, write=True) as conn:
             rows = self._segment_rows(record.path, segments)  # all checked before any write
             blobs = self._tag_blobs(record.path, tags, len(rows))
             summary = summarise_tags(blobs) if tags is not None else None
-            file_id = self._insert_file(conn, record, summary)
+            ids = [None] * len(rows) if segment_ids is None else [int(i) for i in segment_ids]
+            if len(ids) != len(rows):
+                raise CatalogueError(f"cannot {doing}: {len(ids)} segment ids, {len(rows)} windows")
+            file_id = self._insert_file(conn, record, summary, file_id)
             conn.executemany(
-                "INSERT INTO segments (file_id, start_s, end_s, vector, tag_probs) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(file_id, *row, blob) for row, blob in zip(rows, blobs, strict=True)],
+                "INSERT INTO segments (id, file_id, start_s, end_s, vector, tag_probs) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(i, file_id, *row, b) for i, row, b in zip(ids, rows, blobs, strict=True)],
             )
             return file_id
 
@@ -368,8 +376,11 @@ class Catalogue(CatalogueQueries):
             )
             return file_id
 
-    def put_skipped(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
-        """Record a file that could not be indexed, and why; replaces what was at its path."""
+    def put_skipped(
+        self, path: str, size: int, mtime_ns: int, reason: str, file_id: int | None = None
+    ) -> None:
+        """Record a file that could not be indexed, and why; replaces what was at its path
+        (`file_id`: the id to give it, as `put_file` takes)."""
         doing = f"record '{path}' as skipped"
         with self._use(doing, write=True) as conn:
             self._check_path(path, doing)
@@ -377,9 +388,9 @@ class Catalogue(CatalogueQueries):
             folder, name = os.path.split(path)
             values = (path, folder, name, extension(name), int(size), int(mtime_ns), str(reason))
             conn.execute(
-                "INSERT INTO files (path, folder, name, ext, size, mtime_ns, skip_reason, status, "
-                "indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'skipped', ?)",
-                (*values, time.time()),
+                "INSERT INTO files (id, path, folder, name, ext, size, mtime_ns, skip_reason, "
+                "status, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'skipped', ?)",
+                (file_id, *values, time.time()),
             )
             self._dirty = True
 
@@ -423,14 +434,18 @@ class Catalogue(CatalogueQueries):
             raise CatalogueError(f"cannot write the tags of '{path}': {exc}") from exc
 
     def _insert_file(
-        self, conn: sqlite3.Connection, record: FileRecord, tag_summary: bytes | None = None
+        self,
+        conn: sqlite3.Connection,
+        record: FileRecord,
+        tag_summary: bytes | None = None,
+        file_id: int | None = None,
     ) -> int:
         self._check_path(record.path, f"write '{record.path}'")
         self._delete_path(conn, record.path)
         file_id = conn.execute(
-            f"INSERT INTO files (path, status, tag_probs, {FILE_COLUMNS}) "
-            f"VALUES (?, 'ok', ?, {FILE_MARKS})",
-            (record.path, tag_summary, *file_values(record)),
+            f"INSERT INTO files (id, path, status, tag_probs, {FILE_COLUMNS}) "
+            f"VALUES (?, ?, 'ok', ?, {FILE_MARKS})",
+            (file_id, record.path, tag_summary, *file_values(record)),
         ).lastrowid
         self._insert_fts(conn, file_id, record, tag_summary)
         self._dirty = True

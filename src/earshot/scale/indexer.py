@@ -255,6 +255,7 @@ class ShardWriter:
                 record.format,
                 record.subtype,
                 {k: str(v) for k, v in record.tags.items()},
+                embedded=None if record.meta is None else dict(record.meta),
             )
         )
         for i, ((s, e), v) in enumerate(zip(spans, vectors, strict=True)):

@@ -47,50 +47,67 @@ def merge_shards(shards_uri: str, db: str | Path, path_map: dict[str, str] | Non
     by_shard: dict[str, list[int]] = defaultdict(list)
     for f, name in latest.values():
         by_shard[name].append(f.id)
-    names = manifest.tag_names
     out = {"db": str(db), "files": 0, "skipped": 0, "segments": 0, "shards": len(by_shard)}
     with Catalogue(db) as cat:
-        cat.bind_model(manifest.model_id, manifest.dim, manifest.model_info, tag_names=names)
+        cat.bind_model(
+            manifest.model_id, manifest.dim, manifest.model_info, tag_names=manifest.tag_names
+        )
         for name in manifest.shards:
             if name not in by_shard:
                 continue
-            wanted = set(by_shard[name])
             shard = read_shard(loc, name)
             with cat.batch():
-                for f in shard.files:
-                    if f.id not in wanted:
-                        continue
-                    size, mtime_ns = (int(x) for x in f.version.split(":"))
-                    if f.reason is not None:
-                        cat.put_skipped(local(f.uri), size, mtime_ns, f.reason)
-                        out["skipped"] += 1
-                        continue
-                    rows = np.flatnonzero(shard.file_id == f.id)
-                    rows = rows[np.argsort(shard.window[rows], kind="stable")]
-                    segments = [
-                        (shard.start_s[i], shard.end_s[i], shard.vectors[i].astype(np.float32))
-                        for i in rows
-                    ]
-                    tags = None
-                    if names:
-                        tags = np.zeros((len(rows), len(names)), np.float32)
-                        for j, i in enumerate(rows):
-                            e = decode_tags(shard.tags[i])
-                            tags[j, e["tag"].astype(np.int64)] = e["q"] / 255
-                    record = FileRecord(
-                        path=local(f.uri),
-                        size=size,
-                        mtime_ns=mtime_ns,
-                        content_hash=f.content_hash,
-                        duration_s=f.duration_s,
-                        sample_rate=f.sample_rate,
-                        channels=f.channels,
-                        format=f.format,
-                        subtype=f.subtype,
-                        tags=dict(f.meta),
-                    )
-                    cat.put_file(record, segments, tags)
-                    out["files"] += 1
-                    out["segments"] += len(segments)
+                done = write_shard(cat, shard, set(by_shard[name]), local)
+            for key in ("files", "skipped", "segments"):
+                out[key] += done[key]
         out["catalogue"] = cat.stats()
+    return out
+
+
+def write_shard(cat, shard, wanted: set[int], local=lambda uri: uri, keep_ids: bool = False):
+    """Put the files of `shard` whose ids are in `wanted` into catalogue `cat` (inside the
+    caller's batch), as `earshot index` writes them; `local` maps a URI to the path stored.
+    `keep_ids`: the catalogue's file and segment ids are the shard's (`file_id << 20 |
+    window`), so catalogues made from different shards never share an id
+    (`earshot.scale.search`'s actors). Returns {"files", "skipped", "segments"}."""
+    names = cat.tag_names
+    out = {"files": 0, "skipped": 0, "segments": 0}
+    for f in shard.files:
+        if f.id not in wanted:
+            continue
+        size, mtime_ns = (int(x) for x in f.version.split(":"))
+        if f.reason is not None:
+            cat.put_skipped(local(f.uri), size, mtime_ns, f.reason, f.id if keep_ids else None)
+            out["skipped"] += 1
+            continue
+        rows = np.flatnonzero(shard.file_id == f.id)
+        rows = rows[np.argsort(shard.window[rows], kind="stable")]
+        segments = [
+            (shard.start_s[i], shard.end_s[i], shard.vectors[i].astype(np.float32)) for i in rows
+        ]
+        tags = None
+        if names:
+            tags = np.zeros((len(rows), len(names)), np.float32)
+            for j, i in enumerate(rows):
+                e = decode_tags(shard.tags[i])
+                tags[j, e["tag"].astype(np.int64)] = e["q"] / 255
+        record = FileRecord(
+            path=local(f.uri),
+            size=size,
+            mtime_ns=mtime_ns,
+            content_hash=f.content_hash,
+            duration_s=f.duration_s,
+            sample_rate=f.sample_rate,
+            channels=f.channels,
+            format=f.format,
+            subtype=f.subtype,
+            tags=dict(f.meta),
+            meta=f.embedded,
+        )
+        ids = {}
+        if keep_ids:
+            ids = {"file_id": f.id, "segment_ids": shard.segment_ids[rows].tolist()}
+        cat.put_file(record, segments, tags, **ids)
+        out["files"] += 1
+        out["segments"] += len(segments)
     return out

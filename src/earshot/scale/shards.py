@@ -55,8 +55,11 @@ class ShardFile:
     channels: int = 0
     format: str = ""
     subtype: str = ""
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # soundfile's tag strings (FileRecord.tags)
     reason: str | None = None
+    # The embedded metadata record (FileRecord.meta: description, keywords, UCS...); None in
+    # shards written before it was kept.
+    embedded: dict | None = None
 
     def as_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}

@@ -128,16 +128,26 @@ def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, "status": status, **extra}, status_code=status)
 
 
-def create_app(index_or_catalogue, model=None, settings: Settings | None = None) -> FastAPI:
-    """The ASGI app over an `earshot.Index` or a `Catalogue` and the model that indexed it."""
+def create_app(
+    index_or_catalogue=None,
+    model=None,
+    settings: Settings | None = None,
+    *,
+    service: Service | None = None,
+) -> FastAPI:
+    """The ASGI app over an `earshot.Index` or a `Catalogue` and the model that indexed it,
+    or over a `service` already made (`earshot.scale.serve`: the same page over shards)."""
     from earshot import __version__
 
-    catalogue = getattr(index_or_catalogue, "catalogue", index_or_catalogue)
-    model = model if model is not None else getattr(index_or_catalogue, "model", None)
-    if model is None:
-        raise EarshotError("create_app needs the model that indexed the catalogue")
-    settings = settings or Settings()
-    svc = Service(catalogue, model, settings)
+    if service is not None:
+        svc, settings = service, service.settings
+    else:
+        catalogue = getattr(index_or_catalogue, "catalogue", index_or_catalogue)
+        model = model if model is not None else getattr(index_or_catalogue, "model", None)
+        if model is None:
+            raise EarshotError("create_app needs the model that indexed the catalogue")
+        settings = settings or Settings()
+        svc = Service(catalogue, model, settings)
 
     app = FastAPI(
         title="earshot",

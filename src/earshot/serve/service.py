@@ -54,14 +54,16 @@ class Settings:
 class Service:
     """The catalogue, the model and everything made from them once, at start-up."""
 
-    def __init__(self, catalogue, model, settings: Settings):
+    def __init__(self, catalogue, model, settings: Settings, searcher=None):
+        """`searcher`: a `Searcher` already made over `catalogue` (the shards' one,
+        `earshot.scale.serve`); None: one is made here."""
         from earshot.model.io import model_id
         from earshot.search import Searcher
 
         self.cat = catalogue
         self.model = model
         self.settings = settings
-        self.searcher = Searcher(catalogue, model)
+        self.searcher = searcher if searcher is not None else Searcher(catalogue, model)
         self.model_id = model_id(model)
         self.lock = threading.Lock()
         self.peaks = PeaksCache(settings.peaks_cache)
