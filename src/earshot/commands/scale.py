@@ -28,10 +28,16 @@ def add_index_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--actors", type=int, metavar="N", help="embedding actors (default: CPUs)")
 
 
+SEARCH_RAY_HELP = (
+    RAY_HELP + ", or none (no Ray: the shard indexes in this process, for one machine); "
+    "default: auto"
+)
+
+
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("over shards on a Ray cluster (pip install 'earshot[ray]')")
     g.add_argument("--shards", metavar="URI", help="search these shards (not a catalogue)")
-    g.add_argument("--ray", metavar="ADDRESS", default=None, help=RAY_HELP + " (default: auto)")
+    g.add_argument("--ray", metavar="ADDRESS", default=None, help=SEARCH_RAY_HELP)
     g.add_argument("--actors", type=int, metavar="N", help="index actors (default: CPUs)")
 
 
@@ -40,13 +46,23 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--shards",
         metavar="URI",
-        help="serve the search API (JSON, no page) over these shards, not a catalogue",
+        help="serve the page and API over these shards, not a catalogue",
     )
-    g.add_argument("--ray", metavar="ADDRESS", default=None, help=RAY_HELP + " (default: auto)")
+    g.add_argument("--ray", metavar="ADDRESS", default=None, help=SEARCH_RAY_HELP)
     g.add_argument("--actors", type=int, metavar="N", help="index actors (default: CPUs)")
 
 
+def _address(args: argparse.Namespace) -> str | None:
+    """Where the shard indexes run: a Ray address, or None (`--ray none`: this process)."""
+    address = args.ray or "auto"
+    if args.actors is not None and args.actors < 1:
+        raise EarshotError(f"--actors {args.actors}: give 1 or more")
+    return None if address == "none" else address
+
+
 def cmd_serve_shards(args: argparse.Namespace, settings, warnings_for) -> int:
+    from urllib.parse import quote
+
     import uvicorn
 
     from earshot.scale.search import ShardSearcher
@@ -56,17 +72,30 @@ def cmd_serve_shards(args: argparse.Namespace, settings, warnings_for) -> int:
     _need_ray()
     if args.db:
         raise EarshotError("--shards serves shards, not a catalogue: leave out --db")
-    searcher = ShardSearcher(args.shards, _shard_model(args), args.ray or "auto", args.actors)
-    app = create_shard_app(searcher, settings)
-    for line in warnings_for(args, settings):
-        print(line, file=sys.stderr)
-    print(
-        f"earshot: serving the search API over {len(searcher.manifest.shards)} shards "
-        f"({searcher.total} windows) at {searcher.loc.uri}: "
-        f"http://{args.host}:{args.port}/api/search?q=... (no page: see merge-shards)",
-        file=sys.stderr,
-    )
-    uvicorn.run(app, host=args.host, port=args.port, **server_options())
+    choice = _shard_choice(args, "all")  # the whole model: text, examples and uploads
+    searcher = ShardSearcher(args.shards, choice.model, _address(args), args.actors)
+    app = None
+    try:
+        app = create_shard_app(searcher, settings, untrained=choice.untrained)
+        for line in warnings_for(args, settings):
+            print(line, file=sys.stderr)
+        stats = app.state.service.cat.stats()
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else host
+        print(
+            f"earshot: serving {stats['files_ok']} recordings ({stats['segments']} windows) "
+            f"from {len(searcher.manifest.shards)} shards at {searcher.loc.uri} on "
+            f"{len(searcher.counts)} actors",
+            file=sys.stderr,
+        )
+        url = f"http://{shown}:{args.port}/"
+        link = f"{url}?token={quote(settings.token)}" if settings.token else url
+        print(f"earshot: open {link} (Ctrl+C stops; API reference at {url}docs)", file=sys.stderr)
+        uvicorn.run(app, host=args.host, port=args.port, **server_options())
+    finally:
+        searcher.close()
+        if app is not None:
+            app.state.service.copies.close()
     return 0
 
 
@@ -82,14 +111,18 @@ def _need_ray() -> None:
             )
 
 
-def _model(args: argparse.Namespace, use: str, recorded: str | None = None):
+def _choice(args: argparse.Namespace, use: str, recorded: str | None = None):
     from earshot.commands.common import model_from_args
 
     class _Recorded:  # what choose_model reads of a catalogue: the folder that indexed it
         model_id = None
         model_info = {"path": recorded} if recorded else {}
 
-    return model_from_args(args, _Recorded(), use=use).model
+    return model_from_args(args, _Recorded(), use=use)
+
+
+def _model(args: argparse.Namespace, use: str, recorded: str | None = None):
+    return _choice(args, use, recorded).model
 
 
 def cmd_index_shards(args: argparse.Namespace) -> int:
@@ -136,45 +169,26 @@ def cmd_index_shards(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shard_model(args: argparse.Namespace):
+def _shard_choice(args: argparse.Namespace, use: str = "query"):
     from earshot.scale.shards import load_manifest
     from earshot.scale.storage import Location
 
     manifest = load_manifest(Location(args.shards))
     if manifest is None:
         raise EarshotError(f"no shards at '{args.shards}': run `earshot index --shards` first")
-    return _model(args, "query", manifest.model_info.get("path"))
+    return _choice(args, use, manifest.model_info.get("path"))
 
 
-def cmd_search_shards(args: argparse.Namespace) -> int:
-    from earshot.commands.search import printable
+def shard_searcher(args: argparse.Namespace):
+    """The ShardSearcher `earshot search --shards` runs the catalogue's search with."""
     from earshot.scale.search import ShardSearcher
 
     _need_ray()
-    if args.like or args.like_id is not None or args.tag or args.hybrid:
-        raise EarshotError("--shards searches by text (a query or --queries) only, for now")
-    if args.folder or args.min_duration or args.max_duration or args.format:
-        raise EarshotError("--shards does not take filters yet (--folder, --format, durations)")
     if args.db:
         raise EarshotError("--shards searches shards, not a catalogue: leave out --db")
-    searcher = ShardSearcher(args.shards, _shard_model(args), args.ray or "auto", args.actors)
-    if args.queries:
-        from pathlib import Path
-
-        for line in (q.strip() for q in Path(args.queries).read_text().splitlines()):
-            if line:
-                hits = searcher.search_text(line, args.k)
-                print(json.dumps({"query": line, "hits": [h.as_dict() for h in hits]}), flush=True)
-        return 0
-    hits = searcher.search_text(args.query, args.k)
-    if args.json:
-        print(json.dumps({"query": args.query, "hits": [h.as_dict() for h in hits]}))
-        return 0
-    if not hits:
-        print("no matches")
-    for h in hits:
-        print(f"{h.rank:3d}. {h.score:+.3f}  {h.start_s:.2f}-{h.end_s:.2f} s  {printable(h.path)}")
-    return 0
+    use = "audio" if getattr(args, "like", None) else "query"
+    address = _address(args)
+    return ShardSearcher(args.shards, _shard_choice(args, use).model, address, args.actors)
 
 
 def cmd_merge_shards(args: argparse.Namespace) -> int:

@@ -99,40 +99,51 @@ def printable(text: str) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    import contextlib
+
     from earshot.search import Filters, Results, Searcher, folder_form, trim_weak
 
-    if getattr(args, "shards", None):
-        from earshot.commands.scale import cmd_search_shards
+    stack = contextlib.ExitStack()
+    if getattr(args, "shards", None):  # the same search over shards on Ray actors
+        from earshot.commands.scale import shard_searcher
 
-        return cmd_search_shards(args)
-    catalogue, model = _catalogue_and_model(args, create=False)
-    tags = getattr(args, "tag", None) or None
-    folder, parts = None, None
-    if args.folder:
-        # A folder here (relative to the current one) is that folder; otherwise an absolute or
-        # ~ path, or a folder name matched as whole components anywhere (folder:foley).
-        if os.path.isdir(os.path.expanduser(args.folder)):
-            folder = str(Path(args.folder).expanduser().absolute())
-        else:
-            folder, relative = folder_form(args.folder)
-            parts = (relative,) if relative else None
-    filters = Filters(
-        folder,
-        args.min_duration,
-        args.max_duration,
-        tuple(args.format) if args.format else None,
-        tuple(tags) if tags else None,
-        getattr(args, "tag_min", None),
-        folder_parts=parts,
-    )
-    page = {
-        "offset": getattr(args, "offset", 0),
-        "sort": getattr(args, "sort", "score"),
-        "spans": getattr(args, "spans", 1),
-    }
+        searcher = shard_searcher(args)
+        stack.callback(searcher.close)
+    else:
+        catalogue, model = _catalogue_and_model(args, create=False)
+        stack.enter_context(catalogue)
+    try:
+        tags = getattr(args, "tag", None) or None
+        folder, parts = None, None
+        if args.folder:
+            # A folder here (relative to the current one) is that folder; otherwise an absolute or
+            # ~ path, or a folder name matched as whole components anywhere (folder:foley).
+            if os.path.isdir(os.path.expanduser(args.folder)):
+                folder = str(Path(args.folder).expanduser().absolute())
+            else:
+                folder, relative = folder_form(args.folder)
+                parts = (relative,) if relative else None
+        filters = Filters(
+            folder,
+            args.min_duration,
+            args.max_duration,
+            tuple(args.format) if args.format else None,
+            tuple(tags) if tags else None,
+            getattr(args, "tag_min", None),
+            folder_parts=parts,
+        )
+        page = {
+            "offset": getattr(args, "offset", 0),
+            "sort": getattr(args, "sort", "score"),
+            "spans": getattr(args, "spans", 1),
+        }
+    except BaseException:
+        stack.close()
+        raise
     show_weak = getattr(args, "show_weak", False)
-    with catalogue:
-        searcher = Searcher(catalogue, model)
+    with stack:
+        if not getattr(args, "shards", None):
+            searcher = Searcher(catalogue, model)
 
         def run(query: str | None) -> list:
             if args.like:

@@ -1,51 +1,103 @@
-"""`earshot serve --shards URI`: the search API over shards held by Ray actors.
+"""`earshot serve --shards URI`: the page and HTTP API of `earshot serve`, over shards.
 
-What a catalogue-less server can answer: `GET /api/search?q=TEXT&k=N` (the same response shape
-as the catalogue server's: `{"query", "hits": [Hit.as_dict()...]}`), `GET /api/health` and
-`GET /api/stats` (shards, windows, actors and their memory). It sits behind the same guard as
-`earshot serve` (Host check on loopback, optional bearer token, security headers). The web
-page, playback and the file routes need a catalogue: `earshot merge-shards` makes one.
+The app is `earshot.serve.app.create_app`'s, unchanged, over a `ShardService`: the catalogue's
+`Service` with the shards' `ShardSearcher` and `ShardCatalogue` (`earshot.scale.search`) in
+place of a catalogue and its `Searcher`. Every route answers as it does over a catalogue;
+files are named by the shards' file ids. A recording held in a bucket is played, drawn and cut
+from a local copy fetched through `scale/storage` on first use and kept while the server runs
+(the `LOCAL_COPIES` most recently used).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 import threading
+from collections import OrderedDict
 
-from earshot.errors import SearchError
+from earshot.errors import ApiError
+from earshot.scale.storage import Location, S3Options, is_s3
+from earshot.serve.service import Service, Settings
+
+LOCAL_COPIES = 64
 
 
-def create_shard_app(searcher, settings):
-    from fastapi import FastAPI, Query
-    from fastapi.responses import JSONResponse
+class LocalCopies:
+    """Local copies of recordings held in a bucket, by (file id, size, mtime), in a folder of
+    their own that `close` removes."""
 
-    from earshot.serve.guard import Guard
+    def __init__(self, s3: S3Options | None = None, keep: int = LOCAL_COPIES):
+        self.s3 = s3 or S3Options.from_env()
+        self.keep = keep
+        self.folder = tempfile.mkdtemp(prefix="earshot-serve-s3-")
+        self._paths: OrderedDict[tuple, str] = OrderedDict()
+        self._lock = threading.Lock()
 
-    app = FastAPI(title="earshot (shards)", docs_url="/docs", redoc_url=None)
-    lock = threading.Lock()  # one query at a time through the model's text encoder
+    def path(self, info: dict) -> str:
+        key = (info["id"], info["size"], info["mtime_ns"])
+        with self._lock:  # one download at a time: a page asks for audio and peaks together
+            if key in self._paths:
+                self._paths.move_to_end(key)
+                return self._paths[key]
+            uri = info["path"]
+            suffix = os.path.splitext(uri)[1]
+            local = os.path.join(self.folder, f"{info['id']}-{info['mtime_ns']}{suffix}")
+            loc = Location(uri.rsplit("/", 1)[0], self.s3)
+            try:
+                with (
+                    open(local + ".part", "wb") as out,
+                    loc.fs.open_input_stream(uri[len("s3://") :]) as src,
+                ):
+                    shutil.copyfileobj(src, out, 1 << 20)
+                os.replace(local + ".part", local)
+            except Exception as e:  # pyarrow's errors, a vanished object, no room
+                with contextlib.suppress(OSError):
+                    os.unlink(local + ".part")
+                raise ApiError(404, f"cannot fetch '{uri}' from its bucket: {e}") from None
+            self._paths[key] = local
+            while len(self._paths) > self.keep:
+                _, old = self._paths.popitem(last=False)
+                with contextlib.suppress(OSError):
+                    os.unlink(old)
+            return local
 
-    @app.get("/api/health")
-    def health():
-        return {"ok": True, "shards": len(searcher.manifest.shards), "windows": searcher.total}
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
-    @app.get("/api/stats")
-    def stats():
-        return {
-            "shards_uri": searcher.loc.uri,
-            "model_id": searcher.manifest.model_id,
-            "shards": len(searcher.manifest.shards),
-            "windows": searcher.total,
-            "actors": searcher.stats(),
-        }
 
-    @app.get("/api/search")
-    def search(q: str = Query(..., max_length=1000), k: int = Query(10, ge=1, le=200)):
-        try:
-            with lock:
-                hits = searcher.search_text(q, k)
-        except SearchError as e:
-            return JSONResponse({"error": str(e)}, status_code=400)
-        return {"query": q, "hits": [h.as_dict() for h in hits]}
+class ShardService(Service):
+    """`Service` over a `ShardSearcher`: its catalogue reads go to the shard actors."""
 
-    app.add_middleware(Guard, settings=settings)
+    def __init__(self, searcher, model, settings: Settings):
+        super().__init__(searcher.cat, model, settings, searcher=searcher)
+        self.copies = LocalCopies()
+
+    def playable(self, raw_id: str) -> dict:
+        info = self.file(raw_id)
+        if not is_s3(info["path"]):
+            return super().playable(raw_id)
+        if info["status"] != "ok":
+            raise ApiError(
+                404, f"file {info['id']} was skipped at indexing: {info.get('skip_reason')}"
+            )
+        return {**info, "path": self.copies.path(info)}
+
+    def close(self) -> None:
+        self.copies.close()
+        self.searcher.close()
+
+
+def create_shard_app(searcher, settings: Settings, model=None, untrained: bool = False):
+    """The page and API over `searcher` (a ShardSearcher); `model`: the one to encode queries
+    and examples with (default: the searcher's)."""
+    from dataclasses import replace
+
+    from earshot.serve.app import create_app
+
+    settings = replace(settings, untrained=untrained) if untrained else settings
+    service = ShardService(searcher, model if model is not None else searcher.model, settings)
+    app = create_app(service=service)
     app.state.searcher = searcher
     return app
