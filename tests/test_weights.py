@@ -20,7 +20,7 @@ import earshot
 from earshot import weights as W
 from earshot.cli import main
 from earshot.errors import ModelLoadError
-from earshot.weights import KNOWN_WEIGHTS, WeightsRef, read_audioset_labels, resolve_weights
+from earshot.weights import KNOWN_WEIGHTS, WeightsRef, fetch, read_audioset_labels, resolve_weights
 
 PAYLOAD = os.urandom(300_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -115,8 +115,8 @@ def env(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setattr(W, "TIMEOUT_S", 0.5)
-    monkeypatch.setattr(W, "RETRY_WAIT_S", 0.0)
+    monkeypatch.setattr(fetch, "TIMEOUT_S", 0.5)
+    monkeypatch.setattr(fetch, "RETRY_WAIT_S", 0.0)
     return tmp_path
 
 
