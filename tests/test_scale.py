@@ -351,7 +351,9 @@ def test_index_from_a_bucket_on_two_nodes_matches_one_machine(cluster, capsys):
     with Catalogue(db) as cat:
         Indexer(cat, model, workers=1, batch_size=1, progress=False).run([str(base / "lib")])
     for q in QUERIES[:2]:
-        assert main(["search", q, "-k", "4", "--shards", "s3://out/first", *_cli(base)]) == 0
+        assert (
+            main(["search", q, "-k", "4", "--all", "--shards", "s3://out/first", *_cli(base)]) == 0
+        )
         hits = json.loads(capsys.readouterr().out)["hits"]
         with Catalogue(db, readonly=True) as cat:
             want = [
@@ -369,6 +371,69 @@ def test_index_from_a_bucket_on_two_nodes_matches_one_machine(cluster, capsys):
             )
             for h in want
         ]
+
+
+def _without(doc: dict, local: str, remote: str) -> dict:
+    """A search's JSON without ids, local paths written as the bucket's URIs."""
+    for h in doc["hits"]:
+        for key in ("file_id", "segment_id"):
+            h.pop(key)
+        for key in ("path", "folder"):
+            h[key] = h[key].replace(local, remote)
+        h["also_at"] = [p.replace(local, remote) for p in h["also_at"]]
+    return doc
+
+
+@pytest.mark.slow
+def test_filtered_and_by_example_search_and_the_page_over_a_bucket(cluster, capsys):
+    """Actors on both nodes, recordings and shards in moto's S3: filters, query syntax and
+    search by example give the catalogue's answers; the page's file routes play a recording
+    held in the bucket."""
+    from fastapi.testclient import TestClient
+
+    from earshot.scale.search import ShardSearcher
+    from earshot.scale.serve import create_shard_app
+    from earshot.serve.app import Settings
+
+    base, rc, _s3, _client, _paths = cluster
+    uri = "s3://out/filtered"
+    argv = ["index", "s3://rec/lib", "--ray", rc.address, "--shards", uri]
+    assert main([*argv, "--files-per-shard", "2", "--batch-size", "1", *_cli(base)]) == 0
+    capsys.readouterr()
+    db = base / "filtered.sqlite"
+    model = load_model(base / "model")
+    with Catalogue(db) as cat:
+        Indexer(cat, model, workers=1, batch_size=1, progress=False).run([str(base / "lib")])
+    example = write_tone(base / "example.wav", 2.0, 22050, freq=2800.0, seed=12)
+    local, remote = str(base / "lib"), "s3://rec/lib"
+    for search in (
+        ["tone", "-k", "4", "--folder", "birds", "--spans", "2"],
+        ["noise", "--format", "flac", "--min-duration", "1"],
+        ["tone ch:1 dur:<5 -hum", "-k", "3", "--all"],
+        ["--like", str(example), "-k", "4", "--spans", "2", "--max-duration", "6"],
+    ):
+        over = ["--shards", uri, "--ray", rc.address, "--actors", "2"]
+        assert main(["search", *search, *over, *_cli(base)]) == 0
+        got = _without(json.loads(capsys.readouterr().out), local, remote)
+        assert main(["search", *search, "--db", str(db), *_cli(base)]) == 0
+        want = _without(json.loads(capsys.readouterr().out), local, remote)
+        assert got == want and got["hits"], search
+    searcher = ShardSearcher(uri, model, address=rc.address, actors=2)
+    app = create_shard_app(searcher, Settings())
+    try:
+        assert len({a["pid"] for a in searcher.stats()}) == 2
+        client = TestClient(app, base_url="http://127.0.0.1")
+        hits = client.get("/api/search", params={"q": "tone", "k": 10}).json()["hits"]
+        hit = next(h for h in hits if h["path"].endswith("wren.wav"))
+        audio = client.get(f"/api/audio/{hit['file_id']}", headers={"Range": "bytes=44-1043"})
+        assert audio.status_code == 206
+        assert audio.content == (base / "lib" / "birds" / "wren.wav").read_bytes()[44:1044]
+        peaks = client.get(f"/api/peaks/{hit['file_id']}", params={"n": 32})
+        assert peaks.status_code == 200 and len(peaks.json()["peaks"]) == 32
+        similar = client.get(f"/api/similar/{hit['file_id']}", params={"k": 3}).json()["hits"]
+        assert similar and hit["path"] not in [h["path"] for h in similar]
+    finally:
+        app.state.service.close()
 
 
 @pytest.mark.slow
@@ -394,7 +459,12 @@ def test_a_rerun_skips_what_is_done_and_takes_changes(cluster, capsys):
         latest, _dead = sh.current_files(loc, sh.load_manifest(loc))
         assert len(latest) == 7 and "s3://rec/lib/street/hum.wav" not in latest
         assert latest["s3://rec/lib/birds/robin.wav"][0].id > 8
-        assert main(["search", "noise", "-k", "10", "--shards", "s3://out/rerun", *_cli(base)]) == 0
+        assert (
+            main(
+                ["search", "noise", "-k", "10", "--all", "--shards", "s3://out/rerun", *_cli(base)]
+            )
+            == 0
+        )
         hits = json.loads(capsys.readouterr().out)["hits"]
         assert len(hits) == len({h["path"] for h in hits}) == 6  # 7 files, one skipped
         assert "s3://rec/lib/street/hum.wav" not in {h["path"] for h in hits}

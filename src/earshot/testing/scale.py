@@ -233,3 +233,26 @@ class MotoS3:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def write_shards(model, roots, out, files_per_shard: int = 4, batch_size: int = 1) -> str:
+    """The recordings under `roots` (folders or s3:// prefixes) embedded by `model` into shards
+    at `out`, in listing order, as `earshot index --ray --shards` writes them but in this
+    process (the shard writer, no Ray): for tests of search over shards. Returns `out`'s URI."""
+    from earshot.model.io import model_id
+    from earshot.scale import shards as sh
+    from earshot.scale.indexer import ShardWriter
+    from earshot.scale.storage import Location, list_recordings
+
+    listed, _ = list_recordings([str(r) for r in roots])
+    plan = [(i + 1, f.uri, f.version) for i, f in enumerate(listed)]
+    writer = ShardWriter.around(model, str(out), batch_size=batch_size)
+    loc = Location(out)
+    tags = list(getattr(model, "tag_names", None) or ())
+    manifest = sh.Manifest(model_id(model), model.config.joint_dim, {}, tags, len(plan) + 1)
+    for at in range(0, len(plan), files_per_shard):
+        part = plan[at : at + files_per_shard]
+        report = writer.write_shard(sh.shard_name(part), [list(p) for p in part])
+        manifest.shards[report["name"]] = {"files": len(part)}
+    sh.save_manifest(loc, manifest)
+    return loc.uri
