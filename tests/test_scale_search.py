@@ -338,6 +338,12 @@ def test_the_api_over_shards_answers_as_over_the_catalogue(clients, library):
     want = cat_client.get(f"/api/clip/{mine}", params=clip)
     got = shard_client.get(f"/api/clip/{theirs}", params=clip)
     assert got.status_code == 200 and got.content == want.content
+    upload = {"k": 4, "spans": 2, "format": "wav"}
+    sound = {"file": ("wren.wav", Path(paths[2]).read_bytes(), "audio/wav")}
+    want = cat_client.post("/api/search/like", params=upload, files=sound)
+    got = shard_client.post("/api/search/like", params=upload, files=sound)
+    assert got.status_code == want.status_code == 200, got.text
+    assert _ids_out(got.json()) == _ids_out(want.json()) and got.json()["hits"]
     assert shard_client.get("/api/files/999999999").status_code == 404
     bad = shard_client.get("/api/search", params={"q": "tone", "tag": "Dgo"})
     assert bad.status_code == 400 and "no sound tag named" in bad.json()["error"]

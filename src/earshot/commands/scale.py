@@ -85,7 +85,7 @@ def cmd_serve_shards(args: argparse.Namespace, settings, warnings_for) -> int:
         print(
             f"earshot: serving {stats['files_ok']} recordings ({stats['segments']} windows) "
             f"from {len(searcher.manifest.shards)} shards at {searcher.loc.uri} on "
-            f"{len(searcher.counts)} actors",
+            f"{len(searcher.counts)} actor{'s' * (len(searcher.counts) > 1)}",
             file=sys.stderr,
         )
         url = f"http://{shown}:{args.port}/"
