@@ -115,7 +115,9 @@ def synthetic_shards(out: Path, windows: int, shards: int, dim: int, seed: int =
         fid += n_files
         v = rng.standard_normal((n_files * per_file, dim)).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
-        meta = [sh.ShardFile(i, f"/bench/f{i}.wav", "1:1", f"h{i}", 60.0, 32000, 1, "WAV") for i in ids]
+        meta = [
+            sh.ShardFile(i, f"/bench/f{i}.wav", "1:1", f"h{i}", 60.0, 32000, 1, "WAV") for i in ids
+        ]
         rows = [
             (i, w, 5.0 * w, 5.0 * w + 10, v[j * per_file + w], None)
             for j, i in enumerate(ids)
