@@ -388,7 +388,7 @@ def _without(doc: dict, local: str, remote: str) -> dict:
 def test_filtered_and_by_example_search_and_the_page_over_a_bucket(cluster, capsys):
     """Actors on both nodes, recordings and shards in moto's S3: filters, query syntax and
     search by example give the catalogue's answers; the page's file routes play a recording
-    held in the bucket."""
+    held in the bucket; an index actor killed mid-serve is restarted and answers again."""
     from fastapi.testclient import TestClient
 
     from earshot.scale.search import ShardSearcher
@@ -432,6 +432,15 @@ def test_filtered_and_by_example_search_and_the_page_over_a_bucket(cluster, caps
         assert peaks.status_code == 200 and len(peaks.json()["peaks"]) == 32
         similar = client.get(f"/api/similar/{hit['file_id']}", params={"k": 3}).json()["hits"]
         assert similar and hit["path"] not in [h["path"] for h in similar]
+        # An index actor killed with SIGKILL while serving: Ray restarts it (it loads its
+        # shards again) and runs the read again there; the answer is the same.
+        before = client.get("/api/search", params={"q": "noise", "k": 5}).json()["hits"]
+        victim = searcher.stats()[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        after = client.get("/api/search", params={"q": "noise", "k": 5})
+        assert after.status_code == 200, after.text
+        assert after.json()["hits"] == before
+        assert victim not in {a["pid"] for a in searcher.stats()}
     finally:
         app.state.service.close()
 

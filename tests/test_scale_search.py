@@ -65,6 +65,15 @@ def write_described_library(root: Path) -> list[Path]:
     return [*paths, copy, door, rain]
 
 
+def test_a_bucket_folder_filter_is_its_components():
+    from earshot.errors import SearchError
+    from earshot.search import folder_form
+
+    assert folder_form("s3://rec/lib/birds/") == (None, "rec/lib/birds")
+    with pytest.raises(SearchError, match="names no bucket"):
+        folder_form("s3://")
+
+
 # Each test below compares over one library indexed twice (~30 s on 2 busy cores): slow.
 slow = pytest.mark.slow
 

@@ -141,6 +141,11 @@ def folder_form(value: str) -> tuple[str | None, str | None]:
     value = str(value).strip()
     if not value:
         raise SearchError("an empty folder filter: name a folder, e.g. folder:foley")
+    if value.lower().startswith("s3://"):  # a bucket's folder (shards): its components
+        rest = "/".join(p for p in value[5:].split("/") if p)
+        if not rest:
+            raise SearchError(f"folder '{value}' names no bucket: give s3://BUCKET/PREFIX")
+        return None, rest
     expanded = os.path.expanduser(value)
     if os.path.isabs(expanded):
         return os.path.normpath(expanded), None

@@ -103,9 +103,12 @@ class ShardIndex:
         """One read of this actor's catalogue (`earshot.index.store.Catalogue.<method>`)."""
         return getattr(self.cat, method)(*args, **(kwargs or {}))
 
-    def file_segments_and_vectors(self, file_id: int) -> tuple[list, dict]:
+    def file_segments_and_vectors(self, file_id: int) -> tuple[list, dict, dict]:
+        """A file's segments with their vectors and tags: what a read of its segments is
+        followed by (best window, more like this, a tag search's best window)."""
         segments = self.cat.file_segments(file_id)
-        return segments, self.cat.segment_vectors([s.segment_id for s in segments])
+        ids = [s.segment_id for s in segments]
+        return segments, self.cat.segment_vectors(ids), self.cat.segment_tags(ids)
 
     def ann_search(self, query: np.ndarray, pool: int, allowed: np.ndarray | None):
         """The best `pool` windows of this actor: (scores (pool,), ids (pool,))."""
@@ -170,6 +173,7 @@ class ShardCatalogue:
         self._fids = fids[order]
         self._owner = (np.concatenate(owner) if owner else np.empty(0, np.int32))[order]
         self._vectors: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._tags: OrderedDict[int, list | None] = OrderedDict()  # None: no tags stored
         self._lock = threading.Lock()
         self._described: bool | None = None
 
@@ -184,7 +188,16 @@ class ShardCatalogue:
         refs = [
             getattr(self.indexes[i], calls[i][0]).remote(*calls[i][1], **calls[i][2]) for i in keys
         ]
-        return dict(zip(keys, ray.get(refs), strict=True))
+        try:
+            answers = ray.get(refs)
+        except ray.exceptions.RayTaskError:
+            raise  # the read's own error (a SearchError...), as the catalogue raises it
+        except ray.exceptions.RayError as e:
+            raise ShardError(
+                f"a shard index did not answer ({type(e).__name__}: {str(e)[:200]}); Ray "
+                "restarts it: try again in a moment"
+            ) from None
+        return dict(zip(keys, answers, strict=True))
 
     def _all(self, method: str, *args, **kwargs) -> list:
         """`Catalogue.<method>` of every actor, in actor order."""
@@ -251,16 +264,22 @@ class ShardCatalogue:
         who = self.owner(file_id)
         if who is None:
             return []
-        segments, vectors = self._run({who: ("file_segments_and_vectors", (int(file_id),), {})})[
-            who
-        ]
-        with self._lock:  # what comes next is usually their vectors (best window, similar)
+        segments, vectors, tags = self._run(
+            {who: ("file_segments_and_vectors", (int(file_id),), {})}
+        )[who]
+        with self._lock:  # what comes next is usually their vectors or tags
             self._vectors.update(vectors)
-            while len(self._vectors) > VECTOR_CACHE:
-                self._vectors.popitem(last=False)
+            self._tags.update({s.segment_id: tags.get(s.segment_id) for s in segments})
+            for cache in (self._vectors, self._tags):
+                while len(cache) > VECTOR_CACHE:
+                    cache.popitem(last=False)
         return segments
 
     def segment_tags(self, ids: Sequence[int]) -> dict:
+        ids = [int(i) for i in ids]
+        with self._lock:
+            if all(i in self._tags for i in ids):  # a file's, read with its segments
+                return {i: self._tags[i] for i in ids if self._tags[i] is not None}
         return self._owned("segment_tags", ids, SEGMENT_BITS)
 
     def files_windows(self, file_ids: Sequence[int]) -> dict:
@@ -467,9 +486,10 @@ class ShardSearcher(Searcher):
         else:
             import ray
 
-            remote = ray.remote(num_cpus=0, scheduling_strategy="SPREAD", max_restarts=2)(
-                ShardIndex
-            )
+            # Reads only: a call caught by an actor's restart is safely run again on the new one.
+            remote = ray.remote(
+                num_cpus=0, scheduling_strategy="SPREAD", max_restarts=2, max_task_retries=2
+            )(ShardIndex)
             self.indexes = [remote.remote(self.loc.uri, s3.as_dict(), g, *args) for g in groups]
             try:
                 infos = ray.get([a.info.remote() for a in self.indexes])
