@@ -40,6 +40,36 @@ from earshot.scale.storage import Location, S3Options, is_s3
 from earshot.search import Searcher
 
 VECTOR_CACHE = 4096  # segment vectors the driver keeps (a file's, read with its segments)
+# The catalogue reads ShardCatalogue asks of the actors; nothing else (no writes) is answered.
+READS = frozenset(
+    {
+        "segments",
+        "segment_vectors",
+        "file_segments",
+        "segment_tags",
+        "files_windows",
+        "file_facts",
+        "file_meta",
+        "file",
+        "paths_by_hash",
+        "file_id_for_path",
+        "file_ids_matching",
+        "segment_ids_matching",
+        "file_ids_matching_keywords",
+        "files_with_tags",
+        "keyword_search",
+        "has_described_files",
+        "max_segment_id",
+        "segment_count",
+        "tag_file_counts",
+        "folders",
+        "facets",
+        "file_names",
+        "skipped",
+        "skipped_files",
+        "stats",
+    }
+)
 
 
 def _catalogue_class():
@@ -101,6 +131,8 @@ class ShardIndex:
 
     def call(self, method: str, args: tuple = (), kwargs: dict | None = None):
         """One read of this actor's catalogue (`earshot.index.store.Catalogue.<method>`)."""
+        if method not in READS:
+            raise ShardError(f"'{method}' is not a catalogue read a shard index answers")
         return getattr(self.cat, method)(*args, **(kwargs or {}))
 
     def file_segments_and_vectors(self, file_id: int) -> tuple[list, dict, dict]:
