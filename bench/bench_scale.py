@@ -13,13 +13,17 @@ Prints one JSON object:
   `ShardSearcher` with 1 and `--nodes` actors on the cluster and with the indexes in this
   process (address None): median latency of `--queries` queries (k = 10), and ratios.
 
-- `recall`: what the 10M-file plan (docs/scale.md) rests on, measured at a smaller scale on
-  `earshot.testing.vectors.clustered_unit_vectors` (synthetic, with the spectrum of real
-  caption embeddings): FAISS IVF with float16 codes (what `earshot.index.ann` builds past
-  50,000 windows) and over 8-bit codes (`index.ann`'s "8bit" quantizer), recall@10 against
-  exact search, bytes per window, ms per query (one thread). (IVF-PQ is not here: training
-  its 5-dimensional sub-quantizers on one shared core took more than 5 minutes at 50,000
-  windows.)
+- `recall`: what the 10M-file plan (docs/scale.md) rests on, measured at `--recall-windows`
+  (comma-separated sizes) on `earshot.testing.vectors.clustered_unit_vectors` (synthetic,
+  with the spectrum of real caption embeddings), one thread, nlist = 4·√n cells shared by
+  every index: IVF over float16 codes (what `earshot.index.ann` builds past 50,000 windows,
+  zero-padded to 304-d as it pads), over 8-bit codes (ann's "8bit" quantizer), and IVF-PQ
+  (300-d, m = 30/60/75 sub-quantizers of 8 bits, residuals) alone and with its top R·k
+  re-ranked by the windows' float16 vectors (R = 4, 10): recall@10 against exact search at
+  nprobe 8/32/64, code and file bytes per window, build seconds, ms per query (p50/p90, one
+  query per call as a shard actor answers). `pq_training`: why IVF-PQ once seemed too slow
+  to train (polysemous training on, and FAISS's BLAS threshold for small batches), each
+  side by side on the same points.
 
 `--parts index,search,recall` picks parts; `--quick`: small sizes, for a smoke run.
 """
@@ -27,6 +31,7 @@ Prints one JSON object:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -157,51 +162,187 @@ def search_latency(uri: str, address, actors: int, queries: np.ndarray) -> dict:
     }
 
 
-def recall(n: int, nq: int, nlist: int) -> dict:
+# Re-ranking: the top R·k of a PQ search are scored again by the float16 vectors (in the plan,
+# read from the shards on local disk; here an array in memory).
+RERANK_FACTORS = (4, 10)
+PQ_MS = (30, 60, 75)  # sub-quantizers of 10, 5 and 4 dimensions: 300 = 30·10 = 60·5 = 75·4
+
+
+@contextlib.contextmanager
+def _blas_threshold(n: int):
+    """FAISS's `distance_compute_blas_threshold` for a while (see `pq_training`)."""
     import faiss
 
+    before = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = n
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
+
+
+def pq_training(xb: np.ndarray, m_kmeans: int, m_polysemous: int) -> dict:
+    """Why IVF-PQ once "ran past 5 minutes at 50,000 windows": not threads, two settings.
+
+    - `polysemous`: `index_factory`'s "PQ{m}x8" turns on polysemous training (re-ordering each
+      sub-quantizer's 256 centroids by simulated annealing so that Hamming distances between
+      codes mean something), seconds per sub-quantizer whatever n is. It serves only
+      polysemous (Hamming-filtered) search, which earshot does not use: "PQ{m}x8np" skips it.
+    - `kmeans_blas`: FAISS 1.15 scores a batch of fewer than `distance_compute_blas_threshold`
+      (128,000) vectors without BLAS, and for 5-dimensional sub-vectors that direct path is
+      several times slower than one sgemm; PQ training is m k-means of every training point.
+    """
+    import faiss
+
+    n = len(xb)
+    out: dict = {"points": n}
+    poly = {"m": m_polysemous}
+    for name, on in (("on", True), ("off", False)):
+        index = faiss.index_factory(
+            xb.shape[1], f"IVF16,PQ{m_polysemous}x8", faiss.METRIC_INNER_PRODUCT
+        )
+        index.do_polysemous_training = on
+        t = time.perf_counter()
+        with _blas_threshold(20):
+            index.train(xb)
+        poly[f"{name}_s"] = round(time.perf_counter() - t, 2)
+    poly["ratio_on_over_off"] = round(poly["on_s"] / max(poly["off_s"], 1e-9), 1)
+    out["polysemous"] = poly
+    km = {"m": m_kmeans, "default_threshold": int(faiss.cvar.distance_compute_blas_threshold)}
+    for name, threshold in (("default", None), ("blas_from_20", 20)):
+        pq = faiss.ProductQuantizer(xb.shape[1], m_kmeans, 8)
+        pq.cp.max_points_per_centroid = 10**6  # train on exactly n points
+        ctx = contextlib.nullcontext() if threshold is None else _blas_threshold(threshold)
+        t = time.perf_counter()
+        with ctx:
+            pq.train(xb)
+        km[f"{name}_s"] = round(time.perf_counter() - t, 2)
+    km["ratio_default_over_blas"] = round(km["default_s"] / max(km["blas_from_20_s"], 1e-9), 1)
+    out["kmeans_blas"] = km
+    return out
+
+
+def _file_bytes(index) -> int:
+    import faiss
+
+    return int(faiss.serialize_index(index).size)
+
+
+def _timed_searches(search, xq: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """One query per call, as a shard actor answers: (ids (nq, 10), ms per query)."""
+    search(xq[:1])  # warm
+    got, times = [], []
+    for q in xq:
+        t = time.perf_counter()
+        got.append(search(q[None]))
+        times.append(1000 * (time.perf_counter() - t))
+    return np.vstack(got), times
+
+
+def _recall_at_10(got: np.ndarray, truth: np.ndarray) -> float:
+    return round(
+        float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)])), 3
+    )
+
+
+def recall(n: int, nq: int, nlist: int, probes=(8, 32, 64), pq_ms=PQ_MS) -> dict:
+    """IVF over float16 codes, 8-bit codes and PQ codes (with and without re-ranking by the
+    float16 vectors), recall@10 against exact search, bytes a window, build s, ms a query.
+    Every index shares one coarse quantizer (the same cells), trained once."""
+    import faiss
+
+    from earshot.index.ann import padded_dim
     from earshot.testing.vectors import clustered_unit_vectors
 
     # One thread throughout: OpenMP's spinning threads crawl on a shared 2-core machine, and
     # a shard actor answers on one thread.
     faiss.omp_set_num_threads(1)
-    xb = clustered_unit_vectors(n, seed=3).astype(np.float32)
+    x16 = clustered_unit_vectors(n, seed=3)  # float16, as shards store them: the re-rank source
+    xb = x16.astype(np.float32)
     xq = clustered_unit_vectors(nq, seed=3, stream=1).astype(np.float32)
-    exact = faiss.IndexFlatIP(xb.shape[1])
+    dim, pdim = xb.shape[1], padded_dim(xb.shape[1])
+    exact = faiss.IndexFlatIP(dim)
     exact.add(xb)
-    _, truth = exact.search(xq, 10)
-    out: dict = {"windows": n, "queries": nq, "nlist": nlist, "dim": xb.shape[1], "indexes": {}}
-    train = xb[np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)]
-    for name, factory, probes in (
-        ("ivf_sqfp16", f"IVF{nlist},SQfp16", (8, 32, 64)),
-        ("ivf_sq8", f"IVF{nlist},SQ8", (8, 32, 64)),
-    ):
-        index = faiss.index_factory(xb.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-        t = time.perf_counter()
-        index.train(train)
-        index.add(xb)
-        build_s = time.perf_counter() - t
-        code = {"ivf_sqfp16": 2 * xb.shape[1], "ivf_sq8": xb.shape[1]}[name]
-        rows = []
-        print(f"recall: {name} built in {build_s:.1f} s", file=sys.stderr, flush=True)
-        for nprobe in probes:
-            faiss.extract_index_ivf(index).nprobe = nprobe
-            t = time.perf_counter()
-            _, got = index.search(xq, 10)
-            ms = 1000 * (time.perf_counter() - t) / nq
-            hit = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)])
-            rows.append(
-                {"nprobe": nprobe, "recall_at_10": round(float(hit), 3), "ms": round(ms, 2)}
-            )
-        out["indexes"][name] = {
-            "code_bytes_per_window": code,
-            "build_s": round(build_s, 1),
-            "runs": rows,
-        }
     t = time.perf_counter()
-    exact.search(xq, 10)
-    out["exact_ms"] = round(1000 * (time.perf_counter() - t) / nq, 2)
+    _, truth = exact.search(xq, 10)
+    out: dict = {"windows": n, "queries": nq, "nlist": nlist, "dim": dim, "indexes": {}}
+    out["exact_batch_ms"] = round(1000 * (time.perf_counter() - t) / nq, 3)
+    _, exact_times = _timed_searches(lambda q, ix=exact: ix.search(q, 10)[1], xq[: min(nq, 100)])
+    out["exact_single_ms"] = _ms(exact_times)
+    del exact
+    train = xb[np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)]
+    t = time.perf_counter()
+    coarse = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+    with _blas_threshold(20):
+        coarse.train(train)
+    centroids = faiss.extract_index_ivf(coarse).quantizer.reconstruct_n(0, nlist)
+    out["coarse_train_s"] = round(time.perf_counter() - t, 1)
+    print(f"recall {n}: {nlist} cells in {out['coarse_train_s']} s", file=sys.stderr, flush=True)
+    variants = [  # name, codes, padded like index/ann (SQ's SIMD code needs a multiple of 16)
+        ("ivf_sqfp16", "SQfp16", True),
+        ("ivf_sq8", "SQ8", True),
+    ] + [(f"ivf_pq{m}", f"PQ{m}x8np", False) for m in pq_ms]
+    for name, codes, pad in variants:
+        d = pdim if pad else dim
+        pad_to = (lambda a, d=d: np.pad(a, ((0, 0), (0, d - dim)))) if pad else (lambda a: a)
+        quantizer = faiss.IndexFlatIP(d)
+        quantizer.add(pad_to(centroids))
+        index = faiss.index_factory(d, f"IVF{nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.extract_index_ivf(index)
+        ivf.quantizer = quantizer  # the shared cells: train() sees them trained and keeps them
+        ivf.own_fields = False
+        # PQ codes a window's residual from its cell's centroid (FAISS's default, and what
+        # makes 5-d sub-vectors work); float16 / 8-bit codes the vector itself, as index/ann.
+        ivf.by_residual = codes.startswith("PQ")
+        t = time.perf_counter()
+        with _blas_threshold(20):  # pq_training: BLAS for every k-means batch
+            index.train(pad_to(train))
+        train_s = time.perf_counter() - t
+        for at in range(0, n, 65_536):
+            index.add(pad_to(xb[at : at + 65_536]))
+        build_s = time.perf_counter() - t
+        print(f"recall {n}: {name} built in {build_s:.1f} s", file=sys.stderr, flush=True)
+        entry = {
+            "factory": f"IVF{nlist},{codes}",
+            "dim": d,
+            "code_bytes_per_window": int(ivf.code_size),
+            "file_bytes_per_window": round(_file_bytes(index) / n, 1),
+            "train_s": round(train_s, 1),
+            "build_s_after_cells": round(build_s, 1),
+            "runs": [],
+        }
+        queries = pad_to(xq)
+        for nprobe in probes:
+            ivf.nprobe = nprobe
+            got, times = _timed_searches(lambda q, ix=index: ix.search(q, 10)[1], queries)
+            row = {"nprobe": nprobe, "recall_at_10": _recall_at_10(got, truth), **_ms(times)}
+            if codes.startswith("PQ"):
+                for r in RERANK_FACTORS:
+                    got, times = _timed_searches(
+                        lambda q, r=r, ix=index: _reranked(ix, x16, q, 10, r), queries
+                    )
+                    row[f"rerank_{r}k"] = {"recall_at_10": _recall_at_10(got, truth), **_ms(times)}
+            entry["runs"].append(row)
+            print(f"recall {n}: {name} {row}", file=sys.stderr, flush=True)
+        out["indexes"][name] = entry
+        del index
     return out
+
+
+def _ms(times: list[float]) -> dict:
+    return {
+        "ms_p50": round(statistics.median(times), 3),
+        "ms_p90": round(float(np.percentile(times, 90)), 3),
+    }
+
+
+def _reranked(index, vectors16: np.ndarray, q: np.ndarray, k: int, factor: int) -> np.ndarray:
+    """Top `factor`·k of `index`, scored again by their float16 vectors: the best k ids."""
+    _, cand = index.search(q, factor * k)
+    cand = cand[0][cand[0] >= 0]
+    scores = vectors16[cand].astype(np.float32) @ q[0]
+    best = np.argsort(-scores)[:k]
+    return cand[best][None]
 
 
 def main() -> int:
@@ -212,15 +353,44 @@ def main() -> int:
     ap.add_argument("--windows", type=int, default=200_000)
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--queries", type=int, default=50)
-    ap.add_argument("--recall-windows", type=int, default=100_000)
+    ap.add_argument(
+        "--recall-windows", default="50000", help="sizes for the recall part, comma-separated"
+    )
+    ap.add_argument("--recall-queries", type=int, default=500)
     ap.add_argument("--parts", default="index,search,recall")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     if args.quick:
         args.files, args.files_per_shard, args.windows, args.shards, args.queries = 4, 2, 2400, 4, 5
-        args.recall_windows = 5000
+        args.recall_windows, args.recall_queries = "5000", 20
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    result: dict = {
+        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "model": "tiny cnn14 (random)",
+    }
+    if "recall" in parts:
+        sizes = [int(s) for s in args.recall_windows.split(",") if s]
+        result["recall"] = {"sizes": {}}
+        for n in sizes:
+            nlist = 64 if args.quick else 4 * int(np.sqrt(n))
+            result["recall"]["sizes"][str(n)] = recall(
+                n,
+                args.recall_queries,
+                nlist,
+                probes=(8, 32) if args.quick else (8, 32, 64),
+                pq_ms=(30,) if args.quick else PQ_MS,
+            )
+        from earshot.testing.vectors import clustered_unit_vectors
+
+        xb = clustered_unit_vectors(2000 if args.quick else 10_000, seed=3).astype(np.float32)
+        result["recall"]["pq_training"] = pq_training(
+            xb, m_kmeans=10 if args.quick else 60, m_polysemous=1 if args.quick else 4
+        )
+        result["machine"]["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+    if not parts & {"index", "search"}:
+        print(json.dumps(result, indent=2))
+        return 0
     from earshot.model.io import load_model, save_model
     from earshot.testing.models import tiny_model
     from earshot.testing.scale import RayCluster
@@ -230,13 +400,6 @@ def main() -> int:
     model = load_model(model_dir, with_text=False)
     root = base / "clips"
     write_clips(root, args.files)
-    result: dict = {"machine": {"cpus": os.cpu_count()}, "model": "tiny cnn14 (random)"}
-    if "recall" in parts:
-        nlist = 64 if args.quick else 4 * int(np.sqrt(args.recall_windows))
-        result["recall"] = recall(args.recall_windows, 20 if args.quick else 500, nlist)
-    if not parts & {"index", "search"}:
-        print(json.dumps(result, indent=2))
-        return 0
     with RayCluster(nodes=args.nodes, cpus=1, object_store_mb=80) as rc:
         os.environ.update(rc.env)  # before Ray is imported: it reads its token once
         single = index_single(model, root, base / "single", args.files_per_shard)

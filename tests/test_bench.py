@@ -241,3 +241,27 @@ def test_quick_confidence_benchmark_fits_and_reports_precision_and_recall():
         assert figures["good"] > 0 and figures["good"] + figures["weak"] <= figures["hits"]
     assert text["test"]["precision_good"] > text["test"]["precision_none"]
     assert "threshold" in text["test_raw_cosine_threshold"]
+
+
+@pytest.mark.slow
+def test_quick_scale_recall_reports_ivf_and_pq_beside_exact():
+    """bench_scale.py's recall part (docs/scale.md "Recall"): every index at every nprobe, and
+    re-ranking PQ's top R·k by the float16 vectors never finds fewer true neighbours."""
+    result = run_quick("bench_scale.py", "--parts", "recall", timeout=240)
+    assert set(result) == {"machine", "model", "recall"}  # no cluster started for this part
+    size = result["recall"]["sizes"]["5000"]
+    assert set(size["indexes"]) == {"ivf_sqfp16", "ivf_sq8", "ivf_pq30"}
+    codes = {name: entry["code_bytes_per_window"] for name, entry in size["indexes"].items()}
+    assert codes == {"ivf_sqfp16": 608, "ivf_sq8": 304, "ivf_pq30": 30}  # 304-d padded; PQ 300-d
+    for entry in size["indexes"].values():
+        assert [run["nprobe"] for run in entry["runs"]] == [8, 32]
+        assert entry["file_bytes_per_window"] > entry["code_bytes_per_window"]
+        for run in entry["runs"]:
+            assert 0 <= run["recall_at_10"] <= 1 and 0 < run["ms_p50"] <= run["ms_p90"]
+    for run in size["indexes"]["ivf_pq30"]["runs"]:
+        four, ten = run["rerank_4k"]["recall_at_10"], run["rerank_10k"]["recall_at_10"]
+        assert run["recall_at_10"] - 0.01 <= four <= ten + 0.01
+    training = result["recall"]["pq_training"]
+    assert training["kmeans_blas"]["default_threshold"] > 0
+    for part in ("polysemous", "kmeans_blas"):
+        assert all(v > 0 for k, v in training[part].items() if k.endswith("_s"))
