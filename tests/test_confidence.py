@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from earshot.confidence import DEFAULT, Calibration, fit, score_stats, zscore
+from earshot.confidence import DEFAULT, Calibration, SampleMoments, fit, score_stats, zscore
 
 
 def test_fit_recovers_known_weights():
@@ -35,6 +35,19 @@ def test_score_stats_and_zscore():
     assert mean == pytest.approx(0.25) and std == pytest.approx(np.std([1, 0, 0, 0]))
     assert zscore(1.0, (mean, std)) == pytest.approx(0.75 / std)
     assert score_stats(query, np.zeros((0, 4), np.float32)) == (0.0, 1.0)
+
+
+def test_sample_moments_give_score_stats_without_scoring_the_sample():
+    rng = np.random.default_rng(0)
+    sample = rng.standard_normal((500, 32)).astype(np.float32)
+    sample /= np.linalg.norm(sample, axis=1, keepdims=True)
+    moments = SampleMoments(sample)
+    for query in rng.standard_normal((20, 32)).astype(np.float32):
+        query /= np.linalg.norm(query)
+        assert moments.stats(query) == pytest.approx(score_stats(query, sample), abs=1e-6)
+    assert SampleMoments(np.zeros((0, 32), np.float32)).stats(query) == (0.0, 1.0)
+    flat = SampleMoments(np.ones((3, 32), np.float32))  # every window alike: std floored
+    assert flat.stats(query) == pytest.approx(score_stats(query, np.ones((3, 32), np.float32)))
 
 
 def test_bands_follow_the_thresholds():

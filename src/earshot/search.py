@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from earshot.confidence import GOOD, Calibration, load_calibrations, score_stats, zscore
+from earshot.confidence import GOOD, Calibration, SampleMoments, load_calibrations, zscore
 from earshot.errors import SearchError
 from earshot.index.schema import CONFIDENT_TAG
 from earshot.index.store import Catalogue
@@ -316,6 +316,8 @@ class Searcher:
         self.calibrations: dict[str, Calibration] = load_calibrations(model)
         self.negation_weight = NEGATION_WEIGHT
         self._sample: tuple[int, np.ndarray] | None = None  # (generation, windows)
+        # (the sample array, its moments): what a query's score statistics come from
+        self._moments: tuple[np.ndarray, SampleMoments] | None = None
         self._memo: dict[int, dict] = {}  # file facts read during the search under way
         self._stats: tuple | None = None  # (query, its score statistics) of that search
 
@@ -699,9 +701,12 @@ class Searcher:
         ]
 
     def _query_stats(self, query: np.ndarray) -> tuple[float, float]:
-        """score_stats of `query` over the sample, once per search."""
+        """score_stats of `query` over the sample (from its moments), once per search."""
         if self._stats is None or self._stats[0] is not query:
-            self._stats = (query, score_stats(query, self.sample()))
+            sample = self.sample()  # remade when the catalogue changed (a subclass's own)
+            if self._moments is None or self._moments[0] is not sample:
+                self._moments = (sample, SampleMoments(sample))
+            self._stats = (query, self._moments[1].stats(query))
         return self._stats[1]
 
     def _rate(self, hits: list[Hit], query: np.ndarray | None, kind: str) -> list[Hit]:
