@@ -265,3 +265,25 @@ def test_quick_scale_recall_reports_ivf_and_pq_beside_exact():
     assert training["kmeans_blas"]["default_threshold"] > 0
     for part in ("polysemous", "kmeans_blas"):
         assert all(v > 0 for k, v in training[part].items() if k.endswith("_s"))
+
+
+@pytest.mark.slow
+def test_quick_search_stages_benchmark_times_every_variant_on_one_catalogue():
+    result = run_quick("bench_search_stages.py", timeout=240)
+    assert result["catalogue"]["windows"] == 5000 and result["catalogue"]["files"] == 500
+    variants = result["variants"]
+    assert set(variants) == {
+        "full",
+        "full_stats_over_sample",
+        "no_confidence",
+        "no_grouping",
+        "no_spans",
+        "bare",
+    }
+    for figures in variants.values():
+        assert figures["n"] == 40 and 0 < figures["p50_ms"] <= figures["p90_ms"]
+    assert set(result["ratios"]) == {f"full_over_{name}" for name in variants if name != "full"}
+    profile = result["profile_p50_ms"]
+    assert profile["search_vector"] > 0 and profile["index.search"] > 0
+    assert profile["cat.files_windows"] > 0  # spans read in full searches
+    assert all(result["same_files_as_full"].values())
