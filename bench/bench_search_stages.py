@@ -16,7 +16,9 @@ stages off, on one Searcher each over the same catalogue and ANN file:
     close to the search before these stages existed.
 Queries run in `--rounds` interleaved rounds (each round every variant answers the same block
 of queries, the variants' order rotating), so machine load falls on all of them alike. Per
-variant: p50 / p90 ms, and `ratios` (p50 of full over each variant). `profile_p50_ms`: p50
+variant: p50 / p90 ms of wall time, p50 of CPU time (`time.process_time`, every thread of
+this process: what the search costs whatever else runs), `ratios` (wall p50 of full over
+each variant) and `cpu_ratios` (the same of CPU time). `profile_p50_ms`: p50
 ms of each call's time per search inside full searches, timed by wrapping them (`index.search`
 is the ANN; `_finish` holds the grouping of the page and `_with_spans`).
 `same_files_as_full`: whether each variant finds the same files in the same order (it
@@ -131,25 +133,28 @@ def queries_near(vectors: np.ndarray, n: int) -> np.ndarray:
     return qs / np.linalg.norm(qs, axis=1, keepdims=True)
 
 
-def pct(ms: list[float]) -> dict:
+def pct(ms: list[float], cpu_ms: list[float]) -> dict:
     return {
         "p50_ms": round(float(np.percentile(ms, 50)), 3),
         "p90_ms": round(float(np.percentile(ms, 90)), 3),
+        "cpu_p50_ms": round(float(np.percentile(cpu_ms, 50)), 3),
         "n": len(ms),
     }
 
 
-def interleaved(searchers: dict, qs: np.ndarray, rounds: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in searchers}
+def interleaved(searchers: dict, qs: np.ndarray, rounds: int) -> dict[str, tuple[list, list]]:
+    """name → (wall ms, CPU ms of this process, all its threads) per query."""
+    times: dict[str, tuple[list, list]] = {name: ([], []) for name in searchers}
     names = list(searchers)
     for r, block in enumerate(np.array_split(qs, rounds)):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             s = searchers[name]
             for q in block:
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 s.search_vector(q, 10)
-                times[name].append((time.perf_counter() - t0) * 1000)
+                times[name][0].append((time.perf_counter() - t0) * 1000)
+                times[name][1].append((time.process_time() - c0) * 1000)
     return times
 
 
@@ -225,10 +230,16 @@ def main(argv: list[str] | None = None) -> int:
             interleaved(searchers, warm, 1)
             log(f"{len(VARIANTS)} variants × {args.queries} queries in {args.rounds} rounds")
             times = interleaved(searchers, qs, args.rounds)
-            result["variants"] = {name: pct(t) for name, t in times.items()}
+            result["variants"] = {name: pct(*t) for name, t in times.items()}
             full = result["variants"]["full"]["p50_ms"]
+            full_cpu = result["variants"]["full"]["cpu_p50_ms"]
             result["ratios"] = {
                 f"full_over_{name}": round(full / result["variants"][name]["p50_ms"], 2)
+                for name in VARIANTS
+                if name != "full"
+            }
+            result["cpu_ratios"] = {
+                f"full_over_{name}": round(full_cpu / result["variants"][name]["cpu_p50_ms"], 2)
                 for name in VARIANTS
                 if name != "full"
             }

@@ -282,6 +282,7 @@ def test_quick_search_stages_benchmark_times_every_variant_on_one_catalogue():
     }
     for figures in variants.values():
         assert figures["n"] == 40 and 0 < figures["p50_ms"] <= figures["p90_ms"]
+        assert figures["cpu_p50_ms"] > 0
     assert set(result["ratios"]) == {f"full_over_{name}" for name in variants if name != "full"}
     profile = result["profile_p50_ms"]
     assert profile["search_vector"] > 0 and profile["index.search"] > 0
