@@ -11,9 +11,11 @@ in batches, and writes the shard in one piece. The driver records each finished 
 manifest as it arrives.
 
 What a failure costs:
-- a worker process killed (OOM, a node lost): Ray restarts the actor (`max_restarts`) and
-  retries its shard (`max_task_retries`); the retry writes the same shard name (the plan's
-  digest) with the same rows, so nothing is duplicated;
+- a worker process killed (OOM, a node lost): Ray restarts the actor and retries its shard
+  (Ray Data's actor pools default to `max_restarts=-1`, `max_task_retries=-1`: no limit; the
+  map_batches keywords that set them otherwise are deprecated from Ray 2.60 and go in 2.64);
+  the retry writes the same shard name (the plan's digest) with the same rows, so nothing is
+  duplicated;
 - the driver killed: the shards already written stay; the next run adopts any complete shard
   the manifest does not list yet, then plans only what no shard holds;
 - one bad file: skipped with its reason, like `earshot index` (recorded in its shard).
@@ -504,9 +506,10 @@ def _run_plans(plans, model, mid, loc, s3, address, actors, batch_size, precisio
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=size),
         num_cpus=1 if size <= cpus else cpus / size,
-        # A killed worker: its actor comes back and its shard is tried again.
-        max_restarts=4,
-        max_task_retries=4,
+        # A killed worker: its actor comes back and its shard is tried again. That is Ray
+        # Data's default for actor pools (restarts and retries without limit); passing
+        # max_restarts / max_task_retries here is the `**ray_remote_args` form Ray 2.60 warns
+        # about (removed in 2.64), and no named parameter replaces it.
     )
     try:
         for row in ds.iter_rows():
