@@ -74,6 +74,65 @@ def test_a_bucket_folder_filter_is_its_components():
         folder_form("s3://")
 
 
+class _VectorModel:  # what a search by vector asks of a model
+    model_id = "synthetic"
+
+
+def test_vector_searches_over_synthetic_shards_are_the_merged_catalogues(tmp_path):
+    """Fast: random vectors in three shards (no model, no audio), two of them copies, over two
+    indexes against `merge-shards` of the same shards: filters, spans, paging, sorts."""
+    from earshot.scale.merge import merge_shards
+    from earshot.scale.search import ShardSearcher
+
+    rng = np.random.default_rng(7)
+    loc = Location(tmp_path / "s")
+    manifest = sh.Manifest("synthetic", 16, {}, [], 31)
+    vectors = {f: rng.standard_normal((1 + f % 4, 16)).astype(np.float32) for f in range(1, 31)}
+    for v in vectors.values():
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+    vectors[12] = vectors[2]  # file 12 is a copy of file 2: the same bytes, the same vectors
+    fid = 1
+    for s in range(3):
+        files, rows = [], []
+        for _ in range(10):
+            v = vectors[fid]
+            n = len(v)
+            digest = "h2" if fid == 12 else f"h{fid}"
+            folder = ("a", "b/c", "d")[fid % 3]
+            fmt = ("WAV", "FLAC")[fid % 2]
+            files.append(
+                sh.ShardFile(fid, f"/lib/{folder}/f{fid}.x", f"{fid}:{fid}", digest,
+                             2.0 * n, 16000 * (1 + fid % 2), 1 + fid % 2, fmt, "PCM_16")
+            )  # fmt: skip
+            rows += [(fid, w, 2.0 * w, 2.0 * w + 2, v[w], None) for w in range(n)]
+            fid += 1
+        name = f"shard-{s}.parquet"
+        loc.write_bytes(name, sh.encode_shard("synthetic", 16, files, rows))
+        manifest.shards[name] = {"files": 10}
+    sh.save_manifest(loc, manifest)
+    merge_shards(loc.uri, tmp_path / "m.sqlite")
+    with Catalogue(tmp_path / "m.sqlite", readonly=True) as cat:
+        searcher = Searcher(cat, _VectorModel())
+        shards = ShardSearcher(loc.uri, _VectorModel(), address=None, actors=2)
+        try:
+            for q in rng.standard_normal((4, 16)).astype(np.float32):
+                q /= np.linalg.norm(q)
+                for k, filters, page in (
+                    (5, None, {}),
+                    (3, None, {"spans": 3, "offset": 2}),
+                    (4, Filters(folder_parts=("c",)), {"sort": "name"}),
+                    (6, Filters(min_duration=4.0, formats=("flac",)), {"sort": "duration"}),
+                    (3, Filters(channels=(2, 2), sample_rate=(32000, None)), {"spans": 2}),
+                ):
+                    want = view(searcher.search_vector(q, k, filters, **page))
+                    assert want["hits"]
+                    assert view(shards.search_vector(q, k, filters, **page)) == want
+            copies = [h for h in shards.search_vector(vectors[2][0], 30) if h.also_at]
+            assert [h.also_at for h in copies] == [("/lib/a/f12.x",)]
+        finally:
+            shards.close()
+
+
 # Each test below compares over one library indexed twice (~30 s on 2 busy cores): slow.
 slow = pytest.mark.slow
 
