@@ -217,6 +217,9 @@ def test_shard_search_gives_the_catalogues_hits(tagged):
                     want = _hit_view(searcher.search_text(q, k))
                     assert _hit_view(shards.search_text(q, k)) == want
                     assert want
+            folders = [x.folder for x in shards.indexes]
+            shards.close()
+            assert not any(os.path.exists(f) for f in folders)  # their catalogues removed
             assert any(h.tags for h in searcher.search_text("noise", 10))
 
 
@@ -263,6 +266,7 @@ def test_the_shard_server_answers_the_catalogues_hits(tagged):
     assert stats["segments"] == searcher.total and stats["actors"] == 2
     bad = client.get("/api/search", params={"q": " "}, headers=auth)
     assert bad.status_code == 400 and "empty query" in bad.json()["error"]
+    app.state.service.close()
 
 
 def test_shard_commands_say_what_is_wrong(tmp_path, capsys):

@@ -11,6 +11,7 @@ counts, a file that changes halfway (spans) and a broken one; the model tags its
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -63,6 +64,22 @@ def write_described_library(root: Path) -> list[Path]:
     rain = write_tone(root / "foley" / "tin.wav", 2.5, 22050, freq=1800.0, seed=9)
     add_bext(rain, "rain drumming on a tin roof", "earshot tests")
     return [*paths, copy, door, rain]
+
+
+def test_a_dead_index_process_folder_is_swept(tmp_path):
+    import subprocess
+    import sys
+
+    from earshot.scale.search import FOLDER_PREFIX, sweep_dead_folders
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    dead = tmp_path / f"{FOLDER_PREFIX}{gone}-abc"
+    alive = tmp_path / f"{FOLDER_PREFIX}{os.getppid()}-abc"
+    for f in (dead, alive):
+        (f / "x").mkdir(parents=True)
+    sweep_dead_folders(str(tmp_path))
+    assert not dead.exists() and alive.exists()
 
 
 def test_a_bucket_folder_filter_is_its_components():

@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,6 +86,25 @@ def _catalogue_class():
     return ActorCatalogue
 
 
+FOLDER_PREFIX = "earshot-shards-"  # + the pid of the process holding it
+
+
+def sweep_dead_folders(scratch: str | None = None) -> None:
+    """Remove the catalogue folders of shard indexes whose process is gone (killed with
+    SIGKILL, or its node's Ray worker stopped): they name their process id."""
+    root = Path(scratch or tempfile.gettempdir())
+    for folder in root.glob(f"{FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # alive, another user's
+            continue
+
+
 class ShardIndex:
     """A Ray actor (or, without Ray, an object in this process): a catalogue made from some
     shards (`wanted`: shard name -> the ids of its current files) and its FAISS index."""
@@ -105,7 +125,11 @@ class ShardIndex:
         from earshot.scale.shards import read_shard
 
         loc = Location(shards_uri, S3Options(**s3))
-        self.folder = tempfile.mkdtemp(prefix="earshot-shards-", dir=scratch)
+        sweep_dead_folders(scratch)
+        self.folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-", dir=scratch)
+        # Removed by close(), else when this object or its process ends (atexit); a process
+        # killed outright leaves it to the next index on the machine (sweep_dead_folders).
+        weakref.finalize(self, shutil.rmtree, self.folder, True)
         try:
             self.cat = _catalogue_class()(Path(self.folder) / "shards.sqlite")
             self.cat.bind_model(model_id, dim, model_info, tag_names=tuple(tag_names))

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 
 from earshot.errors import ApiError
@@ -31,7 +32,7 @@ class LocalCopies:
     def __init__(self, s3: S3Options | None = None, keep: int = LOCAL_COPIES):
         self.s3 = s3 or S3Options.from_env()
         self.keep = keep
-        self.folder = tempfile.mkdtemp(prefix="earshot-serve-s3-")
+        self.folder: str | None = None  # made on the first copy: most servers need none
         self._paths: OrderedDict[tuple, str] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -42,6 +43,9 @@ class LocalCopies:
                 self._paths.move_to_end(key)
                 return self._paths[key]
             uri = info["path"]
+            if self.folder is None:
+                self.folder = tempfile.mkdtemp(prefix="earshot-serve-s3-")
+                weakref.finalize(self, shutil.rmtree, self.folder, True)
             suffix = os.path.splitext(uri)[1]
             local = os.path.join(self.folder, f"{info['id']}-{info['mtime_ns']}{suffix}")
             loc = Location(uri.rsplit("/", 1)[0], self.s3)
@@ -64,7 +68,8 @@ class LocalCopies:
             return local
 
     def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class ShardService(Service):
