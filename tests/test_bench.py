@@ -127,6 +127,21 @@ def test_quick_index_benchmark_times_the_general_model_beside_its_plain_path():
 
 
 @pytest.mark.slow
+def test_quick_catalogue_size_benchmark_compares_layouts_with_and_without_tags():
+    result = run_quick("bench_catalogue_size.py")
+    synthetic = result["synthetic"]
+    assert synthetic["windows"] == synthetic["one_window_files"] > 0
+    assert synthetic["stored_tags_per_window"] == 8
+    layouts = synthetic["layouts"]
+    assert set(layouts) == {"v4", "top3_names", "one_copy", "v5", "v5_top2", "v5_no_names"}
+    for layout in layouts.values():
+        assert layout["bytes"] > synthetic["untagged_bytes"] > 0
+    assert layouts["v5"]["bytes"] < layouts["v4"]["bytes"]
+    assert set(result["worst_added_share"]) == set(layouts)
+    assert "skipped" in result["real"] or result["real"]["layouts"].keys() == layouts.keys()
+
+
+@pytest.mark.slow
 def test_index_benchmark_skips_the_general_model_without_its_backbone(tmp_path):
     env = {
         "EARSHOT_WEIGHTS_DIR": None,

@@ -199,7 +199,7 @@ def test_an_older_catalogue_gets_a_uuid_when_opened_writable_and_loses_nothing(t
         assert_same(found(searcher, q, 5), brute_force(ro, q, 5))
         assert annfile.read(ann_path_for(ro))[0]["identity"]["catalogue"] is None
     with Catalogue(db) as cat:
-        assert cat.stats()["schema_version"] == schema.SCHEMA_VERSION == 4
+        assert cat.stats()["schema_version"] == schema.SCHEMA_VERSION == 5
         uuid = cat.uuid
         assert uuid and len(uuid) == 32 and int(uuid, 16) >= 0
         after = (cat.generation, cat.removals, cat.stats()["segments"], cat.vectors()[0].tolist())

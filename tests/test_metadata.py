@@ -415,7 +415,7 @@ def test_a_v3_catalogue_upgrades_and_reads_metadata_without_re_embedding(
         assert [(h.file_id, h.score) for h in default] == [(h.file_id, h.score) for h in plain]
 
     with Catalogue(path) as cat:  # writable: upgraded, every file's metadata unread
-        assert cat.stats()["schema_version"] == 4 and cat.check() == []
+        assert cat.stats()["schema_version"] == 5 and cat.check() == []
         assert len(cat.files_without_meta()) == 4
         generation = cat.generation
 

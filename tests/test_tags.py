@@ -188,13 +188,16 @@ def _size(path) -> int:
         )
 
 
-def test_tags_add_little_to_the_catalogue(tmp_path):
-    """The benchmark figure, on synthetic 300-d windows: 8 stored tags every window (the
-    most a window keeps), a file's windows sharing their sounds (as real recordings do)."""
+@pytest.mark.parametrize("per_file", [6, 1])
+def test_tags_add_little_to_the_catalogue(tmp_path, per_file):
+    """The benchmark figure (bench/bench_catalogue_size.py measures it on real files), on
+    synthetic 300-d windows: 8 stored tags every window (the most a window keeps), a file's
+    windows sharing their sounds (as real recordings do) — and the worst case, one-window
+    clips whose 8 tags are all confident, different ones from clip to clip."""
     from earshot.testing.vectors import clustered_unit_vectors
 
-    n, per_file = 3000, 6
-    vocabulary = [f"Sound number {i}" for i in range(527)]  # AudioSet-long names
+    n = 3000
+    vocabulary = [f"Sound number {i}" for i in range(527)]  # longer than AudioSet's names
     vectors = clustered_unit_vectors(n, seed=0)
     rng = np.random.default_rng(1)
     sizes = {}
@@ -206,27 +209,104 @@ def test_tags_add_little_to_the_catalogue(tmp_path):
                 for f in range(0, n, per_file):
                     rec = FileRecord(
                         f"/home/me/Recordings/day {f // 300}/take_{f:05d}.wav",
-                        10**6, 1, f"h{f}", 35.0, 32000, 1, "WAV", "PCM_16", {},
+                        10**6, 1, f"h{f}", 5.0 * per_file + 5, 32000, 1, "WAV", "PCM_16", {},
                     )  # fmt: skip
                     segs = [(5.0 * i, 5.0 * i + 10, vectors[f + i]) for i in range(per_file)]
                     p = rng.random((per_file, 527)) * 0.04
-                    core = rng.choice(527, 5, replace=False)
-                    others = np.setdiff1d(np.arange(527), core)
-                    for w in range(per_file):
-                        p[w, core] = rng.uniform(0.2, 0.95, 5)
-                        p[w, rng.choice(others, 3, replace=False)] = rng.uniform(0.05, 0.2, 3)
+                    if per_file == 1:
+                        p[0, rng.choice(527, MAX_TAGS, replace=False)] = rng.uniform(0.35, 0.99, 8)
+                    else:
+                        core = rng.choice(527, 5, replace=False)
+                        others = np.setdiff1d(np.arange(527), core)
+                        for w in range(per_file):
+                            p[w, core] = rng.uniform(0.2, 0.95, 5)
+                            p[w, rng.choice(others, 3, replace=False)] = rng.uniform(0.05, 0.2, 3)
                     cat.put_file(rec, segs, p if kind == "tagged" else None)
             assert cat.check() == []
             if kind == "tagged":
                 blobs = [r[0] for r in cat.db.execute("SELECT tag_probs FROM segments")]
                 assert {len(b) for b in blobs} == {3 * MAX_TAGS}
+                one_window_summaries = cat.db.execute(
+                    "SELECT count(*) FROM files WHERE tag_probs IS NOT NULL"
+                ).fetchone()[0]
+                assert one_window_summaries == (0 if per_file == 1 else n // per_file)
         sizes[kind] = _size(path)
     per_window = (sizes["tagged"] - sizes["untagged"]) / n
     share = per_window / (sizes["untagged"] / n)
     print(f"tags: +{per_window:.1f} B per window, +{100 * share:.2f} % of the catalogue")
-    assert share <= 0.10
+    assert share <= 0.10  # issue #15's target (these names are longer than AudioSet's)
     # A window's own share: its blob (24 B at most) against the vector's 600 B.
     assert 3 * MAX_TAGS / 600 <= 0.04
+
+
+def test_keyword_rows_hold_a_few_tag_names_a_window_filters_see_every_tag(cat):
+    """A one-window file's keyword row names its 3 likeliest confident tags (its blob keeps
+    all 8, for --tag and display); a longer file's up to 3 a window, 16 at most."""
+    one = probs({"Tone": 0.9, "Noise": 0.8, "Loud": 0.7, "Bird": 0.6, "Dog": 0.5})
+    with cat.batch():
+        short = cat.put_file(store_record("/s/short.wav", "S"), unit(1, 0), one)
+        long = cat.put_file(store_record("/s/long.wav", "L"), unit(2, 1), np.repeat(one, 2, 0))
+    assert schema.keyword_tag_limit(1) == 3 and schema.keyword_tag_limit(2) == 6
+    assert schema.keyword_tag_limit(100) == schema.KEYWORD_TAGS
+    row = dict(cat.db.execute("SELECT rowid, tags FROM files_fts").fetchall())
+    assert row[short] == "Tone Noise Loud" and row[long] == "Tone Noise Loud Bird Dog"
+    assert {f for f, _ in cat.keyword_search("dog")} == {long}
+    assert set(cat.files_with_tags([T["Dog"]])) == {short, long}  # the blob has every tag
+    assert [n for n, _ in cat.file(short)["sound_tags"]] == ["Tone", "Noise", "Loud", "Bird", "Dog"]
+    assert window_tags(cat, "/s/short.wav")[0].keys() == {"Tone", "Noise", "Loud", "Bird", "Dog"}
+    # Schema v5: the one-window file's tags are stored once, in its window's blob.
+    summaries = dict(cat.db.execute("SELECT id, tag_probs FROM files").fetchall())
+    assert summaries[short] is None and summaries[long] is not None
+    with cat.batch():  # moved: the copy gets the same tags and keyword names
+        moved = cat.copy_segments(short, store_record("/t/short.wav", "S"))
+    assert window_tags(cat, "/t/short.wav") == window_tags(cat, "/s/short.wav")
+    assert cat.file(moved)["sound_tags"] == cat.file(short)["sound_tags"]
+    assert {f for f, _ in cat.keyword_search("loud")} == {short, long, moved}
+    assert cat.check() == []
+
+
+def test_a_v4_catalogue_upgrades_to_one_copy_of_a_one_window_files_tags(tmp_path):
+    """What schema 4 wrote (a one-window file's summary beside its window's blob) reads as it is
+    read-only and is upgraded in place on a writable open: the same tags everywhere."""
+    tags = [probs({"Dog": 0.9, "Loud": 0.4}), probs({"Noise": 0.8}, {"Rain": 0.5, "Dog": 0.2})]
+    path = tmp_path / "v4.sqlite"
+    paths = ("/s/one.wav", "/s/two.wav", "/s/plain.wav")
+
+    def state(c):
+        return {p: (window_tags(c, p), c.file(c.file_id_for_path(p))["sound_tags"]) for p in paths}
+
+    with Catalogue(path) as cat:
+        cat.bind_model("model-a", DIM, {}, tag_names=TAG_NAMES)
+        with cat.batch():
+            one = cat.put_file(store_record(paths[0], "A"), unit(1, 0), tags[0])
+            two = cat.put_file(store_record(paths[1], "B"), unit(2, 1), tags[1])
+            plain = cat.put_file(store_record(paths[2], "C"), unit(1, 2))
+        seen = state(cat)
+        cat.db.execute(  # back to schema 4's layout
+            "UPDATE files SET tag_probs = (SELECT tag_probs FROM segments "
+            "WHERE file_id = files.id) WHERE id = ?",
+            (one,),
+        )
+        cat.db.execute("UPDATE meta SET value = 4 WHERE key = 'schema_version'")
+
+    with Catalogue(path, readonly=True) as ro:
+        assert ro.stats()["schema_version"] == 4 and ro.check() == []
+        assert state(ro) == seen
+        assert set(ro.files_with_tags([T["Dog"]], tag_min=0.1)) == {one, two}
+    with Catalogue(path) as up:
+        assert up.stats()["schema_version"] == 5 and up.check() == []
+        assert state(up) == seen
+        assert set(up.files_with_tags([T["Dog"]], tag_min=0.1)) == {one, two}
+        assert up.tag_file_counts() == [("Dog", 1), ("Loud", 1), ("Noise", 1), ("Rain", 1)]
+        summaries = dict(up.db.execute("SELECT id, tag_probs FROM files").fetchall())
+        assert summaries[one] is None and summaries[plain] is None and summaries[two]
+        # A second copy of a one-window file's tags is a broken invariant from now on.
+        up.db.execute(
+            "UPDATE files SET tag_probs = (SELECT tag_probs FROM segments "
+            "WHERE file_id = files.id) WHERE id = ?",
+            (one,),
+        )
+        assert any("second copy" in p for p in up.check())
 
 
 # --- schema versions --------------------------------------------------------------------------
@@ -328,7 +408,7 @@ def test_a_v1_catalogue_reads_as_it_is_and_upgrades_on_a_writable_open(setup, tm
 
     # Writable: upgraded in place, nothing lost.
     with Catalogue(path) as cat:
-        assert cat.stats()["schema_version"] == schema.SCHEMA_VERSION == 4
+        assert cat.stats()["schema_version"] == schema.SCHEMA_VERSION == 5
         assert "tag_probs" in columns(cat.db, "segments") + columns(cat.db, "files")
         assert "tag_probs" in columns(cat.db, "files")
         assert cat.generation == 1 and cat.segment_count() == 4 and cat.check() == []
@@ -338,7 +418,7 @@ def test_a_v1_catalogue_reads_as_it_is_and_upgrades_on_a_writable_open(setup, tm
         assert window_tags(cat, paths["robin"])[0].keys() >= {"Tone", "Bird", "Loud"}
         assert window_tags(cat, "/old/a.wav") == [{}, {}, {}]
     with Catalogue(path) as cat:  # reopening an upgraded catalogue changes nothing
-        assert cat.stats()["schema_version"] == 4 and cat.check() == []
+        assert cat.stats()["schema_version"] == 5 and cat.check() == []
 
 
 def test_an_upgrade_that_fails_leaves_the_v1_catalogue_as_it_was(setup, tmp_path, monkeypatch):
@@ -348,14 +428,14 @@ def test_an_upgrade_that_fails_leaves_the_v1_catalogue_as_it_was(setup, tmp_path
     monkeypatch.setitem(
         schema._MIGRATIONS, 2, (*schema._MIGRATIONS[2], "ALTER TABLE nowhere ADD COLUMN x")
     )
-    with pytest.raises(CatalogueError, match=r"upgrade the catalogue to schema 4.*old\.sqlite"):
+    with pytest.raises(CatalogueError, match=r"upgrade the catalogue to schema 5.*old\.sqlite"):
         Catalogue(path)
     monkeypatch.undo()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (1,)
         assert "tag_probs" not in columns(db, "segments") + columns(db, "files")
     with Catalogue(path) as cat:  # and the next open upgrades it
-        assert cat.stats()["schema_version"] == 4 and cat.check() == []
+        assert cat.stats()["schema_version"] == 5 and cat.check() == []
 
 
 def test_new_and_upgraded_catalogues_have_one_layout(setup, tmp_path):

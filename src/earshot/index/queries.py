@@ -21,12 +21,15 @@ import numpy as np
 from earshot.index.schema import (
     BM25_WEIGHTS,
     CONFIDENT_TAG,
+    FILE_TAGS,
     FTS_COLUMNS,
     INVARIANTS,
     META_INVARIANTS,
     SEGMENT_SELECT,
     TAG_DTYPE,
     TAG_INVARIANTS,
+    TAG_INVARIANTS_V2,
+    TAG_INVARIANTS_V5,
     CatalogueError,
     FileState,
     SegmentRow,
@@ -248,7 +251,10 @@ class CatalogueQueries:
     def file(self, file_id: int) -> dict | None:
         """Every column of a file (tags as a dict) and its segment count; None if absent."""
         with self._snapshot("read a file") as conn:
-            cursor = conn.execute("SELECT * FROM files WHERE id = ?", (int(file_id),))
+            tags = FILE_TAGS if _schema_version(conn) >= 2 else "NULL"  # v1: no tags at all
+            cursor = conn.execute(
+                f"SELECT *, {tags} AS file_tags FROM files f WHERE id = ?", (int(file_id),)
+            )
             row = cursor.fetchone()
             if row is None:
                 return None
@@ -257,7 +263,8 @@ class CatalogueQueries:
                 "SELECT count(*) FROM segments WHERE file_id = ?", (int(file_id),)
             ).fetchone()[0]
         info["tags"] = json.loads(info["tags"])
-        info["sound_tags"] = self._named(info.pop("tag_probs", None))
+        info.pop("tag_probs", None)
+        info["sound_tags"] = self._named(info.pop("file_tags"))
         info["meta"] = _meta_of(info.get("meta"))
         return info
 
@@ -413,7 +420,7 @@ class CatalogueQueries:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=TAG_DTYPE)
         with self._use("read file tags") as conn:
             rows = conn.execute(
-                "SELECT id, tag_probs FROM files WHERE status = 'ok' AND length(tag_probs) > 0"
+                f"SELECT f.id, {FILE_TAGS} AS t FROM files f WHERE status = 'ok' AND length(t) > 0"
             ).fetchall()
         blob = b"".join(r[1] for r in rows)
         if len(blob) % TAG_DTYPE.itemsize:
@@ -565,6 +572,7 @@ class CatalogueQueries:
             checks = dict(INVARIANTS)
             if _schema_version(conn) >= 2:
                 checks |= TAG_INVARIANTS
+                checks |= TAG_INVARIANTS_V5 if _schema_version(conn) >= 5 else TAG_INVARIANTS_V2
             if _schema_version(conn) >= 4:
                 checks |= META_INVARIANTS
             problems += [

@@ -23,7 +23,7 @@ import numpy as np
 from earshot.errors import CatalogueError, EarshotError
 from earshot.errors import ModelMismatchError as ModelMismatchError  # re-exported
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # PRAGMA application_id: 'EARS', so `file` and sqlite tools can tell a catalogue apart.
 APPLICATION_ID = 0x45415253
 
@@ -103,6 +103,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         DELETE FROM files_fts WHERE rowid = old.id;
     END""",
     ),
+    # v5: a file of one window keeps its tags once, in its window's `tag_probs`; its
+    # `files.tag_probs` (the summary, the same tags) is NULL (`FILE_TAGS` reads either). On a
+    # one-window clip the summary was 23 B of the ~1.2 KB it costs, while the window's blob
+    # fits in the slack of the segment's page (issue #15, `bench/bench_catalogue_size.py`).
+    # Old keyword rows keep their tag names (new ones hold at most KEYWORD_TAGS_PER_WINDOW a
+    # window: `keyword_tag_limit`).
+    5: (
+        "UPDATE files SET tag_probs = NULL WHERE tag_probs IS NOT NULL AND id IN "
+        "(SELECT file_id FROM segments GROUP BY file_id HAVING count(*) = 1)",
+    ),
 }
 
 # bm25 column weights for (name, folder, tags, meta): a file's own name says the most about
@@ -149,7 +159,14 @@ TAG_FLOOR = 0.05
 # A file "has" a tag when one of its windows reaches this: the default of `--tag-min`, and the
 # bar for the tag names its keyword-search row holds.
 CONFIDENT_TAG = 0.3
-KEYWORD_TAGS = 16  # at most this many of them (the likeliest) in the keyword-search row
+# At most this many of them (the likeliest) in a file's keyword-search row, and at most
+# KEYWORD_TAGS_PER_WINDOW for each of its windows: a one-window clip's row names its 3 likeliest
+# confident tags, a file of 6 windows or more up to 16. The names' text is stored twice (FTS5's
+# copy and its index), ~21 B a name: up to 16 names made one-window clips +16 % larger (issue
+# #15, `bench/bench_catalogue_size.py`). Every tag stays in the blobs, for `--tag` filters
+# and display.
+KEYWORD_TAGS = 16
+KEYWORD_TAGS_PER_WINDOW = 3
 MAX_VOCABULARY = 65535
 
 # Checked by `Catalogue.check` on catalogues of schema v2 and later, besides INVARIANTS.
@@ -160,9 +177,27 @@ TAG_INVARIANTS = {
     "WHERE tag_probs IS NOT NULL AND length(tag_probs) % 3 != 0",
     "tagged windows without a tag vocabulary": "SELECT count(*) FROM segments "
     "WHERE tag_probs IS NOT NULL AND NOT EXISTS (SELECT 1 FROM meta WHERE key = 'tag_names')",
+}
+# Schema v2 to v4: every window of a tagged file holds its own tags.
+TAG_INVARIANTS_V2 = {
     "windows tagged unlike their file's summary": "SELECT count(*) FROM segments s "
     "JOIN files f ON f.id = s.file_id WHERE (s.tag_probs IS NULL) != (f.tag_probs IS NULL)",
 }
+# Schema v5 and later: ... but a one-window file, whose tags are its window's alone.
+_WINDOWS_OF_FILE = "(SELECT count(*) FROM segments w WHERE w.file_id = {})"
+TAG_INVARIANTS_V5 = {
+    "windows tagged unlike their file's summary": "SELECT count(*) FROM segments s "
+    "JOIN files f ON f.id = s.file_id WHERE (s.tag_probs IS NULL) != (f.tag_probs IS NULL) "
+    f"AND {_WINDOWS_OF_FILE.format('s.file_id')} > 1",
+    "one-window files with a second copy of their window's tags": "SELECT count(*) FROM "
+    f"files f WHERE f.tag_probs IS NOT NULL AND {_WINDOWS_OF_FILE.format('f.id')} = 1",
+}
+# A file's tag summary, for `files f` of any schema: its own, else (a one-window file of
+# schema v5) its window's tags; NULL for a file indexed without tags.
+FILE_TAGS = (
+    "coalesce(f.tag_probs, (SELECT s.tag_probs FROM segments s WHERE s.file_id = f.id "
+    "ORDER BY s.id LIMIT 1))"
+)
 
 
 @dataclass(frozen=True)
@@ -307,12 +342,19 @@ def summarise_tags(blobs: Sequence[bytes | None]) -> bytes | None:
     return out.tobytes()
 
 
-def confident_tags(summary: bytes | None, names: Sequence[str]) -> list[str]:
-    """The names of a file's likeliest tags that reach CONFIDENT_TAG (at most KEYWORD_TAGS,
-    best first): what keyword search sees."""
+def keyword_tag_limit(windows: int) -> int:
+    """How many tag names the keyword-search row of a file of `windows` windows holds at most."""
+    return min(KEYWORD_TAGS, KEYWORD_TAGS_PER_WINDOW * int(windows))
+
+
+def confident_tags(
+    summary: bytes | None, names: Sequence[str], limit: int = KEYWORD_TAGS
+) -> list[str]:
+    """The names of a file's likeliest tags that reach CONFIDENT_TAG (at most `limit`, best
+    first): what keyword search sees (`limit`: `keyword_tag_limit` of the file's windows)."""
     entries = decode_tags(summary)
     return [names[t] for t, q in zip(entries["tag"], entries["q"], strict=True)
-            if q / 255 >= CONFIDENT_TAG - 1e-9 and t < len(names)][:KEYWORD_TAGS]  # fmt: skip
+            if q / 255 >= CONFIDENT_TAG - 1e-9 and t < len(names)][:limit]  # fmt: skip
 
 
 def check_tag_names(names: Sequence[str]) -> tuple[str, ...]:

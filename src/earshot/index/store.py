@@ -35,6 +35,7 @@ from earshot.index.queries import CatalogueQueries
 from earshot.index.schema import (
     FILE_COLUMNS,
     FILE_MARKS,
+    FILE_TAGS,
     CatalogueError,
     FileRecord,
     FileState,
@@ -51,6 +52,7 @@ from earshot.index.schema import (
     file_values,
     fts_document,
     fts_meta,
+    keyword_tag_limit,
     meta_json,
     model_hint,
     summarise_tags,
@@ -333,7 +335,7 @@ class Catalogue(CatalogueQueries):
             ids = [None] * len(rows) if segment_ids is None else [int(i) for i in segment_ids]
             if len(ids) != len(rows):
                 raise CatalogueError(f"cannot {doing}: {len(ids)} segment ids, {len(rows)} windows")
-            file_id = self._insert_file(conn, record, summary, file_id)
+            file_id = self._insert_file(conn, record, summary, len(rows), file_id)
             conn.executemany(
                 "INSERT INTO segments (id, file_id, start_s, end_s, vector, tag_probs) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -347,7 +349,8 @@ class Catalogue(CatalogueQueries):
         doing = f"write '{record.path}'"
         with self._use(doing, write=True) as conn:
             source = conn.execute(
-                "SELECT path, content_hash, tag_probs FROM files WHERE id = ? AND status = 'ok'",
+                f"SELECT path, content_hash, {FILE_TAGS} FROM files f "
+                "WHERE id = ? AND status = 'ok'",
                 (int(from_file_id),),
             ).fetchone()
             if source is None:
@@ -357,6 +360,9 @@ class Catalogue(CatalogueQueries):
                     f"cannot {doing}: its content differs from '{source[0]}' (file "
                     f"{from_file_id}), so that file's vectors do not describe it"
                 )
+            windows = conn.execute(
+                "SELECT count(*) FROM segments WHERE file_id = ?", (int(from_file_id),)
+            ).fetchone()[0]
             if source[0] == record.path:  # touched, same bytes: keep the segments and their ids
                 self._check_path(record.path, doing)
                 conn.execute(
@@ -364,10 +370,10 @@ class Catalogue(CatalogueQueries):
                     (*file_values(record), int(from_file_id)),
                 )
                 conn.execute("DELETE FROM files_fts WHERE rowid = ?", (int(from_file_id),))
-                self._insert_fts(conn, int(from_file_id), record, source[2])
+                self._insert_fts(conn, int(from_file_id), record, source[2], windows)
                 self._dirty = True
                 return int(from_file_id)
-            file_id = self._insert_file(conn, record, source[2])
+            file_id = self._insert_file(conn, record, source[2], windows)
             conn.execute(
                 "INSERT INTO segments (file_id, start_s, end_s, vector, tag_probs) "
                 "SELECT ?, start_s, end_s, vector, tag_probs FROM segments WHERE file_id = ? "
@@ -437,24 +443,33 @@ class Catalogue(CatalogueQueries):
         self,
         conn: sqlite3.Connection,
         record: FileRecord,
-        tag_summary: bytes | None = None,
+        tag_summary: bytes | None,
+        windows: int,
         file_id: int | None = None,
     ) -> int:
+        """`tag_summary`: the file's tags (`summarise_tags`), stored only for a file of more
+        than one window (schema v5: a one-window file's are its window's)."""
         self._check_path(record.path, f"write '{record.path}'")
         self._delete_path(conn, record.path)
         file_id = conn.execute(
             f"INSERT INTO files (id, path, status, tag_probs, {FILE_COLUMNS}) "
             f"VALUES (?, ?, 'ok', ?, {FILE_MARKS})",
-            (file_id, record.path, tag_summary, *file_values(record)),
+            (file_id, record.path, tag_summary if windows > 1 else None, *file_values(record)),
         ).lastrowid
-        self._insert_fts(conn, file_id, record, tag_summary)
+        self._insert_fts(conn, file_id, record, tag_summary, windows)
         self._dirty = True
         return file_id
 
     def _insert_fts(
-        self, conn: sqlite3.Connection, file_id: int, record: FileRecord, tag_summary: bytes | None
+        self,
+        conn: sqlite3.Connection,
+        file_id: int,
+        record: FileRecord,
+        tag_summary: bytes | None,
+        windows: int,
     ) -> None:
-        sound_tags = confident_tags(tag_summary, self.tag_names) if tag_summary else []
+        limit = keyword_tag_limit(windows)
+        sound_tags = confident_tags(tag_summary, self.tag_names, limit) if tag_summary else []
         metadata = {k: str(v) for k, v in record.tags.items()}
         conn.execute(
             "INSERT INTO files_fts (rowid, name, folder, tags, meta) VALUES (?, ?, ?, ?, ?)",
