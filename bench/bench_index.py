@@ -207,6 +207,7 @@ def bench_index(
     workers: int,
     rounds: int = 1,
     model_dir: str | None = None,
+    indexer_threads: int | None = None,
 ) -> dict:
     import torch
 
@@ -241,7 +242,12 @@ def bench_index(
                     cpu = _cpu_s()
                     t = time.perf_counter()
                     s = Indexer(
-                        cat, model, workers=workers, precision=precision, progress=False
+                        cat,
+                        model,
+                        workers=workers,
+                        precision=precision,
+                        progress=False,
+                        **({} if indexer_threads is None else {"torch_threads": indexer_threads}),
                     ).run([str(Path(tmp) / "clips")])
                     seconds = time.perf_counter() - t
                     cpu = _cpu_s() - cpu
@@ -390,6 +396,66 @@ def bench_search_path(n_segments: int, queries: int) -> dict:
             }
 
 
+def compare_trees(args, variants: list[str]) -> dict:
+    """Paired rounds of the indexing part in fresh processes: this tree as run (`this`) beside
+    each `NAME:key=value,...` variant (keys: `src`, another checkout's src folder, e.g. a git
+    worktree of an earlier commit; `threads`; `workers`; `indexer_threads`, this tree's
+    Indexer(torch_threads=)), the order rotating every round.
+    Reports each one's files/s per round and median, and this tree's per-round ratio to each."""
+    import subprocess
+
+    here = str(Path(__file__).resolve().parents[1] / "src")
+    runs = {"this": {"src": here, "threads": str(args.threads), "workers": str(args.workers),
+                     "indexer_threads": ""}}  # fmt: skip
+    for spec in variants:
+        name, _, rest = spec.partition(":")
+        conf = dict(runs["this"])
+        for pair in filter(None, rest.split(",")):
+            key, _, value = pair.partition("=")
+            if key not in conf:
+                raise SystemExit(
+                    f"--compare {spec}: unknown key '{key}' (known: {', '.join(conf)})"
+                )
+            conf[key] = value
+        runs[name] = conf
+    fps: dict[str, list[float]] = {name: [] for name in runs}
+    loads = []
+    order = list(runs)
+    for r in range(args.rounds):
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            conf = runs[name]
+            env = dict(os.environ, PYTHONPATH=conf["src"])
+            cmd = [sys.executable, __file__, "--parts", "index", "--rounds", "1", "--models",
+                   args.models, "--clips", str(args.clips), "--threads", conf["threads"],
+                   "--workers", conf["workers"], "--precision", args.precision]  # fmt: skip
+            if conf["indexer_threads"]:  # an option of this tree's bench only
+                cmd += ["--indexer-threads", conf["indexer_threads"]]
+            loads.append(round(os.getloadavg()[0], 2))
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            got = json.loads(out.stdout)["index"][args.models.split(",")[0]]["files_per_s"]
+            fps[name].append(got)
+            print(f"{name} (round {r + 1}): {got:.2f} files/s", file=sys.stderr)
+    result = {
+        "variants": {
+            name: {
+                **runs[name],
+                "files_per_s": round(_median(fps[name]), 2),
+                "files_per_s_runs": fps[name],
+            }
+            for name in runs
+        },
+        "load_avg_1m_at_each_run": loads,
+        "ratios": {},
+    }
+    for name in order[1:]:
+        per_round = [a / b for a, b in zip(fps["this"], fps[name], strict=True)]
+        result["ratios"][f"this/{name}"] = {
+            "median": round(_median(per_round), 3),
+            "runs": [round(x, 3) for x in per_round],
+        }
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--clips", type=int, default=32)
@@ -409,15 +475,28 @@ def main() -> None:
     )
     ap.add_argument("--workers", type=int, default=1, help="Indexer decode workers (1: inline)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument(
+        "--indexer-threads",
+        type=int,
+        help="the Indexer's torch_threads (default: its own choice, as `earshot index`)",
+    )
     ap.add_argument("--rounds", type=int, default=1, help="index runs per model, rotating")
     ap.add_argument("--tree", type=int, default=10_000, help="files in the re-index tree")
     ap.add_argument("--search-segments", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
-        "--parts", default="index,reindex,search", help="which of index,reindex,search to run"
+        "--compare",
+        action="append",
+        metavar="NAME:KEY=VALUE,...",
+        help="time the indexing part in fresh processes beside this tree, in rotating rounds: "
+        "e.g. 'before:src=/path/to/old/checkout/src' or 't1:threads=1' (repeatable)",
+    )
+    ap.add_argument(
+        "--parts",
+        help="which of index,reindex,search to run (default: all; with --compare: index)",
     )
     args = ap.parse_args()
-    parts = set(args.parts.split(","))
+    parts = set((args.parts or ("index" if args.compare else "index,reindex,search")).split(","))
     import torch
 
     torch.set_num_threads(args.threads)
@@ -445,10 +524,18 @@ def main() -> None:
             "rounds": args.rounds,
         },
     }
-    if "index" in parts:
+    if args.compare:
+        result["compare"] = compare_trees(args, args.compare)
+    elif "index" in parts:
         models = args.models.split(",")
         result["index"] = bench_index(
-            args.clips, models, args.precision, args.workers, args.rounds, args.model_dir
+            args.clips,
+            models,
+            args.precision,
+            args.workers,
+            args.rounds,
+            args.model_dir,
+            args.indexer_threads,
         )
     if "reindex" in parts:
         result["reindex"] = bench_reindex(args.tree)

@@ -282,3 +282,89 @@ def test_cli_index_summary(tmp_path, library, model, capsys, tiny_text_dir):
     assert code == 0 and "0 added" in capsys.readouterr().out
     code = main(["index", str(library), "--db", str(db), "--random-init", "--encoder", "cnn10"])
     assert code == 1 and "model" in capsys.readouterr().err
+
+
+# --- one worker: decoding in a thread, beside the network ------------------------------------
+
+
+def _entries(paths):
+    from earshot.index.scan import ScanEntry
+
+    return [ScanEntry(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+
+
+def test_decoded_ahead_yields_decode_entry_in_order(tmp_path, model):
+    import numpy as np
+
+    from earshot.index.build import decode_entry, decoded_ahead
+
+    paths = [write_tone(tmp_path / f"t{i}.wav", 1.0 + i, 16000, freq=300.0 + i) for i in range(5)]
+    (tmp_path / "bad.wav").write_bytes(b"not audio at all")
+    entries = _entries([*paths[:2], tmp_path / "bad.wav", *paths[2:]])
+    audio = model.config.audio
+    ahead = list(decoded_ahead(entries, audio))
+    inline = [decode_entry(e, audio) for e in entries]
+    assert [d.entry.path for d in ahead] == [e.path for e in entries]
+    for a, b in zip(ahead, inline, strict=True):
+        assert a.error == b.error and a.spans == b.spans
+        assert (a.windows is None) == (b.windows is None)
+        if a.windows is not None:
+            np.testing.assert_array_equal(a.windows, b.windows)
+    assert ahead[2].error is not None and ahead[2].windows is None
+
+
+def test_decoded_ahead_keeps_at_most_a_batch_waiting_and_hands_on_what_it_raises(
+    tmp_path, model, monkeypatch
+):
+    import threading
+
+    import earshot.index.build as build
+
+    paths = [write_tone(tmp_path / f"t{i}.wav", 0.5, 16000, freq=300.0 + i) for i in range(8)]
+    real, started = build.decode_entry, []
+
+    def counting(entry, audio, with_windows=True):
+        started.append(entry.path)
+        if entry.path.endswith("t6.wav"):
+            raise KeyboardInterrupt  # what decode_entry lets through
+        return real(entry, audio, with_windows)
+
+    monkeypatch.setattr(build, "decode_entry", counting)
+    monkeypatch.setattr(build, "BATCH_FILES", 2)
+    ahead = build.decoded_ahead(_entries(paths), model.config.audio)
+    first = next(ahead)
+    time.sleep(0.5)  # the thread decodes ahead, 2 files at most waiting
+    assert first.entry.path == str(paths[0]) and len(started) <= 4
+    got = [first.entry.path]
+    with pytest.raises(KeyboardInterrupt):
+        for d in ahead:
+            got.append(d.entry.path)
+    assert got == [str(p) for p in paths[:6]]
+    assert not any(t.name == "earshot-decode" and t.is_alive() for t in threading.enumerate())
+
+
+def test_one_worker_embeds_on_one_thread_fewer_and_restores_torchs(tmp_path, model, library):
+    import torch
+
+    seen = []
+
+    class Recording(CountingModel):
+        def encode_audio(self, waves, *args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return super().encode_audio(waves, *args, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with Catalogue(tmp_path / "c.sqlite") as cat:
+            Indexer(cat, Recording(model), workers=1, progress=False).run([str(library)])
+            assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+            seen.clear()
+            (library / "birds" / "robin.wav").unlink()
+            write_tone(library / "birds" / "wren.wav", 1.0, 16000, freq=2000.0)
+            Indexer(cat, Recording(model), workers=1, progress=False, torch_threads=2).run(
+                [str(library)]
+            )
+            assert seen and set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)
