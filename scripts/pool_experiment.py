@@ -14,6 +14,18 @@ MODEL_CARD-general.md's "Choices measured on validation" table.
     python scripts/pool_experiment.py extract            # the frame cache (once)
     python scripts/pool_experiment.py run reference attn_emb ...   # rows of the table
 
+Short clips (issue #15's second question): what mn04 sees of a clip shorter than its 10 s window.
+`extract-short` runs the frozen backbone once more over the train and val audio, for the windows
+that are not a whole 10 s of signal, in every mode of SHORT_MODES at once (one decoding pass):
+`unpadded` (the window at its own length, at least MIN_S, since mn04's pooling is global; a long
+file's last window likewise) and `repeatT` (a clip shorter than T seconds tiled to fill the
+window, every other window zero-padded as shipped). `run reference --short MODE` then trains the
+reference recipe on that mode's features and scores val in the same mode; `--short-val MODE`
+keeps the padded training and changes only what validation sees (an inference-only change).
+
+    python scripts/pool_experiment.py extract-short
+    python scripts/pool_experiment.py run reference --short unpadded --out rows.jsonl
+
 CPU, one thread (the machine is shared); the frame cache lives in .earshot-cache (gitignored).
 """
 
@@ -133,6 +145,149 @@ def load_frames(model, dataset) -> tuple[list[np.ndarray | None], int]:
         else:
             out.append(None)
     return out
+
+
+# -- short clips: what the backbone sees of a window shorter than 10 s ------------------------
+SHORT_VERSION = 1
+MIN_S = 1.0  # the shortest input `unpadded` gives mn04 (shorter: zero-padded to this)
+SHORT_MODES = ("unpadded", "repeat1.5", "repeat2.5")
+
+
+def short_folder(model) -> Path:
+    enc = model.config.encoder
+    key = hashlib.sha256(
+        json.dumps(
+            [SHORT_VERSION, MIN_S, model.config.audio.__dict__, enc.name, enc.weights.sha256],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:16]
+    return cache_dir() / f"short-{key}"
+
+
+def short_inputs(wins: list, rate: int, window: int, mode: str) -> dict[int, np.ndarray]:
+    """{window index: the samples mode gives it} for the windows `mode` changes; the rest stay
+    as shipped (10 s, zero-padded at the end)."""
+    out: dict[int, np.ndarray] = {}
+    if mode == "unpadded":
+        for j, w in enumerate(wins):
+            n = round((w.end_s - w.start_s) * rate)
+            if n < window:
+                x = w.samples[: max(n, round(MIN_S * rate))]  # beyond n: the zero padding
+                out[j] = np.ascontiguousarray(x)
+    elif mode.startswith("repeat"):
+        limit = float(mode[len("repeat") :])
+        n = round((wins[-1].end_s - wins[0].start_s) * rate) if wins else 0
+        if len(wins) == 1 and 0 < n < min(window, round(limit * rate)):
+            out[0] = np.resize(wins[0].samples[:n], window)  # tiled, cut at the window's end
+    else:
+        raise ValueError(f"unknown short mode '{mode}' (one of {SHORT_MODES})")
+    return out
+
+
+@torch.no_grad()
+def extract_short(model, dataset, reverse: bool = False) -> None:
+    """Each clip's changed windows in every SHORT_MODES mode: features [embedding ; tags²] and
+    logits, as `backbone_features` caches them, eager (one window at a time: lengths differ)."""
+    from earshot.audio.windows import window_file
+    from earshot.errors import AudioDecodeError
+    from earshot.fsutil import atomic_open
+    from earshot.model.dual import audio_head_inputs
+    from earshot.train.heads import _clip_file, features_folder
+
+    folder = short_folder(model)
+    # The shipped (zero-padded) features too, into `backbone_features`' own cache, in the same
+    # decoding pass: that cache is keyed by each file's mtime, so a fresh copy of the data
+    # needs both.
+    shipped = features_folder(model, cache_dir(), model.config.encoder.weights.sha256)
+    todo = [
+        c
+        for c in dataset.clips
+        if not (clip_file(folder, c.path).is_file() and _clip_file(shipped, c.path).is_file())
+    ]
+    print(f"{dataset.split}: {len(todo)} of {len(dataset)} clips to extract", file=sys.stderr)
+    model.eval()
+    rate = model.config.audio.sample_rate
+    window = round(model.config.audio.window_s * rate)
+    width = audio_head_inputs(model.config)
+    tags = model.config.encoder.n_tags
+    t0 = time.perf_counter()
+    if reverse:  # a second process from the other end; each skips what the other wrote
+        todo.reverse()
+    for n, clip in enumerate(todo):
+        target = _clip_file(shipped, clip.path)
+        if clip_file(folder, clip.path).is_file() and target.is_file():
+            continue
+        try:
+            wins = list(window_file(clip.path, model.config.audio))
+        except AudioDecodeError:
+            wins = []
+        if wins and not target.is_file():
+            model.fast_inference = True  # as backbone_features runs it: 10 s windows
+            f, lg = [], []
+            for i in range(0, len(wins), 16):
+                batch = np.stack([w.samples for w in wins[i : i + 16]])
+                a, b = model.audio_features(model.frontend(torch.from_numpy(batch)))
+                f.append(a.numpy())
+                lg.append(b.numpy())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(target) as fh:
+                np.savez(
+                    fh,
+                    features=np.concatenate(f).astype(np.float32),
+                    logits=np.concatenate(lg).astype(np.float32),
+                )
+        model.fast_inference = False  # eager: the traced copy is checked on one shape only
+        arrays: dict[str, np.ndarray] = {"windows": np.array(len(wins))}
+        seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # modes often agree
+        for mode in SHORT_MODES:
+            changed = short_inputs(wins, rate, window, mode)
+            idx = sorted(changed)
+            feats, logits = [], []
+            for j in idx:
+                x = changed[j]
+                hit = next((s for s in seen if s[0].shape == x.shape and (s[0] == x).all()), None)
+                if hit is None:
+                    f, lg = model.audio_features(model.frontend(torch.from_numpy(x)[None]))
+                    hit = (x, f[0].numpy(), lg[0].numpy())
+                    seen.append(hit)
+                feats.append(hit[1])
+                logits.append(hit[2])
+            arrays[f"{mode}/index"] = np.array(idx, dtype=np.int64)
+            arrays[f"{mode}/features"] = np.array(feats, dtype=np.float32).reshape(len(idx), width)
+            arrays[f"{mode}/logits"] = np.array(logits, dtype=np.float32).reshape(len(idx), tags)
+        target = clip_file(folder, clip.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(target) as fh:
+            np.savez(fh, **arrays)
+        if n % 500 == 0:
+            print(f"  {n}/{len(todo)} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+
+
+def short_features(model, dataset, bf, mode: str):
+    """`bf` (the shipped, zero-padded features of `dataset`) with `mode`'s windows swapped in."""
+    from earshot.train.heads import BackboneFeatures
+
+    folder = short_folder(model)
+    features, logits = bf.features.copy(), bf.logits.copy()
+    changed = 0
+    for i in np.unique(bf.window_clip):
+        p = clip_file(folder, dataset.clips[i].path)
+        if not p.is_file():
+            raise SystemExit(f"short-clip cache lacks {dataset.clips[i].path}: run extract-short")
+        rows = np.flatnonzero(bf.window_clip == i)
+        with np.load(p) as z:
+            if int(z["windows"]) != len(rows):
+                raise SystemExit(f"{dataset.clips[i].path}: window count differs from the cache")
+            idx = z[f"{mode}/index"]
+            features[rows[idx]] = z[f"{mode}/features"]
+            logits[rows[idx]] = z[f"{mode}/logits"]
+        changed += len(idx)
+    print(
+        f"{dataset.split}: {mode} changes {changed} of {len(bf.window_clip)} windows",
+        file=sys.stderr,
+    )
+    return BackboneFeatures(features, logits, bf.window_clip)
 
 
 # -- pooling heads ------------------------------------------------------------------------
@@ -366,10 +521,29 @@ class Experiment:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 
-def run_variants(variants: list[str], steps: int, out: str | None, mining: int | None) -> None:
-    from earshot.train.heads import HeadSettings, fit_heads
+def run_variants(
+    variants: list[str],
+    steps: int,
+    out: str | None,
+    mining: int | None,
+    short: str | None = None,
+    short_val: list[str] | None = None,
+) -> None:
+    from earshot.train.heads import HeadSettings, _Split, fit_heads
 
     exp = Experiment(mining)
+    if short:  # train and validate on what the backbone gives in that mode
+        for name, ds in (("train", exp.train_ds), ("val", exp.val_ds)):
+            exp.bf[name] = short_features(exp.model, ds, exp.bf[name], short)
+    # Trained (and its step chosen) as shipped, then also scored on val in each of these modes:
+    # the inference-only change, one row each beside the run's own.
+    scored = {}
+    if short_val:
+        if short or any(k != "reference" for k in variants):
+            raise SystemExit("--short-val is for the reference head trained as shipped")
+        for mode in short_val:
+            bf = short_features(exp.model, exp.val_ds, exp.bf["val"], mode)
+            scored[mode] = _Split(exp.val_ds, bf, exp.text)
     settings = HeadSettings(
         steps=steps,
         batch_size=256,
@@ -386,9 +560,11 @@ def run_variants(variants: list[str], steps: int, out: str | None, mining: int |
         model = exp.fresh_model(kind)
         start_cols = exp.columns(model, val)
         log = fit_heads(model, train, val, exp.teacher, settings, progress=False)
-        row = {
+        base = {
             "variant": kind,
             "mining": mining or 0,
+            "short": short or "",
+            "short_val": "",
             "steps": steps,
             "best_step": log["best_step"],
             "start": start_cols,
@@ -396,10 +572,24 @@ def run_variants(variants: list[str], steps: int, out: str | None, mining: int |
             "seconds": round(time.perf_counter() - t0),
             "curve": [h["val_mAP@10"] for h in log["history"]],
         }
-        print(json.dumps(row), flush=True)
-        if out:
-            with open(out, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        rows = [base]
+        # fresh_model resets the one model's heads: keep the trained ones first
+        heads = (
+            {k: v.clone() for k, v in model.audio_head.state_dict().items()},
+            {k: v.clone() for k, v in model.text_head.state_dict().items()},
+        )
+        for mode, split in scored.items():
+            start = exp.columns(exp.fresh_model(kind), split)  # the teacher start, that mode
+            trained = exp.fresh_model(kind)
+            trained.audio_head.load_state_dict(heads[0])
+            trained.text_head.load_state_dict(heads[1])
+            cols = exp.columns(trained, split)
+            rows.append({**base, "short_val": mode, "start": start, "val": cols})
+        for row in rows:
+            print(json.dumps(row), flush=True)
+            if out:
+                with open(out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
 
 
 COLUMNS = ("all", "sfx", "sfx-zeroshot", "instruments", "urbansound", "fsdd", "captions")
@@ -412,6 +602,10 @@ def table(rows_file: str) -> None:
     for line in Path(rows_file).read_text().splitlines():
         row = json.loads(line)
         name = row["variant"] + (f" + mining {row['mining']}" if row.get("mining") else "")
+        if row.get("short"):
+            name += f" + short clips {row['short']} (train and val)"
+        if row.get("short_val"):
+            name += f" + short clips {row['short_val']} (val only)"
         cells = [f"{row['val'].get(c, float('nan')):.3f}" for c in COLUMNS]
         print(f"| {name} | {row['best_step']} | " + " | ".join(cells) + " |")
 
@@ -421,6 +615,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("extract")
+    es = sub.add_parser("extract-short", help="the short-clip modes' backbone features (once)")
+    es.add_argument("--reverse", action="store_true", help="train first, clips last to first")
     r = sub.add_parser("run")
     r.add_argument(
         "variants",
@@ -432,6 +628,20 @@ def main() -> None:
     r.add_argument("--steps", type=int, default=1000)
     r.add_argument("--out", default=None, help="append the rows (JSON lines) here")
     r.add_argument("--mining", type=int, default=0, help="[auto_mining] captions a label")
+    r.add_argument(
+        "--short",
+        choices=SHORT_MODES,
+        default=None,
+        help="train and validate on the backbone's features in this short-clip mode",
+    )
+    r.add_argument(
+        "--short-val",
+        choices=SHORT_MODES,
+        nargs="+",
+        default=None,
+        help="train as shipped, also score validation in these short-clip modes (inference "
+        "only; a row each)",
+    )
     t = sub.add_parser("table")
     t.add_argument("rows", help="the JSON lines `run --out` wrote")
     args = ap.parse_args()
@@ -446,7 +656,12 @@ def main() -> None:
         for split in ("val", "train"):
             extract(model, load_dataset(DATA, split))
         return
-    run_variants(args.variants, args.steps, args.out, args.mining)
+    if args.cmd == "extract-short":
+        model = load_model("general")
+        for split in ("train", "val") if args.reverse else ("val", "train"):
+            extract_short(model, load_dataset(DATA, split), reverse=args.reverse)
+        return
+    run_variants(args.variants, args.steps, args.out, args.mining, args.short, args.short_val)
 
 
 if __name__ == "__main__":
