@@ -188,7 +188,7 @@ def _size(path) -> int:
         )
 
 
-@pytest.mark.parametrize("per_file", [6, 1])
+@pytest.mark.parametrize("per_file", [6, pytest.param(1, marks=pytest.mark.slow)])  # 1: ~25 s
 def test_tags_add_little_to_the_catalogue(tmp_path, per_file):
     """The benchmark figure (bench/bench_catalogue_size.py measures it on real files), on
     synthetic 300-d windows: 8 stored tags every window (the most a window keeps), a file's
