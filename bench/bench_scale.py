@@ -25,6 +25,11 @@ Prints one JSON object:
   to train (polysemous training on, and FAISS's BLAS threshold for small batches), each
   side by side on the same points.
 
+- `recall_real` (not in the default parts): the same indexes (IVF-float16, 8-bit, PQ60/75 with
+  re-ranking, nprobe 8/32) on every Clotho caption in ../shared embedded as
+  `bench_search.py`'s calibration embeds them, beside as many synthetic vectors: whether the
+  synthetic set flatters PQ. Skipped without the captions.
+
 `--parts index,search,recall` picks parts; `--quick`: small sizes, for a smoke run.
 """
 
@@ -245,10 +250,11 @@ def _recall_at_10(got: np.ndarray, truth: np.ndarray) -> float:
     )
 
 
-def recall(n: int, nq: int, nlist: int, probes=(8, 32, 64), pq_ms=PQ_MS) -> dict:
+def recall(n: int, nq: int, nlist: int, probes=(8, 32, 64), pq_ms=PQ_MS, data=None) -> dict:
     """IVF over float16 codes, 8-bit codes and PQ codes (with and without re-ranking by the
     float16 vectors), recall@10 against exact search, bytes a window, build s, ms a query.
-    Every index shares one coarse quantizer (the same cells), trained once."""
+    Every index shares one coarse quantizer (the same cells), trained once. `data`: (windows
+    (n, d) float16, queries (nq, d)) instead of `clustered_unit_vectors`."""
     import faiss
 
     from earshot.index.ann import padded_dim
@@ -257,9 +263,11 @@ def recall(n: int, nq: int, nlist: int, probes=(8, 32, 64), pq_ms=PQ_MS) -> dict
     # One thread throughout: OpenMP's spinning threads crawl on a shared 2-core machine, and
     # a shard actor answers on one thread.
     faiss.omp_set_num_threads(1)
-    x16 = clustered_unit_vectors(n, seed=3)  # float16, as shards store them: the re-rank source
+    if data is None:  # float16, as shards store them: the re-rank source
+        data = (clustered_unit_vectors(n, seed=3), clustered_unit_vectors(nq, seed=3, stream=1))
+    x16 = np.asarray(data[0], dtype=np.float16)
     xb = x16.astype(np.float32)
-    xq = clustered_unit_vectors(nq, seed=3, stream=1).astype(np.float32)
+    xq = np.asarray(data[1], dtype=np.float32)
     dim, pdim = xb.shape[1], padded_dim(xb.shape[1])
     exact = faiss.IndexFlatIP(dim)
     exact.add(xb)
@@ -329,6 +337,49 @@ def recall(n: int, nq: int, nlist: int, probes=(8, 32, 64), pq_ms=PQ_MS) -> dict
     return out
 
 
+def real_captions() -> tuple[np.ndarray, str] | None:
+    """Every Clotho caption (development, validation, evaluation) embedded as
+    `bench_search.py`'s calibration does (all-MiniLM-L6-v2, a seeded random 384 → 300
+    projection standing in for the trained head, normalised); None without the data."""
+    sys.path.insert(0, str(HERE))
+    from bench_search import CAPTIONS, text_model
+
+    files = [CAPTIONS.with_name(f"{part}.csv") for part in ("development", "validation")]
+    files.append(CAPTIONS)
+    if not all(f.is_file() for f in files):
+        return None
+    import csv
+
+    captions = []
+    for f in files:
+        with open(f, newline="") as fh:
+            captions += [row["raw_text"] for row in csv.DictReader(fh)]
+    encoder, projection = text_model()
+    x = encoder.encode(captions, batch_size=256).numpy() @ projection
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rows = np.random.default_rng(5).permutation(len(x))  # queries: 500 captions held out
+    return x[rows].astype(np.float16), f"{len(captions)} Clotho captions"
+
+
+def recall_real(probes=(8, 32), pq_ms=(60, 75)) -> dict:
+    """The same indexes on real caption embeddings and on as many synthetic vectors, side by
+    side: whether the synthetic set flatters PQ."""
+    from earshot.testing.vectors import clustered_unit_vectors
+
+    got = real_captions()
+    if got is None:
+        return {"skipped": "no Clotho captions in ../shared/data"}
+    real, what = got
+    n = len(real) - 500
+    nlist = 4 * int(np.sqrt(n))
+    synthetic = clustered_unit_vectors(len(real), seed=3)
+    out = {"source": what}
+    for name, x in (("clotho_captions", real), ("synthetic", synthetic)):
+        print(f"recall_real: {name}", file=sys.stderr, flush=True)
+        out[name] = recall(n, 500, nlist, probes, pq_ms, data=(x[500:], x[:500]))
+    return out
+
+
 def _ms(times: list[float]) -> dict:
     return {
         "ms_p50": round(statistics.median(times), 3),
@@ -388,6 +439,8 @@ def main() -> int:
             xb, m_kmeans=10 if args.quick else 60, m_polysemous=1 if args.quick else 4
         )
         result["machine"]["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+    if "recall_real" in parts:
+        result["recall_real"] = recall_real()
     if not parts & {"index", "search"}:
         print(json.dumps(result, indent=2))
         return 0
