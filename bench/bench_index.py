@@ -207,7 +207,6 @@ def bench_index(
     workers: int,
     rounds: int = 1,
     model_dir: str | None = None,
-    indexer_threads: int | None = None,
 ) -> dict:
     import torch
 
@@ -247,7 +246,6 @@ def bench_index(
                         workers=workers,
                         precision=precision,
                         progress=False,
-                        **({} if indexer_threads is None else {"torch_threads": indexer_threads}),
                     ).run([str(Path(tmp) / "clips")])
                     seconds = time.perf_counter() - t
                     cpu = _cpu_s() - cpu
@@ -399,14 +397,12 @@ def bench_search_path(n_segments: int, queries: int) -> dict:
 def compare_trees(args, variants: list[str]) -> dict:
     """Paired rounds of the indexing part in fresh processes: this tree as run (`this`) beside
     each `NAME:key=value,...` variant (keys: `src`, another checkout's src folder, e.g. a git
-    worktree of an earlier commit; `threads`; `workers`; `indexer_threads`, this tree's
-    Indexer(torch_threads=)), the order rotating every round.
+    worktree of an earlier commit; `threads`; `workers`), the order rotating every round.
     Reports each one's files/s per round and median, and this tree's per-round ratio to each."""
     import subprocess
 
     here = str(Path(__file__).resolve().parents[1] / "src")
-    runs = {"this": {"src": here, "threads": str(args.threads), "workers": str(args.workers),
-                     "indexer_threads": ""}}  # fmt: skip
+    runs = {"this": {"src": here, "threads": str(args.threads), "workers": str(args.workers)}}
     for spec in variants:
         name, _, rest = spec.partition(":")
         conf = dict(runs["this"])
@@ -428,8 +424,6 @@ def compare_trees(args, variants: list[str]) -> dict:
             cmd = [sys.executable, __file__, "--parts", "index", "--rounds", "1", "--models",
                    args.models, "--clips", str(args.clips), "--threads", conf["threads"],
                    "--workers", conf["workers"], "--precision", args.precision]  # fmt: skip
-            if conf["indexer_threads"]:  # an option of this tree's bench only
-                cmd += ["--indexer-threads", conf["indexer_threads"]]
             loads.append(round(os.getloadavg()[0], 2))
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             got = json.loads(out.stdout)["index"][args.models.split(",")[0]]["files_per_s"]
@@ -475,11 +469,6 @@ def main() -> None:
     )
     ap.add_argument("--workers", type=int, default=1, help="Indexer decode workers (1: inline)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
-    ap.add_argument(
-        "--indexer-threads",
-        type=int,
-        help="the Indexer's torch_threads (default: its own choice, as `earshot index`)",
-    )
     ap.add_argument("--rounds", type=int, default=1, help="index runs per model, rotating")
     ap.add_argument("--tree", type=int, default=10_000, help="files in the re-index tree")
     ap.add_argument("--search-segments", type=int, default=100_000)
@@ -535,7 +524,6 @@ def main() -> None:
             args.workers,
             args.rounds,
             args.model_dir,
-            args.indexer_threads,
         )
     if "reindex" in parts:
         result["reindex"] = bench_reindex(args.tree)

@@ -5,9 +5,7 @@ descriptor 2 ("[src/libmpg123/layer3.c:...] error: part2_3_length (780) too larg
 file name, so a user indexing thousands of files cannot tell which one is damaged. Around each
 call into the decoder, fd 2 goes to a temporary file; afterwards each line is printed again as
 `earshot: warning: <file>: <line>`. Only around MP3 decoding: while fd 2 is redirected, what
-another thread prints to stderr would be caught too (and come out under the file's name), so
-the redirect holds `LOCK`, and what another thread prints through `LockedStderr` (the indexer's
-progress bar, printed while its decoding thread works) waits for it instead.
+another thread prints to stderr would be caught too (and come out under the file's name).
 """
 
 from __future__ import annotations
@@ -16,25 +14,7 @@ import contextlib
 import os
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
-
-LOCK = threading.RLock()
-
-
-class LockedStderr:
-    """sys.stderr, written under LOCK: never caught by another thread's `named_c_stderr`."""
-
-    def write(self, text: str) -> int:
-        with LOCK:
-            return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        with LOCK:
-            sys.stderr.flush()
-
-    def __getattr__(self, name: str):  # fileno, isatty, encoding...: sys.stderr's
-        return getattr(sys.stderr, name)
 
 
 def shown(path: str) -> str:
@@ -44,11 +24,6 @@ def shown(path: str) -> str:
 
 @contextlib.contextmanager
 def named_c_stderr(path: str) -> Iterator[None]:
-    with LOCK:
-        yield from _named(path)
-
-
-def _named(path: str) -> Iterator[None]:
     try:
         saved = os.dup(2)
     except OSError:  # no stderr to redirect

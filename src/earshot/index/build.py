@@ -1,9 +1,7 @@
 """`earshot index`: scan folders, diff against the catalogue, decode and embed what changed.
 
-Decoding runs in worker processes (soundfile + soxr release nothing to share) or, with one
-worker (the default on 2 cores), in a thread of this process that decodes the next files while
-the CNN embeds (`decoded_ahead`); the CNN runs in this process in batches, and each batch of
-files commits in one SQLite transaction. A kill at
+Decoding runs in worker processes (soundfile + soxr release nothing to share), the CNN runs in
+this process in batches, and each batch of files commits in one SQLite transaction. A kill at
 any moment loses at most the batch in flight: files already committed are recognised by size
 and mtime on the next run and neither re-decoded nor re-embedded. The workers die with this
 process, however it ends (`_worker_init`).
@@ -20,7 +18,6 @@ catalogue entries are kept; `prune=True` (`earshot index --prune`) removes them 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import ctypes
 import dataclasses
 import hashlib
@@ -249,63 +246,6 @@ def _worker_init(parent_pid: int) -> None:
     threading.Thread(target=watch, name="earshot-parent-watch", daemon=True).start()
 
 
-def decoded_ahead(entries: list[ScanEntry], audio: AudioConfig) -> Iterator[Decoded]:
-    """`decode_entry` of each entry, in order, decoded by a thread of this process while the
-    caller embeds what came before: with one decoding worker (`earshot index` on 2 cores) the
-    decoding then overlaps the network instead of taking turns with it (libsndfile, soxr,
-    hashing and numpy run without the GIL, and so does torch). At most BATCH_WINDOWS windows
-    (and BATCH_FILES files) wait decoded, so memory stays near one batch's. An exception the
-    thread meets (decode_entry itself never raises) is raised here, in the caller."""
-    ready: deque = deque()
-    waiting = [0]  # windows in `ready`
-    cond = threading.Condition()
-    stop = threading.Event()
-
-    def size(d: Decoded) -> int:
-        return 1 if d.windows is None else len(d.windows)
-
-    def run() -> None:
-        try:
-            for entry in entries:
-                with cond:
-                    while (
-                        not stop.is_set()
-                        and ready
-                        and (waiting[0] >= BATCH_WINDOWS or len(ready) >= BATCH_FILES)
-                    ):
-                        cond.wait()
-                if stop.is_set():
-                    return
-                d = decode_entry(entry, audio)
-                with cond:
-                    ready.append(d)
-                    waiting[0] += size(d)
-                    cond.notify_all()
-        except BaseException as e:  # handed to the caller
-            with cond:
-                ready.append(e)
-                cond.notify_all()
-
-    thread = threading.Thread(target=run, name="earshot-decode", daemon=True)
-    thread.start()
-    try:
-        for _ in entries:
-            with cond:
-                while not ready:
-                    cond.wait()
-                item = ready.popleft()
-                if isinstance(item, Decoded):
-                    waiting[0] -= size(item)
-                cond.notify_all()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        with cond:
-            cond.notify_all()
-
-
 class Indexer:
     def __init__(
         self,
@@ -316,12 +256,9 @@ class Indexer:
         precision: str = "fp32",
         progress: bool = True,
         lock_wait_s: float = WAIT_S,
-        torch_threads: int | None = None,
     ):
         """`lock_wait_s`: how long `run` waits for another process indexing into the same
-        catalogue before it raises `IndexLocked` (earshot.index.writelock). `torch_threads`:
-        torch's threads while this embeds; None: as torch has them, but one fewer (at least
-        one) while a thread of this process decodes beside the network (one worker)."""
+        catalogue before it raises `IndexLocked` (earshot.index.writelock)."""
         from earshot.model.io import model_id
 
         self.cat = catalogue
@@ -334,7 +271,6 @@ class Indexer:
         self.precision = precision
         self.progress = progress
         self.lock_wait_s = lock_wait_s
-        self.torch_threads = torch_threads
         self.cat.bind_model(
             model_id(model),
             model.config.joint_dim,
@@ -438,24 +374,17 @@ class Indexer:
     def _process(self, todo: list[ScanEntry], known: dict, summary: IndexSummary) -> None:
         from tqdm import tqdm
 
-        from earshot.audio.cstderr import LockedStderr
-
-        stack = contextlib.ExitStack()
         bar = tqdm(
             total=len(todo),
             unit="file",
             desc="indexing",
             disable=not self.progress,
             dynamic_ncols=True,
-            file=LockedStderr(),  # not caught by the decoding thread's MP3 stderr redirect
         )
         pending: list[Decoded] = []
         windows = 0
         last_commit = time.perf_counter()
-        in_thread = self.workers <= 1 and not all(_probably_long(e) for e in todo)
         try:
-            if todo:
-                stack.enter_context(self._threads(in_thread))
             for decoded in self._decoded(todo):
                 pending.append(decoded)
                 windows += 0 if decoded.windows is None else len(decoded.windows)
@@ -470,35 +399,17 @@ class Indexer:
             if pending:
                 self._commit(pending, known, summary)
         finally:
-            stack.close()
             bar.close()
 
-    @contextlib.contextmanager
-    def _threads(self, decoding_here: bool) -> Iterator[None]:
-        """torch's threads while embedding (`torch_threads`), restored afterwards. With a
-        thread decoding beside the network, one fewer by default: on 2 cores, 2 torch threads
-        beside it contend for the cores (measured: `bench/bench_index.py --compare`)."""
-        import torch
-
-        before = torch.get_num_threads()
-        want = self.torch_threads
-        if want is None:
-            want = max(1, before - 1) if decoding_here else before
-        torch.set_num_threads(max(1, int(want)))
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
     def _decoded(self, todo: list[ScanEntry]) -> Iterator[Decoded]:
-        """Decode short files in worker processes (one worker: a thread of this process),
-        long ones here (streamed at commit time)."""
+        """Decode short files in worker processes, long ones here (streamed at commit time)."""
         long_files = [e for e in todo if _probably_long(e)]
         short = [e for e in todo if not _probably_long(e)]
         if short and self.workers > 1:
             yield from self._decoded_in_workers(short)
-        elif short:
-            yield from decoded_ahead(short, self.audio)
+        else:
+            for entry in short:
+                yield decode_entry(entry, self.audio)
         for entry in long_files:
             yield decode_entry(entry, self.audio, with_windows=False)
 
