@@ -121,3 +121,50 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> None:
 def atomic_write_text(target: str | Path, text: str, encoding: str = "utf-8") -> None:
     with atomic_open(target, "w", encoding=encoding) as f:
         f.write(text)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (this process counts; another user's counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # another user's
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    return True
+
+
+def sweep_dead_pid_folders(
+    root: str | Path, prefix: str, unnamed_max_age_s: float | None = None
+) -> int:
+    """Remove this user's folders `root/<prefix><pid>-...` whose process is gone: what a
+    process killed mid-task (SIGKILL) left of its scratch space. A folder under `prefix`
+    without a pid (an older earshot's name) goes only once `unnamed_max_age_s` old, never
+    where that is None; links are never followed. Returns how many were removed."""
+    import shutil
+    import time
+
+    removed = 0
+    try:
+        candidates = list(Path(root).glob(prefix + "*"))
+    except OSError:
+        return 0
+    for path in candidates:
+        pid_text = path.name[len(prefix) :].split("-", 1)[0]
+        try:
+            if not path.is_dir() or path.is_symlink() or path.stat().st_uid != os.getuid():
+                continue
+            if pid_text.isdigit():
+                if pid_alive(int(pid_text)):
+                    continue
+            elif unnamed_max_age_s is None or (
+                time.time() - path.stat().st_mtime < unnamed_max_age_s
+            ):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += not path.exists()
+    return removed

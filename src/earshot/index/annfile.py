@@ -30,7 +30,7 @@ from pathlib import Path
 import faiss
 
 from earshot.errors import AnnIndexError
-from earshot.fsutil import atomic_open, temporary_name
+from earshot.fsutil import atomic_open, pid_alive, temporary_name
 
 FORMAT = "earshot-ann"
 FORMAT_VERSION = 1
@@ -93,24 +93,12 @@ def remove_stale_temporaries(path: str | Path, now: float | None = None) -> list
             if not entry.is_file(follow_symlinks=False):
                 continue
             age = now - entry.stat(follow_symlinks=False).st_mtime
-            if not _alive(int(match.group(1))) or age > _STALE_LIVE_S:
+            if not pid_alive(int(match.group(1))) or age > _STALE_LIVE_S:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except OSError:
             continue  # gone already, or not ours to delete
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        return True  # another user's
-    except (ProcessLookupError, OverflowError, ValueError):
-        return False
-    return True
 
 
 def read(path: str | Path) -> tuple[dict, object]:

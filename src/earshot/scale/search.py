@@ -92,17 +92,9 @@ FOLDER_PREFIX = "earshot-shards-"  # + the pid of the process holding it
 def sweep_dead_folders(scratch: str | None = None) -> None:
     """Remove the catalogue folders of shard indexes whose process is gone (killed with
     SIGKILL, or its node's Ray worker stopped): they name their process id."""
-    root = Path(scratch or tempfile.gettempdir())
-    for folder in root.glob(f"{FOLDER_PREFIX}*-*"):
-        pid = folder.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except OSError:  # alive, another user's
-            continue
+    from earshot.fsutil import sweep_dead_pid_folders
+
+    sweep_dead_pid_folders(scratch or tempfile.gettempdir(), FOLDER_PREFIX)
 
 
 class ShardIndex:

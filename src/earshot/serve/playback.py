@@ -29,7 +29,6 @@ import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from fastapi.responses import FileResponse
@@ -285,49 +284,17 @@ _swept: set[int] = set()  # pids of servers that have swept the temporary folder
 def sweep_stale_clips(folder: str | None = None) -> int:
     """Remove clip folders that a dead server left behind (a clip is removed once sent, but a
     server killed while it wrote one or sent it leaves it); once per process, at its first
-    clip. A folder names its server's pid; one without a readable pid is left alone unless it
-    is a day old. Returns how many were removed."""
-    import shutil
+    clip. A folder names its server's pid; one without a pid is left alone unless it is a day
+    old. Returns how many were removed."""
     import tempfile
-    import time
+
+    from earshot.fsutil import sweep_dead_pid_folders
 
     if folder is None:
         if os.getpid() in _swept:
             return 0
         _swept.add(os.getpid())
-    root = Path(folder or tempfile.gettempdir())
-    removed = 0
-    try:
-        candidates = list(root.glob(CLIP_PREFIX + "*"))
-    except OSError:
-        return 0
-    for path in candidates:
-        pid_text = path.name[len(CLIP_PREFIX) :].split("-", 1)[0]
-        try:
-            if not path.is_dir() or path.is_symlink() or path.stat().st_uid != os.getuid():
-                continue
-            if pid_text.isdigit():
-                if _alive(int(pid_text)):
-                    continue
-            elif time.time() - path.stat().st_mtime < 86400:
-                continue
-        except OSError:
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed += not path.exists()
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
+    return sweep_dead_pid_folders(folder or tempfile.gettempdir(), CLIP_PREFIX, 86400)
 
 
 class _TemporaryFileResponse(FileResponse):
