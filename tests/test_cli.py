@@ -180,6 +180,7 @@ def test_init_model_from_panns_checkpoint(capsys, tmp_path, tiny_text_dir):
     assert json.loads(out)["joint_dim"] == 32
 
 
+@pytest.mark.slow  # subprocesses or a training run: CI runs it (make test-all)
 def test_vectors_identical_across_processes(model_dir, clip):
     cmd = [
         sys.executable,

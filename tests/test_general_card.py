@@ -141,6 +141,7 @@ def test_demo_queries_find_their_sounds_in_the_sfx_test_split(general, tmp_path)
         assert dict(hits[0].tags).get("Rain", 0) >= 0.3, (labels, hits[0].tags)
 
 
+@pytest.mark.slow  # subprocesses or a training run: CI runs it (make test-all)
 def test_without_backbone_or_network_the_default_falls_back_in_one_line(tmp_path):
     """A machine without ../shared, the cache or network: `earshot info` uses the compact model
     and says so once, naming the fix."""

@@ -138,6 +138,7 @@ def test_default_prefers_general_only_where_its_backbone_resolves(
         model_io.choose_default_model()
 
 
+@pytest.mark.slow  # subprocesses or a training run: CI runs it (make test-all)
 def test_train_general_beats_or_keeps_its_teacher_start(weights_env, tiny_text_dir, tmp_path):
     """A run on a small synthetic recipe: step 0 (the teacher) is scored, the best step lands
     in the folder, and the folder loads with the backbone resolved again."""

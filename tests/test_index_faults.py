@@ -434,6 +434,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow  # subprocesses or a training run: CI runs it (make test-all)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killing_the_indexer_kills_its_decode_workers(tmp_path, model_dir):
     root = tmp_path / "many"

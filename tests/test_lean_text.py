@@ -289,6 +289,7 @@ def test_cli_text_search_imports_no_torch_and_answers_as_before(library):
         np.testing.assert_allclose([h["score"] for h in got], [h.score for h in want], atol=1e-5)
 
 
+@pytest.mark.slow  # subprocesses or a training run: CI runs it (make test-all)
 def test_cli_search_by_example_loads_no_text_encoder(library):
     base, folder, _ = library
     args = ["--db", str(base / "c.sqlite"), "--model", str(folder), "--json", "-k", "1"]

@@ -704,6 +704,7 @@ def kill_child(db: str) -> None:
         print("committed", n, flush=True)
 
 
+@pytest.mark.slow  # subprocesses or a training run: CI runs it (make test-all)
 def test_kill_9_mid_batch_leaves_a_consistent_catalogue_that_lost_nothing(tmp_path):
     db = tmp_path / "killed.sqlite"
     code = (
