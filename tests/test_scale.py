@@ -27,7 +27,7 @@ pa = pytest.importorskip("pyarrow", reason="earshot[ray] is not installed (pyarr
 from earshot.cli import main  # noqa: E402
 from earshot.index.build import Indexer  # noqa: E402
 from earshot.index.store import Catalogue  # noqa: E402
-from earshot.model.io import load_model, model_id, save_model  # noqa: E402
+from earshot.model.io import load_model, save_model  # noqa: E402
 from earshot.scale import shards as sh  # noqa: E402
 from earshot.scale.storage import Location  # noqa: E402
 from earshot.search import Searcher  # noqa: E402
@@ -125,28 +125,15 @@ def tagged(tmp_path_factory, tiny_text_dir):
     """A tagging model (tests/test_tags.py's: a tiny CNN whose tags are computed from the
     sound), a library, its catalogue (earshot index, batch 1) and its shards (the shard
     writer, batch 1), in two shards."""
-    from earshot.scale.indexer import ShardWriter
-    from earshot.scale.storage import list_recordings
     from earshot.testing.models import tiny_model
+    from earshot.testing.scale import catalogue_and_shards
     from test_tags import tagged as tagging
 
     base = tmp_path_factory.mktemp("scale-tagged")
     save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), base / "model")
     model = tagging(load_model(base / "model"))
     paths = write_library(base / "lib")
-    db = base / "c.sqlite"
-    with Catalogue(db) as cat:
-        Indexer(cat, model, workers=1, batch_size=1, progress=False).run([str(base / "lib")])
-    listed, _ = list_recordings([str(base / "lib")])
-    plan = [(i + 1, f.uri, f.version) for i, f in enumerate(listed)]
-    writer = ShardWriter.around(model, str(base / "shards"), batch_size=1)
-    loc = Location(base / "shards")
-    dim = model.config.joint_dim
-    manifest = sh.Manifest(model_id(model), dim, {}, list(model.tag_names), len(plan) + 1)
-    for part in (plan[:5], plan[5:]):
-        report = writer.write_shard(sh.shard_name(part), [list(p) for p in part])
-        manifest.shards[report["name"]] = {"files": len(part)}
-    sh.save_manifest(loc, manifest)
+    db, loc = catalogue_and_shards(base, model, base / "lib", cuts=(5,))
     return base, model, paths, db, loc
 
 

@@ -21,9 +21,8 @@ import pytest
 pytest.importorskip("pyarrow", reason="earshot[ray] is not installed (pyarrow)")
 
 from earshot.cli import main
-from earshot.index.build import Indexer
 from earshot.index.store import Catalogue
-from earshot.model.io import load_model, model_id, save_model
+from earshot.model.io import load_model, save_model
 from earshot.scale import shards as sh
 from earshot.scale.storage import Location
 from earshot.search import Filters, Searcher
@@ -158,29 +157,15 @@ slow = pytest.mark.slow
 def library(tmp_path_factory, tiny_text_dir):
     """A tagging model, the library, its catalogue (earshot index, batch 1) and its shards
     (the shard writer, batch 1; files in listing order, in three shards)."""
-    from earshot.scale.indexer import ShardWriter
-    from earshot.scale.storage import list_recordings
     from earshot.testing.models import tiny_model
+    from earshot.testing.scale import catalogue_and_shards
     from test_tags import tagged as tagging
 
     base = tmp_path_factory.mktemp("scale-search")
     save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), base / "model")
     model = tagging(load_model(base / "model"))
     paths = write_described_library(base / "lib")
-    db = base / "c.sqlite"
-    with Catalogue(db) as cat:
-        Indexer(cat, model, workers=1, batch_size=1, progress=False).run([str(base / "lib")])
-    listed, _ = list_recordings([str(base / "lib")])
-    plan = [(i + 1, f.uri, f.version) for i, f in enumerate(listed)]
-    writer = ShardWriter.around(model, str(base / "shards"), batch_size=1)
-    loc = Location(base / "shards")
-    manifest = sh.Manifest(
-        model_id(model), model.config.joint_dim, {}, list(model.tag_names), len(plan) + 1
-    )
-    for part in (plan[:4], plan[4:8], plan[8:]):
-        report = writer.write_shard(sh.shard_name(part), [list(p) for p in part])
-        manifest.shards[report["name"]] = {"files": len(part)}
-    sh.save_manifest(loc, manifest)
+    db, loc = catalogue_and_shards(base, model, base / "lib", cuts=(4, 8))
     return base, model, paths, db, loc
 
 

@@ -12,6 +12,7 @@ an `earshot` subprocess needs to join it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -256,3 +258,34 @@ def write_shards(model, roots, out, files_per_shard: int = 4, batch_size: int = 
         manifest.shards[report["name"]] = {"files": len(part)}
     sh.save_manifest(loc, manifest)
     return loc.uri
+
+
+def catalogue_and_shards(base: Path, model, library: Path, cuts: Sequence[int]):
+    """`library` indexed twice with `model`, batch 1: into the catalogue `base`/c.sqlite (as
+    `earshot index` does) and by the shard writer into shards under `base`/shards, the files
+    in listing order cut at `cuts` (e.g. (5,): two shards). Returns (db path, shards
+    Location), for tests that compare the two."""
+    from earshot.index.build import Indexer
+    from earshot.index.store import Catalogue
+    from earshot.model.io import model_id
+    from earshot.scale import shards as sh
+    from earshot.scale.indexer import ShardWriter
+    from earshot.scale.storage import Location, list_recordings
+
+    db = Path(base) / "c.sqlite"
+    with Catalogue(db) as cat:
+        Indexer(cat, model, workers=1, batch_size=1, progress=False).run([str(library)])
+    listed, _ = list_recordings([str(library)])
+    plan = [(i + 1, f.uri, f.version) for i, f in enumerate(listed)]
+    writer = ShardWriter.around(model, str(Path(base) / "shards"), batch_size=1)
+    loc = Location(Path(base) / "shards")
+    manifest = sh.Manifest(
+        model_id(model), model.config.joint_dim, {}, list(model.tag_names), len(plan) + 1
+    )
+    bounds = [0, *cuts, len(plan)]
+    for lo, hi in itertools.pairwise(bounds):
+        part = plan[lo:hi]
+        report = writer.write_shard(sh.shard_name(part), [list(p) for p in part])
+        manifest.shards[report["name"]] = {"files": len(part)}
+    sh.save_manifest(loc, manifest)
+    return db, loc
