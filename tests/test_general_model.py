@@ -17,10 +17,9 @@ import torch.nn.functional as F
 from earshot.errors import ModelLoadError
 from earshot.model.dual import JointModel
 from earshot.model.io import WEIGHTS_FILE, load_model, model_id, save_model
-from earshot.model.pretrained import attach_backbone
-from earshot.model.teacher import init_teacher_heads, pca_basis, teacher_matrix
+from earshot.model.teacher import pca_basis, teacher_matrix
 from earshot.testing.audio import chirp_mix
-from earshot.testing.backbone import fake_general_config, write_fake_backbone
+from earshot.testing.backbone import fake_teacher_model, write_fake_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,24 +42,10 @@ def weights_env(fake, fake_dir, monkeypatch, tmp_path):
     return fake
 
 
-def _teacher_model(fake, tiny_text_dir, joint_dim=16) -> JointModel:
-    from earshot.encoders.text import load_text_encoder
-
-    text = load_text_encoder(str(tiny_text_dir))
-    config = fake_general_config(*fake, str(tiny_text_dir), text.dim, joint_dim)
-    model = JointModel(config)
-    attach_backbone(model, progress=False)
-    model.attach_text_encoder(text)
-    teacher = teacher_matrix(model)
-    basis = None if joint_dim == text.dim else pca_basis(teacher.numpy(), joint_dim)
-    init_teacher_heads(model, teacher, basis)
-    return model.eval()
-
-
 def test_folder_names_the_backbone_and_stores_only_heads(weights_env, tiny_text_dir, tmp_path):
     from safetensors.torch import load_file
 
-    model = _teacher_model(weights_env, tiny_text_dir)
+    model = fake_teacher_model(weights_env, tiny_text_dir)
     assert model.tag_names[:2] == ("Tone", "Noise") and len(model.tag_names) == 527
     out = save_model(model, tmp_path / "m")
     stored = load_file(str(out / WEIGHTS_FILE))
@@ -84,7 +69,7 @@ def test_folder_names_the_backbone_and_stores_only_heads(weights_env, tiny_text_
 
 
 def test_a_missing_backbone_is_a_clear_error(weights_env, tiny_text_dir, tmp_path, monkeypatch):
-    out = save_model(_teacher_model(weights_env, tiny_text_dir), tmp_path / "m")
+    out = save_model(fake_teacher_model(weights_env, tiny_text_dir), tmp_path / "m")
     monkeypatch.setenv("EARSHOT_WEIGHTS_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("EARSHOT_SHARED_DIR", str(tmp_path / "no-shared"))
     monkeypatch.setenv("EARSHOT_OFFLINE", "1")
@@ -93,7 +78,7 @@ def test_a_missing_backbone_is_a_clear_error(weights_env, tiny_text_dir, tmp_pat
 
 
 def test_teacher_space_is_the_tag_weighted_sum_of_tag_sentences(weights_env, tiny_text_dir):
-    model = _teacher_model(weights_env, tiny_text_dir, joint_dim=16)  # identity: exact
+    model = fake_teacher_model(weights_env, tiny_text_dir, joint_dim=16)  # identity: exact
     x = torch.from_numpy(np.stack([chirp_mix(1.0, seed=s) for s in range(3)]))
     vectors, tags = model.encode_audio_tagged(x)
     sentences = teacher_matrix(model)
@@ -120,7 +105,7 @@ def test_default_prefers_general_only_where_its_backbone_resolves(
 ):
     import earshot.model.io as model_io
 
-    general = save_model(_teacher_model(weights_env, tiny_text_dir), tmp_path / "general")
+    general = save_model(fake_teacher_model(weights_env, tiny_text_dir), tmp_path / "general")
     monkeypatch.setattr(model_io, "GENERAL_DIR", general)
     monkeypatch.delenv("EARSHOT_DEFAULT_MODEL", raising=False)
     assert model_io.choose_default_model() == general
@@ -147,7 +132,7 @@ def test_train_general_beats_or_keeps_its_teacher_start(weights_env, tiny_text_d
     from earshot.train.heads import LOG_FILE, train_general
 
     data = write_labels_dataset(tmp_path / "data", per_class={"1": 6, "2": 3}, seconds=1.0)
-    start = save_model(_teacher_model(weights_env, tiny_text_dir, 12), tmp_path / "teacher")
+    start = save_model(fake_teacher_model(weights_env, tiny_text_dir, 12), tmp_path / "teacher")
     cfg = TrainConfig(
         init=str(start),
         dataset=str(data),
@@ -163,6 +148,7 @@ def test_train_general_beats_or_keeps_its_teacher_start(weights_env, tiny_text_d
         batch_size=8,
         lr=1e-2,
         distill=0.5,
+        fusion=0.25,
         out=str(tmp_path / "run"),
         cache_dir=str(tmp_path / "cache"),
         progress=False,
@@ -174,6 +160,15 @@ def test_train_general_beats_or_keeps_its_teacher_start(weights_env, tiny_text_d
     assert result["best_val_mAP@10"] == max(scores) >= scores[0]
     model = load_model(tmp_path / "run")
     assert model_id(model) == log["model_id"]
+    # Fused with where it started: twice the width, the start half is the teacher's heads.
+    assert model.config.fusion == log["fusion"] == 0.25 and model.config.joint_dim == 24
+    teacher = load_model(start)
+    for fused, began in (
+        (model.audio_head, teacher.audio_head),
+        (model.text_head, teacher.text_head),
+    ):
+        assert torch.equal(fused.start.weight, began.weight)
+        assert torch.equal(fused.start.bias, began.bias)
     # One cache file per clip; a second pass over the same audio runs no backbone at all.
     from earshot.data.datasets import load_dataset
     from earshot.train.heads import backbone_features

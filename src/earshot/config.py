@@ -148,8 +148,17 @@ class ModelConfig:
     # whole through transformers (`checkpoint` names it; encoders/clap.py)
     kind: str = "earshot"
     checkpoint: CheckpointConfig | None = None
+    # > 0: each side has two heads of joint_dim / 2, the trained one and a fixed one (the
+    # teacher start), and a vector is [√(1 − fusion) · trained ; √fusion · start], each half
+    # unit length: every cosine is (1 − fusion) · the trained heads' + fusion · the start's
+    # (model/fusion.py). 0: one head a side, as every model before it.
+    fusion: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= float(self.fusion) < 1.0:
+            raise ValueError(f"fusion must be in [0, 1), got {self.fusion}")
+        if self.fusion and self.joint_dim % 2:
+            raise ValueError(f"a fused model's joint_dim must be even, got {self.joint_dim}")
         if isinstance(self.checkpoint, dict):
             object.__setattr__(self, "checkpoint", _build(CheckpointConfig, self.checkpoint))
         if self.kind not in KINDS:
@@ -161,6 +170,8 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         if self.kind == "earshot":  # added later: left out, so older ids stay the same
             del d["kind"], d["checkpoint"]
+        if not self.fusion:  # likewise
+            del d["fusion"]
         d["encoder"]["widths"] = list(self.encoder.widths)
         # asdict() does not go through WeightsRef.to_dict: its later `md5`, where unset, is left
         # out here too, or every model naming weights would change id (catalogues refused).
@@ -178,7 +189,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {"audio", "encoder", "text", "joint_dim", "kind", "checkpoint"}
+        known = {"audio", "encoder", "text", "joint_dim", "kind", "checkpoint", "fusion"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
@@ -189,7 +200,13 @@ class ModelConfig:
             joint_dim=int(d.get("joint_dim", 300)),
             kind=d.get("kind", "earshot"),
             checkpoint=d.get("checkpoint"),
+            fusion=float(d.get("fusion", 0.0)),
         )
+
+    @property
+    def head_dim(self) -> int:
+        """Each head's output width: joint_dim, or half of it in a fused model."""
+        return self.joint_dim // 2 if self.fusion else self.joint_dim
 
 
 # Per part of ModelConfig: fields left out of to_dict() while they hold their default.

@@ -37,8 +37,15 @@ class JointModel(nn.Module):
         self.config = config
         self.frontend = build_frontend(config.audio)
         self.audio_encoder = build_audio_encoder(config.encoder, config.audio.n_mels)
-        self.audio_head = nn.Linear(audio_head_inputs(config), config.joint_dim)
-        self.text_head = nn.Linear(config.text.dim, config.joint_dim)
+        if config.fusion:  # trained heads beside their start, one vector (model/fusion.py)
+            from earshot.model.fusion import FusedHead
+
+            half, f = config.head_dim, config.fusion
+            self.audio_head: nn.Module = FusedHead(audio_head_inputs(config), half, f)
+            self.text_head: nn.Module = FusedHead(config.text.dim, half, f)
+        else:
+            self.audio_head = nn.Linear(audio_head_inputs(config), config.joint_dim)
+            self.text_head = nn.Linear(config.text.dim, config.joint_dim)
         self._text_encoder: TextEncoder | None = None
         self.source: str | None = None  # the folder it was loaded from, if any
         # The audio encoder's tag vocabulary (AudioSet's 527 display names for a tagging

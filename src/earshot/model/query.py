@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,16 +53,23 @@ class QueryModel:
     def __init__(self, config: ModelConfig, model_id: str, head, text_encoder, source: str):
         self.config = config
         self.model_id = model_id
-        self.text_head_weight, self.text_head_bias = head  # (joint_dim, text_dim), (joint_dim,)
+        # [(weight (head_dim, text_dim), bias (head_dim,), scale)]: one head, scale 1, or a
+        # fused model's trained and start heads, each made unit length and scaled
+        # (model/fusion.py), side by side.
+        self.text_heads = list(head)
         self.text_encoder = text_encoder
         self.source = source
 
     def encode_text(self, sentences: Sequence[str], batch_size: int = 32) -> QueryVectors:
         """Sentences → (n, joint_dim) float32 unit vectors, as `JointModel.encode_text`."""
         features = self.text_encoder.embed(list(sentences), batch_size)
-        projected = features @ self.text_head_weight.T + self.text_head_bias
-        norms = np.sqrt((projected * projected).sum(axis=1, keepdims=True))
-        vectors = projected / np.maximum(norms, np.float32(1e-12))
+        parts = []
+        for weight, bias, scale in self.text_heads:
+            projected = features @ weight.T + bias
+            norms = np.sqrt((projected * projected).sum(axis=1, keepdims=True))
+            unit = projected / np.maximum(norms, np.float32(1e-12))
+            parts.append(unit if scale == 1.0 else unit * np.float32(scale))
+        vectors = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         return vectors.astype(np.float32, copy=False).view(QueryVectors)
 
 
@@ -92,15 +100,26 @@ def load_query_model(directory: str | Path) -> QueryModel:
     else:
         model_id = _file_model_id(config, data, entries, weights)
 
+    if config.fusion:
+        prefixes = [
+            ("text_head.trained.", math.sqrt(1.0 - config.fusion)),
+            ("text_head.start.", math.sqrt(config.fusion)),
+        ]
+    else:
+        prefixes = [("text_head.", 1.0)]
     head = []
-    for name, shape in (
-        ("text_head.weight", (config.joint_dim, config.text.dim)),
-        ("text_head.bias", (config.joint_dim,)),
-    ):
-        entry = entries.get(name)
-        if entry is None or entry[0] != "F32" or entry[1] != shape:
-            raise QueryModelUnavailable(f"'{weights}' has no {name} of shape {shape}")
-        head.append(np.frombuffer(data, np.float32, int(np.prod(shape)), entry[2]).reshape(shape))
+    for prefix, scale in prefixes:
+        arrays = []
+        for name, shape in (
+            (prefix + "weight", (config.head_dim, config.text.dim)),
+            (prefix + "bias", (config.head_dim,)),
+        ):
+            entry = entries.get(name)
+            if entry is None or entry[0] != "F32" or entry[1] != shape:
+                raise QueryModelUnavailable(f"'{weights}' has no {name} of shape {shape}")
+            n = int(np.prod(shape))
+            arrays.append(np.frombuffer(data, np.float32, n, entry[2]).reshape(shape))
+        head.append((*arrays, scale))
 
     target = resolve_text_model(config.text.model, base_dir=directory)
     if not Path(target).is_dir():

@@ -61,6 +61,11 @@ class TrainConfig:
     distill: float = _s(
         0.0, "mn04/mn10: weight of the teacher-space term (train/heads.py); 0 = off"
     )
+    fusion: float = _s(
+        0.0,
+        "mn04/mn10: weight of the teacher start in every cosine of the shipped model, its "
+        "heads kept beside the trained ones (model/fusion.py); 0 = off",
+    )
     # optimisation
     epochs: int = _s(30, "most epochs to train")
     steps_per_epoch: int | None = _s(None, "steps per epoch (default: one pass over the clips)")
@@ -117,6 +122,11 @@ class TrainConfig:
         if not 0.0 <= self.ema < 1.0:
             raise ConfigError(
                 f"ema must lie in [0, 1): the average's decay per step, 0 = off; got {self.ema}"
+            )
+        if not 0.0 <= self.fusion < 1.0:
+            raise ConfigError(
+                f"fusion must lie in [0, 1): the teacher start's weight in every cosine, 0 = "
+                f"off; got {self.fusion}"
             )
         if self.class_loss < 0 or self.class_temperature <= 0:
             raise ConfigError("class_loss must be >= 0 and class_temperature > 0")

@@ -348,6 +348,12 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
                 f"init '{cfg.init}' is not a model on a named tagging backbone; "
                 "heads-only training needs one (earshot init-model DIR --efficientat mn04)"
             )
+        if model.config.fusion:
+            raise EarshotError(
+                f"init '{cfg.init}' has fused heads (fusion {model.config.fusion}): train from "
+                "its recipe instead (its training config sets `fusion`), or init from an "
+                "unfused model folder"
+            )
         text_encoder = model.text_encoder
     else:
         text_encoder = load_text_encoder(cfg.text_model)
@@ -386,6 +392,7 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
         eval_every=cfg.steps_per_epoch or 100,
         seed=cfg.seed,
     )
+    start = _heads_state(model)  # where the heads began: fused with them below, if asked
     log = fit_heads(
         model,
         _Split(train_ds, bf_train, text),
@@ -394,6 +401,11 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
         settings,
         progress=progress,
     )
+    if cfg.fusion:
+        from earshot.model.fusion import fuse_with_start
+
+        model = fuse_with_start(model, start, cfg.fusion)
+        log["fusion"] = cfg.fusion
     out = save_model(model, cfg.out)
     log.update(
         model_id=model_id(model),

@@ -405,6 +405,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         r = train_general(cfg, progress=cfg.progress)
         steps = cfg.steps_per_epoch or 100
         return TrainResult(r["out"], r["best_step"] // steps, r["best_val_mAP@10"], r["history"])
+    if cfg.fusion:
+        raise EarshotError(
+            f"fusion is for heads trained on a named backbone ({', '.join(BACKBONES)}), "
+            f"not for encoder '{cfg.encoder}'"
+        )
     trainer = Trainer(cfg)
     if resume:
         trainer.resume()
