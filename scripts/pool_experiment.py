@@ -26,6 +26,11 @@ keeps the padded training and changes only what validation sees (an inference-on
     python scripts/pool_experiment.py extract-short
     python scripts/pool_experiment.py run reference --short unpadded --out rows.jsonl
 
+Keeping the teacher start (issue #15's third question): `run reference --wise A ... --fuse W ...`
+also scores the trained heads interpolated with their start in weight space (WiSE-FT) and fused
+with it in score (what `model/fusion.py` ships), a row each. `--mining N` trains on N mined
+captions a label instead of the recipe's (0: none, as every table before the fusion one).
+
 CPU, one thread (the machine is shared); the frame cache lives in .earshot-cache (gitignored).
 """
 
@@ -360,7 +365,9 @@ per_label = {per_label}
 
 
 def recipe_path(mining: int | None) -> Path:
-    if not mining:
+    """The recipe as it is (None: configs/general-data.toml mines 20 captions a label), or with
+    `mining` captions a label instead (0: none, the recipe before [auto_mining] was used)."""
+    if mining is None:
         return DATA
     path = cache_dir() / f"pool-experiment-mining{mining}.toml"
     # beside the cache, the include's root is resolved from the included file's folder
@@ -521,6 +528,49 @@ class Experiment:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 
+class FusedHead(nn.Module):
+    """Two heads side by side, each output unit length and scaled by √w / √(1 − w), so the
+    cosine of two fused vectors is w · cos(trained) + (1 − w) · cos(start): score fusion of
+    the trained heads with the teacher start, as one vector of twice the width."""
+
+    def __init__(self, trained: nn.Module, start: nn.Module, w: float):
+        super().__init__()
+        self.trained, self.start, self.w = trained, start, w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = F.normalize(self.trained(x), dim=-1) * self.w**0.5
+        b = F.normalize(self.start(x), dim=-1) * (1.0 - self.w) ** 0.5
+        return torch.cat([a, b], dim=-1)
+
+
+def blend_rows(exp, kind, heads, val, wise, fuse) -> list[dict]:
+    """Scores on val of the trained heads blended with the teacher start: `wise` weight-space
+    interpolations θ = (1 − α)·θ_start + α·θ_trained (WiSE-FT, Wortsman et al. 2022; the same
+    linear heads, no cost at search time) and `fuse` score fusions (FusedHead)."""
+    import copy
+
+    rows = []
+    for alpha in wise or ():
+        model = exp.fresh_model(kind)
+        for head, trained in ((model.audio_head, heads[0]), (model.text_head, heads[1])):
+            start = head.state_dict()
+            head.load_state_dict(
+                {k: (1 - alpha) * start[k] + alpha * trained[k] for k in start}
+            )
+        rows.append({"wise": alpha, "val": exp.columns(model, val)})
+    for w in fuse or ():
+        model = exp.fresh_model(kind)
+        a0, t0 = copy.deepcopy(model.audio_head), copy.deepcopy(model.text_head)
+        model.audio_head.load_state_dict(heads[0])
+        model.text_head.load_state_dict(heads[1])
+        fused = copy.deepcopy(model)
+        fused.audio_head = FusedHead(model.audio_head, a0, w)
+        fused.text_head = FusedHead(model.text_head, t0, w)
+        rows.append({"fuse": w, "val": exp.columns(fused, val)})
+    exp.fresh_model(kind)  # leave the one model at its start
+    return rows
+
+
 def run_variants(
     variants: list[str],
     steps: int,
@@ -528,6 +578,8 @@ def run_variants(
     mining: int | None,
     short: str | None = None,
     short_val: list[str] | None = None,
+    wise: list[float] | None = None,
+    fuse: list[float] | None = None,
 ) -> None:
     from earshot.train.heads import HeadSettings, _Split, fit_heads
 
@@ -562,7 +614,7 @@ def run_variants(
         log = fit_heads(model, train, val, exp.teacher, settings, progress=False)
         base = {
             "variant": kind,
-            "mining": mining or 0,
+            "mining": "recipe" if mining is None else mining,
             "short": short or "",
             "short_val": "",
             "steps": steps,
@@ -585,6 +637,8 @@ def run_variants(
             trained.text_head.load_state_dict(heads[1])
             cols = exp.columns(trained, split)
             rows.append({**base, "short_val": mode, "start": start, "val": cols})
+        for blended in blend_rows(exp, kind, heads, val, wise, fuse):
+            rows.append({**base, **blended})
         for row in rows:
             print(json.dumps(row), flush=True)
             if out:
@@ -601,11 +655,17 @@ def table(rows_file: str) -> None:
     print("|---|---|" + "---|" * len(COLUMNS))
     for line in Path(rows_file).read_text().splitlines():
         row = json.loads(line)
-        name = row["variant"] + (f" + mining {row['mining']}" if row.get("mining") else "")
+        name = row["variant"] + (
+            f" + mining {row['mining']}" if row.get("mining") not in (None, "recipe") else ""
+        )
         if row.get("short"):
             name += f" + short clips {row['short']} (train and val)"
         if row.get("short_val"):
             name += f" + short clips {row['short_val']} (val only)"
+        if "wise" in row:
+            name += f" + WiSE α {row['wise']}"
+        if "fuse" in row:
+            name += f" + fused w {row['fuse']}"
         cells = [f"{row['val'].get(c, float('nan')):.3f}" for c in COLUMNS]
         print(f"| {name} | {row['best_step']} | " + " | ".join(cells) + " |")
 
@@ -627,7 +687,12 @@ def main() -> None:
     )
     r.add_argument("--steps", type=int, default=1000)
     r.add_argument("--out", default=None, help="append the rows (JSON lines) here")
-    r.add_argument("--mining", type=int, default=0, help="[auto_mining] captions a label")
+    r.add_argument(
+        "--mining",
+        type=int,
+        default=None,
+        help="[auto_mining] captions a label instead of the recipe's (0: none)",
+    )
     r.add_argument(
         "--short",
         choices=SHORT_MODES,
@@ -641,6 +706,21 @@ def main() -> None:
         default=None,
         help="train as shipped, also score validation in these short-clip modes (inference "
         "only; a row each)",
+    )
+    r.add_argument(
+        "--wise",
+        type=float,
+        nargs="+",
+        default=None,
+        help="also score each trained head interpolated with its teacher start at these α "
+        "(weight space; a row each)",
+    )
+    r.add_argument(
+        "--fuse",
+        type=float,
+        nargs="+",
+        default=None,
+        help="also score w · trained cosine + (1 − w) · teacher-start cosine (a row each)",
     )
     t = sub.add_parser("table")
     t.add_argument("rows", help="the JSON lines `run --out` wrote")
@@ -661,7 +741,16 @@ def main() -> None:
         for split in ("train", "val") if args.reverse else ("val", "train"):
             extract_short(model, load_dataset(DATA, split), reverse=args.reverse)
         return
-    run_variants(args.variants, args.steps, args.out, args.mining, args.short, args.short_val)
+    run_variants(
+        args.variants,
+        args.steps,
+        args.out,
+        args.mining,
+        args.short,
+        args.short_val,
+        args.wise,
+        args.fuse,
+    )
 
 
 if __name__ == "__main__":
