@@ -269,6 +269,21 @@ def test_frontend_against_an_independent_computation():
         fe(torch.zeros(1, 400))
 
 
+@pytest.mark.parametrize("rows, chunk", [(5, 2), (5, 1), (4, 4), (3, 8)])
+def test_frontend_rows_are_the_same_in_any_chunk(rows, chunk, monkeypatch):
+    # The front end computes its rows `chunk_rows` at a time to stay in the CPU's caches: a
+    # speed setting only, so every row must equal the whole batch computed at once, bit for bit.
+    fe = build_frontend(EFFICIENTAT_AUDIO)
+    x = torch.from_numpy(np.stack([chirp_mix(2.0, 32000, seed=s) for s in range(rows)]))
+    monkeypatch.setattr(fe, "chunk_rows", rows)
+    whole = fe(x)
+    monkeypatch.setattr(fe, "chunk_rows", chunk)
+    parts = fe(x)
+    assert parts.shape == whole.shape == (rows, 1, 128, 200)
+    assert torch.equal(parts, whole)
+    assert torch.equal(fe(x.double())[:1], fe(x[:1].double()))  # float64 rows likewise
+
+
 # -- configuration ----------------------------------------------------------------------
 
 
