@@ -110,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         result = {}
         for name, ts in times.items():
             base = times["encode_whole" if name.startswith("encode") else "frontend_whole"]
+            ratios = [b / t for b, t in zip(base, ts, strict=True)]
             result[name] = {
                 "ms_per_window": round(1000 * statistics.median(ts), 2),
-                "speedup": round(statistics.median(b / t for b, t in zip(base, ts)), 3),
+                "speedup": round(statistics.median(ratios), 3),
             }
         out[f"threads_{threads}"] = result
     frontend.chunk_rows = shipped
