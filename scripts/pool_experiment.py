@@ -554,9 +554,7 @@ def blend_rows(exp, kind, heads, val, wise, fuse) -> list[dict]:
         model = exp.fresh_model(kind)
         for head, trained in ((model.audio_head, heads[0]), (model.text_head, heads[1])):
             start = head.state_dict()
-            head.load_state_dict(
-                {k: (1 - alpha) * start[k] + alpha * trained[k] for k in start}
-            )
+            head.load_state_dict({k: (1 - alpha) * start[k] + alpha * trained[k] for k in start})
         rows.append({"wise": alpha, "val": exp.columns(model, val)})
     for w in fuse or ():
         model = exp.fresh_model(kind)
