@@ -528,27 +528,16 @@ class Experiment:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 
-class FusedHead(nn.Module):
-    """Two heads side by side, each output unit length and scaled by √w / √(1 − w), so the
-    cosine of two fused vectors is w · cos(trained) + (1 − w) · cos(start): score fusion of
-    the trained heads with the teacher start, as one vector of twice the width."""
-
-    def __init__(self, trained: nn.Module, start: nn.Module, w: float):
-        super().__init__()
-        self.trained, self.start, self.w = trained, start, w
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = F.normalize(self.trained(x), dim=-1) * self.w**0.5
-        b = F.normalize(self.start(x), dim=-1) * (1.0 - self.w) ** 0.5
-        return torch.cat([a, b], dim=-1)
-
-
 def blend_rows(exp, kind, heads, val, wise, fuse) -> list[dict]:
     """Scores on val of the trained heads blended with the teacher start: `wise` weight-space
     interpolations θ = (1 − α)·θ_start + α·θ_trained (WiSE-FT, Wortsman et al. 2022; the same
-    linear heads, no cost at search time) and `fuse` score fusions (FusedHead)."""
-    import copy
+    linear heads, no cost at search time) and `fuse` score fusions w · cos(trained) +
+    (1 − w) · cos(start), built by `earshot.model.fusion.fuse_with_start` as the shipped model
+    is (its `fusion` = 1 − w)."""
+    from earshot.model.fusion import fuse_with_start
 
+    if (wise or fuse) and kind != "reference":
+        raise SystemExit("--wise and --fuse blend the reference head (plain linear heads)")
     rows = []
     for alpha in wise or ():
         model = exp.fresh_model(kind)
@@ -558,12 +547,9 @@ def blend_rows(exp, kind, heads, val, wise, fuse) -> list[dict]:
         rows.append({"wise": alpha, "val": exp.columns(model, val)})
     for w in fuse or ():
         model = exp.fresh_model(kind)
-        a0, t0 = copy.deepcopy(model.audio_head), copy.deepcopy(model.text_head)
         model.audio_head.load_state_dict(heads[0])
         model.text_head.load_state_dict(heads[1])
-        fused = copy.deepcopy(model)
-        fused.audio_head = FusedHead(model.audio_head, a0, w)
-        fused.text_head = FusedHead(model.text_head, t0, w)
+        fused = fuse_with_start(model, exp.start, 1.0 - w)
         rows.append({"fuse": w, "val": exp.columns(fused, val)})
     exp.fresh_model(kind)  # leave the one model at its start
     return rows
