@@ -144,3 +144,25 @@ def test_text_encoder_that_does_not_fit_is_an_error_not_a_traceback(
     with pytest.raises(TextEncoderMismatchError) as e:
         Index(tmp_path / "c.sqlite")
     assert isinstance(e.value, ModelLoadError | EarshotError) and isinstance(e.value, ValueError)
+
+
+def test_a_folder_named_like_a_packaged_model_hides_it_only_if_it_is_a_model(
+    tmp_path, monkeypatch
+):
+    """`earshot evaluate --model general` once wrote its report to ./general/eval, and that
+    folder then hid the packaged model from the next command ("'general' is not an earshot
+    model folder"), the card's second regenerate command. Reports for a name now go to
+    earshot-eval/NAME, and only a folder with a config.json is taken over the name."""
+    from earshot.commands.train import default_report_dir
+    from earshot.model.io import resolve_model_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert default_report_dir("compact").parts == ("earshot-eval", "compact")
+    (tmp_path / "compact" / "eval").mkdir(parents=True)  # an old report folder
+    assert resolve_model_dir("compact") == packaged_model_dir("compact")
+    assert default_report_dir("compact").parts == ("earshot-eval", "compact")
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    assert default_report_dir("runs/mine").parts == ("runs", "mine", "eval")
+    (tmp_path / "compact" / "config.json").write_text("{}")  # a model folder of that name
+    assert resolve_model_dir("compact").parts == ("compact",)
+    assert default_report_dir("compact").parts == ("compact", "eval")

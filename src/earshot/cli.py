@@ -241,7 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="development | validation | evaluation, or COLUMN=V1,V2 for labels.csv",
     )
     p.add_argument("--audio-dir", help="audio folder for a captions CSV")
-    p.add_argument("--out", help="report folder (default: MODEL/eval)")
+    p.add_argument(
+        "--out",
+        help="report folder (default: MODEL/eval for a model folder, earshot-eval/NAME for a "
+        "packaged model's name)",
+    )
     p.add_argument("--cache-dir", default=".earshot-cache", help="feature cache folder")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")

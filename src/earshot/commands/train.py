@@ -80,7 +80,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         mixtures = evaluate_mixtures(model, dataset, store, queries, mixable, **settings)
         if mixtures is not None:
             report[f"{prefix}mixtures"] = mixtures
-    out = Path(args.out) if args.out else Path(args.model) / "eval"
+    out = Path(args.out) if args.out else default_report_dir(args.model)
     json_path, md_path = write_report(report, out, stem=f"report-{_safe(args.split)}")
     if args.json:
         print(json.dumps(report))
@@ -88,6 +88,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(format_table(report))
         print(f"\nwrote {json_path} and {md_path}")
     return 0
+
+
+def default_report_dir(model: str) -> Path:
+    """Where `earshot evaluate` writes without --out: MODEL/eval for a model folder; for a
+    packaged model's name (general, compact, default) earshot-eval/NAME here, never a folder
+    named like the model, which would have hidden the packaged one from the next command."""
+    from earshot.model.io import names_a_folder
+
+    if names_a_folder(model):
+        return Path(model) / "eval"
+    return Path("earshot-eval") / _safe(str(model))
 
 
 def _recipe_queries(

@@ -157,11 +157,21 @@ def default_model_dir() -> Path:
     return packaged_model_dir("compact")
 
 
+def names_a_folder(directory: str | Path) -> bool:
+    """Whether `directory` is taken as a folder rather than a packaged model's name."""
+    path = Path(directory)
+    if str(directory) in (*PACKAGED_NAMES, DEFAULT_NAME):
+        return (path / CONFIG_FILE).is_file()
+    return path.is_dir()
+
+
 def resolve_model_dir(directory: str | Path) -> Path:
     """A model folder path; the names `general` and `compact` mean the packaged models, and
-    `default` the one `choose_default_model` picks, unless a folder of that name exists here."""
+    `default` the one `choose_default_model` picks, unless a model folder of that name (one
+    with a config.json) exists here: any other folder of that name (`earshot evaluate`'s old
+    reports, a folder of recordings) does not hide the packaged model."""
     name = str(directory)
-    if Path(directory).is_dir():
+    if names_a_folder(directory):
         return Path(directory)
     if name in PACKAGED_NAMES:
         return packaged_model_dir(name)
