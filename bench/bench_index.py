@@ -200,6 +200,17 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
 
 
+def _precision(precision: str, model) -> str:
+    """What `earshot index --precision` resolves to for this model (an older tree's
+    resolve_precision, run by --compare, takes no model: then what it gives without one)."""
+    from earshot.model.dual import resolve_precision
+
+    try:
+        return resolve_precision(precision, model)
+    except TypeError:
+        return resolve_precision(precision)
+
+
 def bench_index(
     n: int,
     names: list[str],
@@ -229,13 +240,13 @@ def bench_index(
                 continue
             t = time.perf_counter()
             model.encode_audio(torch.zeros(2, model.config.audio.window_samples))  # warm-up
-            models[name] = (model, round(time.perf_counter() - t, 2))
+            models[name] = (model, round(time.perf_counter() - t, 2), _precision(precision, model))
             runs[name], cpu_runs[name], cpu_per_wall[name] = [], [], []
         order = list(models)
         summaries = {}
         for r in range(rounds):
             for name in order[r % len(order) :] + order[: r % len(order)] if order else []:
-                model = models[name][0]
+                model, _, resolved = models[name]
                 db = Path(tmp) / f"{name}.sqlite"
                 with Catalogue(db) as cat:
                     cpu = _cpu_s()
@@ -244,7 +255,7 @@ def bench_index(
                         cat,
                         model,
                         workers=workers,
-                        precision=precision,
+                        precision=resolved,
                         progress=False,
                     ).run([str(Path(tmp) / "clips")])
                     seconds = time.perf_counter() - t
@@ -256,7 +267,7 @@ def bench_index(
                 cpu_per_wall[name].append(cpu / seconds)
                 summaries[name] = (s, seconds)
                 print(f"{name} (round {r + 1}): {s.added / seconds:.2f} files/s", file=sys.stderr)
-        for name, (model, warmup_s) in models.items():
+        for name, (model, warmup_s, resolved) in models.items():
             s, seconds = summaries[name]
             fps = _median(runs[name])
             entry = {
@@ -272,7 +283,8 @@ def bench_index(
                 "files_per_cpu_s": round(1 / _median(cpu_runs[name]), 2),
                 "cpu_per_wall": round(_median(cpu_per_wall[name]), 2),
                 "warmup_s": warmup_s,
-                "stages": stages(model, paths[: min(len(paths), 16)], precision, 8),
+                "precision": resolved,
+                "stages": stages(model, paths[: min(len(paths), 16)], resolved, 8),
             }
             if name in GENERAL:
                 from earshot.model import dual
@@ -489,9 +501,6 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from earshot.model.dual import resolve_precision
-
-    args.precision = resolve_precision(args.precision)
     if args.quick:
         args.clips, args.tree, args.search_segments = 4, 200, 2000
     if args.models is None:

@@ -150,3 +150,18 @@ def test_panns_models_never_take_it(waves):
         assert not dual._fast_path_applies(model.audio_encoder, logmel)
     out = model.encode_audio(np.zeros((1, 32000), dtype=np.float32))
     assert out.shape == (1, model.config.joint_dim)
+
+
+def test_auto_precision_keeps_fp32_for_the_fast_path(model, monkeypatch):
+    """`--precision auto` picks bf16 on CPUs with native bf16, but not for a model on the fp32
+    fast path: bf16 would run it as slower eager autocast (dual.resolve_precision)."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert dual.resolve_precision("auto") == "bf16"
+    assert dual.resolve_precision("auto", tiny_model()) == "bf16"  # PANNs: no fast path
+    assert dual.resolve_precision("auto", model) == "fp32"
+    assert dual.resolve_precision("bf16", model) == "bf16"  # asked for: given
+    plain = copy.deepcopy(model)
+    plain.fast_inference = False
+    assert dual.resolve_precision("auto", plain) == "bf16"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert dual.resolve_precision("auto", tiny_model()) == "fp32"

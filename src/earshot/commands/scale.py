@@ -147,7 +147,7 @@ def cmd_index_shards(args: argparse.Namespace) -> int:
         files_per_shard=args.files_per_shard,
         actors=args.actors,
         batch_size=args.batch_size,
-        precision=resolve_precision(args.precision),
+        precision=resolve_precision(args.precision, model),
         keep_missing=args.keep_missing,
         progress=not args.json,
     )

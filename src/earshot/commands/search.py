@@ -56,7 +56,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             model,
             workers=args.workers,
             batch_size=args.batch_size,
-            precision=resolve_precision(args.precision),
+            precision=resolve_precision(args.precision, model),
             progress=not args.json,
         )
         summary = indexer.run(args.paths, keep_missing=args.keep_missing, prune=prune)

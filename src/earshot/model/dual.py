@@ -20,6 +20,7 @@ from earshot.config import ModelConfig
 from earshot.encoders.audio import build_audio_encoder
 from earshot.encoders.efficientat import EfficientAtMN
 from earshot.encoders.text import TextEncoder
+from earshot.model.heads import audio_head
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -41,10 +42,14 @@ class JointModel(nn.Module):
             from earshot.model.fusion import FusedHead
 
             half, f = config.head_dim, config.fusion
-            self.audio_head: nn.Module = FusedHead(audio_head_inputs(config), half, f)
+            self.audio_head: nn.Module = FusedHead(
+                audio_head_inputs(config), half, f, hidden=config.audio_hidden
+            )
             self.text_head: nn.Module = FusedHead(config.text.dim, half, f)
         else:
-            self.audio_head = nn.Linear(audio_head_inputs(config), config.joint_dim)
+            self.audio_head = audio_head(
+                audio_head_inputs(config), config.joint_dim, config.audio_hidden
+            )
             self.text_head = nn.Linear(config.text.dim, config.joint_dim)
         self._text_encoder: TextEncoder | None = None
         self.source: str | None = None  # the folder it was loaded from, if any
@@ -275,11 +280,22 @@ def audio_head_inputs(config: ModelConfig) -> int:
     return pooled * config.encoder.embed_dim + extra
 
 
-def resolve_precision(precision: str) -> str:
+def resolve_precision(precision: str, model: nn.Module | None = None) -> str:
     """`auto` → bf16 where the CPU computes it natively (AVX512-BF16 / AMX; ~2x faster, cosine
-    ≥ 0.999 to fp32), fp32 elsewhere, where emulated bf16 would be slower."""
+    ≥ 0.999 to fp32), fp32 elsewhere, where emulated bf16 would be slower.
+
+    Except for `model`s whose audio encoder takes the fp32 fast path (EfficientAT's MobileNet,
+    `fast_mn_encoder`): bf16 runs it as eager autocast instead, which is slower than the traced
+    fp32 copy even on a CPU with AMX (the general model indexed 42-47 files/s in bf16 against
+    52 in fp32 on a 2-core Sapphire Rapids Xeon, bench/bench_index.py), so auto keeps fp32."""
     if precision != "auto":
         return precision
+    if (
+        isinstance(getattr(model, "audio_encoder", None), EfficientAtMN)
+        and getattr(model, "fast_inference", False)
+        and all(p.device.type == "cpu" for p in model.parameters())
+    ):
+        return "fp32"
     try:
         native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
