@@ -489,12 +489,22 @@ class Experiment:
             out.append(_Split(ds, BackboneFeatures(feats, bf.logits, bf.window_clip), self.text))
         return out
 
-    def fresh_model(self, kind: str):
+    def fresh_model(self, kind: str, hidden: int = 0):
+        """The one model at its teacher start, its audio head a `kind` (reference: the shipped
+        head, linear, or with `hidden` the residual MLP of model/heads.py, its branch at zero:
+        the same start). Seeded by the caller (torch.manual_seed): the branch's first layer."""
+        import dataclasses
+
+        from earshot.model.heads import audio_head
+
         model = self.model
-        base = nn.Linear(911, 300)  # [embedding 384 ; tags² 527] → joint 300
-        base.load_state_dict(self.start[0])
+        model.config = dataclasses.replace(model.config, audio_hidden=hidden)
+        base = audio_head(911, 300, hidden)  # [embedding 384 ; tags² 527] → joint 300
+        base.load_state_dict(self.start[0], strict=not hidden)
         model.text_head.load_state_dict(self.start[1])
         if kind != "reference":
+            if hidden:
+                raise SystemExit("--hidden is for the reference head")
             base = PooledAudioHead(base, kind, self.store())
         model.audio_head = base
         return model
@@ -528,7 +538,7 @@ class Experiment:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 
-def blend_rows(exp, kind, heads, val, wise, fuse) -> list[dict]:
+def blend_rows(exp, kind, heads, val, wise, fuse, hidden: int = 0) -> list[dict]:
     """Scores on val of the trained heads blended with the teacher start: `wise` weight-space
     interpolations θ = (1 − α)·θ_start + α·θ_trained (WiSE-FT, Wortsman et al. 2022; the same
     linear heads, no cost at search time) and `fuse` score fusions w · cos(trained) +
@@ -538,6 +548,8 @@ def blend_rows(exp, kind, heads, val, wise, fuse) -> list[dict]:
 
     if (wise or fuse) and kind != "reference":
         raise SystemExit("--wise and --fuse blend the reference head (plain linear heads)")
+    if wise and hidden:
+        raise SystemExit("--wise interpolates linear heads: not with --hidden")
     rows = []
     for alpha in wise or ():
         model = exp.fresh_model(kind)
@@ -546,7 +558,7 @@ def blend_rows(exp, kind, heads, val, wise, fuse) -> list[dict]:
             head.load_state_dict({k: (1 - alpha) * start[k] + alpha * trained[k] for k in start})
         rows.append({"wise": alpha, "val": exp.columns(model, val)})
     for w in fuse or ():
-        model = exp.fresh_model(kind)
+        model = exp.fresh_model(kind, hidden)
         model.audio_head.load_state_dict(heads[0])
         model.text_head.load_state_dict(heads[1])
         fused = fuse_with_start(model, exp.start, 1.0 - w)
@@ -564,9 +576,13 @@ def run_variants(
     short_val: list[str] | None = None,
     wise: list[float] | None = None,
     fuse: list[float] | None = None,
+    hidden: int = 0,
+    seed: int = 0,
 ) -> None:
     from earshot.train.heads import HeadSettings, _Split, fit_heads
 
+    if hidden and (short or short_val):
+        raise SystemExit("--hidden is not measured with --short / --short-val")
     exp = Experiment(mining)
     if short:  # train and validate on what the backbone gives in that mode
         for name, ds in (("train", exp.train_ds), ("val", exp.val_ds)):
@@ -588,12 +604,13 @@ def run_variants(
         temperature=0.05,
         distill=0.3,
         eval_every=100,
-        seed=0,
+        seed=seed,
     )
     for kind in variants:
         t0 = time.perf_counter()
         train, val = exp.splits(indexed=kind != "reference")
-        model = exp.fresh_model(kind)
+        torch.manual_seed(seed)  # as `earshot train`: the seed, then the model is built
+        model = exp.fresh_model(kind, hidden)
         start_cols = exp.columns(model, val)
         log = fit_heads(model, train, val, exp.teacher, settings, progress=False)
         base = {
@@ -601,6 +618,8 @@ def run_variants(
             "mining": "recipe" if mining is None else mining,
             "short": short or "",
             "short_val": "",
+            "hidden": hidden,
+            "seed": seed,
             "steps": steps,
             "best_step": log["best_step"],
             "start": start_cols,
@@ -621,7 +640,7 @@ def run_variants(
             trained.text_head.load_state_dict(heads[1])
             cols = exp.columns(trained, split)
             rows.append({**base, "short_val": mode, "start": start, "val": cols})
-        for blended in blend_rows(exp, kind, heads, val, wise, fuse):
+        for blended in blend_rows(exp, kind, heads, val, wise, fuse, hidden):
             rows.append({**base, **blended})
         for row in rows:
             print(json.dumps(row), flush=True)
@@ -642,6 +661,10 @@ def table(rows_file: str) -> None:
         name = row["variant"] + (
             f" + mining {row['mining']}" if row.get("mining") not in (None, "recipe") else ""
         )
+        if row.get("hidden"):
+            name += f" + MLP hidden {row['hidden']}"
+        if row.get("seed"):
+            name += f" (seed {row['seed']})"
         if row.get("short"):
             name += f" + short clips {row['short']} (train and val)"
         if row.get("short_val"):
@@ -706,9 +729,19 @@ def main() -> None:
         default=None,
         help="also score w · trained cosine + (1 − w) · teacher-start cosine (a row each)",
     )
+    r.add_argument(
+        "--hidden",
+        type=int,
+        default=0,
+        help="the reference head with a residual MLP of this width (model/heads.py; 0: linear)",
+    )
+    r.add_argument("--seed", type=int, default=0, help="training seed (as [train] seed)")
+    r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     t = sub.add_parser("table")
     t.add_argument("rows", help="the JSON lines `run --out` wrote")
     args = ap.parse_args()
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     if args.cmd == "table":
         table(args.rows)
         return
@@ -734,6 +767,8 @@ def main() -> None:
         args.short_val,
         args.wise,
         args.fuse,
+        args.hidden,
+        args.seed,
     )
 
 

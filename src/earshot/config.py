@@ -153,8 +153,14 @@ class ModelConfig:
     # unit length: every cosine is (1 − fusion) · the trained heads' + fusion · the start's
     # (model/fusion.py). 0: one head a side, as every model before it.
     fusion: float = 0.0
+    # > 0: the (trained) audio head is a linear map plus a residual MLP with one hidden layer
+    # of this width, zero at initialisation (model/heads.py). 0: linear, as every model before.
+    audio_hidden: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "audio_hidden", int(self.audio_hidden))
+        if self.audio_hidden < 0:
+            raise ValueError(f"audio_hidden must be >= 0 (0: a linear head), got {self.audio_hidden}")
         if not 0.0 <= float(self.fusion) < 1.0:
             raise ValueError(f"fusion must be in [0, 1), got {self.fusion}")
         if self.fusion and self.joint_dim % 2:
@@ -172,6 +178,8 @@ class ModelConfig:
             del d["kind"], d["checkpoint"]
         if not self.fusion:  # likewise
             del d["fusion"]
+        if not self.audio_hidden:  # likewise
+            del d["audio_hidden"]
         d["encoder"]["widths"] = list(self.encoder.widths)
         # asdict() does not go through WeightsRef.to_dict: its later `md5`, where unset, is left
         # out here too, or every model naming weights would change id (catalogues refused).
@@ -189,7 +197,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {"audio", "encoder", "text", "joint_dim", "kind", "checkpoint", "fusion"}
+        known = {
+            "audio", "encoder", "text", "joint_dim", "kind", "checkpoint", "fusion", "audio_hidden"
+        }  # fmt: skip
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
@@ -201,6 +211,7 @@ class ModelConfig:
             kind=d.get("kind", "earshot"),
             checkpoint=d.get("checkpoint"),
             fusion=float(d.get("fusion", 0.0)),
+            audio_hidden=int(d.get("audio_hidden", 0)),
         )
 
     @property

@@ -91,6 +91,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             "weights": c.encoder.weights.to_dict() if c.encoder.weights else None,
         },
         "text_model": {"name": c.text.model, "dim": c.text.dim},
+        # the audio head: linear, or linear + a residual MLP of this width (model/heads.py);
+        # fusion: the teacher start's share of every cosine (model/fusion.py)
+        "heads": {"audio_hidden": c.audio_hidden, "fusion": c.fusion},
         "frontend": _frontend_info(c.audio),
         "windows": {"window_s": c.audio.window_s, "hop_s": c.audio.hop_s},
         "parameters": n_params,
@@ -102,10 +105,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"model       {info['model']}")
     print(f"id          {info['id']}{'  (UNTRAINED)' if info['untrained'] else ''}")
     print(f"space       {c.joint_dim}-d, cosine similarity")
+    head = f"head (linear + MLP, hidden {c.audio_hidden})" if c.audio_hidden else "head"
     print(
         f"audio       {c.encoder.name} widths {list(c.encoder.widths)} -> {c.encoder.embed_dim}-d"
-        f" -> head -> {c.joint_dim}-d ({n_params / 1e6:.1f} M parameters in all)"
+        f" -> {head} -> {c.joint_dim}-d ({n_params / 1e6:.1f} M parameters in all)"
     )
+    if c.fusion:
+        print(
+            f"heads       fused: every cosine is {1 - c.fusion:g} x the trained heads' + "
+            f"{c.fusion:g} x the teacher start's"
+        )
     print(f"text        {c.text.model} ({c.text.dim}-d) -> head -> {c.joint_dim}-d")
     if c.encoder.weights:
         w = c.encoder.weights

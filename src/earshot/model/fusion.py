@@ -21,16 +21,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from earshot.model.heads import audio_head, linear_part
+
 
 class FusedHead(nn.Module):
-    """`trained` and `start` (two linear heads of the same shape) side by side:
+    """`trained` and `start` (two heads of the same shape; the start linear, the trained one
+    linear or, with `hidden`, a residual MLP: model/heads.py) side by side:
     input → [√(1 − fusion) · unit(trained(x)) ; √fusion · unit(start(x))]."""
 
-    def __init__(self, in_features: int, head_dim: int, fusion: float):
+    def __init__(self, in_features: int, head_dim: int, fusion: float, hidden: int = 0):
         super().__init__()
         if not 0.0 < fusion < 1.0:
             raise ValueError(f"fusion must be in (0, 1), got {fusion}")
-        self.trained = nn.Linear(in_features, head_dim)
+        self.trained = audio_head(in_features, head_dim, hidden)
         self.start = nn.Linear(in_features, head_dim)
         self.fusion = float(fusion)
 
@@ -47,7 +50,8 @@ class FusedHead(nn.Module):
 
 def fuse_with_start(model, start: tuple[dict, dict], fusion: float):
     """A new model whose heads are `model`'s trained heads fused with the `start` state dicts
-    (audio head, text head) it was trained from; the backbone and text encoder are shared."""
+    (audio head, text head) it was trained from; the backbone and text encoder are shared.
+    A start state dict may hold a residual MLP head's branch: only its linear part is kept."""
     from earshot.model.dual import JointModel
 
     config = model.config
@@ -66,5 +70,6 @@ def fuse_with_start(model, start: tuple[dict, dict], fusion: float):
             (fused.text_head, model.text_head, start[1]),
         ):
             head.trained.load_state_dict(trained.state_dict())
-            head.start.load_state_dict(begun)
+            # a residual MLP head began as its linear part (its branch starts at zero)
+            head.start.load_state_dict(linear_part(begun))
     return fused.train(model.training)

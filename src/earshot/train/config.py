@@ -45,6 +45,11 @@ class TrainConfig:
     joint_dim: int = _s(ModelConfig.joint_dim, "size of the joint text-audio space")
     window_s: float = _s(AudioConfig.window_s, "analysis window in seconds (train and search)")
     hop_s: float = _s(AudioConfig.hop_s, "hop between windows in seconds")
+    audio_hidden: int = _s(
+        ModelConfig.audio_hidden,
+        "mn04/mn10: width of the residual MLP beside the linear audio head (model/heads.py); "
+        "0 = a linear head",
+    )
     freeze_audio: bool = _s(False, "train the heads (and the text side, if unfrozen) only")
     freeze_text: bool = _s(True, "frozen text encoder: sentence vectors from the text cache")
     # objective
@@ -123,6 +128,11 @@ class TrainConfig:
             raise ConfigError(
                 f"ema must lie in [0, 1): the average's decay per step, 0 = off; got {self.ema}"
             )
+        if self.audio_hidden < 0:
+            raise ConfigError(
+                f"audio_hidden must be >= 0: the residual MLP's width, 0 = a linear audio head; "
+                f"got {self.audio_hidden}"
+            )
         if not 0.0 <= self.fusion < 1.0:
             raise ConfigError(
                 f"fusion must lie in [0, 1): the teacher start's weight in every cosine, 0 = "
@@ -161,7 +171,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
 _DATA = ("dataset", "audio_dir", "train_split", "val_split")
 _MODEL = (
     "init", "encoder", "widths", "embed_dim", "panns", "text_model", "joint_dim", "window_s",
-    "hop_s", "freeze_audio", "freeze_text",
+    "hop_s", "audio_hidden", "freeze_audio", "freeze_text",
 )  # fmt: skip
 
 

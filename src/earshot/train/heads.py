@@ -19,6 +19,7 @@ teacher start, is scored too, so a run that cannot beat it says so.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -309,6 +310,21 @@ def fit_heads(
     return {"best_step": best[1], "best_val_mAP@10": round(best[0], 4), "history": history}
 
 
+def _with_audio_hidden(model: JointModel, hidden: int) -> JointModel:
+    """`model` (a linear audio head) with a residual MLP of `hidden` beside that head: the
+    same vectors, since the branch starts at zero (model/heads.py); backbone shared."""
+    wider = JointModel(dataclasses.replace(model.config, audio_hidden=hidden))
+    wider.audio_encoder, wider.frontend = model.audio_encoder, model.frontend
+    wider.tag_names = model.tag_names
+    wider.attach_text_encoder(model.text_encoder)
+    wider.source = model.source
+    with torch.no_grad():
+        wider.audio_head.weight.copy_(model.audio_head.weight)
+        wider.audio_head.bias.copy_(model.audio_head.bias)
+        wider.text_head.load_state_dict(model.text_head.state_dict())
+    return wider.train(model.training)
+
+
 def _reads_tags(model: JointModel) -> bool:
     return bool(getattr(model.config.encoder, "head_tags", False))
 
@@ -348,6 +364,14 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
                 f"init '{cfg.init}' is not a model on a named tagging backbone; "
                 "heads-only training needs one (earshot init-model DIR --efficientat mn04)"
             )
+        if cfg.audio_hidden and cfg.audio_hidden != model.config.audio_hidden:
+            if model.config.audio_hidden:
+                raise EarshotError(
+                    f"audio_hidden {cfg.audio_hidden} differs from init '{cfg.init}''s "
+                    f"({model.config.audio_hidden}): an init keeps its own residual MLP; "
+                    "leave audio_hidden out, or init from a model with a linear audio head"
+                )
+            model = _with_audio_hidden(model, cfg.audio_hidden)
         if model.config.fusion:
             raise EarshotError(
                 f"init '{cfg.init}' has fused heads (fusion {model.config.fusion}): train from "
@@ -360,6 +384,8 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
         config = pretrained_config(
             cfg.encoder, cfg.text_model, text_encoder.dim, cfg.joint_dim, cfg.window_s, cfg.hop_s
         )
+        if cfg.audio_hidden:
+            config = dataclasses.replace(config, audio_hidden=cfg.audio_hidden)
         model = JointModel(config)
         attach_backbone(model, progress=progress)
         model.attach_text_encoder(text_encoder)

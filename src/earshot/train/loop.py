@@ -405,9 +405,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         r = train_general(cfg, progress=cfg.progress)
         steps = cfg.steps_per_epoch or 100
         return TrainResult(r["out"], r["best_step"] // steps, r["best_val_mAP@10"], r["history"])
-    if cfg.fusion:
+    if cfg.fusion or cfg.audio_hidden:
+        what = "fusion" if cfg.fusion else "audio_hidden"
         raise EarshotError(
-            f"fusion is for heads trained on a named backbone ({', '.join(BACKBONES)}), "
+            f"{what} is for heads trained on a named backbone ({', '.join(BACKBONES)}), "
             f"not for encoder '{cfg.encoder}'"
         )
     trainer = Trainer(cfg)

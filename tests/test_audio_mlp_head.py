@@ -1,0 +1,131 @@
+"""The residual MLP audio head (model/heads.py, config `audio_hidden`): it starts as its linear
+part exactly (so a general model still starts at the teacher space), it trains, fuses with its
+start, saves and loads with its id, leaves older configs' ids alone, and configs refuse what
+makes no sense."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from earshot.config import ModelConfig
+from earshot.errors import ConfigError, EarshotError
+from earshot.model.heads import ResidualMLPHead, audio_head, linear_part
+from earshot.model.io import load_model, model_id, save_model
+from earshot.testing.audio import chirp_mix
+from earshot.testing.backbone import fake_teacher_model, write_fake_backbone
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    return folder, write_fake_backbone(folder)
+
+
+@pytest.fixture
+def weights_env(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("EARSHOT_WEIGHTS_DIR", str(fake[0]))
+    monkeypatch.setenv("EARSHOT_CACHE_DIR", str(tmp_path / "cache"))
+    return fake[1]
+
+
+def test_the_residual_head_starts_as_its_linear_part():
+    torch.manual_seed(0)
+    plain = nn.Linear(10, 4)
+    head = ResidualMLPHead(10, 4, hidden=16)
+    head.load_state_dict({**head.state_dict(), **plain.state_dict()})
+    x = torch.randn(5, 10)
+    assert torch.equal(head(x), plain(x))
+    assert set(linear_part(head.state_dict())) == {"weight", "bias"}
+    assert type(audio_head(10, 4)) is nn.Linear and isinstance(audio_head(10, 4, 8), nn.Linear)
+    with torch.no_grad():
+        head.fc2.weight.normal_()
+    assert not torch.allclose(head(x), plain(x))  # the branch bends the map once trained
+    with pytest.raises(ValueError, match="not zero"):
+        linear_part(head.state_dict())  # a trained head is no start
+    with pytest.raises(ValueError, match="hidden > 0"):
+        ResidualMLPHead(10, 4, hidden=0)
+
+
+def test_config_keeps_older_ids_and_refuses_nonsense(tmp_path):
+    from earshot.train.config import TrainConfig, load_train_config
+    from earshot.train.loop import train
+
+    assert "audio_hidden" not in ModelConfig().to_dict()  # older models' ids unchanged
+    config = ModelConfig(audio_hidden=32)
+    assert config.to_dict()["audio_hidden"] == 32
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="audio_hidden must be"):
+        ModelConfig(audio_hidden=-1)
+    with pytest.raises(ConfigError, match="audio_hidden must be"):
+        TrainConfig(audio_hidden=-1)
+    with pytest.raises(EarshotError, match="audio_hidden is for heads trained on a named"):
+        train(TrainConfig(encoder="cnn10", audio_hidden=8, dataset="x"))
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text("[train]\naudio_hidden = 64\n")
+    with pytest.raises(ConfigError, match=r"belongs in \[model\]"):
+        load_train_config(wrong)
+    right = tmp_path / "right.toml"
+    right.write_text("[model]\naudio_hidden = 64\n")
+    assert load_train_config(right).audio_hidden == 64
+
+
+def test_train_general_fits_a_residual_head_fused_with_its_start(
+    weights_env, tiny_text_dir, tmp_path
+):
+    """From a linear teacher folder: the run widens the audio head (step 0 is still the
+    teacher, scored the same as a linear run's), trains the branch, fuses the trained head with
+    the linear start, and the folder loads back to the same vectors and id."""
+    from earshot.testing.datasets import write_labels_dataset
+    from earshot.train.config import TrainConfig
+    from earshot.train.heads import LOG_FILE, train_general
+
+    data = write_labels_dataset(tmp_path / "data", per_class={"1": 6, "2": 3}, seconds=1.0)
+    teacher = fake_teacher_model(weights_env, tiny_text_dir, 12)
+    start = save_model(teacher, tmp_path / "teacher")
+    common = dict(
+        init=str(start),
+        dataset=str(data),
+        train_split="fold=1",
+        val_split="fold=2",
+        encoder="mn04",
+        text_model=str(tiny_text_dir),
+        joint_dim=12,
+        window_s=1.0,
+        hop_s=0.5,
+        epochs=3,
+        steps_per_epoch=10,
+        batch_size=8,
+        lr=1e-2,
+        distill=0.5,
+        fusion=0.25,
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+    )
+    linear = train_general(TrainConfig(**common, out=str(tmp_path / "linear")), progress=False)
+    train_general(TrainConfig(**common, audio_hidden=16, out=str(tmp_path / "run")), False)
+    log = json.loads((tmp_path / "run" / LOG_FILE).read_text())
+    assert log["history"][0] == linear["history"][0]  # the same teacher start, step 0
+    model = load_model(tmp_path / "run")
+    assert model_id(model) == log["model_id"] != linear["model_id"]
+    assert model.config.audio_hidden == 16 and model.config.joint_dim == 24
+    trained = model.audio_head.trained
+    assert isinstance(trained, ResidualMLPHead) and trained.hidden == 16
+    if log["best_step"] > 0:
+        assert trained.fc2.weight.abs().sum() > 0  # the branch learnt something
+    began = load_model(start).audio_head
+    assert type(model.audio_head.start) is nn.Linear
+    assert torch.equal(model.audio_head.start.weight, began.weight)
+    waves = torch.from_numpy(np.stack([chirp_mix(1.0, 32000, seed=s) for s in range(3)]))
+    again = load_model(save_model(model, tmp_path / "again"))
+    assert model_id(again) == model_id(model)
+    assert torch.allclose(again.encode_audio(waves), model.encode_audio(waves), atol=1e-6)
+    # An init that has its own residual MLP keeps it: a different width is refused.
+    unfused = TrainConfig(**{**common, "fusion": 0.0}, audio_hidden=16, out=str(tmp_path / "u"))
+    folder = train_general(unfused, progress=False)["out"]
+    with pytest.raises(EarshotError, match="keeps its own residual MLP"):
+        train_general(TrainConfig(**{**common, "init": str(folder)}, audio_hidden=8), False)
