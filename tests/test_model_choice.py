@@ -146,9 +146,7 @@ def test_text_encoder_that_does_not_fit_is_an_error_not_a_traceback(
     assert isinstance(e.value, ModelLoadError | EarshotError) and isinstance(e.value, ValueError)
 
 
-def test_a_folder_named_like_a_packaged_model_hides_it_only_if_it_is_a_model(
-    tmp_path, monkeypatch
-):
+def test_a_folder_named_like_a_packaged_model_hides_it_only_if_it_is_a_model(tmp_path, monkeypatch):
     """`earshot evaluate --model general` once wrote its report to ./general/eval, and that
     folder then hid the packaged model from the next command ("'general' is not an earshot
     model folder"), the card's second regenerate command. Reports for a name now go to

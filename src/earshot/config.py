@@ -160,7 +160,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "audio_hidden", int(self.audio_hidden))
         if self.audio_hidden < 0:
-            raise ValueError(f"audio_hidden must be >= 0 (0: a linear head), got {self.audio_hidden}")
+            raise ValueError(f"audio_hidden must be >= 0 (0: linear), got {self.audio_hidden}")
         if not 0.0 <= float(self.fusion) < 1.0:
             raise ValueError(f"fusion must be in [0, 1), got {self.fusion}")
         if self.fusion and self.joint_dim % 2:
