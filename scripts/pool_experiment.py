@@ -418,6 +418,7 @@ class Experiment:
         # real-caption queries of the val labels (the recipe without mining: same queries)
         recipe = recipe_for(DATA)
         val_labels = {c.label for c in self.val_ds.clips}
+        self.train_labels = {c.label for c in self.train_ds.clips}
         self.caption_queries = {
             k: v for k, v in recipe.caption_queries().items() if k in val_labels
         }
@@ -533,8 +534,15 @@ class Experiment:
         cs = clip_scores(cq, windows, val.window_clip, n)[:, keep]
         crel = np.array([[val.dataset.clips[k].label == lab for k in keep] for lab in labels])
         ok = crel.any(axis=1)
-        out["captions"] = float(per_query_metrics(cs[ok], relevance=crel[ok])["mAP@10"].mean())
+        cm = per_query_metrics(cs[ok], relevance=crel[ok])["mAP@10"]
+        out["captions"] = float(cm.mean())
         out["caption_queries"] = int(ok.sum())
+        # split by whether the label was trained on: unseen labels' captions are what the test
+        # set's sfx-zeroshot captions ask (val-only labels, and val labels with no train clip)
+        unseen = np.array([lab not in self.train_labels for lab in labels])[ok]
+        out["captions_seen"] = float(cm[~unseen].mean())
+        out["captions_unseen"] = float(cm[unseen].mean())
+        out["caption_queries_unseen"] = int(unseen.sum())
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 
@@ -650,12 +658,15 @@ def run_variants(
 
 
 COLUMNS = ("all", "sfx", "sfx-zeroshot", "instruments", "urbansound", "fsdd", "captions")
+# `table --captions-split`: the caption column by whether its label was trained on
+SPLIT_COLUMNS = (*COLUMNS, "captions_seen", "captions_unseen")
 
 
-def table(rows_file: str) -> None:
+def table(rows_file: str, split_captions: bool = False) -> None:
     """The JSON lines of `run --out` as rows of the card's validation table (markdown)."""
-    print("| variant | best step | " + " | ".join(COLUMNS) + " |")
-    print("|---|---|" + "---|" * len(COLUMNS))
+    columns = SPLIT_COLUMNS if split_captions else COLUMNS
+    print("| variant | best step | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
     for line in Path(rows_file).read_text().splitlines():
         row = json.loads(line)
         name = row["variant"] + (
@@ -673,7 +684,7 @@ def table(rows_file: str) -> None:
             name += f" + WiSE α {row['wise']}"
         if "fuse" in row:
             name += f" + fused w {row['fuse']}"
-        cells = [f"{row['val'].get(c, float('nan')):.3f}" for c in COLUMNS]
+        cells = [f"{row['val'].get(c, float('nan')):.3f}" for c in columns]
         print(f"| {name} | {row['best_step']} | " + " | ".join(cells) + " |")
 
 
@@ -739,11 +750,16 @@ def main() -> None:
     r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     t = sub.add_parser("table")
     t.add_argument("rows", help="the JSON lines `run --out` wrote")
+    t.add_argument(
+        "--captions-split",
+        action="store_true",
+        help="also the caption queries of trained and of untrained val labels apart",
+    )
     args = ap.parse_args()
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     if args.cmd == "table":
-        table(args.rows)
+        table(args.rows, args.captions_split)
         return
     from earshot.data.datasets import load_dataset
     from earshot.model.io import load_model
