@@ -139,15 +139,16 @@ def test_demo_queries_find_their_sounds_in_the_sfx_test_split(general, tmp_path)
 
         # What it gets right today (MODEL_CARD-general.md lists what it does not: "a door
         # slams" finds door-tagged bangs, no door; "footsteps on gravel" finds footsteps, not
-        # gravel, and a squelch between them).
+        # gravel; "a dog barking" finds no dog).
         hits, labels = top("glass breaking")
         assert all("glass" in lab or "break" in lab for lab in labels), labels
         hits, labels = top("birds singing")
         assert all("bird" in lab for lab in labels), labels
         hits, labels = top("footsteps on gravel")
-        assert "footstep" in labels[0] and sum("footstep" in lab for lab in labels) >= 2, labels
-        hits, labels = top("rain", k=1)
+        assert all("footstep" in lab for lab in labels), labels
+        hits, labels = top("rain")
         assert dict(hits[0].tags).get("Rain", 0) >= 0.3, (labels, hits[0].tags)
+        assert any("rain" in lab.split() for lab in labels), labels
 
 
 @pytest.mark.slow  # subprocesses or a training run: CI runs it (make test-all)
