@@ -26,14 +26,18 @@ def test_the_package_holds_only_our_heads():
     with safe_open(str(GENERAL_DIR / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     config = json.loads((GENERAL_DIR / "config.json").read_text())
-    # Our two linear heads, or, fused (model/fusion.py), each beside the start it trained from.
+    # Our two heads, or, fused (model/fusion.py), each beside the linear start it trained
+    # from; the trained audio head with its residual MLP where the config has one
+    # (model/heads.py). Nothing else: no backbone tensor.
     parts = ("trained.", "start.") if config.get("fusion") else ("",)
-    heads = {
-        f"{side}_head.{part}{p}"
-        for side in ("audio", "text")
-        for part in parts
-        for p in ("weight", "bias")
-    }
+    branch = ("norm.weight", "norm.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+    heads = set()
+    for side in ("audio", "text"):
+        for part in parts:
+            mlp = side == "audio" and part != "start." and config.get("audio_hidden")
+            heads |= {
+                f"{side}_head.{part}{p}" for p in ("weight", "bias", *(branch if mlp else ()))
+            }
     assert keys == heads
     ref = config["encoder"]["weights"]
     assert ref["file"] == "mn04_as_mAP_432.pt" and len(ref["sha256"]) == 64
