@@ -17,7 +17,7 @@ from earshot.errors import ConfigError, EarshotError
 from earshot.model.heads import ResidualMLPHead, audio_head, linear_part
 from earshot.model.io import load_model, model_id, save_model
 from earshot.testing.audio import chirp_mix
-from earshot.testing.backbone import fake_teacher_model, write_fake_backbone
+from earshot.testing.backbone import write_fake_backbone
 
 
 @pytest.fixture(scope="module")
@@ -80,32 +80,12 @@ def test_train_general_fits_a_residual_head_fused_with_its_start(
     """From a linear teacher folder: the run widens the audio head (step 0 is still the
     teacher, scored the same as a linear run's), trains the branch, fuses the trained head with
     the linear start, and the folder loads back to the same vectors and id."""
-    from earshot.testing.datasets import write_labels_dataset
+    from earshot.testing.backbone import small_heads_run
     from earshot.train.config import TrainConfig
     from earshot.train.heads import LOG_FILE, train_general
 
-    data = write_labels_dataset(tmp_path / "data", per_class={"1": 6, "2": 3}, seconds=1.0)
-    teacher = fake_teacher_model(weights_env, tiny_text_dir, 12)
-    start = save_model(teacher, tmp_path / "teacher")
-    common = dict(
-        init=str(start),
-        dataset=str(data),
-        train_split="fold=1",
-        val_split="fold=2",
-        encoder="mn04",
-        text_model=str(tiny_text_dir),
-        joint_dim=12,
-        window_s=1.0,
-        hop_s=0.5,
-        epochs=3,
-        steps_per_epoch=10,
-        batch_size=8,
-        lr=1e-2,
-        distill=0.5,
-        fusion=0.25,
-        cache_dir=str(tmp_path / "cache"),
-        progress=False,
-    )
+    common = small_heads_run(weights_env, tiny_text_dir, tmp_path)
+    start = common["init"]
     linear = train_general(TrainConfig(**common, out=str(tmp_path / "linear")), progress=False)
     train_general(TrainConfig(**common, audio_hidden=16, out=str(tmp_path / "run")), False)
     log = json.loads((tmp_path / "run" / LOG_FILE).read_text())

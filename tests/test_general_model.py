@@ -127,32 +127,13 @@ def test_default_prefers_general_only_where_its_backbone_resolves(
 def test_train_general_beats_or_keeps_its_teacher_start(weights_env, tiny_text_dir, tmp_path):
     """A run on a small synthetic recipe: step 0 (the teacher) is scored, the best step lands
     in the folder, and the folder loads with the backbone resolved again."""
-    from earshot.testing.datasets import write_labels_dataset
+    from earshot.testing.backbone import small_heads_run
     from earshot.train.config import TrainConfig
     from earshot.train.heads import LOG_FILE, train_general
 
-    data = write_labels_dataset(tmp_path / "data", per_class={"1": 6, "2": 3}, seconds=1.0)
-    start = save_model(fake_teacher_model(weights_env, tiny_text_dir, 12), tmp_path / "teacher")
-    cfg = TrainConfig(
-        init=str(start),
-        dataset=str(data),
-        train_split="fold=1",
-        val_split="fold=2",
-        encoder="mn04",
-        text_model=str(tiny_text_dir),
-        joint_dim=12,
-        window_s=1.0,
-        hop_s=0.5,
-        epochs=4,
-        steps_per_epoch=10,
-        batch_size=8,
-        lr=1e-2,
-        distill=0.5,
-        fusion=0.25,
-        out=str(tmp_path / "run"),
-        cache_dir=str(tmp_path / "cache"),
-        progress=False,
-    )
+    settings = small_heads_run(weights_env, tiny_text_dir, tmp_path)
+    cfg = TrainConfig(**{**settings, "epochs": 4}, out=str(tmp_path / "run"))
+    data, start = cfg.dataset, cfg.init
     result = train_general(cfg, progress=False)
     log = json.loads((tmp_path / "run" / LOG_FILE).read_text())
     scores = [h["val_mAP@10"] for h in log["history"]]

@@ -104,3 +104,34 @@ def fake_teacher_model(fake: tuple[WeightsRef, WeightsRef], text_dir, joint_dim:
     basis = None if joint_dim == text.dim else pca_basis(teacher.numpy(), joint_dim)
     init_teacher_heads(model, teacher, basis)
     return model.eval()
+
+
+def small_heads_run(fake: tuple[WeightsRef, WeightsRef], text_dir, folder: Path) -> dict:
+    """TrainConfig settings for a seconds-long heads-only run on the fake backbone (which must
+    resolve: $EARSHOT_WEIGHTS_DIR): a synthetic 3-class labels dataset (fold 1 train, fold 2
+    val, 1 s clips) and a teacher folder of `fake_teacher_model` as the init, both written
+    under `folder`; fused with the start at 0.25. Add `out` (and what the test varies)."""
+    from earshot.model.io import save_model
+    from earshot.testing.datasets import write_labels_dataset
+
+    data = write_labels_dataset(folder / "data", per_class={"1": 6, "2": 3}, seconds=1.0)
+    start = save_model(fake_teacher_model(fake, text_dir, 12), folder / "teacher")
+    return dict(
+        init=str(start),
+        dataset=str(data),
+        train_split="fold=1",
+        val_split="fold=2",
+        encoder="mn04",
+        text_model=str(text_dir),
+        joint_dim=12,
+        window_s=1.0,
+        hop_s=0.5,
+        epochs=3,
+        steps_per_epoch=10,
+        batch_size=8,
+        lr=1e-2,
+        distill=0.5,
+        fusion=0.25,
+        cache_dir=str(folder / "cache"),
+        progress=False,
+    )
