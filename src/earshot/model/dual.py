@@ -286,8 +286,9 @@ def resolve_precision(precision: str, model: nn.Module | None = None) -> str:
 
     Except for `model`s whose audio encoder takes the fp32 fast path (EfficientAT's MobileNet,
     `fast_mn_encoder`): bf16 runs it as eager autocast instead, which is slower than the traced
-    fp32 copy even on a CPU with AMX (the general model indexed 42-47 files/s in bf16 against
-    52 in fp32 on a 2-core Sapphire Rapids Xeon, bench/bench_index.py), so auto keeps fp32."""
+    fp32 copy even on a CPU with AMX (on a 2-core Xeon with AMX the general model indexed
+    36.0 files/s in bf16, the fused model before, against 42.4 in fp32, paired rounds of
+    bench/bench_index.py --compare; MODEL_CARD-general.md), so auto keeps fp32 for them."""
     if precision != "auto":
         return precision
     if (
