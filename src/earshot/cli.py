@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=["auto", "fp32", "bf16"],
         default="auto",
-        help="auto (default): bf16 where the CPU has native bf16, else fp32",
+        help="auto (default): bf16 where the CPU has native bf16 (not for EfficientAT models: "
+        "their fp32 fast path is faster), else fp32",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     scale_cmds.add_index_arguments(p)
