@@ -17,7 +17,7 @@ from earshot.errors import ConfigError, EarshotError
 from earshot.model.heads import ResidualMLPHead, audio_head, linear_part
 from earshot.model.io import load_model, model_id, save_model
 from earshot.testing.audio import chirp_mix
-from earshot.testing.backbone import write_fake_backbone
+from earshot.testing.backbone import fake_teacher_model, write_fake_backbone
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +109,16 @@ def test_train_general_fits_a_residual_head_fused_with_its_start(
     folder = train_general(unfused, progress=False)["out"]
     with pytest.raises(EarshotError, match="keeps its own residual MLP"):
         train_general(TrainConfig(**{**common, "init": str(folder)}, audio_hidden=8), False)
+
+
+def test_with_heads_shares_the_backbone_and_changes_only_the_heads(weights_env, tiny_text_dir):
+    import dataclasses
+
+    model = fake_teacher_model(weights_env, tiny_text_dir, 12)
+    wider = model.with_heads(dataclasses.replace(model.config, audio_hidden=8))
+    assert wider.audio_encoder is model.audio_encoder and wider.frontend is model.frontend
+    assert wider.tag_names == model.tag_names and wider.text_encoder is model.text_encoder
+    assert isinstance(wider.audio_head, ResidualMLPHead) and not wider.training
+    other = dataclasses.replace(model.config.encoder, n_tags=model.config.encoder.n_tags + 1)
+    with pytest.raises(ValueError, match="heads only"):
+        model.with_heads(dataclasses.replace(model.config, encoder=other))

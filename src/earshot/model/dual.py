@@ -33,11 +33,14 @@ class JointModel(nn.Module):
     this module's state dict: a model folder names it instead of copying it.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, audio_encoder: nn.Module | None = None):
         super().__init__()
         self.config = config
         self.frontend = build_frontend(config.audio)
-        self.audio_encoder = build_audio_encoder(config.encoder, config.audio.n_mels)
+        # `audio_encoder`: an encoder built for config.encoder already (with_heads shares one)
+        self.audio_encoder = audio_encoder or build_audio_encoder(
+            config.encoder, config.audio.n_mels
+        )
         if config.fusion:  # trained heads beside their start, one vector (model/fusion.py)
             from earshot.model.fusion import FusedHead
 
@@ -59,6 +62,23 @@ class JointModel(nn.Module):
         # fp32 inference on CPU runs an EfficientAT encoder through `fast_mn_encoder` (an
         # optimised copy, ~2.5x faster); False keeps the plain eager module (benchmarks' "before").
         self.fast_inference = True
+
+    def with_heads(self, config: ModelConfig) -> JointModel:
+        """A model of `config` (this one's but for its heads: width, fusion, hidden layer) that
+        shares this one's audio encoder, front end, tag names and text encoder; its heads are
+        new, as JointModel builds them, and it is in this one's train/eval mode."""
+        if (config.audio, config.encoder, config.text) != (
+            self.config.audio,
+            self.config.encoder,
+            self.config.text,
+        ):
+            raise ValueError("with_heads changes the heads only, not the audio or text side")
+        other = JointModel(config, audio_encoder=self.audio_encoder)
+        other.frontend = self.frontend
+        other.tag_names = self.tag_names
+        if self._text_encoder is not None:
+            other.attach_text_encoder(self._text_encoder)
+        return other.train(self.training)
 
     # -- text ------------------------------------------------------------------------------
     def attach_text_encoder(self, encoder: TextEncoder) -> None:

@@ -52,18 +52,11 @@ def fuse_with_start(model, start: tuple[dict, dict], fusion: float):
     """A new model whose heads are `model`'s trained heads fused with the `start` state dicts
     (audio head, text head) it was trained from; the backbone and text encoder are shared.
     A start state dict may hold a residual MLP head's branch: only its linear part is kept."""
-    from earshot.model.dual import JointModel
-
     config = model.config
     if config.fusion:
         raise ValueError("the model's heads are fused already")
     fused_config = dataclasses.replace(config, joint_dim=2 * config.joint_dim, fusion=fusion)
-    fused = JointModel(fused_config)
-    fused.audio_encoder = model.audio_encoder
-    fused.frontend = model.frontend
-    fused.tag_names = model.tag_names
-    if model._text_encoder is not None:
-        fused.attach_text_encoder(model._text_encoder)
+    fused = model.with_heads(fused_config)
     with torch.no_grad():
         for head, trained, begun in (
             (fused.audio_head, model.audio_head, start[0]),
@@ -72,4 +65,4 @@ def fuse_with_start(model, start: tuple[dict, dict], fusion: float):
             head.trained.load_state_dict(trained.state_dict())
             # a residual MLP head began as its linear part (its branch starts at zero)
             head.start.load_state_dict(linear_part(begun))
-    return fused.train(model.training)
+    return fused

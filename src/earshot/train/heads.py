@@ -313,16 +313,12 @@ def fit_heads(
 def _with_audio_hidden(model: JointModel, hidden: int) -> JointModel:
     """`model` (a linear audio head) with a residual MLP of `hidden` beside that head: the
     same vectors, since the branch starts at zero (model/heads.py); backbone shared."""
-    wider = JointModel(dataclasses.replace(model.config, audio_hidden=hidden))
-    wider.audio_encoder, wider.frontend = model.audio_encoder, model.frontend
-    wider.tag_names = model.tag_names
-    wider.attach_text_encoder(model.text_encoder)
-    wider.source = model.source
+    wider = model.with_heads(dataclasses.replace(model.config, audio_hidden=hidden))
     with torch.no_grad():
         wider.audio_head.weight.copy_(model.audio_head.weight)
         wider.audio_head.bias.copy_(model.audio_head.bias)
         wider.text_head.load_state_dict(model.text_head.state_dict())
-    return wider.train(model.training)
+    return wider
 
 
 def _reads_tags(model: JointModel) -> bool:
