@@ -586,6 +586,8 @@ def run_variants(
     fuse: list[float] | None = None,
     hidden: int = 0,
     seed: int = 0,
+    distill: float = 0.3,
+    text_lr: float = 1.0,
 ) -> None:
     from earshot.train.heads import HeadSettings, _Split, fit_heads
 
@@ -610,7 +612,8 @@ def run_variants(
         lr=1e-3,
         weight_decay=1e-4,
         temperature=0.05,
-        distill=0.3,
+        distill=distill,
+        text_lr=text_lr,
         eval_every=100,
         seed=seed,
     )
@@ -628,6 +631,8 @@ def run_variants(
             "short_val": "",
             "hidden": hidden,
             "seed": seed,
+            "distill": distill,
+            "text_lr": text_lr,
             "steps": steps,
             "best_step": log["best_step"],
             "start": start_cols,
@@ -674,6 +679,13 @@ def table(rows_file: str, split_captions: bool = False) -> None:
         )
         if row.get("hidden"):
             name += f" + MLP hidden {row['hidden']}"
+        if row.get("distill", 0.3) != 0.3:
+            name += f" + distill {row['distill']}"
+        text_lr = row.get("text_lr", 1.0 if row.get("train_text_head", True) else 0.0)
+        if text_lr == 0:
+            name += " + text head frozen"
+        elif text_lr != 1:
+            name += f" + text head lr × {text_lr}"
         if row.get("seed"):
             name += f" (seed {row['seed']})"
         if row.get("short"):
@@ -747,6 +759,13 @@ def main() -> None:
         help="the reference head with a residual MLP of this width (model/heads.py; 0: linear)",
     )
     r.add_argument("--seed", type=int, default=0, help="training seed (as [train] seed)")
+    r.add_argument("--distill", type=float, default=0.3, help="as [train] distill")
+    r.add_argument(
+        "--text-lr",
+        type=float,
+        default=1.0,
+        help="as [train] text_head_lr: the text head's lr as a share of lr (0: frozen)",
+    )
     r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     t = sub.add_parser("table")
     t.add_argument("rows", help="the JSON lines `run --out` wrote")
@@ -785,6 +804,8 @@ def main() -> None:
         args.fuse,
         args.hidden,
         args.seed,
+        args.distill,
+        args.text_lr,
     )
 
 

@@ -65,6 +65,10 @@ def test_config_keeps_older_ids_and_refuses_nonsense(tmp_path):
         TrainConfig(audio_hidden=-1)
     with pytest.raises(EarshotError, match="audio_hidden is for heads trained on a named"):
         train(TrainConfig(encoder="cnn10", audio_hidden=8, dataset="x"))
+    with pytest.raises(EarshotError, match="text_head_lr is for heads trained on a named"):
+        train(TrainConfig(encoder="cnn10", text_head_lr=0.0, dataset="x"))
+    with pytest.raises(ConfigError, match="text_head_lr must be >= 0"):
+        TrainConfig(text_head_lr=-0.1)
     wrong = tmp_path / "wrong.toml"
     wrong.write_text("[train]\naudio_hidden = 64\n")
     with pytest.raises(ConfigError, match=r"belongs in \[model\]"):
@@ -122,3 +126,34 @@ def test_with_heads_shares_the_backbone_and_changes_only_the_heads(weights_env, 
     other = dataclasses.replace(model.config.encoder, n_tags=model.config.encoder.n_tags + 1)
     with pytest.raises(ValueError, match="heads only"):
         model.with_heads(dataclasses.replace(model.config, encoder=other))
+
+
+def test_a_frozen_text_head_stays_at_its_start_while_the_audio_head_learns(
+    weights_env, tiny_text_dir, tmp_path, monkeypatch
+):
+    """`text_head_lr = 0`: queries keep the start's map (the sentence encoder's PCA),
+    so the saved text head is the init's exactly while the audio head trains; a run that
+    trains both moves the text head. (Validation here saturates at step 0, so every scoring
+    is made to improve: the last step is the one saved.)"""
+    import itertools
+
+    from earshot.testing.backbone import small_heads_run
+    from earshot.train import heads
+    from earshot.train.config import TrainConfig
+
+    counter = itertools.count()
+    monkeypatch.setattr(heads, "score_split", lambda model, split: float(next(counter)))
+    common = {**small_heads_run(weights_env, tiny_text_dir, tmp_path), "fusion": 0.0}
+    start = load_model(common["init"])
+    runs = {}
+    for name, text_lr in (("frozen", 0.0), ("both", 1.0)):
+        out = str(tmp_path / name)
+        cfg = TrainConfig(**common, audio_hidden=16, text_head_lr=text_lr, out=out)
+        assert heads.train_general(cfg, progress=False)["best_step"] == 30
+        runs[name] = load_model(out)
+    frozen, both = runs["frozen"], runs["both"]
+    for key, value in start.text_head.state_dict().items():
+        assert torch.equal(frozen.text_head.state_dict()[key], value)
+    assert not torch.equal(both.text_head.weight, start.text_head.weight)
+    assert frozen.audio_head.fc2.weight.abs().sum() > 0  # the audio head's branch learnt
+    assert not torch.equal(frozen.audio_head.weight, start.audio_head.weight)

@@ -66,6 +66,11 @@ class TrainConfig:
     distill: float = _s(
         0.0, "mn04/mn10: weight of the teacher-space term (train/heads.py); 0 = off"
     )
+    text_head_lr: float = _s(
+        1.0,
+        "mn04/mn10: the text head's learning rate as a share of lr; 0 keeps it at its start "
+        "(the sentence encoder's PCA), so queries our labels never taught stay where it puts them",
+    )
     fusion: float = _s(
         0.0,
         "mn04/mn10: weight of the teacher start in every cosine of the shipped model, its "
@@ -132,6 +137,11 @@ class TrainConfig:
             raise ConfigError(
                 f"audio_hidden must be >= 0: the residual MLP's width, 0 = a linear audio head; "
                 f"got {self.audio_hidden}"
+            )
+        if self.text_head_lr < 0:
+            raise ConfigError(
+                f"text_head_lr must be >= 0: a share of lr, 0 = the text head stays at its "
+                f"start; got {self.text_head_lr}"
             )
         if not 0.0 <= self.fusion < 1.0:
             raise ConfigError(

@@ -12,9 +12,12 @@ start already knows AudioSet's 527 classes; the heads then learn our labelled so
 multi-positive InfoNCE over in-batch captions (a caption is positive for every clip whose tags
 hold all of its tags), while a distillation term (`distill`) keeps every window's vector near
 the text head's image of its teacher vector, so the breadth beyond our labels is not traded
-away. Validation (text→audio mAP@10 on the val split, clips scored by their best window, as
-`earshot evaluate` scores them) picks the step that lands in the model folder; step 0, the
-teacher start, is scored too, so a run that cannot beat it says so.
+away. `text_lr` slows the text head (0: it stays at its start and only the audio head learns),
+so queries stay near where the sentence encoder puts them and a caption of a sound our labels
+never named is not bent toward those labels. Validation (text→audio mAP@10 on the val split,
+clips scored by their best window, as `earshot evaluate` scores them) picks the step that
+lands in the model folder; step 0, the teacher start, is scored too, so a run that cannot beat
+it says so.
 """
 
 from __future__ import annotations
@@ -178,6 +181,11 @@ class HeadSettings:
     weight_decay: float = 1e-4
     temperature: float = 0.05
     distill: float = 1.0  # weight of the teacher-space term; 0 turns it off
+    # The text head's learning rate as a share of `lr`; 0 keeps it at its start (the sentence
+    # encoder's PCA) and only the audio head learns, so a query our labels never taught is
+    # placed as the sentence encoder places it (a fully trained text head lost the untrained
+    # labels' captions on validation).
+    text_lr: float = 1.0
     eval_every: int = 250
     seed: int = 0
 
@@ -249,8 +257,13 @@ def fit_heads(
     """
     gen = torch.Generator().manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    params = [*model.audio_head.parameters(), *model.text_head.parameters()]
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    groups = [{"params": [*model.audio_head.parameters()]}]
+    if settings.text_lr > 0:
+        groups.append(
+            {"params": [*model.text_head.parameters()], "lr": settings.lr * settings.text_lr}
+        )
+    model.text_head.requires_grad_(settings.text_lr > 0)
+    opt = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.steps)
     n_tags = teacher.shape[0]
     # The teacher vector of every training window: Σ_c p(c)² · sentence(c), in the text space.
@@ -306,6 +319,7 @@ def fit_heads(
                 best = (score, step, _heads_state(model))
     model.audio_head.load_state_dict(best[2][0])
     model.text_head.load_state_dict(best[2][1])
+    model.text_head.requires_grad_(True)
     model.eval()
     return {"best_step": best[1], "best_val_mAP@10": round(best[0], 4), "history": history}
 
@@ -411,6 +425,7 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
         weight_decay=cfg.weight_decay,
         temperature=cfg.temperature,
         distill=cfg.distill,
+        text_lr=cfg.text_head_lr,
         eval_every=cfg.steps_per_epoch or 100,
         seed=cfg.seed,
     )
