@@ -681,7 +681,7 @@ def table(rows_file: str, split_captions: bool = False) -> None:
             name += f" + MLP hidden {row['hidden']}"
         if row.get("distill", 0.3) != 0.3:
             name += f" + distill {row['distill']}"
-        text_lr = row.get("text_lr", 1.0 if row.get("train_text_head", True) else 0.0)
+        text_lr = row.get("text_lr", 1.0)
         if text_lr == 0:
             name += " + text head frozen"
         elif text_lr != 1:

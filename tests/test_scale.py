@@ -479,8 +479,8 @@ def test_a_rerun_skips_what_is_done_and_takes_changes(cluster, capsys):
 def _manifest_while_written(loc):
     """The manifest as a poller sees it while a run rewrites it; None before the first, and
     None for a read that crossed a rewrite: moto's server can answer a GET during a PUT of the
-    same key with bytes that are not the object (seen once in ~300 overwrites of a 200 kB
-    object read in a loop: the full length, not JSON). S3 itself never serves part of a PUT.
+    same key with bytes that are not the object (CI saw it here once: "not JSON"). S3 itself
+    never serves part of a PUT.
     """
     try:
         return sh.load_manifest(loc) if loc.exists(sh.MANIFEST) else None
