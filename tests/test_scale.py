@@ -256,6 +256,34 @@ def test_the_shard_server_answers_the_catalogues_hits(tagged):
     app.state.service.close()
 
 
+def test_free_port_never_hands_out_a_port_twice(monkeypatch):
+    """The OS may give a just-released port straight back; Ray then refuses to start when two
+    of its components got the same one (CI saw it). free_port remembers what it gave."""
+    import earshot.testing.scale as scale
+
+    offered = iter([41001, 41001, 41002, 41001, 41003])
+
+    class OneShotSocket:
+        def __init__(self, *a):
+            self.port = next(offered)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, addr):
+            pass
+
+        def getsockname(self):
+            return (scale.LOOPBACK, self.port)
+
+    monkeypatch.setattr(scale, "_GIVEN", set())
+    monkeypatch.setattr(scale.socket, "socket", OneShotSocket)
+    assert [scale.free_port() for _ in range(3)] == [41001, 41002, 41003]
+
+
 def test_shard_commands_say_what_is_wrong(tmp_path, capsys):
     missing = str(tmp_path / "none")
     assert main(["search", "--shards", missing, "tone"]) == 1

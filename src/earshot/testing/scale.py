@@ -28,10 +28,22 @@ from pathlib import Path
 LOOPBACK = "127.0.0.1"
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A loopback port free now and not handed out before in this process. The OS may give
+    a just-released port straight back, and Ray refuses two of its components on one port (CI
+    saw the head's GCS port handed out again as its runtime-env agent's), so every port given
+    is remembered."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+    raise RuntimeError("no free loopback port that was not handed out already")
 
 
 def _wait_port(port: int, proc: subprocess.Popen, timeout: float, what: str) -> None:
