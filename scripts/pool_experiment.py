@@ -31,6 +31,14 @@ also scores the trained heads interpolated with their start in weight space (WiS
 with it in score (what `model/fusion.py` ships), a row each. `--mining N` trains on N mined
 captions a label instead of the recipe's (0: none, as every table before the fusion one).
 
+Captions of sounds never trained on (issue #15's zero-shot captions): the val split holds only
+74 caption queries of untrained labels, too few to choose by. `run ... --holdout F` takes a share
+F of the trained sfx labels that have mined captions out of training for that run (`hold_out`)
+and scores their mined captions (a few hundred) and their own words against val's clips and
+theirs: the holdout_* columns.
+
+    python scripts/pool_experiment.py run reference --hidden 1024 --text-lr 0 --holdout 0.25 ...
+
 CPU, one thread (the machine is shared); the frame cache lives in .earshot-cache (gitignored).
 """
 
@@ -394,7 +402,7 @@ def frame_tag_p2(classifier: nn.Module, frames: torch.Tensor, chunk: int = 8192)
 
 
 class Experiment:
-    def __init__(self, mining: int | None = None):
+    def __init__(self, mining: int | None = None, holdout: float = 0.0):
         from earshot.data.cache import TextCache
         from earshot.data.datasets import load_dataset
         from earshot.data.recipe import recipe_for
@@ -448,6 +456,33 @@ class Experiment:
             "val": backbone_features(model, self.val_ds, cdir, backbone, progress=False),
         }
         self._store = None
+        self.holdout = None
+        if holdout:
+            self._hold_out(recipe_for(data), holdout)
+
+    def _hold_out(self, recipe, fraction: float) -> None:
+        """`hold_out` on this experiment's splits: the training split loses the held-out
+        labels, and `self.holdout` scores them (`columns`' holdout_* figures)."""
+        from earshot.data.cache import TextCache
+
+        self.train_ds, self.bf["train"], self.holdout, queries = hold_out(
+            self.train_ds, self.bf["train"], self.val_ds, self.bf["val"], recipe.auto_mined(),
+            fraction,
+        )  # fmt: skip
+        self.train_labels = {c.label for c in self.train_ds.clips}
+        cache = TextCache(cache_dir() / "text.sqlite")
+        try:
+            self.holdout["queries"] = torch.from_numpy(
+                cache.embed(self.model.text_encoder, queries)
+            )
+        finally:
+            cache.close()
+        h = self.holdout
+        print(
+            f"held out of training: {len(h['labels'])} labels, {h['clips']} clips, "
+            f"{int(h['is_caption'].sum())} captions",
+            file=sys.stderr,
+        )
 
     def store(self) -> FrameStore:
         """The frame store (train windows, then val), checked against the backbone cache."""
@@ -543,7 +578,76 @@ class Experiment:
         out["captions_seen"] = float(cm[~unseen].mean())
         out["captions_unseen"] = float(cm[unseen].mean())
         out["caption_queries_unseen"] = int(unseen.sum())
+        if self.holdout is not None:
+            h = self.holdout
+            hw = F.normalize(model.audio_head(h["features"]), dim=-1).numpy()
+            hq = model.project_text(h["queries"]).numpy()
+            hs = clip_scores(hq, hw, h["window_clip"], len(h["clip_labels"]))
+            hrel = h["query_labels"][:, None] == h["clip_labels"][None, :]
+            hm = per_query_metrics(hs, relevance=hrel)["mAP@10"]
+            caps = h["is_caption"]
+            out["holdout_captions"] = float(hm[caps].mean())
+            # each label once: a label with 20 mined captions would outweigh one with 3
+            ql = h["query_labels"][caps]
+            out["holdout_captions_macro"] = float(
+                np.mean([hm[caps][ql == lab].mean() for lab in h["labels"]])
+            )
+            out["holdout_labels"] = float(hm[~caps].mean())
+            out["holdout_queries"] = int(caps.sum())
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def hold_out(train_ds, train_bf, val_ds, val_bf, mined: dict, fraction: float):
+    """Labels taken out of training for one run, to score captions of sounds the heads never
+    learned on more queries than the val split has: `fraction` of the trained sfx labels that
+    have at least HOLDOUT_MIN_CAPTIONS auto-mined captions (`mined`, label → sentences; picked
+    by a stable hash of the name). Their clips leave the training split (and with them the
+    teacher term's windows) and join val's clips as the gallery; their mined captions (from
+    Clotho development / AudioCaps train, used by nothing else once the label is out) and their
+    own words are the queries, relevant = the clips of that label. (The teacher start's PCA
+    basis is fitted before this, on every caption, theirs too: unsupervised, one basis for
+    every run.)
+
+    Returns (train dataset, train features, the gallery: labels, features, window_clip,
+    clip_labels, query_labels, is_caption, clips; the query sentences, in query order)."""
+    from earshot.data.datasets import CaptionDataset
+    from earshot.data.splits import stable_hash
+    from earshot.train.heads import BackboneFeatures
+
+    sfx = {c.label for c in train_ds.clips if c.key.startswith("sfx/")}
+    pool = sorted(lab for lab in sfx if len(mined.get(lab, ())) >= HOLDOUT_MIN_CAPTIONS)
+    held = sorted(lab for lab in pool if stable_hash(f"holdout:{lab}") % 1000 < fraction * 1000)
+    if not held:
+        raise SystemExit(f"--holdout {fraction}: no label picked")
+    keep = np.array([c.label not in held for c in train_ds.clips])
+    rows = keep[train_bf.window_clip]  # the windows that stay
+    new_index = np.cumsum(keep) - 1
+    train = CaptionDataset(
+        train_ds.name,
+        train_ds.split,
+        tuple(c for c, k in zip(train_ds.clips, keep, strict=True) if k),
+    )
+    features = BackboneFeatures(
+        train_bf.features[rows], train_bf.logits[rows], new_index[train_bf.window_clip[rows]]
+    )
+    # the gallery: val's clips, then the held-out labels' (clip indices after val's)
+    out = np.flatnonzero(~keep)
+    out_index = np.full(len(train_ds.clips), -1)
+    out_index[out] = np.arange(len(out)) + len(val_ds)
+    captions = [(q, lab) for lab in held for q in mined[lab]]
+    queries = captions + [(lab, lab) for lab in held]
+    gallery = {
+        "labels": held,
+        "clips": len(out),
+        "features": torch.from_numpy(np.concatenate([val_bf.features, train_bf.features[~rows]])),
+        "window_clip": np.concatenate([val_bf.window_clip, out_index[train_bf.window_clip[~rows]]]),
+        "clip_labels": np.array(
+            [c.label for c in val_ds.clips] + [train_ds.clips[i].label for i in out]
+        ),
+        "query_labels": np.array([lab for _, lab in queries]),
+        "is_caption": np.arange(len(queries)) < len(captions),
+    }
+    return train, features, gallery, [q for q, _ in queries]
 
 
 def blend_rows(exp, kind, heads, val, wise, fuse, hidden: int = 0) -> list[dict]:
@@ -588,12 +692,13 @@ def run_variants(
     seed: int = 0,
     distill: float = 0.3,
     text_lr: float = 1.0,
+    holdout: float = 0.0,
 ) -> None:
     from earshot.train.heads import HeadSettings, _Split, fit_heads
 
     if hidden and (short or short_val):
         raise SystemExit("--hidden is not measured with --short / --short-val")
-    exp = Experiment(mining)
+    exp = Experiment(mining, holdout)
     if short:  # train and validate on what the backbone gives in that mode
         for name, ds in (("train", exp.train_ds), ("val", exp.val_ds)):
             exp.bf[name] = short_features(exp.model, ds, exp.bf[name], short)
@@ -633,6 +738,7 @@ def run_variants(
             "seed": seed,
             "distill": distill,
             "text_lr": text_lr,
+            "holdout": holdout,
             "steps": steps,
             "best_step": log["best_step"],
             "start": start_cols,
@@ -665,14 +771,20 @@ def run_variants(
 COLUMNS = ("all", "sfx", "sfx-zeroshot", "instruments", "urbansound", "fsdd", "captions")
 # `table --captions-split`: the caption column by whether its label was trained on
 SPLIT_COLUMNS = (*COLUMNS, "captions_seen", "captions_unseen")
+# `run --holdout F`: labels held out of training for the run (Experiment._hold_out)
+HOLDOUT_COLUMNS = (*SPLIT_COLUMNS, "holdout_captions", "holdout_captions_macro", "holdout_labels")
+HOLDOUT_MIN_CAPTIONS = 3
 
 
 def table(rows_file: str, split_captions: bool = False) -> None:
     """The JSON lines of `run --out` as rows of the card's validation table (markdown)."""
+    lines = Path(rows_file).read_text().splitlines()
     columns = SPLIT_COLUMNS if split_captions else COLUMNS
+    if any(json.loads(line).get("holdout") for line in lines):
+        columns = HOLDOUT_COLUMNS
     print("| variant | best step | " + " | ".join(columns) + " |")
     print("|---|---|" + "---|" * len(columns))
-    for line in Path(rows_file).read_text().splitlines():
+    for line in lines:
         row = json.loads(line)
         name = row["variant"] + (
             f" + mining {row['mining']}" if row.get("mining") not in (None, "recipe") else ""
@@ -686,6 +798,8 @@ def table(rows_file: str, split_captions: bool = False) -> None:
             name += " + text head frozen"
         elif text_lr != 1:
             name += f" + text head lr × {text_lr}"
+        if row.get("holdout"):
+            name += f" + {row['holdout']:g} of captioned labels held out"
         if row.get("seed"):
             name += f" (seed {row['seed']})"
         if row.get("short"):
@@ -766,6 +880,13 @@ def main() -> None:
         default=1.0,
         help="as [train] text_head_lr: the text head's lr as a share of lr (0: frozen)",
     )
+    r.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="take this share of the trained sfx labels with mined captions out of training "
+        "for the run, and score their captions and words (the holdout_* columns)",
+    )
     r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     t = sub.add_parser("table")
     t.add_argument("rows", help="the JSON lines `run --out` wrote")
@@ -806,6 +927,7 @@ def main() -> None:
         args.seed,
         args.distill,
         args.text_lr,
+        args.holdout,
     )
 
 

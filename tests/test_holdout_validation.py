@@ -1,0 +1,80 @@
+"""scripts/pool_experiment.py's `hold_out` (MODEL_CARD-general.md, "Captions of labels held
+out of training"): which clips leave training, and what the gallery and its queries are."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from earshot.data.datasets import CaptionDataset, Clip
+from earshot.train.heads import BackboneFeatures
+
+
+@pytest.fixture(scope="module")
+def pe():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "pool_experiment.py"
+    spec = importlib.util.spec_from_file_location("pool_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def split(name, labels, windows_per_clip, offset):
+    clips = tuple(
+        Clip(f"{src}/{name}{i}.wav", Path(f"{name}{i}.wav"), (f"{lab} sound",), lab)
+        for i, (src, lab) in enumerate(labels)
+    )
+    window_clip = np.repeat(np.arange(len(clips)), windows_per_clip)
+    # each window's features name its clip (offset + clip index), so rows can be traced
+    feats = (offset + window_clip)[:, None].astype(np.float32) * np.ones((1, 3), np.float32)
+    return CaptionDataset(name, name, clips), BackboneFeatures(feats, feats[:, :2], window_clip)
+
+
+def test_held_out_labels_leave_training_and_make_the_gallery(pe):
+    labels = [f"sound {k}" for k in range(40)]
+    train_labels = [("sfx", lab) for lab in labels for _ in range(2)] + [("urbansound", "dog")]
+    train, tbf = split("train", train_labels, 3, 0)
+    val, vbf = split("val", [("sfx", "sound 0"), ("sfx", "other")], 2, 1000)
+    # every sfx label has enough mined captions but the last; dog is not an sfx label
+    mined = {lab: [f"{lab} caption {j}" for j in range(4)] for lab in labels[:-1]}
+    mined["sound 39"] = ["only one"]
+    mined["dog"] = [f"dog caption {j}" for j in range(5)]
+
+    new, nbf, gallery, queries = pe.hold_out(train, tbf, val, vbf, mined, 0.3)
+    held = set(gallery["labels"])
+    assert held and held <= set(labels[:-1])  # never too few captions, never another source
+    assert 0.1 < len(held) / 39 < 0.5
+    # no clip, and no window (the teacher term samples windows), of a held label is trained on
+    assert {c.label for c in new.clips} == set(labels + ["dog"]) - held
+    assert len(nbf.features) == 3 * len(new.clips)
+    kept = {int(f) for f in nbf.features[:, 0]}
+    assert all(train.clips[i].label not in held for i in kept)
+    assert [new.clips[c].label for c in nbf.window_clip] == [
+        train.clips[int(f)].label for f in nbf.features[:, 0]
+    ]
+    # the gallery: val's clips, then the held ones, each window pointing at its clip's label
+    assert gallery["clips"] == 2 * len(held)
+    assert list(gallery["clip_labels"][:2]) == ["sound 0", "other"]
+    for f, c in zip(gallery["features"][:, 0].numpy(), gallery["window_clip"], strict=True):
+        source = val.clips[int(f) - 1000] if f >= 1000 else train.clips[int(f)]
+        assert gallery["clip_labels"][c] == source.label
+    # queries: every mined caption of a held label, then its own words, in that order
+    caps = gallery["is_caption"]
+    assert len(queries) == len(gallery["query_labels"]) == 5 * len(held)
+    assert all(
+        q in mined[lab]
+        for q, lab in zip(np.array(queries)[caps], gallery["query_labels"][caps], strict=True)
+    )
+    assert list(np.array(queries)[~caps]) == sorted(held) == gallery["labels"]
+    # the pick is a stable hash of the name: the same again
+    assert pe.hold_out(train, tbf, val, vbf, mined, 0.3)[2]["labels"] == gallery["labels"]
+
+
+def test_no_label_picked_is_an_error(pe):
+    train, tbf = split("train", [("sfx", "a")], 1, 0)
+    val, vbf = split("val", [("sfx", "a")], 1, 1000)
+    with pytest.raises(SystemExit, match="no label picked"):
+        pe.hold_out(train, tbf, val, vbf, {"a": ["x", "y", "z"]}, 0.0001)
