@@ -693,6 +693,7 @@ def run_variants(
     distill: float = 0.3,
     text_lr: float = 1.0,
     holdout: float = 0.0,
+    temperature: float = 0.05,
 ) -> None:
     from earshot.train.heads import HeadSettings, _Split, fit_heads
 
@@ -716,7 +717,7 @@ def run_variants(
         batch_size=256,
         lr=1e-3,
         weight_decay=1e-4,
-        temperature=0.05,
+        temperature=temperature,
         distill=distill,
         text_lr=text_lr,
         eval_every=100,
@@ -739,6 +740,7 @@ def run_variants(
             "distill": distill,
             "text_lr": text_lr,
             "holdout": holdout,
+            "temperature": temperature,
             "steps": steps,
             "best_step": log["best_step"],
             "start": start_cols,
@@ -798,6 +800,8 @@ def table(rows_file: str, split_captions: bool = False) -> None:
             name += " + text head frozen"
         elif text_lr != 1:
             name += f" + text head lr × {text_lr}"
+        if row.get("temperature", 0.05) != 0.05:
+            name += f" + temperature {row['temperature']:g}"
         if row.get("holdout"):
             name += f" + {row['holdout']:g} of captioned labels held out"
         if row.get("seed"):
@@ -887,6 +891,7 @@ def main() -> None:
         help="take this share of the trained sfx labels with mined captions out of training "
         "for the run, and score their captions and words (the holdout_* columns)",
     )
+    r.add_argument("--temperature", type=float, default=0.05, help="as [train] temperature")
     r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     t = sub.add_parser("table")
     t.add_argument("rows", help="the JSON lines `run --out` wrote")
@@ -928,6 +933,7 @@ def main() -> None:
         args.distill,
         args.text_lr,
         args.holdout,
+        args.temperature,
     )
 
 
