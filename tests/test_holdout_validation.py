@@ -48,7 +48,7 @@ def test_held_out_labels_leave_training_and_make_the_gallery(pe):
     assert held and held <= set(labels[:-1])  # never too few captions, never another source
     assert 0.1 < len(held) / 39 < 0.5
     # no clip, and no window (the teacher term samples windows), of a held label is trained on
-    assert {c.label for c in new.clips} == set(labels + ["dog"]) - held
+    assert {c.label for c in new.clips} == {*labels, "dog"} - held
     assert len(nbf.features) == 3 * len(new.clips)
     kept = {int(f) for f in nbf.features[:, 0]}
     assert all(train.clips[i].label not in held for i in kept)
