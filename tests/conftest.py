@@ -48,3 +48,15 @@ def tiny_model_dir(tmp_path_factory, tiny_text_dir) -> Path:
     folder = tmp_path_factory.mktemp("tiny-model") / "model"
     save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def pool_experiment():
+    """scripts/pool_experiment.py (a script, not a package module) loaded by path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "pool_experiment.py"
+    spec = importlib.util.spec_from_file_location("pool_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

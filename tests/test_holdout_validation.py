@@ -3,7 +3,6 @@ out of training"): which clips leave training, and what the gallery and its quer
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +13,8 @@ from earshot.train.heads import BackboneFeatures
 
 
 @pytest.fixture(scope="module")
-def pe():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "pool_experiment.py"
-    spec = importlib.util.spec_from_file_location("pool_experiment", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def pe(pool_experiment):
+    return pool_experiment
 
 
 def split(name, labels, windows_per_clip, offset):

@@ -3,9 +3,6 @@ windows each changes and what it gives the backbone instead of the zero-padded w
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,12 +13,8 @@ WINDOW = 10 * SR
 
 
 @pytest.fixture(scope="module")
-def pe():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "pool_experiment.py"
-    spec = importlib.util.spec_from_file_location("pool_experiment", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def pe(pool_experiment):
+    return pool_experiment
 
 
 def wins(seconds: float):
