@@ -699,6 +699,9 @@ def run_variants(
 
     if hidden and (short or short_val):
         raise SystemExit("--hidden is not measured with --short / --short-val")
+    if holdout and (short or short_val or any(k != "reference" for k in variants)):
+        # the held-out gallery is scored on the cached padded features, by the reference head
+        raise SystemExit("--holdout is for the reference head, without --short / --short-val")
     exp = Experiment(mining, holdout)
     if short:  # train and validate on what the backbone gives in that mode
         for name, ds in (("train", exp.train_ds), ("val", exp.val_ds)):
