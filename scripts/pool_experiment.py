@@ -546,16 +546,16 @@ class Experiment:
         return model
 
     @torch.no_grad()
-    def columns(self, model, val) -> dict[str, float]:
-        from earshot.eval.evaluate import clip_scores
+    def columns(self, model, val, scorer=None) -> dict[str, float]:
+        """The table's columns for `model` on val (and the held-out labels, with --holdout).
+        `scorer(queries, features, window_clip, n_clips)` → (queries, n_clips) clip scores
+        from sentence vectors and backbone features; `model_scorer(model)` by default."""
         from earshot.eval.metrics import per_query_metrics
 
-        model.eval()
-        windows = F.normalize(model.audio_head(val.features), dim=-1).numpy()
+        scorer = scorer or model_scorer(model)
         n = len(val.dataset)
         keep = np.flatnonzero(val.usable)
-        text = model.project_text(val.text).numpy()
-        scores = clip_scores(text, windows, val.window_clip, n)[:, keep]
+        scores = scorer(val.text, val.features, val.window_clip, n)[:, keep]
         rel = val.positives(np.arange(len(val.captions)), keep)
         has = rel.any(axis=1)
         m = per_query_metrics(scores[has], relevance=rel[has])["mAP@10"]
@@ -565,8 +565,7 @@ class Experiment:
             out[s] = float(m[source == s].mean())
         # real captions of the val labels: relevant = clips of that label
         labels = [lab for lab, qs in self.caption_queries.items() for _ in qs]
-        cq = model.project_text(self.cq_text).numpy()
-        cs = clip_scores(cq, windows, val.window_clip, n)[:, keep]
+        cs = scorer(self.cq_text, val.features, val.window_clip, n)[:, keep]
         crel = np.array([[val.dataset.clips[k].label == lab for k in keep] for lab in labels])
         ok = crel.any(axis=1)
         cm = per_query_metrics(cs[ok], relevance=crel[ok])["mAP@10"]
@@ -580,9 +579,7 @@ class Experiment:
         out["caption_queries_unseen"] = int(unseen.sum())
         if self.holdout is not None:
             h = self.holdout
-            hw = F.normalize(model.audio_head(h["features"]), dim=-1).numpy()
-            hq = model.project_text(h["queries"]).numpy()
-            hs = clip_scores(hq, hw, h["window_clip"], len(h["clip_labels"]))
+            hs = scorer(h["queries"], h["features"], h["window_clip"], len(h["clip_labels"]))
             hrel = h["query_labels"][:, None] == h["clip_labels"][None, :]
             hm = per_query_metrics(hs, relevance=hrel)["mAP@10"]
             caps = h["is_caption"]
@@ -595,6 +592,51 @@ class Experiment:
             out["holdout_labels"] = float(hm[~caps].mean())
             out["holdout_queries"] = int(caps.sum())
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def model_scorer(model):
+    """Clip scores as the model ranks: its unit window vectors against its unit query vectors,
+    each clip by its best window."""
+    from earshot.eval.evaluate import clip_scores
+
+    @torch.no_grad()
+    def score(queries, features, window_clip, n):
+        model.eval()
+        windows = F.normalize(model.audio_head(features), dim=-1).numpy()
+        return clip_scores(model.project_text(queries).numpy(), windows, window_clip, n)
+
+    return score
+
+
+def window_gate_scorer(model, start, bank, tau: float, low: float, width: float = 0.03):
+    """Score fusion weighted per window (`run --window-gate`): w · cos(trained) +
+    (1 − w) · cos(start), w = low + (1 − low) · sigmoid((k − tau) / width), where k is the
+    window's largest cosine, through the trained heads, to any of the `bank` sentence vectors
+    (the training captions): how well the trained head knows the window. `start`: the (audio,
+    text) state dicts the heads began from (their linear parts)."""
+    from earshot.model.heads import linear_part
+
+    s_audio, s_text = (
+        nn.Linear(*model.audio_head.weight.shape[::-1]),
+        nn.Linear(*model.text_head.weight.shape[::-1]),
+    )
+    s_audio.load_state_dict(linear_part(start[0]))
+    s_text.load_state_dict(linear_part(start[1]))
+
+    @torch.no_grad()
+    def score(queries, features, window_clip, n):
+        model.eval()
+        a_t = F.normalize(model.audio_head(features), dim=-1)
+        a_s = F.normalize(s_audio(features), dim=-1)
+        known = (a_t @ model.project_text(bank).T).max(dim=1).values
+        w = (low + (1 - low) * torch.sigmoid((known - tau) / width))[None, :]
+        q_t, q_s = model.project_text(queries), F.normalize(s_text(queries), dim=-1)
+        sims = (w * (q_t @ a_t.T) + (1 - w) * (q_s @ a_s.T)).numpy()
+        out = np.full((len(sims), n), -np.inf, dtype=np.float32)
+        np.maximum.at(out.T, window_clip, sims.T)  # each clip by its best window
+        return out
+
+    return score
 
 
 def hold_out(train_ds, train_bf, val_ds, val_bf, mined: dict, fraction: float):
@@ -650,12 +692,13 @@ def hold_out(train_ds, train_bf, val_ds, val_bf, mined: dict, fraction: float):
     return train, features, gallery, [q for q, _ in queries]
 
 
-def blend_rows(exp, kind, heads, val, wise, fuse, hidden: int = 0) -> list[dict]:
+def blend_rows(exp, kind, heads, val, wise, fuse, hidden: int = 0, gate=None) -> list[dict]:
     """Scores on val of the trained heads blended with the teacher start: `wise` weight-space
     interpolations θ = (1 − α)·θ_start + α·θ_trained (WiSE-FT, Wortsman et al. 2022; the same
     linear heads, no cost at search time) and `fuse` score fusions w · cos(trained) +
     (1 − w) · cos(start), built by `earshot.model.fusion.fuse_with_start` as the shipped model
-    is (its `fusion` = 1 − w)."""
+    is (its `fusion` = 1 − w); `gate` (tau, low): that fusion weighted per window
+    (`window_gate_scorer`, scoring only: no model ships it)."""
     from earshot.model.fusion import fuse_with_start
 
     if (wise or fuse) and kind != "reference":
@@ -675,8 +718,35 @@ def blend_rows(exp, kind, heads, val, wise, fuse, hidden: int = 0) -> list[dict]
         model.text_head.load_state_dict(heads[1])
         fused = fuse_with_start(model, exp.start, 1.0 - w)
         rows.append({"fuse": w, "val": exp.columns(fused, val)})
+    if gate:
+        if kind != "reference":
+            raise SystemExit("--window-gate blends the reference head")
+        model = exp.fresh_model(kind, hidden)
+        model.audio_head.load_state_dict(heads[0])
+        model.text_head.load_state_dict(heads[1])
+        captions = dict.fromkeys(c for c, _ in exp.train_ds.captions())
+        bank = torch.from_numpy(np.stack([exp.text[c] for c in captions]))
+        scorer = window_gate_scorer(model, exp.start, bank, *gate)
+        rows.append({"gate": list(gate), "val": exp.columns(model, val, scorer)})
     exp.fresh_model(kind)  # leave the one model at its start
     return rows
+
+
+def score_folder(folder: Path, holdout: float = 0.0) -> dict:
+    """The table's columns for a trained model folder's heads (as `earshot train` wrote them),
+    on the cached backbone features: the same scoring as `run`'s rows."""
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("fusion"):
+        raise SystemExit(f"{folder}: fused heads; `score` reads unfused ones")
+    exp = Experiment(None, holdout)
+    model = exp.fresh_model("reference", int(config.get("audio_hidden") or 0))
+    state = load_file(str(folder / "model.safetensors"))
+    for name, head in (("audio_head.", model.audio_head), ("text_head.", model.text_head)):
+        head.load_state_dict({k[len(name) :]: v for k, v in state.items() if k.startswith(name)})
+    _, val = exp.splits(indexed=False)
+    return exp.columns(model, val)
 
 
 def run_variants(
@@ -694,6 +764,7 @@ def run_variants(
     text_lr: float = 1.0,
     holdout: float = 0.0,
     temperature: float = 0.05,
+    gate: list[float] | None = None,
 ) -> None:
     from earshot.train.heads import HeadSettings, _Split, fit_heads
 
@@ -764,7 +835,7 @@ def run_variants(
             trained.text_head.load_state_dict(heads[1])
             cols = exp.columns(trained, split)
             rows.append({**base, "short_val": mode, "start": start, "val": cols})
-        for blended in blend_rows(exp, kind, heads, val, wise, fuse, hidden):
+        for blended in blend_rows(exp, kind, heads, val, wise, fuse, hidden, gate):
             rows.append({**base, **blended})
         for row in rows:
             print(json.dumps(row), flush=True)
@@ -817,6 +888,8 @@ def table(rows_file: str, split_captions: bool = False) -> None:
             name += f" + WiSE α {row['wise']}"
         if "fuse" in row:
             name += f" + fused w {row['fuse']}"
+        if "gate" in row:
+            name += " + fused per window (τ {:g}, w ≥ {:g})".format(*row["gate"])
         cells = [f"{row['val'].get(c, float('nan')):.3f}" for c in columns]
         print(f"| {name} | {row['best_step']} | " + " | ".join(cells) + " |")
 
@@ -895,7 +968,22 @@ def main() -> None:
         "for the run, and score their captions and words (the holdout_* columns)",
     )
     r.add_argument("--temperature", type=float, default=0.05, help="as [train] temperature")
+    r.add_argument(
+        "--window-gate",
+        type=float,
+        nargs=2,
+        metavar=("TAU", "LOW"),
+        default=None,
+        help="also score the trained heads fused with their start per window, the trained "
+        "share LOW + (1 - LOW) * sigmoid((k - TAU) / 0.03), k the window's best cosine to a "
+        "training caption (a row)",
+    )
     r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    sc = sub.add_parser("score", help="a model folder's heads scored on val: the columns")
+    sc.add_argument(
+        "model", help="a general model folder (unfused), e.g. src/earshot/models/general"
+    )
+    sc.add_argument("--holdout", type=float, default=0.0, help="as `run --holdout`")
     t = sub.add_parser("table")
     t.add_argument("rows", help="the JSON lines `run --out` wrote")
     t.add_argument(
@@ -912,6 +1000,9 @@ def main() -> None:
     from earshot.data.datasets import load_dataset
     from earshot.model.io import load_model
 
+    if args.cmd == "score":
+        print(json.dumps(score_folder(Path(args.model), args.holdout)))
+        return
     if args.cmd == "extract":
         model = load_model("general")
         for split in ("val", "train"):
@@ -937,6 +1028,7 @@ def main() -> None:
         args.text_lr,
         args.holdout,
         args.temperature,
+        args.window_gate,
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from earshot.data.datasets import CaptionDataset, Clip
 from earshot.train.heads import BackboneFeatures
@@ -73,3 +74,39 @@ def test_no_label_picked_is_an_error(pe):
     val, vbf = split("val", [("sfx", "a")], 1, 1000)
     with pytest.raises(SystemExit, match="no label picked"):
         pe.hold_out(train, tbf, val, vbf, {"a": ["x", "y", "z"]}, 0.0001)
+
+
+class Heads(torch.nn.Module):
+    """What the scorers read of a model: an audio head, a text head, project_text."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.audio_head, self.text_head = torch.nn.Linear(4, 3), torch.nn.Linear(5, 3)
+
+    def project_text(self, x):
+        return torch.nn.functional.normalize(self.text_head(x), dim=-1)
+
+
+def test_the_window_gate_runs_between_the_trained_and_the_start_scores(pe):
+    trained, start = Heads(0), Heads(1)
+    begun = (start.audio_head.state_dict(), start.text_head.state_dict())
+    features, queries, bank = torch.randn(6, 4), torch.randn(2, 5), torch.randn(7, 5)
+    window_clip, n = np.array([0, 0, 1, 1, 2, 2]), 3
+
+    def gated(tau, low):
+        return pe.window_gate_scorer(trained, begun, bank, tau, low)(
+            queries, features, window_clip, n
+        )
+
+    as_trained = pe.model_scorer(trained)(queries, features, window_clip, n)
+    as_start = pe.model_scorer(start)(queries, features, window_clip, n)
+    # every window known (k > -1 always) or the trained share at 1: the trained scores
+    assert np.allclose(gated(-10.0, 0.0), as_trained, atol=1e-6)
+    assert np.allclose(gated(10.0, 1.0), as_trained, atol=1e-6)
+    # no window known and no floor: the start's scores
+    assert np.allclose(gated(10.0, 0.0), as_start, atol=1e-6)
+    # half and half: between the two, window by window, so not above the best of either
+    half = gated(10.0, 0.5)
+    assert np.all(half <= np.maximum(as_trained, as_start) + 1e-6)
+    assert not np.allclose(half, as_trained) and not np.allclose(half, as_start)
