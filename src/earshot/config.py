@@ -139,6 +139,30 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class WindowGate:
+    """A general model's per-window mix of its trained audio head with its start
+    (model/fusion.py `GatedHead`): w = low + (1 − low) · sigmoid((k − tau) / width), k the mean
+    of a window's `top` largest cosines to the `bank` vectors (training captions, or training
+    windows through the trained head)."""
+
+    tau: float
+    low: float
+    width: float
+    bank: int
+    top: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("tau", "low", "width"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "bank", int(self.bank))
+        object.__setattr__(self, "top", int(self.top))
+        if not 0.0 <= self.low <= 1.0:
+            raise ValueError(f"window_gate low must be in [0, 1], got {self.low}")
+        if self.width <= 0 or not 1 <= self.top <= self.bank:
+            raise ValueError("window_gate needs width > 0 and 1 <= top <= bank (vectors)")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -156,9 +180,16 @@ class ModelConfig:
     # > 0: the (trained) audio head is a linear map plus a residual MLP with one hidden layer
     # of this width, zero at initialisation (model/heads.py). 0: linear, as every model before.
     audio_hidden: int = 0
+    # set: the audio head is the trained one mixed per window with its start (WindowGate,
+    # model/fusion.py `GatedHead`), one vector of joint_dim; None: not gated, as before.
+    window_gate: WindowGate | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "audio_hidden", int(self.audio_hidden))
+        if isinstance(self.window_gate, dict):
+            object.__setattr__(self, "window_gate", WindowGate(**self.window_gate))
+        if self.window_gate is not None and self.fusion:
+            raise ValueError("a model is fused (fusion) or gated per window, not both")
         if self.audio_hidden < 0:
             raise ValueError(f"audio_hidden must be >= 0 (0: linear), got {self.audio_hidden}")
         if not 0.0 <= float(self.fusion) < 1.0:
@@ -180,6 +211,8 @@ class ModelConfig:
             del d["fusion"]
         if not self.audio_hidden:  # likewise
             del d["audio_hidden"]
+        if self.window_gate is None:  # likewise
+            del d["window_gate"]
         d["encoder"]["widths"] = list(self.encoder.widths)
         # asdict() does not go through WeightsRef.to_dict: its later `md5`, where unset, is left
         # out here too, or every model naming weights would change id (catalogues refused).
@@ -198,7 +231,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         known = {
-            "audio", "encoder", "text", "joint_dim", "kind", "checkpoint", "fusion", "audio_hidden"
+            "audio", "encoder", "text", "joint_dim", "kind", "checkpoint", "fusion", "audio_hidden",
+            "window_gate",
         }  # fmt: skip
         unknown = set(d) - known
         if unknown:
@@ -212,6 +246,7 @@ class ModelConfig:
             checkpoint=d.get("checkpoint"),
             fusion=float(d.get("fusion", 0.0)),
             audio_hidden=int(d.get("audio_hidden", 0)),
+            window_gate=d.get("window_gate"),
         )
 
     @property

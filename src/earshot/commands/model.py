@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -93,7 +94,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         "text_model": {"name": c.text.model, "dim": c.text.dim},
         # the audio head: linear, or linear + a residual MLP of this width (model/heads.py);
         # fusion: the teacher start's share of every cosine (model/fusion.py)
-        "heads": {"audio_hidden": c.audio_hidden, "fusion": c.fusion},
+        # window_gate: the trained audio head mixed per window with its start (GatedHead)
+        "heads": {
+            "audio_hidden": c.audio_hidden,
+            "fusion": c.fusion,
+            "window_gate": dataclasses.asdict(c.window_gate) if c.window_gate else None,
+        },
         "frontend": _frontend_info(c.audio),
         "windows": {"window_s": c.audio.window_s, "hop_s": c.audio.hop_s},
         "parameters": n_params,
@@ -114,6 +120,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(
             f"heads       fused: every cosine is {1 - c.fusion:g} x the trained heads' + "
             f"{c.fusion:g} x the teacher start's"
+        )
+    if c.window_gate:
+        g = c.window_gate
+        print(
+            f"heads       gated per window: the trained audio head's share is {g.low:g} + "
+            f"{1 - g.low:g} x sigmoid((k - {g.tau:g}) / {g.width:g}), k the mean of the "
+            f"window's {g.top} best cosines to a bank of {g.bank} training vectors; the rest "
+            "is the teacher start's"
         )
     print(f"text        {c.text.model} ({c.text.dim}-d) -> head -> {c.joint_dim}-d")
     if c.encoder.weights:

@@ -49,6 +49,14 @@ class JointModel(nn.Module):
                 audio_head_inputs(config), half, f, hidden=config.audio_hidden
             )
             self.text_head: nn.Module = FusedHead(config.text.dim, half, f)
+        elif config.window_gate is not None:  # mixed per window with its start (model/fusion.py)
+            from earshot.model.fusion import GatedHead
+
+            self.audio_head = GatedHead(
+                audio_head_inputs(config), config.joint_dim, config.window_gate,
+                hidden=config.audio_hidden,
+            )  # fmt: skip
+            self.text_head = nn.Linear(config.text.dim, config.joint_dim)
         else:
             self.audio_head = audio_head(
                 audio_head_inputs(config), config.joint_dim, config.audio_hidden

@@ -76,6 +76,12 @@ class TrainConfig:
         "mn04/mn10: weight of the teacher start in every cosine of the shipped model, its "
         "heads kept beside the trained ones (model/fusion.py); 0 = off",
     )
+    window_gate: tuple[float, ...] | None = _s(
+        None,
+        "mn04/mn10, text_head_lr 0: [tau, low, width, top], the shipped audio head mixed per "
+        "window with its start by how well it knows the window: the mean of its top cosines to "
+        "the training windows (model/fusion.py GatedHead); unset = off",
+    )
     # optimisation
     epochs: int = _s(30, "most epochs to train")
     steps_per_epoch: int | None = _s(None, "steps per epoch (default: one pass over the clips)")
@@ -148,6 +154,23 @@ class TrainConfig:
                 f"fusion must lie in [0, 1): the teacher start's weight in every cosine, 0 = "
                 f"off; got {self.fusion}"
             )
+        if self.window_gate is not None:
+            gate = tuple(float(v) for v in self.window_gate)
+            if (
+                len(gate) != 4 or not 0.0 <= gate[1] <= 1.0 or gate[2] <= 0 or gate[3] < 1
+                or gate[3] != int(gate[3])
+            ):  # fmt: skip
+                raise ConfigError(
+                    "window_gate is [tau, low, width, top]: low in [0, 1] (the trained head's "
+                    "least share), width > 0, top a whole number >= 1; "
+                    f"got {list(self.window_gate)}"
+                )
+            if self.fusion or self.text_head_lr != 0:
+                raise ConfigError(
+                    "window_gate mixes the audio heads under one query vector: it needs "
+                    "text_head_lr = 0 (the text head at its start) and fusion = 0"
+                )
+            object.__setattr__(self, "window_gate", gate)
         if self.class_loss < 0 or self.class_temperature <= 0:
             raise ConfigError("class_loss must be >= 0 and class_temperature > 0")
         if self.batch_size < 2:
@@ -159,8 +182,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if self.widths is not None:
-            d["widths"] = list(self.widths)
+        for name in ("widths", "window_gate"):
+            if getattr(self, name) is not None:
+                d[name] = list(getattr(self, name))
         return d
 
 

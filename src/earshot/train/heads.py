@@ -382,7 +382,7 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
                     "leave audio_hidden out, or init from a model with a linear audio head"
                 )
             model = _with_audio_hidden(model, cfg.audio_hidden)
-        if model.config.fusion:
+        if model.config.fusion or model.config.window_gate is not None:
             raise EarshotError(
                 f"init '{cfg.init}' has fused heads (fusion {model.config.fusion}): train from "
                 "its recipe instead (its training config sets `fusion`), or init from an "
@@ -443,6 +443,14 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
 
         model = fuse_with_start(model, start, cfg.fusion)
         log["fusion"] = cfg.fusion
+    if cfg.window_gate:
+        from earshot.model.fusion import gate_with_start
+
+        # the bank: every training window, as the trained audio head places it
+        tau, low, width, top = cfg.window_gate
+        bank = torch.as_tensor(bf_train.features)
+        model = gate_with_start(model, start[0], bank, tau, low, width, int(top), side="audio")
+        log["window_gate"] = list(cfg.window_gate)
     out = save_model(model, cfg.out)
     log.update(
         model_id=model_id(model),

@@ -405,8 +405,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         r = train_general(cfg, progress=cfg.progress)
         steps = cfg.steps_per_epoch or 100
         return TrainResult(r["out"], r["best_step"] // steps, r["best_val_mAP@10"], r["history"])
-    if cfg.fusion or cfg.audio_hidden or cfg.text_head_lr != 1.0:
-        what = "fusion" if cfg.fusion else "audio_hidden" if cfg.audio_hidden else "text_head_lr"
+    if cfg.fusion or cfg.audio_hidden or cfg.text_head_lr != 1.0 or cfg.window_gate:
+        what = (
+            "fusion" if cfg.fusion else "audio_hidden" if cfg.audio_hidden
+            else "window_gate" if cfg.window_gate else "text_head_lr"
+        )  # fmt: skip
         raise EarshotError(
             f"{what} is for heads trained on a named backbone ({', '.join(BACKBONES)}), "
             f"not for encoder '{cfg.encoder}'"
