@@ -692,13 +692,17 @@ def hold_out(train_ds, train_bf, val_ds, val_bf, mined: dict, fraction: float):
     return train, features, gallery, [q for q, _ in queries]
 
 
-def blend_rows(exp, kind, heads, val, wise, fuse, hidden: int = 0, gate=None) -> list[dict]:
+def blend_rows(
+    exp, kind, heads, val, wise, fuse, hidden: int = 0, gate=None, gated=None
+) -> list[dict]:
     """Scores on val of the trained heads blended with the teacher start: `wise` weight-space
     interpolations θ = (1 − α)·θ_start + α·θ_trained (WiSE-FT, Wortsman et al. 2022; the same
     linear heads, no cost at search time) and `fuse` score fusions w · cos(trained) +
     (1 − w) · cos(start), built by `earshot.model.fusion.fuse_with_start` as the shipped model
     is (its `fusion` = 1 − w); `gate` (tau, low): that fusion weighted per window
-    (`window_gate_scorer`, scoring only: no model ships it)."""
+    (`window_gate_scorer`, scoring only: no model ships it); `gated` (tau, low, width, top):
+    the trained audio head gated per window by the training windows, as `earshot train`'s
+    `window_gate` ships it (`earshot.model.fusion.gate_with_start`, `GatedHead`)."""
     from earshot.model.fusion import fuse_with_start
 
     if (wise or fuse) and kind != "reference":
@@ -728,6 +732,18 @@ def blend_rows(exp, kind, heads, val, wise, fuse, hidden: int = 0, gate=None) ->
         bank = torch.from_numpy(np.stack([exp.text[c] for c in captions]))
         scorer = window_gate_scorer(model, exp.start, bank, *gate)
         rows.append({"gate": list(gate), "val": exp.columns(model, val, scorer)})
+    if gated:
+        from earshot.model.fusion import gate_with_start
+
+        if kind != "reference":
+            raise SystemExit("--gated gates the reference head")
+        model = exp.fresh_model(kind, hidden)
+        model.audio_head.load_state_dict(heads[0])
+        model.text_head.load_state_dict(heads[1])
+        tau, low, width, top = gated
+        bank = torch.as_tensor(exp.bf["train"].features)  # the run's training windows
+        shipped = gate_with_start(model, exp.start[0], bank, tau, low, width, int(top), "audio")
+        rows.append({"gated": list(gated), "val": exp.columns(shipped, val)})
     exp.fresh_model(kind)  # leave the one model at its start
     return rows
 
@@ -765,6 +781,7 @@ def run_variants(
     holdout: float = 0.0,
     temperature: float = 0.05,
     gate: list[float] | None = None,
+    gated: list[float] | None = None,
 ) -> None:
     from earshot.train.heads import HeadSettings, _Split, fit_heads
 
@@ -773,6 +790,8 @@ def run_variants(
     if holdout and (short or short_val or any(k != "reference" for k in variants)):
         # the held-out gallery is scored on the cached padded features, by the reference head
         raise SystemExit("--holdout is for the reference head, without --short / --short-val")
+    if gated and text_lr != 0:
+        raise SystemExit("--gated scores both audio heads with one query: it needs --text-lr 0")
     exp = Experiment(mining, holdout)
     if short:  # train and validate on what the backbone gives in that mode
         for name, ds in (("train", exp.train_ds), ("val", exp.val_ds)):
@@ -835,7 +854,7 @@ def run_variants(
             trained.text_head.load_state_dict(heads[1])
             cols = exp.columns(trained, split)
             rows.append({**base, "short_val": mode, "start": start, "val": cols})
-        for blended in blend_rows(exp, kind, heads, val, wise, fuse, hidden, gate):
+        for blended in blend_rows(exp, kind, heads, val, wise, fuse, hidden, gate, gated):
             rows.append({**base, **blended})
         for row in rows:
             print(json.dumps(row), flush=True)
@@ -890,6 +909,10 @@ def table(rows_file: str, split_captions: bool = False) -> None:
             name += f" + fused w {row['fuse']}"
         if "gate" in row:
             name += " + fused per window (τ {:g}, w ≥ {:g})".format(*row["gate"])
+        if "gated" in row:
+            name += " + gated by training windows (τ {:g}, w ≥ {:g}, width {:g}, top {:g})".format(
+                *row["gated"]
+            )
         cells = [f"{row['val'].get(c, float('nan')):.3f}" for c in columns]
         print(f"| {name} | {row['best_step']} | " + " | ".join(cells) + " |")
 
@@ -978,6 +1001,16 @@ def main() -> None:
         "share LOW + (1 - LOW) * sigmoid((k - TAU) / 0.03), k the window's best cosine to a "
         "training caption (a row)",
     )
+    r.add_argument(
+        "--gated",
+        type=float,
+        nargs=4,
+        metavar=("TAU", "LOW", "WIDTH", "TOP"),
+        default=None,
+        help="also score the trained audio head gated per window as `window_gate` ships it: "
+        "the trained share LOW + (1 - LOW) * sigmoid((k - TAU) / WIDTH), k the mean of the "
+        "window's TOP best cosines to the training windows (a row)",
+    )
     r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     sc = sub.add_parser("score", help="a model folder's heads scored on val: the columns")
     sc.add_argument(
@@ -1029,6 +1062,7 @@ def main() -> None:
         args.holdout,
         args.temperature,
         args.window_gate,
+        args.gated,
     )
 
 
