@@ -29,11 +29,14 @@ def test_the_package_holds_only_our_heads():
     # Our two heads, or, fused (model/fusion.py), each beside the linear start it trained
     # from; the trained audio head with its residual MLP where the config has one
     # (model/heads.py). Nothing else: no backbone tensor.
-    parts = ("trained.", "start.") if config.get("fusion") else ("",)
+    # Gated per window (GatedHead): the audio head's two beside each other and the bank of
+    # training-window vectors that sets the gate; the text head alone.
+    gated = config.get("window_gate") is not None
     branch = ("norm.weight", "norm.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
-    heads = set()
+    heads = {"audio_head.bank"} if gated else set()
     for side in ("audio", "text"):
-        for part in parts:
+        fused = config.get("fusion") or (gated and side == "audio")
+        for part in ("trained.", "start.") if fused else ("",):
             mlp = side == "audio" and part != "start." and config.get("audio_hidden")
             heads |= {
                 f"{side}_head.{part}{p}" for p in ("weight", "bias", *(branch if mlp else ()))
