@@ -60,3 +60,21 @@ def pool_experiment():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def fake_backbone(tmp_path_factory):
+    """(folder, (backbone WeightsRef, labels WeightsRef)): a fake EfficientAT checkpoint and its
+    class list (earshot.testing.backbone), for general-model tests that need no real weights."""
+    from earshot.testing.backbone import write_fake_backbone
+
+    folder = tmp_path_factory.mktemp("weights")
+    return folder, write_fake_backbone(folder)
+
+
+@pytest.fixture
+def weights_env(fake_backbone, monkeypatch, tmp_path):
+    """The fake backbone resolvable ($EARSHOT_WEIGHTS_DIR), a fresh cache; its WeightsRefs."""
+    monkeypatch.setenv("EARSHOT_WEIGHTS_DIR", str(fake_backbone[0]))
+    monkeypatch.setenv("EARSHOT_CACHE_DIR", str(tmp_path / "cache"))
+    return fake_backbone[1]

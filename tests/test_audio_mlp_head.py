@@ -17,20 +17,7 @@ from earshot.errors import ConfigError, EarshotError
 from earshot.model.heads import ResidualMLPHead, audio_head, linear_part
 from earshot.model.io import load_model, model_id, save_model
 from earshot.testing.audio import chirp_mix
-from earshot.testing.backbone import fake_teacher_model, write_fake_backbone
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    return folder, write_fake_backbone(folder)
-
-
-@pytest.fixture
-def weights_env(fake, monkeypatch, tmp_path):
-    monkeypatch.setenv("EARSHOT_WEIGHTS_DIR", str(fake[0]))
-    monkeypatch.setenv("EARSHOT_CACHE_DIR", str(tmp_path / "cache"))
-    return fake[1]
+from earshot.testing.backbone import fake_teacher_model
 
 
 def test_the_residual_head_starts_as_its_linear_part():

@@ -16,24 +16,18 @@ from earshot.errors import ConfigError, EarshotError
 from earshot.model.fusion import FusedHead, fuse_with_start
 from earshot.model.io import load_model, model_id, save_model
 from earshot.testing.audio import chirp_mix
-from earshot.testing.backbone import fake_teacher_model, write_fake_backbone
+from earshot.testing.backbone import fake_teacher_model
 
 SENTENCES = ["a dog barks", "rain on a tin roof", "a door slams", "birds"]
 
 
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    return folder, write_fake_backbone(folder)
-
-
 @pytest.fixture
-def fused(fake, tiny_text_dir, monkeypatch, tmp_path):
+def fused(fake_backbone, tiny_text_dir, monkeypatch, tmp_path):
     """(fused model, its trained heads alone, its start alone), fusion 0.3."""
-    monkeypatch.setenv("EARSHOT_WEIGHTS_DIR", str(fake[0]))
+    monkeypatch.setenv("EARSHOT_WEIGHTS_DIR", str(fake_backbone[0]))
     monkeypatch.setenv("EARSHOT_CACHE_DIR", str(tmp_path / "cache"))
-    start = fake_teacher_model(fake[1], tiny_text_dir, joint_dim=12)
-    trained = fake_teacher_model(fake[1], tiny_text_dir, joint_dim=12)
+    start = fake_teacher_model(fake_backbone[1], tiny_text_dir, joint_dim=12)
+    trained = fake_teacher_model(fake_backbone[1], tiny_text_dir, joint_dim=12)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # stands in for training: the heads moved away from the start
         for head in (trained.audio_head, trained.text_head):

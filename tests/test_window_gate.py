@@ -20,22 +20,9 @@ from earshot.errors import ConfigError, EarshotError
 from earshot.model.fusion import GatedHead, gate_with_start
 from earshot.model.io import load_model, model_id, save_model
 from earshot.testing.audio import chirp_mix
-from earshot.testing.backbone import fake_teacher_model, small_heads_run, write_fake_backbone
+from earshot.testing.backbone import fake_teacher_model, small_heads_run
 
 SENTENCES = ["a dog barks", "rain on a tin roof", "a door slams", "birds"]
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    return folder, write_fake_backbone(folder)
-
-
-@pytest.fixture
-def weights_env(fake, monkeypatch, tmp_path):
-    monkeypatch.setenv("EARSHOT_WEIGHTS_DIR", str(fake[0]))
-    monkeypatch.setenv("EARSHOT_CACHE_DIR", str(tmp_path / "cache"))
-    return fake[1]
 
 
 def _waves():
