@@ -162,5 +162,10 @@ def test_window_gate_is_refused_where_it_cannot_work(weights_env, tiny_text_dir,
     gated = gate_with_start(start, start.audio_head.state_dict(), bank, 0.6, 0.5, 0.03)
     with pytest.raises(ValueError, match="fused already"):
         gate_with_start(gated, start.audio_head.state_dict(), bank, 0.6, 0.5, 0.03)
+    from earshot.train.heads import train_general
+
+    folder = save_model(gated, tmp_path / "gated")
+    with pytest.raises(EarshotError, match="window_gate set"):
+        train_general(TrainConfig(init=str(folder), encoder="mn04", dataset="x"))
     with pytest.raises(ValueError, match="'text' or 'audio'"):
         gate_with_start(start, start.audio_head.state_dict(), bank, 0.6, 0.5, 0.03, side="x")

@@ -63,7 +63,7 @@ class GatedHead(nn.Module):
     """The trained audio head mixed per window with the linear head it `start`ed from (see the
     module's docstring): input → w · unit(trained(x)) + (1 − w) · unit(start(x)). The caller
     makes it unit length, as for every audio head. `gate`: a `WindowGate` (tau, low, width,
-    bank = the number of training caption vectors in the `bank` buffer)."""
+    top, and bank = the number of vectors in the `bank` buffer)."""
 
     def __init__(self, in_features: int, dim: int, gate, hidden: int = 0):
         super().__init__()

@@ -384,8 +384,9 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
             model = _with_audio_hidden(model, cfg.audio_hidden)
         if model.config.fusion or model.config.window_gate is not None:
             raise EarshotError(
-                f"init '{cfg.init}' has fused heads (fusion {model.config.fusion}): train from "
-                "its recipe instead (its training config sets `fusion`), or init from an "
+                f"init '{cfg.init}' has fused heads (fusion {model.config.fusion}, window_gate "
+                f"{'set' if model.config.window_gate else 'unset'}): train from its recipe "
+                "instead (its training config sets them), or init from an "
                 "unfused model folder"
             )
         text_encoder = model.text_encoder
