@@ -709,6 +709,13 @@ def blend_rows(
         raise SystemExit("--wise and --fuse blend the reference head (plain linear heads)")
     if wise and hidden:
         raise SystemExit("--wise interpolates linear heads: not with --hidden")
+
+    def trained():  # the one model, its heads the run's trained ones
+        model = exp.fresh_model(kind, hidden)
+        model.audio_head.load_state_dict(heads[0])
+        model.text_head.load_state_dict(heads[1])
+        return model
+
     rows = []
     for alpha in wise or ():
         model = exp.fresh_model(kind)
@@ -717,17 +724,13 @@ def blend_rows(
             head.load_state_dict({k: (1 - alpha) * start[k] + alpha * trained[k] for k in start})
         rows.append({"wise": alpha, "val": exp.columns(model, val)})
     for w in fuse or ():
-        model = exp.fresh_model(kind, hidden)
-        model.audio_head.load_state_dict(heads[0])
-        model.text_head.load_state_dict(heads[1])
+        model = trained()
         fused = fuse_with_start(model, exp.start, 1.0 - w)
         rows.append({"fuse": w, "val": exp.columns(fused, val)})
     if gate:
         if kind != "reference":
             raise SystemExit("--window-gate blends the reference head")
-        model = exp.fresh_model(kind, hidden)
-        model.audio_head.load_state_dict(heads[0])
-        model.text_head.load_state_dict(heads[1])
+        model = trained()
         captions = dict.fromkeys(c for c, _ in exp.train_ds.captions())
         bank = torch.from_numpy(np.stack([exp.text[c] for c in captions]))
         scorer = window_gate_scorer(model, exp.start, bank, *gate)
@@ -737,9 +740,7 @@ def blend_rows(
 
         if kind != "reference":
             raise SystemExit("--gated gates the reference head")
-        model = exp.fresh_model(kind, hidden)
-        model.audio_head.load_state_dict(heads[0])
-        model.text_head.load_state_dict(heads[1])
+        model = trained()
         tau, low, width, top = gated
         bank = torch.as_tensor(exp.bf["train"].features)  # the run's training windows
         shipped = gate_with_start(model, exp.start[0], bank, tau, low, width, int(top), "audio")
