@@ -153,7 +153,7 @@ def build_catalogue(workdir: Path, copies: int) -> tuple[Path, Path, dict]:
     db = workdir / "catalogue.sqlite"
     model = load_model("compact", with_text=False)
     with Catalogue(db) as cat:
-        Indexer(cat, model, workers=1, progress=False).run([str(workdir / "sounds")])
+        Indexer(cat, model, workers=0, progress=False).run([str(workdir / "sounds")])
         stats_ = cat.stats()
     example = workdir / "sounds" / "set0" / next(iter(SOUNDS))
     info = {

@@ -341,7 +341,7 @@ def bench_reindex(n_files: int) -> dict:
                         )
                         cat.put_file(record, [(0.0, 0.05, vector)])
             t = time.perf_counter()
-            s = Indexer(cat, model, workers=1, progress=False).run([str(root)])
+            s = Indexer(cat, model, workers=0, progress=False).run([str(root)])
             seconds = time.perf_counter() - t
     return {
         "files": n_files,
@@ -479,7 +479,12 @@ def main() -> None:
         default="auto",
         help="auto (as earshot index): bf16 where the CPU has it natively, else fp32",
     )
-    ap.add_argument("--workers", type=int, default=1, help="Indexer decode workers (1: inline)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Indexer decode processes (default 0: in the indexer, as on 2 cores)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--rounds", type=int, default=1, help="index runs per model, rotating")
     ap.add_argument("--tree", type=int, default=10_000, help="files in the re-index tree")

@@ -52,6 +52,7 @@ def cases(d):
         "index db is a folder": ["index", folder, "--db", folder],
         "index db under a file": ["index", folder, "--db", under_a_file],
         "index bad workers": ["index", folder, "--workers", "x"],
+        "index negative workers": ["index", folder, "--db", str(d / "i3.db"), "--workers", "-1"],
         "index bad model": ["index", folder, "--db", str(d / "i2.db"), "--model", nomodel],
         "search garbage db": ["search", "a dog", "--db", garbage],
         "search db is a folder": ["search", "a dog", "--db", folder],

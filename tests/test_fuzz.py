@@ -84,7 +84,7 @@ def test_a_bare_aac_is_catalogued_at_the_length_that_decoded(
     if streamed:  # as for a file long by its header: decoded at commit, window by window
         monkeypatch.setattr(build, "LONG_FILE_S", 10.0)
     with Catalogue(tmp_path / "c.sqlite") as cat:
-        s = Indexer(cat, model, workers=1, progress=False).run([str(root)])
+        s = Indexer(cat, model, workers=0, progress=False).run([str(root)])
         assert s.added == 1 and s.audio_s == pytest.approx(43.0, abs=0.3)
         (duration,) = cat.db.execute("SELECT duration_s FROM files").fetchone()
     assert duration == pytest.approx(43.0, abs=0.3)
@@ -98,7 +98,7 @@ def test_a_cut_mp3_is_catalogued_at_the_length_that_decoded(tmp_path, model):
     write_truncated(whole, root / "cut.mp3", 0.5)
     promised = probe(root / "cut.mp3").duration_s
     with Catalogue(tmp_path / "c.sqlite") as cat:
-        s = Indexer(cat, model, workers=1, progress=False).run([str(root)])
+        s = Indexer(cat, model, workers=0, progress=False).run([str(root)])
         assert s.added == 1
         (duration,) = cat.db.execute("SELECT duration_s FROM files").fetchone()
     assert promised > 19 and 8 < duration < 12
@@ -109,6 +109,6 @@ def test_an_accurate_header_length_is_kept(tmp_path, model):
     root.mkdir()
     write_tone(root / "a.wav", 23.0, 22050)
     with Catalogue(tmp_path / "c.sqlite") as cat:
-        Indexer(cat, model, workers=1, progress=False).run([str(root)])
+        Indexer(cat, model, workers=0, progress=False).run([str(root)])
         (duration,) = cat.db.execute("SELECT duration_s FROM files").fetchone()
     assert duration == 23.0  # the header's, exactly: resampling rounds the decoded length

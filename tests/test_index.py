@@ -43,7 +43,7 @@ def library(tmp_path):
 
 
 def index(cat, model, *paths, **kw):
-    return Indexer(cat, model, workers=kw.pop("workers", 1), progress=False).run(
+    return Indexer(cat, model, workers=kw.pop("workers", 0), progress=False).run(
         [str(p) for p in paths], **kw
     )
 
@@ -69,7 +69,7 @@ def test_index_then_reindex_unchanged(tmp_path, library, model):
         assert s.segments == 1 + 1 + 1 + 4  # the 23 s file has windows 0-10, 5-15, 10-20, 15-23
         assert cat.check() == []
         counting = CountingModel(model)
-        again = Indexer(cat, counting, workers=1, progress=False).run([str(library)])
+        again = Indexer(cat, counting, workers=0, progress=False).run([str(library)])
         assert (again.added, again.updated, again.unchanged) == (0, 0, 4)
         assert counting.windows == 0
 
@@ -81,7 +81,7 @@ def test_changed_removed_moved_and_kept(tmp_path, library, model):
         (library / "street" / "traffic.ogg").unlink()  # gone
         shutil.move(library / "birds" / "owl.flac", library / "owl-moved.flac")  # moved
         counting = CountingModel(model)
-        s = Indexer(cat, counting, workers=1, progress=False).run([str(library)])
+        s = Indexer(cat, counting, workers=0, progress=False).run([str(library)])
         assert (s.updated, s.removed, s.reused, s.added) == (1, 2, 1, 1)
         assert counting.windows == 1  # only the changed robin; the moved owl kept its vectors
         paths = set(cat.file_states())
@@ -213,7 +213,7 @@ def test_full_disk_is_a_clear_error_and_the_catalogue_survives(tmp_path, library
 
 def test_parallel_workers_give_the_same_vectors(tmp_path, library, model):
     with Catalogue(tmp_path / "a.sqlite") as a, Catalogue(tmp_path / "b.sqlite") as b:
-        index(a, model, library, workers=1)
+        index(a, model, library, workers=0)
         index(b, model, library, workers=2)
         ia, va = a.vectors()
         ib, vb = b.vectors()
@@ -230,7 +230,7 @@ from earshot.model.io import load_model
 import earshot.index.build as build
 build.BATCH_FILES = 2
 cat = Catalogue(sys.argv[1])
-Indexer(cat, load_model(sys.argv[2], with_text=False), workers=1, progress=False).run([sys.argv[3]])
+Indexer(cat, load_model(sys.argv[2], with_text=False), workers=0, progress=False).run([sys.argv[3]])
 print("finished", flush=True)
 """
 
@@ -258,7 +258,7 @@ def test_kill_9_at_any_moment_then_rerun(tmp_path, model):
     with Catalogue(db) as cat:
         done_before = {p for p, s in cat.file_states().items() if s.status == "ok"}
         counting = CountingModel(model)
-        s = Indexer(cat, counting, workers=1, progress=False).run([str(root)])
+        s = Indexer(cat, counting, workers=0, progress=False).run([str(root)])
         assert s.unchanged == len(done_before)  # nothing committed is re-embedded
         assert counting.windows == 24 - len(done_before)
         assert len(cat.file_states()) == 24 and cat.segment_count() == 24

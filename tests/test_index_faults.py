@@ -49,7 +49,7 @@ def model_dir(tmp_path_factory, tiny_text_dir):
 
 
 def index(cat, model, *paths, **kw):
-    return Indexer(cat, model, workers=kw.pop("workers", 1), progress=False).run(
+    return Indexer(cat, model, workers=kw.pop("workers", 0), progress=False).run(
         [str(p) for p in paths], **kw
     )
 
@@ -160,7 +160,7 @@ def test_non_finite_vectors_skip_their_file_not_the_batch(tmp_path, root, model)
         old = build.LONG_FILE_S
         build.LONG_FILE_S = 20.0  # zlong is streamed here: that path is guarded too
         try:
-            s = Indexer(cat, NaNModel(model), workers=1, progress=False).run([str(root)])
+            s = Indexer(cat, NaNModel(model), workers=0, progress=False).run([str(root)])
         finally:
             build.LONG_FILE_S = old
         assert s.added == 1, s.as_dict()
@@ -236,7 +236,9 @@ def test_an_unexpected_exception_skips_the_file(tmp_path, root, model, monkeypat
         assert s.added == 1 and "out of memory" in reasons(s)[str(root / "bad.wav")]
 
 
-def test_a_decoder_crash_skips_its_file_not_the_run(tmp_path, root, model, monkeypatch):
+# 1: a pool of one used to decode in the indexer itself, where the crash ended the run.
+@pytest.mark.parametrize("workers", [2, 1])
+def test_a_decoder_crash_skips_its_file_not_the_run(tmp_path, root, model, monkeypatch, workers):
     import earshot.index.build as build
     from earshot.testing.faults import crash_on_some
 
@@ -244,9 +246,94 @@ def test_a_decoder_crash_skips_its_file_not_the_run(tmp_path, root, model, monke
     write_tone(root / "crash.wav", 1.0, 16000, freq=900.0)
     write_tone(root / "later.wav", 1.0, 16000, freq=1200.0)
     with Catalogue(tmp_path / "c.sqlite") as cat:
-        s = index(cat, model, root, workers=2)
+        s = Indexer(cat, model, workers=workers, progress=False).run([str(root)])
         assert s.added == 2, s.as_dict()
         assert "decoder crashed" in reasons(s)[str(root / "crash.wav")]
+        assert cat.file_states()[str(root / "later.wav")].status == "ok"
+
+
+@pytest.mark.parametrize("workers", [-1, True])
+def test_a_negative_worker_count_is_refused(tmp_path, model, workers):
+    with Catalogue(tmp_path / "c.sqlite") as cat, pytest.raises(ValueError, match="0 or more"):
+        Indexer(cat, model, workers=workers, progress=False)
+
+
+@pytest.mark.parametrize("cpus, workers", [(1, 0), (2, 0), (3, 2), (5, 4), (64, 4), (None, 0)])
+def test_default_workers_decode_here_on_two_cores_and_beside_it_on_more(
+    tmp_path, model, monkeypatch, cpus, workers
+):
+    import earshot.index.build as build
+
+    monkeypatch.setattr(build.os, "cpu_count", lambda: cpus)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        assert Indexer(cat, model, progress=False).workers == workers
+
+
+# Decoding in the indexer's own process (workers=0, the default on 2 cores): a crash there ends
+# the run, so it runs in a subprocess; the run after it must skip that file, not die on it again.
+CRASH_SCRIPT = """
+import json, os, sys
+import earshot.audio.windows as windows
+import earshot.index.build as build
+from earshot.index.build import Indexer
+from earshot.index.store import Catalogue
+from earshot.model.io import load_model
+from earshot.testing.faults import crash_on_some, decode_fully_crashing_on_some
+build.decode_fully = decode_fully_crashing_on_some
+if sys.argv[4] == "streamed":  # every file is long: the crash comes as it streams at commit
+    build.LONG_FILE_S = 0.5
+    window_file = windows.window_file
+    def crashing(path, audio):
+        if os.path.basename(path).startswith("crash"):
+            os._exit(139)
+        return window_file(path, audio)
+    windows.window_file = crashing
+else:
+    build.decode_entry = crash_on_some
+with Catalogue(sys.argv[1]) as cat:
+    model = load_model(sys.argv[2], with_text=False)
+    s = Indexer(cat, model, workers=0, progress=False).run([sys.argv[3]])
+print(json.dumps(s.as_dict()))
+"""
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["short", "streamed"])
+def test_a_decoder_crash_in_the_indexer_is_skipped_by_the_next_run(
+    tmp_path, root, model_dir, streamed
+):
+    from earshot.index.journal import CRASHED_HERE, journal_path
+
+    write_tone(root / "crash.wav", 1.0, 16000, freq=900.0)
+    write_tone(root / "later.wav", 1.0, 16000, freq=1200.0)
+    db = tmp_path / "c.sqlite"
+    mode = "streamed" if streamed else "short"
+    cmd = [sys.executable, "-c", CRASH_SCRIPT, str(db), str(model_dir), str(root), mode]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 139, first.stderr
+    assert journal_path(db).read_text() == f"{root / 'crash.wav'}\n"
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stderr
+    s = json.loads(second.stdout)
+    assert s["added"] == 2, s
+    assert s["skipped"] == [{"path": str(root / "crash.wav"), "reason": CRASHED_HERE}]
+    assert not journal_path(db).exists()
+    with Catalogue(db) as cat:
+        states = cat.file_states()
+        assert states[str(root / "crash.wav")].status == "skipped"
+        assert {states[str(root / n)].status for n in ("good.wav", "later.wav")} == {"ok"}
+    third = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert third.returncode == 0 and json.loads(third.stdout)["unchanged"] == 3, third.stderr
+
+
+def test_a_file_left_in_the_journal_by_a_killed_run_is_indexed_if_it_decodes(tmp_path, root, model):
+    from earshot.index.journal import journal_path
+
+    db = tmp_path / "c.sqlite"
+    journal_path(db).write_text(f"{root / 'good.wav'}\n")  # kill -9 mid-decode leaves this
+    with Catalogue(db) as cat:
+        s = index(cat, model, root)
+        assert s.added == 1 and s.skipped == [], s.as_dict()
+    assert not journal_path(db).exists()
 
 
 # --- 2. a missing root keeps its entries -----------------------------------------------------
@@ -485,7 +572,7 @@ def held_commit(self, *args):
         time.sleep(0.05)
 Indexer._commit = held_commit
 cat = Catalogue(sys.argv[1])
-s = Indexer(cat, load_model(sys.argv[2], with_text=False), workers=1, progress=False).run(
+s = Indexer(cat, load_model(sys.argv[2], with_text=False), workers=0, progress=False).run(
     [sys.argv[3]]
 )
 print("finished", s.added, s.segments, flush=True)

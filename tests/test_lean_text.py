@@ -249,7 +249,7 @@ def library(tmp_path_factory, tiny_text_dir):
     folder = save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), base / "model")
     model = load_model(folder, with_text=False)
     with Catalogue(base / "c.sqlite") as cat:
-        Indexer(cat, model, workers=1, progress=False).run([str(base / "audio")])
+        Indexer(cat, model, workers=0, progress=False).run([str(base / "audio")])
     return base, folder, model
 
 

@@ -259,7 +259,7 @@ def described(tmp_path):
 
 
 def index(cat, model, *paths):
-    return Indexer(cat, model, workers=1, progress=False).run([str(p) for p in paths])
+    return Indexer(cat, model, workers=0, progress=False).run([str(p) for p in paths])
 
 
 def test_metadata_is_stored_searched_filtered_and_carried_by_hits(tmp_path, described, text_model):

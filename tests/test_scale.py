@@ -371,7 +371,7 @@ def test_index_from_a_bucket_on_two_nodes_matches_one_machine(cluster, capsys):
     # Search over the shards, in actors on the cluster: the catalogue's hits.
     db = base / "local.sqlite"
     with Catalogue(db) as cat:
-        Indexer(cat, model, workers=1, batch_size=1, progress=False).run([str(base / "lib")])
+        Indexer(cat, model, workers=0, batch_size=1, progress=False).run([str(base / "lib")])
     for q in QUERIES[:2]:
         assert (
             main(["search", q, "-k", "4", "--all", "--shards", "s3://out/first", *_cli(base)]) == 0
@@ -425,7 +425,7 @@ def test_filtered_and_by_example_search_and_the_page_over_a_bucket(cluster, caps
     db = base / "filtered.sqlite"
     model = load_model(base / "model")
     with Catalogue(db) as cat:
-        Indexer(cat, model, workers=1, batch_size=1, progress=False).run([str(base / "lib")])
+        Indexer(cat, model, workers=0, batch_size=1, progress=False).run([str(base / "lib")])
     example = write_tone(base / "example.wav", 2.0, 22050, freq=2800.0, seed=12)
     local, remote = str(base / "lib"), "s3://rec/lib"
     for search in (

@@ -126,11 +126,11 @@ def test_new_files_are_searchable_without_restarting(setup, tmp_path):
         before = len(searcher.search_vector(np.ones(12, np.float32) / np.sqrt(12), 50))
         extra = root / "street" / "added_later.wav"
         write_tone(extra, 1.0, 16000, freq=800.0, seed=9)
-        Indexer(cat, model, workers=1, progress=False).run([str(root)])
+        Indexer(cat, model, workers=0, progress=False).run([str(root)])
         after = searcher.search_vector(np.ones(12, np.float32) / np.sqrt(12), 50)
         assert len(after) == before + 1
         extra.unlink()
-        Indexer(cat, model, workers=1, progress=False).run([str(root)])
+        Indexer(cat, model, workers=0, progress=False).run([str(root)])
         final = searcher.search_vector(np.ones(12, np.float32) / np.sqrt(12), 50)
         assert len(final) == before and not any("added_later" in h.path for h in final)
 

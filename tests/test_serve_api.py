@@ -299,7 +299,7 @@ def test_a_phone_recording_is_a_query_and_plays(client, searcher, model, monkeyp
     from earshot.index.build import Indexer
 
     with Catalogue(tmp_path / "phone.sqlite") as cat:
-        Indexer(cat, model, workers=1, progress=False).run([str(memo)])
+        Indexer(cat, model, workers=0, progress=False).run([str(memo)])
     cat = Catalogue(tmp_path / "phone.sqlite", readonly=True)
     try:
         with TestClient(create_app(cat, model, Settings()), base_url=BASE) as phone:

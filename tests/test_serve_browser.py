@@ -242,7 +242,7 @@ def tagged_server(tmp_path_factory, tiny_text_dir):
     save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), base / "model")
     with Catalogue(base / "c.sqlite") as cat:
         model = tagged(load_model(base / "model"))
-        Indexer(cat, model, workers=1, progress=False).run([str(base / "library")])
+        Indexer(cat, model, workers=0, progress=False).run([str(base / "library")])
     cat = Catalogue(base / "c.sqlite", readonly=True)
     with ServerThread(create_app(cat, load_model(base / "model"), Settings())) as running:
         yield running
@@ -524,7 +524,7 @@ def many_server(tmp_path_factory, tiny_text_dir):
             write_noise(root / f"clip_{j:02d}.wav", seconds, 16000, seed=j)
     save_model(tiny_model(text_model=str(tiny_text_dir), text_dim=16), base / "model")
     with Catalogue(base / "c.sqlite") as cat:
-        Indexer(cat, load_model(base / "model"), workers=1, progress=False).run([str(root)])
+        Indexer(cat, load_model(base / "model"), workers=0, progress=False).run([str(root)])
     cat = Catalogue(base / "c.sqlite", readonly=True)
     with ServerThread(create_app(cat, load_model(base / "model"), Settings())) as running:
         yield running
@@ -605,7 +605,7 @@ def rich_server(tmp_path_factory, tiny_text_dir):
     calibration = {"a": 0.0, "b": 3.0, "c": -4.35, "good": 0.5, "weak": 0.1}
     (model_dir / "calibration.json").write_text(json.dumps({"text": calibration}))
     with Catalogue(base / "c.sqlite") as cat:
-        Indexer(cat, load_model(model_dir), workers=1, progress=False).run([str(root)])
+        Indexer(cat, load_model(model_dir), workers=0, progress=False).run([str(root)])
     cat = Catalogue(base / "c.sqlite", readonly=True)
     with ServerThread(create_app(cat, load_model(model_dir), Settings())) as running:
         yield running

@@ -117,7 +117,7 @@ def setup(tmp_path_factory, tiny_text_dir):
     model = tagged(load_model(model_dir))
     db = base / "tagged.sqlite"
     with Catalogue(db) as cat:
-        Indexer(cat, model, workers=1, progress=False).run([str(base / "library")])
+        Indexer(cat, model, workers=0, progress=False).run([str(base / "library")])
         assert cat.check() == []
     return base, paths, model_dir, model, db
 
@@ -413,7 +413,7 @@ def test_a_v1_catalogue_reads_as_it_is_and_upgrades_on_a_writable_open(setup, tm
         assert "tag_probs" in columns(cat.db, "files")
         assert cat.generation == 1 and cat.segment_count() == 4 and cat.check() == []
         # Indexing with a tagging model now: new files tagged, the old ones stay as they were.
-        Indexer(cat, model, workers=1, progress=False).run([str(base / "library" / "birds")])
+        Indexer(cat, model, workers=0, progress=False).run([str(base / "library" / "birds")])
         assert cat.tag_names == TAG_NAMES and cat.check() == []
         assert window_tags(cat, paths["robin"])[0].keys() >= {"Tone", "Bird", "Loud"}
         assert window_tags(cat, "/old/a.wav") == [{}, {}, {}]
@@ -649,7 +649,7 @@ def test_long_files_streamed_get_the_same_tags(setup, tmp_path, monkeypatch):
     base, paths, _, model, db = setup
     monkeypatch.setattr(build, "_probably_long", lambda entry: True)  # every file streamed
     with Catalogue(tmp_path / "streamed.sqlite") as streamed, Catalogue(db, readonly=True) as cat:
-        Indexer(streamed, model, workers=1, progress=False, batch_size=3).run(
+        Indexer(streamed, model, workers=0, progress=False, batch_size=3).run(
             [str(base / "library")]
         )
         for path in paths.values():
@@ -662,9 +662,9 @@ def test_reuse_by_content_hash_copies_tags(setup, tmp_path):
     lib = tmp_path / "lib"
     shutil.copytree(base / "library" / "street", lib / "street")
     with Catalogue(tmp_path / "c.sqlite") as cat:
-        Indexer(cat, model, workers=1, progress=False).run([str(lib)])
+        Indexer(cat, model, workers=0, progress=False).run([str(lib)])
         shutil.copy(lib / "street" / "mixed.wav", lib / "street" / "mixed copy.wav")
-        summary = Indexer(cat, model, workers=1, progress=False).run([str(lib)])
+        summary = Indexer(cat, model, workers=0, progress=False).run([str(lib)])
         assert summary.reused == 1 and summary.segments == 0
         original = window_tags(cat, str(lib / "street" / "mixed.wav"))
         assert window_tags(cat, str(lib / "street" / "mixed copy.wav")) == original
@@ -678,7 +678,7 @@ def test_an_untagged_model_stores_nothing_extra(setup, tmp_path):
     plain = load_model(model_dir)
     assert plain.tag_names == ()
     with Catalogue(tmp_path / "plain.sqlite") as cat:
-        Indexer(cat, plain, workers=1, progress=False).run([str(base / "library")])
+        Indexer(cat, plain, workers=0, progress=False).run([str(base / "library")])
         assert cat.tag_names == () and cat.stats()["tag_names"] == 0
         assert cat.db.execute(
             "SELECT count(*) FROM segments WHERE tag_probs IS NOT NULL"

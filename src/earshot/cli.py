@@ -87,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also remove the catalogue's files under a PATH that is unavailable (missing, or "
         "an empty folder); without it they are kept, as on an unplugged drive",
     )
-    p.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="decoding processes (default: cores - 1, at most 4; 0 on 2 cores); 0 decodes in "
+        "the indexer, where a decoder crash ends the run and the next run skips that file",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="windows per CNN batch")
     p.add_argument(
         "--precision",

@@ -37,6 +37,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     from earshot.index.build import Indexer
     from earshot.model.dual import resolve_precision
 
+    if args.workers is not None and args.workers < 0:
+        raise EarshotError(f"--workers must be 0 or more, not {args.workers}")
     # Before anything is created or loaded: a run over nothing but missing paths is a mistake
     # (unless it is to --prune them). Some missing: the rest are indexed, and the exit status
     # says that not everything was there.

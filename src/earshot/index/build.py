@@ -1,9 +1,11 @@
 """`earshot index`: scan folders, diff against the catalogue, decode and embed what changed.
 
-Decoding runs in worker processes (soundfile + soxr release nothing to share), the CNN runs in
-this process in batches, and each batch of files commits in one SQLite transaction. A kill at
-any moment loses at most the batch in flight: files already committed are recognised by size
-and mtime on the next run and neither re-decoded nor re-embedded. The workers die with this
+Decoding runs in worker processes (soundfile + soxr release nothing to share), or in this one
+where there are 2 cores or fewer (earshot.index.journal: a codec crash there ends the run, and
+the next run skips that file); the CNN runs in this process in batches, and each batch of files
+commits in one SQLite transaction. A kill at any moment loses at most the batch in flight:
+files already committed are recognised by size and mtime on the next run and neither
+re-decoded nor re-embedded. The workers die with this
 process, however it ends (`_worker_init`).
 
 Whatever one file does (a bad name, a pipe, a corrupt header, absurd samples, vectors the model
@@ -38,6 +40,7 @@ import numpy as np
 
 from earshot.config import AudioConfig
 from earshot.errors import AudioDecodeError
+from earshot.index.journal import CRASHED_HERE, DecodeJournal, crashes_alone, decode_fully
 from earshot.index.scan import NOT_REGULAR, ScanEntry, ScanProblems, scan, shown
 from earshot.index.store import Catalogue, CatalogueError, FileRecord
 from earshot.index.writelock import WAIT_S, index_lock
@@ -257,16 +260,25 @@ class Indexer:
         progress: bool = True,
         lock_wait_s: float = WAIT_S,
     ):
-        """`lock_wait_s`: how long `run` waits for another process indexing into the same
+        """`workers`: decoding processes, where a decoder crash (a segfault in a codec
+        library) costs its file, not the run; 0 decodes in this process, where it ends the run
+        and the next run skips the file (earshot.index.journal). Default: cores - 1, at most 4,
+        and 0 on 2 cores or fewer, where one worker is slower than none (bench_index, README).
+        `lock_wait_s`: how long `run` waits for another process indexing into the same
         catalogue before it raises `IndexLocked` (earshot.index.writelock)."""
         from earshot.model.io import model_id
 
+        if workers is not None and (isinstance(workers, bool) or workers < 0):
+            raise ValueError(f"workers must be 0 or more, not {workers!r}")
         self.cat = catalogue
         self.model = model
         self.audio = model.config.audio
-        # One core for the CNN, the rest decode: on 2 cores, one worker.
+        # One core for the CNN, the rest decode; on 2 cores the CNN's two threads use both and
+        # shipping each file's samples back from a worker costs more than it frees.
         cpus = os.cpu_count() or 2
-        self.workers = workers if workers is not None else max(1, min(4, cpus - 1))
+        self.workers = workers if workers is not None else (min(4, cpus - 1) if cpus > 2 else 0)
+        self._journal = DecodeJournal(catalogue.path)
+        self._suspect: str | None = None
         self.batch_size = batch_size
         self.precision = precision
         self.progress = progress
@@ -294,7 +306,11 @@ class Indexer:
         # Held from before the catalogue's file states are read until the last write: a
         # second indexer would otherwise embed every file this one is embedding (issue #19).
         with index_lock(self.cat.path, self.lock_wait_s):
-            return self._run(roots, keep_missing, prune)
+            self._suspect = self._journal.left_by_last_run()
+            try:
+                return self._run(roots, keep_missing, prune)
+            finally:
+                self._journal.close()
 
     def _run(self, roots: Iterable[str | Path], keep_missing: bool, prune: bool) -> IndexSummary:
         start = time.perf_counter()
@@ -402,15 +418,25 @@ class Indexer:
             bar.close()
 
     def _decoded(self, todo: list[ScanEntry]) -> Iterator[Decoded]:
-        """Decode short files in worker processes, long ones here (streamed at commit time)."""
+        """Decode short files in worker processes (or here, with `workers=0`), long ones here
+        (streamed at commit time). What is decoded here is named in the journal first; the file
+        an earlier run left there is first decoded alone, in a process of its own."""
+        suspect = next((e for e in todo if e.path == self._suspect), None)
+        if suspect is not None and crashes_alone(
+            suspect.path, self.audio, decode_fully, _worker_init, (os.getpid(),)
+        ):
+            yield Decoded(suspect, error=CRASHED_HERE)
+            todo = [e for e in todo if e is not suspect]
         long_files = [e for e in todo if _probably_long(e)]
         short = [e for e in todo if not _probably_long(e)]
-        if short and self.workers > 1:
+        if short and self.workers > 0:
             yield from self._decoded_in_workers(short)
         else:
             for entry in short:
+                self._journal.decoding(entry.path)
                 yield decode_entry(entry, self.audio)
         for entry in long_files:
+            self._journal.decoding(entry.path)
             yield decode_entry(entry, self.audio, with_windows=False)
 
     def _decoded_in_workers(self, entries: list[ScanEntry]) -> Iterator[Decoded]:
@@ -419,18 +445,17 @@ class Indexer:
         time, so the one that kills a worker again is skipped and no other is lost."""
         queue = deque(entries)
         while queue:
-            lost = yield from self._pool_pass(queue, self.workers)
+            lost = yield from self._pool_pass(queue, self.workers, 2 * self.workers)
             suspects = deque(lost)
             while suspects:
-                for culprit in (yield from self._pool_pass(suspects, 1)):
+                for culprit in (yield from self._pool_pass(suspects, 1, 1)):
                     yield Decoded(culprit, error=CRASHED)
 
-    def _pool_pass(self, queue: deque, workers: int) -> Generator[Decoded, None, list]:
+    def _pool_pass(self, queue: deque, workers: int, limit: int) -> Generator[Decoded, None, list]:
         """Decode entries from `queue` in a fresh pool until it is empty or the pool breaks;
         returns the entries in flight when it broke (one at most for a pool of one)."""
         ctx = multiprocessing.get_context("spawn")  # no forked torch state in workers
         in_flight: dict[cf.Future, ScanEntry] = {}
-        limit = 2 * workers if workers > 1 else 1
         lost: list[ScanEntry] = []
         with cf.ProcessPoolExecutor(
             workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
@@ -478,6 +503,7 @@ class Indexer:
             else:  # a long file: stream it window by window
                 from earshot.audio.windows import window_file
 
+                self._journal.decoding(d.entry.path)
                 try:
                     embedded = list(
                         embed_windows(

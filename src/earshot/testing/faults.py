@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from earshot.index.build import decode_entry
+from earshot.index.journal import decode_fully
 
 
 def crash_on_some(entry, audio, with_windows=True):
@@ -14,3 +15,11 @@ def crash_on_some(entry, audio, with_windows=True):
     if os.path.basename(entry.path).startswith("crash"):
         os._exit(139)
     return decode_entry(entry, audio, with_windows)
+
+
+def decode_fully_crashing_on_some(path, audio):
+    """`earshot.index.journal.decode_fully`, except that its process dies on a file whose name
+    starts with "crash"."""
+    if os.path.basename(path).startswith("crash"):
+        os._exit(139)
+    decode_fully(path, audio)

@@ -286,7 +286,7 @@ def catalogue_and_shards(base: Path, model, library: Path, cuts: Sequence[int]):
 
     db = Path(base) / "c.sqlite"
     with Catalogue(db) as cat:
-        Indexer(cat, model, workers=1, batch_size=1, progress=False).run([str(library)])
+        Indexer(cat, model, workers=0, batch_size=1, progress=False).run([str(library)])
     listed, _ = list_recordings([str(library)])
     plan = [(i + 1, f.uri, f.version) for i, f in enumerate(listed)]
     writer = ShardWriter.around(model, str(Path(base) / "shards"), batch_size=1)

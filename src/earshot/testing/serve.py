@@ -64,7 +64,7 @@ def index_folder(root: str | Path, model_dir: str | Path, db: str | Path):
 
     model = load_model(model_dir)
     with Catalogue(db) as cat:
-        Indexer(cat, model, workers=1, progress=False).run([str(root)])
+        Indexer(cat, model, workers=0, progress=False).run([str(root)])
     return model
 
 
