@@ -16,7 +16,8 @@ Without `../shared` (or with `--quick`), the set is synthetic (`earshot.testing`
 noise in four labelled kinds) searched with a tiny random model: a smoke test of the code
 path, whose figures mean nothing.
 
-Prints one JSON object: per fraction, mAP@10 / R@1 / R@10 for vector and hybrid, the paired
+Prints one JSON object: per fraction, mAP@10 / R@1 / R@10 for vector, hybrid and the default
+(`hybrid=None`: `Searcher.hybrid_by_default` decides per query), the paired
 difference hybrid − vector with a 95% bootstrap CI over queries, and mAP@10 over the queries
 whose relevant files are all described / none described. The keyword text's folder words are
 blanked (the library sits in a temporary folder whose name must not match queries). Last,
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                     if fid is not None:
                         cat.set_meta(fid, stored[fid] if str(p) in keep else {})
             hybrid = evaluate(searcher, queries, relevant, hybrid=True)
+            default = evaluate(searcher, queries, relevant, hybrid=None)
             diff = hybrid["ap"] - vector["ap"]
             kept_ids = {ids[str(p)] for p in keep}
             all_in = [i for i, q in enumerate(queries) if relevant[q] <= kept_ids]
@@ -255,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
                 "described_files": len(keep),
                 "vector": summary(vector),
                 "hybrid": summary(hybrid),
+                "default": summary(default),
                 "mAP@10_diff": round(float(diff.mean()), 4),
                 "mAP@10_diff_ci95": bootstrap(diff),
+                "default_mAP@10_diff_ci95": bootstrap(default["ap"] - vector["ap"]),
                 "queries_all_described": {
                     "n": len(all_in),
                     "vector": round(float(vector["ap"][all_in].mean()), 4) if all_in else None,
@@ -269,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 },
             }
             log(f"f={fraction}: vector {summary(vector)['mAP@10']}, hybrid "
-                f"{summary(hybrid)['mAP@10']}")  # fmt: skip
+                f"{summary(hybrid)['mAP@10']}, default {summary(default)['mAP@10']}")  # fmt: skip
         # The same files under their own names (the pool's names hold their labels' words)
         # and no metadata: what hybrid does for a library named, not described. The keyword
         # text's name column is what indexing those names would store (`schema.words`).
@@ -285,14 +289,18 @@ def main(argv: list[str] | None = None) -> int:
                         (words(Path(source).stem), fid),
                     )
         named = evaluate(searcher, queries, relevant, hybrid=True)
+        default = evaluate(searcher, queries, relevant, hybrid=None)
         diff = named["ap"] - vector["ap"]
         conditions["names_kept_no_metadata"] = {
             "vector": summary(vector),
             "hybrid": summary(named),
+            "default": summary(default),
             "mAP@10_diff": round(float(diff.mean()), 4),
             "mAP@10_diff_ci95": bootstrap(diff),
+            "default_mAP@10_diff_ci95": bootstrap(default["ap"] - vector["ap"]),
         }
-        log(f"names kept: vector {summary(vector)['mAP@10']}, hybrid {summary(named)['mAP@10']}")
+        log(f"names kept: vector {summary(vector)['mAP@10']}, hybrid {summary(named)['mAP@10']}, "
+            f"default {summary(default)['mAP@10']}")  # fmt: skip
     result = {
         "bench": "hybrid",
         "quick": quick,

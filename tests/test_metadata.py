@@ -309,6 +309,45 @@ def test_metadata_is_stored_searched_filtered_and_carried_by_hits(tmp_path, desc
         assert searcher.search_text("x", k=4, filters=Filters(keywords="no such words")) == []
 
 
+def test_hybrid_is_the_default_where_a_query_word_picks_files_out_by_name(tmp_path, text_model):
+    """No embedded descriptions: hybrid only for a query whose words some file names hold,
+    not for one only tags could match, nor for a word in most names."""
+    root = tmp_path / "named"
+    root.mkdir()
+    write_tone(root / "door_slam_01.wav", 1.0, 16000, freq=300.0)
+    write_tone(root / "rain_on_tin_roof.wav", 1.0, 16000, freq=500.0)
+    write_tone(root / "footstep_gravel_02.wav", 1.0, 16000, freq=700.0)
+    for i in range(4):
+        write_noise(root / f"take_00{i}.wav", 1.0, 16000, seed=i)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        index(cat, text_model, root)
+        assert not cat.has_described_files()
+        # "slams" finds "slam" (schema.stem)
+        assert cat.name_word_counts("a door slams") == ({"door": 1, "slams": 1}, 7)
+        assert cat.name_word_counts("the birds") == ({"birds": 0}, 7)
+        searcher = Searcher(cat, text_model)
+        assert searcher.hybrid_by_default("a door slams")
+        assert searcher.hybrid_by_default("rain on a roof")
+        assert not searcher.hybrid_by_default("birds singing")  # in no name
+        assert not searcher.hybrid_by_default("take")  # in 4 names of 7: picks nothing out
+        assert not searcher.hybrid_by_default(None)
+
+        def ids(query, **kw):
+            return [h.file_id for h in searcher.search_text(query, k=5, **kw)]
+
+        door = cat.file_id_for_path(str(root / "door_slam_01.wav"))
+        assert ids("a door slams") == ids("a door slams", hybrid=True)
+        assert ids("a door slams")[0] == door
+        assert ids("birds singing") == ids("birds singing", hybrid=False)
+        # every word of the query in its name ("footsteps" → "footstep"): a good match,
+        # whatever the tiny model makes of its sound
+        steps = cat.file_id_for_path(str(root / "footstep_gravel_02.wav"))
+        hits = searcher.search_text("footsteps on gravel", k=7)
+        assert hits[0].file_id == steps and hits[0].band == "good"
+        # the query syntax's own words are not the description's
+        assert not searcher.hybrid_by_default(searcher.plan_text("birds -door", None).text)
+
+
 def test_a_file_described_by_every_word_is_a_good_match_and_not_trimmed(
     tmp_path, described, text_model
 ):

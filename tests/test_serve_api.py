@@ -78,6 +78,17 @@ def test_search_returns_what_the_searcher_returns(client, searcher, lib):
     assert body["took_ms"] >= 0
 
 
+def test_search_is_hybrid_by_default_where_a_name_holds_a_query_word(client, searcher):
+    # "owl" is in one name of six (owl.flac); no name holds "bird", "sings" or "dawn"
+    for q, hybrid in (("an owl hooting", True), ("a bird sings at dawn", False)):
+        body = client.get("/api/search", params={"q": q, "k": 3}).json()
+        expected = searcher.search_text(q, 3, hybrid=hybrid)
+        assert [h["file_id"] for h in body["hits"]] == [h.file_id for h in expected], q
+        assert [h["score"] for h in body["hits"]] == pytest.approx(
+            [h.score for h in expected], abs=1e-4
+        ), q
+
+
 def test_search_filters(client, lib, searcher):
     birds = str(lib.root / "birds")
     r = client.get("/api/search", params={"q": "song", "k": 10, "folder": birds})

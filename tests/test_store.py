@@ -18,7 +18,7 @@ import pytest
 
 from earshot.errors import EarshotError
 from earshot.index import store
-from earshot.index.schema import fts_query, words
+from earshot.index.schema import fts_query, stem, words
 from earshot.index.store import (
     Catalogue,
     CatalogueError,
@@ -540,7 +540,15 @@ def test_keyword_search_survives_random_unicode(named):
 def test_fts_text_helpers():
     assert words("DogBark_02-loud") == "DogBark 02 loud Dog Bark"
     assert words("take 7") == "take 7"
-    assert fts_query('a dog "barks" at') == '"dog"* OR "barks"*'
+    assert fts_query('a dog "barks" at') == '"dog"* OR "bark"*'  # finds "bark", "barks"
+    # a query's other forms of a word find a name's: the plain English endings only
+    for word, head in [
+        ("barking", "bark"), ("slams", "slam"), ("footsteps", "footstep"), ("slammed", "slam"),
+        ("dripping", "drip"), ("crashes", "crash"), ("glasses", "glass"), ("doors", "door"),
+        ("buzzing", "buzz"), ("glass", "glass"), ("string", "string"), ("news", "news"),
+        ("chorus", "chorus"), ("rain", "rain"), ("Birds", "bird"), ("boxes", "boxes"),
+    ]:  # fmt: skip
+        assert stem(word) == head, word
     assert fts_query("a the") == '"a" OR "the"*'  # only stopwords: keep them
     assert fts_query(' * "" () ') is None
 

@@ -152,14 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         default=None,
         help="fuse keyword matches on names, tags and embedded metadata with the sound ranking "
-        "(the default where the catalogue holds embedded descriptions)",
+        "(the default where the catalogue holds embedded descriptions, or where a word of the "
+        "query picks files out by name)",
     )
     p.add_argument(
         "--no-hybrid",
         action="store_const",
         const=False,
         dest="hybrid",
-        help="the sound ranking alone, even where files carry descriptions",
+        help="the sound ranking alone, even where files carry descriptions or names match",
     )
     p.add_argument("--db", help="catalogue file (default: the user data folder; env EARSHOT_DB)")
     p.add_argument("--json", action="store_true", help="print JSON")

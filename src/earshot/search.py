@@ -388,6 +388,20 @@ class Searcher:
             description, negative = parsed.positive, parsed.negative
         return TextPlan(description, negative, merged, parsed)
 
+    def hybrid_by_default(self, text: str | None) -> bool:
+        """Whether a search for `text` (its description, after the query syntax) fuses keyword
+        matches when not told: where the catalogue holds embedded descriptions, or where one
+        of the query's words picks files out by name: some file's name holds it, and at most
+        half of them do (a word in every name, "take" or "track", picks nothing out). Where
+        only the sound tags would match the words, fusing costs a little (bench/bench_hybrid.py,
+        README), so then it is off."""
+        if self.cat.has_described_files():
+            return True
+        if not text:
+            return False
+        counts, total = self.cat.name_word_counts(text)
+        return any(0 < n <= total / 2 for n in counts.values())
+
     def search_text(
         self,
         text: str,
@@ -400,11 +414,10 @@ class Searcher:
         sort: str = "score",
     ) -> Results:
         """Files that sound like `text`, read by the query syntax (earshot.query_syntax).
-        `hybrid` None: fused with keyword matches where the catalogue holds embedded
-        descriptions (`Catalogue.has_described_files`; bench/bench_hybrid.py), else not."""
-        if hybrid is None:
-            hybrid = self.cat.has_described_files()
+        `hybrid` None: `hybrid_by_default`."""
         plan = self.plan_text(text, filters)
+        if hybrid is None:
+            hybrid = self.hybrid_by_default(plan.text)
         page = {"spans": spans, "offset": offset, "sort": sort}
         if plan.text is None:
             return self._without_description(plan, k, page)
@@ -886,10 +899,11 @@ class Searcher:
 
     def _named_by_every_word(self, text: str, file_ids: list[int]) -> set[int]:
         """Those of `file_ids` whose name or embedded metadata holds every content word of
-        `text` (FTS5, case and accents ignored; a word of 3+ letters also as a prefix)."""
-        from earshot.index.schema import content_words
+        `text` (FTS5, case and accents ignored; a word of 3+ letters also as a prefix, from its
+        `schema.stem`: "footsteps" is in "footstep_gravel")."""
+        from earshot.index.schema import content_words, stem
 
-        words = content_words(text)
+        words = [stem(w) for w in content_words(text)]
         if not words or not file_ids:
             return set()
         found = self.cat.file_ids_matching_keywords(words, columns=("name", "meta"))

@@ -33,6 +33,7 @@ from earshot.index.schema import (
     CatalogueError,
     FileState,
     SegmentRow,
+    content_words,
     decode_tags,
     fts_phrase,
     fts_query,
@@ -101,6 +102,22 @@ class CatalogueQueries:
         with self._use("read the keyword index") as conn:
             row = conn.execute("SELECT 1 FROM files_fts WHERE meta != '' LIMIT 1").fetchone()
         return row is not None
+
+    def name_word_counts(self, text: str) -> tuple[dict[str, int], int]:
+        """({word: indexed files whose name holds it (as a prefix, as keyword search matches)}
+        for the content words of `text`, indexed files): whether a query's words pick files out
+        by name, where hybrid search is on by default (`Searcher.hybrid_by_default`)."""
+        counts: dict[str, int] = {}
+        with self._use("count name matches") as conn:
+            for word in content_words(str(text)):
+                match = fts_query(word)
+                if match is not None:
+                    counts[word] = conn.execute(
+                        "SELECT count(*) FROM files_fts WHERE files_fts MATCH ?",
+                        ("{name} : (" + match + ")",),
+                    ).fetchone()[0]
+            total = conn.execute("SELECT count(*) FROM files_fts").fetchone()[0]
+        return counts, total
 
     def _has_meta(self) -> bool:
         """Whether the catalogue has schema v4's metadata (`files.meta`, `files_fts.meta`)."""

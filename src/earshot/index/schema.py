@@ -702,14 +702,39 @@ def content_words(text: str) -> list[str]:
     return ([w for w in found if w not in _STOPWORDS] or found)[:_MAX_QUERY_TERMS]
 
 
+_VOWELS = frozenset("aeiouy")
+
+
+def stem(word: str) -> str:
+    """The head of an English word that its other forms share, searched as a prefix so that a
+    query's "barking", "slams" or "footsteps" also finds a name's "bark", "slam" or
+    "footstep" (the keyword text is not stemmed: FTS5's unicode61 tokens). Only the plain
+    endings -ing, -ed, -es, -s, leaving a head of 4+ letters with a vowel ("string" and "news"
+    stay whole); a doubled last consonant loses one ("slammed" → "slam")."""
+    w = word.lower()
+    sibilant = w.endswith(("ches", "shes")) or (w.endswith("es") and w[-3:-2] in ("s", "x", "z"))
+    if len(w) >= 6 and w.endswith("ing"):
+        head = w[:-3]
+    elif len(w) >= 5 and (w.endswith("ed") or sibilant):
+        head = w[:-2]
+    elif len(w) >= 5 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        head = w[:-1]
+    else:
+        return w
+    if len(head) >= 5 and head[-1] == head[-2] and head[-1] not in _VOWELS | {"s", "l"}:
+        head = head[:-1]
+    return head if len(head) >= 4 and _VOWELS & set(head) else w
+
+
 def fts_query(text: str) -> str | None:
     """A MATCH expression for any user text: its words, each quoted, OR-ed; None if no words.
 
     Quoting makes every FTS5 operator (AND, NEAR, *, ", :, ^, parentheses) a plain word; words of
-    three or more letters also match as prefixes ("bark" finds "barking").
+    three or more letters also match as prefixes ("bark" finds "barking"), from their `stem`
+    ("barking" finds "bark").
     """
     terms = []
-    for word in content_words(text):
+    for word in map(stem, content_words(text)):
         quoted = '"' + word.replace('"', '""') + '"'
         terms.append(quoted + "*" if len(word) >= 3 else quoted)
     return " OR ".join(terms) or None

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import threading
 import weakref
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,6 +60,7 @@ READS = frozenset(
         "files_with_tags",
         "keyword_search",
         "has_described_files",
+        "name_word_counts",
         "max_segment_id",
         "segment_count",
         "tag_file_counts",
@@ -376,6 +377,15 @@ class ShardCatalogue:
         """BM25 over each actor's files, merged by score (each actor's own statistics)."""
         rows = [r for part in self._all("keyword_search", query, limit) for r in part]
         return sorted(rows, key=lambda r: (-r[1], r[0]))[: max(0, int(limit))]
+
+    def name_word_counts(self, text: str) -> tuple[dict[str, int], int]:
+        """Summed over the actors' catalogues."""
+        counts: Counter = Counter()
+        total = 0
+        for part, files in self._all("name_word_counts", text):
+            counts.update(part)
+            total += files
+        return dict(counts), total
 
     def has_described_files(self) -> bool:
         if self._described is None:

@@ -292,7 +292,8 @@ def create_app(
         hybrid: bool | None = Query(
             None,
             description="fuse keyword matches on names, tags and embedded metadata; default: "
-            "on where the catalogue holds embedded descriptions",
+            "on where the catalogue holds embedded descriptions or a query word picks files "
+            "out by name",
         ),
         offset: Offset = 0,
         sort: Sort = "score",

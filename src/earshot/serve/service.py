@@ -99,12 +99,13 @@ class Service:
     # -- searches, one at a time ----------------------------------------------------------
     def search_text(self, text: str, k: int, filters, hybrid: bool | None, **page):
         """A text query (query syntax included); `page`: spans, offset, sort. `hybrid` None:
-        on where the catalogue holds embedded descriptions."""
+        `Searcher.hybrid_by_default`."""
         from earshot.search import SearchError
 
         if hybrid is None:
             with self.lock:
-                hybrid = self.cat.has_described_files()
+                plan = self.searcher.plan_text(text, filters) if text.strip() else None
+                hybrid = plan is not None and self.searcher.hybrid_by_default(plan.text)
         if hybrid:  # keyword fusion: one at a time, through the Searcher as it is
             with self.lock, torch_threads(TEXT_THREADS):
                 self.counts["search"] += 1

@@ -57,7 +57,8 @@ def build_library(base: str | Path, text_model_dir: str | Path) -> Library:
 
 def index_folder(root: str | Path, model_dir: str | Path, db: str | Path):
     """Index everything under `root` into the catalogue `db` with the model at `model_dir`, as
-    `earshot index` does (one decoding worker, no progress bar); the loaded model is returned."""
+    `earshot index` does on 2 cores (decoding in this process, no progress bar); the loaded
+    model is returned."""
     from earshot.index.build import Indexer
     from earshot.index.store import Catalogue
     from earshot.model.io import load_model
