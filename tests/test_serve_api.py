@@ -82,6 +82,7 @@ def test_search_is_hybrid_by_default_where_a_name_holds_a_query_word(client, sea
     # "owl" is in one name of six (owl.flac); no name holds "bird", "sings" or "dawn"
     for q, hybrid in (("an owl hooting", True), ("a bird sings at dawn", False)):
         body = client.get("/api/search", params={"q": q, "k": 3}).json()
+        assert body["hybrid"] is hybrid, q  # the page says what its scores are
         expected = searcher.search_text(q, 3, hybrid=hybrid)
         assert [h["file_id"] for h in body["hits"]] == [h.file_id for h in expected], q
         assert [h["score"] for h in body["hits"]] == pytest.approx(

@@ -329,12 +329,17 @@ def test_examples_lengths_and_the_compact_list(browser, server, shots):
     d.save_screenshot(str(shots / "browser-welcome.png"))
     chips[0].click()
     wait(d, lambda d: f"for “{wanted[0]}”" in status(d), "the example's results")
+    # a name holds the chip's word: a hybrid search, whose scores are not cosines
+    title = d.find_element(By.CSS_SELECTOR, "#results .hit .hit-score").get_attribute("title")
+    assert "reciprocal-rank" in title, title
 
     # Lengths under a minute in seconds ("2.00 s"), never "0:02" or "0:00". (A chip's word is
     # in a name, which makes its search hybrid, listing only that file as good: these words
     # are in no name, so every file is listed.)
     search(d, "a sound of any kind")
     cards = d.find_elements(By.CSS_SELECTOR, "#results .hit")
+    title = cards[0].find_element(By.CSS_SELECTOR, ".hit-score").get_attribute("title")
+    assert "cosine" in title, title
     lengths = {
         c.find_element(By.CSS_SELECTOR, ".hit-name").text: c.find_element(
             By.CSS_SELECTOR, ".hit-length"

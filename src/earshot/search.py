@@ -226,6 +226,7 @@ class Results(list):
     offset: int = 0
     more: bool = False
     total_estimate: int = 0
+    hybrid: bool = False  # fused with keyword matches: scores are then reciprocal-rank sums
 
     @classmethod
     def of(cls, hits, offset: int = 0, more: bool = False, total: int | None = None) -> Results:
@@ -263,6 +264,7 @@ def trim_weak(hits: list) -> list:
         return hits
     out = Results.of(good, getattr(hits, "offset", 0), getattr(hits, "more", False))
     out.total_estimate = getattr(hits, "total_estimate", len(good))
+    out.hybrid = getattr(hits, "hybrid", False)
     return out
 
 
@@ -430,7 +432,9 @@ class Searcher:
             query, max(offset + k, 50), plan.filters, negative=negative, finish=False
         )
         fused = self._fuse(plan.text, query, pool, max(offset + k, 50), plan.filters)
-        return self._finish(fused, query, k, negative=negative, kind="text", **page)
+        out = self._finish(fused, query, k, negative=negative, kind="text", **page)
+        out.hybrid = True
+        return out
 
     def _without_description(self, plan: TextPlan, k: int, page: dict) -> Results:
         """Only operators and fields: sound tags rank by their probability; exact phrases by

@@ -225,6 +225,7 @@ def _summary(results, query: str | None) -> dict:
         "offset": results.offset,
         "more": bool(results.more),
         "total_estimate": results.total_estimate,
+        "hybrid": bool(results.hybrid),  # fused with keyword matches: scores are RRF sums
     }
 
 

@@ -579,5 +579,6 @@ def _answer(
         "more": bool(results.more),
         "total_estimate": results.total_estimate,
         "weak_hidden": len(results) - len(shown),
+        "hybrid": bool(getattr(results, "hybrid", False)),  # scores: reciprocal-rank sums
         "hits": [h.as_dict() for h in shown],  # as `earshot search --json`
     }

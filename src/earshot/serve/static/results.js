@@ -34,7 +34,7 @@ export function render(data, request, append = false) {
   }
   hits.forEach((hit, j) => {
     const i = start + j;
-    const li = hitElement(hit, i);
+    const li = hitElement(hit, i, Boolean(data.hybrid));
     state.hits.push(hit);
     state.items.push(li);
     el.results.append(li);
@@ -144,7 +144,14 @@ function bandOf(hit) {
   });
 }
 
-function hitElement(hit, i) {
+const SCORE_TITLE = {
+  false: "Score: how closely the best-matching part fits (cosine similarity, up to 1)",
+  true:
+    "Score: the sound ranking fused with matches of the query's words in names, tags and " +
+    "descriptions (reciprocal-rank sum: higher is better; the badge says how good a match it is)",
+};
+
+function hitElement(hit, i, hybrid = false) {
   const span = spanText(hit.start, hit.end, hit.duration);
   const li = make("li", {
     class: `hit${hit.band ? ` is-${hit.band}` : ""}`,
@@ -168,8 +175,8 @@ function hitElement(hit, i) {
 
   const score = make("span", {
     class: "hit-score",
-    text: hit.score.toFixed(2),
-    title: "Score: how closely the best-matching part fits (cosine similarity, up to 1)",
+    text: hybrid ? hit.score.toFixed(3) : hit.score.toFixed(2),
+    title: SCORE_TITLE[hybrid],
   });
   const head = make(
     "div",
