@@ -279,6 +279,18 @@ def test_hybrid_search_over_one_index_is_the_catalogues(searchers):
     assert shards[2].search_text("a door creaks", 3)[0].path.endswith("door.wav")
 
 
+@slow
+def test_name_word_counts_over_shards_are_the_catalogues(searchers):
+    """What turns hybrid on by default without descriptions (a query word in some names),
+    summed over the indexes: the catalogue's counts."""
+    searcher, shards = searchers
+    for text in ("a wooden door", "robins singing", "noise and a tone", "nothing here"):
+        want = searcher.cat.name_word_counts(text)
+        for n in (1, 2):
+            assert shards[n].cat.name_word_counts(text) == want, (n, text)
+    assert searcher.cat.name_word_counts("robins")[0]["robins"] >= 1  # robin.wav, by its stem
+
+
 def kw_rest(kw: dict) -> dict:
     return {k: v for k, v in kw.items() if k != "k"}
 
