@@ -353,6 +353,21 @@ def bench_reindex(n_files: int) -> dict:
     }
 
 
+NAME_WORDS = (
+    "door", "slam", "rain", "roof", "footstep", "gravel", "glass", "break", "dog", "bark", "wind",
+    "car", "engine", "bird", "water", "metal", "hit", "crowd", "take",
+)  # fmt: skip
+DECISION_QUERIES = (
+    "a door slams", "rain on a tin roof", "footsteps on gravel", "a dog barking",
+    "wind through trees", "an engine idling", "glass breaking", "a crowd cheers",
+)  # fmt: skip
+
+
+def _name(n: int) -> str:
+    w = NAME_WORDS
+    return f"{w[n % len(w)]}_{w[(n // len(w)) % len(w)]}_{n:05d}.wav"
+
+
 def bench_search_path(n_segments: int, queries: int) -> dict:
     """`Searcher.search_vector` in-process over a catalogue of `n_segments` windows: the ANN plus
     the SQLite look-ups and best-window-per-file grouping that bench_search.py leaves out."""
@@ -374,8 +389,8 @@ def bench_search_path(n_segments: int, queries: int) -> dict:
         with Catalogue(Path(tmp) / "c.sqlite") as cat:
             cat.bind_model(model_id(model), 300, {})
             t = time.perf_counter()
-            put_synthetic_files(
-                cat, record, vectors, per_file, lambda n: f"/{'a' if n % 10 else 'b'}/f{n}.wav"
+            put_synthetic_files(  # names of words, as sound libraries have: hybrid_by_default
+                cat, record, vectors, per_file, lambda n: f"/{'a' if n % 10 else 'b'}/{_name(n)}"
             )
             fill_s = time.perf_counter() - t
             searcher = Searcher(cat, model)
@@ -396,8 +411,18 @@ def bench_search_path(n_segments: int, queries: int) -> dict:
                     "p99_ms": round(float(np.percentile(ms, 99)), 3),
                 }
 
+            decided = []  # the hybrid default's decision, each text new to the cache
+            for i, text in enumerate(DECISION_QUERIES * 4):
+                t0 = time.perf_counter()
+                searcher.hybrid_by_default(f"{text} {i}")
+                decided.append((time.perf_counter() - t0) * 1000)
             return {
                 "segments": n_segments,
+                "hybrid_default_decision": {
+                    "p50_ms": round(float(np.percentile(decided, 50)), 3),
+                    "p99_ms": round(float(np.percentile(decided, 99)), 3),
+                    "files": n_segments // per_file,
+                },
                 "files": n_segments // per_file,
                 "catalogue_fill_s": round(fill_s, 1),
                 "queries": queries,

@@ -323,8 +323,11 @@ def test_hybrid_is_the_default_where_a_query_word_picks_files_out_by_name(tmp_pa
         index(cat, text_model, root)
         assert not cat.has_described_files()
         # "slams" finds "slam" (schema.stem)
-        assert cat.name_word_counts("a door slams") == ({"door": 1, "slams": 1}, 7)
-        assert cat.name_word_counts("the birds") == ({"birds": 0}, 7)
+        assert cat.name_word_counts("a door slams") == {"door": 1, "slams": 1}
+        assert cat.name_word_counts("the birds") == {"birds": 0}
+        assert cat.name_word_counts("take") == {"take": 4}
+        assert cat.name_word_counts("take", cap=2) == {"take": 2}  # counting stops there
+        assert cat.ok_file_count() == 7
         searcher = Searcher(cat, text_model)
         assert searcher.hybrid_by_default("a door slams")
         assert searcher.hybrid_by_default("rain on a roof")

@@ -314,6 +314,8 @@ class Searcher:
         self._ann = None
         self._ann_generation = -1
         self._allowed_cache: dict[tuple[Filters, int], np.ndarray] = {}
+        self._hybrid_cache: dict[tuple[str, int], bool] = {}  # (text, generation): the default
+        self._files: tuple[int, bool, int] | None = None  # (generation, described, ok files)
         self._tag_lookup: tuple[tuple[str, ...], dict[str, int]] = ((), {})  # vocabulary, index
         self.calibrations: dict[str, Calibration] = load_calibrations(model)
         self.negation_weight = NEGATION_WEIGHT
@@ -396,13 +398,22 @@ class Searcher:
         of the query's words picks files out by name: some file's name holds it, and at most
         half of them do (a word in every name, "take" or "track", picks nothing out). Where
         only the sound tags would match the words, fusing costs a little (bench/bench_hybrid.py,
-        README), so then it is off."""
-        if self.cat.has_described_files():
-            return True
-        if not text:
-            return False
-        counts, total = self.cat.name_word_counts(text)
-        return any(0 < n <= total / 2 for n in counts.values())
+        README), so then it is off. Cached per catalogue generation: paging and sorting ask
+        again (bench/bench_index.py's search part measures the uncached cost)."""
+        generation = self.cat.generation
+        key = (text or "", generation)
+        if key not in self._hybrid_cache:
+            if self._files is None or self._files[0] != generation:
+                self._files = (generation, self.cat.has_described_files(), self.cat.ok_file_count())
+            _, described, total = self._files
+            if len(self._hybrid_cache) >= 256:
+                self._hybrid_cache.pop(next(iter(self._hybrid_cache)))
+            if described or not text:
+                self._hybrid_cache[key] = described
+            else:  # counted up to one past half: a word in more names than that picks nothing
+                counts = self.cat.name_word_counts(text, cap=total // 2 + 1)
+                self._hybrid_cache[key] = any(0 < 2 * n <= total for n in counts.values())
+        return self._hybrid_cache[key]
 
     def search_text(
         self,

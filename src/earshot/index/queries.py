@@ -103,21 +103,28 @@ class CatalogueQueries:
             row = conn.execute("SELECT 1 FROM files_fts WHERE meta != '' LIMIT 1").fetchone()
         return row is not None
 
-    def name_word_counts(self, text: str) -> tuple[dict[str, int], int]:
-        """({word: indexed files whose name holds it (as a prefix, as keyword search matches)}
-        for the content words of `text`, indexed files): whether a query's words pick files out
-        by name, where hybrid search is on by default (`Searcher.hybrid_by_default`)."""
+    def name_word_counts(self, text: str, cap: int | None = None) -> dict[str, int]:
+        """{word: indexed files whose name holds it (as keyword search matches: from its stem,
+        as a prefix), counted up to `cap`} for the content words of `text`: whether a query's
+        words pick files out by name, where hybrid search is on by default
+        (`Searcher.hybrid_by_default`)."""
         counts: dict[str, int] = {}
+        limit = -1 if cap is None else max(0, int(cap))
         with self._use("count name matches") as conn:
             for word in content_words(str(text)):
                 match = fts_query(word)
                 if match is not None:
                     counts[word] = conn.execute(
-                        "SELECT count(*) FROM files_fts WHERE files_fts MATCH ?",
-                        ("{name} : (" + match + ")",),
+                        "SELECT count(*) FROM (SELECT 1 FROM files_fts WHERE files_fts MATCH ? "
+                        "LIMIT ?)",
+                        ("{name} : (" + match + ")", limit),
                     ).fetchone()[0]
-            total = conn.execute("SELECT count(*) FROM files_fts").fetchone()[0]
-        return counts, total
+        return counts
+
+    def ok_file_count(self) -> int:
+        """Indexed files (each has its keyword-search row)."""
+        with self._use("count files") as conn:
+            return conn.execute("SELECT count(*) FROM files WHERE status = 'ok'").fetchone()[0]
 
     def _has_meta(self) -> bool:
         """Whether the catalogue has schema v4's metadata (`files.meta`, `files_fts.meta`)."""

@@ -61,6 +61,7 @@ READS = frozenset(
         "keyword_search",
         "has_described_files",
         "name_word_counts",
+        "ok_file_count",
         "max_segment_id",
         "segment_count",
         "tag_file_counts",
@@ -378,14 +379,16 @@ class ShardCatalogue:
         rows = [r for part in self._all("keyword_search", query, limit) for r in part]
         return sorted(rows, key=lambda r: (-r[1], r[0]))[: max(0, int(limit))]
 
-    def name_word_counts(self, text: str) -> tuple[dict[str, int], int]:
-        """Summed over the actors' catalogues."""
+    def name_word_counts(self, text: str, cap: int | None = None) -> dict[str, int]:
+        """Summed over the actors' catalogues (each counted up to `cap`: a sum at or over it
+        means at least `cap`)."""
         counts: Counter = Counter()
-        total = 0
-        for part, files in self._all("name_word_counts", text):
+        for part in self._all("name_word_counts", text, cap):
             counts.update(part)
-            total += files
-        return dict(counts), total
+        return dict(counts)
+
+    def ok_file_count(self) -> int:
+        return sum(self._all("ok_file_count"))
 
     def has_described_files(self) -> bool:
         if self._described is None:
