@@ -421,7 +421,6 @@ def bench_search_path(n_segments: int, queries: int) -> dict:
                 "hybrid_default_decision": {
                     "p50_ms": round(float(np.percentile(decided, 50)), 3),
                     "p99_ms": round(float(np.percentile(decided, 99)), 3),
-                    "files": n_segments // per_file,
                 },
                 "files": n_segments // per_file,
                 "catalogue_fill_s": round(fill_s, 1),

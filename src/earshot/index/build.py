@@ -40,7 +40,7 @@ import numpy as np
 
 from earshot.config import AudioConfig
 from earshot.errors import AudioDecodeError
-from earshot.index.journal import CRASHED_HERE, DecodeJournal, crashes_alone, decode_fully
+from earshot.index.journal import CRASHED_HERE, DecodeJournal, decode_fully
 from earshot.index.scan import NOT_REGULAR, ScanEntry, ScanProblems, scan, shown
 from earshot.index.store import Catalogue, CatalogueError, FileRecord
 from earshot.index.writelock import WAIT_S, index_lock
@@ -420,13 +420,13 @@ class Indexer:
     def _decoded(self, todo: list[ScanEntry]) -> Iterator[Decoded]:
         """Decode short files in worker processes (or here, with `workers=0`), long ones here
         (streamed at commit time). What is decoded here is named in the journal first; the file
-        an earlier run left there is first decoded alone, in a process of its own."""
+        an earlier run left there is first decoded alone, in a pool of one worker."""
         suspect = next((e for e in todo if e.path == self._suspect), None)
-        if suspect is not None and crashes_alone(
-            suspect.path, self.audio, decode_fully, _worker_init, (os.getpid(),)
-        ):
-            yield Decoded(suspect, error=CRASHED_HERE)
+        if suspect is not None:
             todo = [e for e in todo if e is not suspect]
+            # whole, as a long file is streamed (the crash may come late); then streamed here
+            if (yield from self._pool_pass(deque([suspect]), 1, 1, decode_fully)):
+                yield Decoded(suspect, error=CRASHED_HERE)
         long_files = [e for e in todo if _probably_long(e)]
         short = [e for e in todo if not _probably_long(e)]
         if short and self.workers > 0:
@@ -451,9 +451,13 @@ class Indexer:
                 for culprit in (yield from self._pool_pass(suspects, 1, 1)):
                     yield Decoded(culprit, error=CRASHED)
 
-    def _pool_pass(self, queue: deque, workers: int, limit: int) -> Generator[Decoded, None, list]:
-        """Decode entries from `queue` in a fresh pool until it is empty or the pool breaks;
-        returns the entries in flight when it broke (one at most for a pool of one)."""
+    def _pool_pass(
+        self, queue: deque, workers: int, limit: int, decode=None
+    ) -> Generator[Decoded, None, list]:
+        """`decode` (default `decode_entry`) entries from `queue` in a fresh pool until it is
+        empty or the pool breaks; returns the entries in flight when it broke (one at most for
+        a pool of one)."""
+        decode = decode or decode_entry  # looked up now: tests replace it by name
         ctx = multiprocessing.get_context("spawn")  # no forked torch state in workers
         in_flight: dict[cf.Future, ScanEntry] = {}
         lost: list[ScanEntry] = []
@@ -464,7 +468,7 @@ class Indexer:
                 while queue and len(in_flight) < limit:
                     entry = queue.popleft()
                     try:
-                        in_flight[pool.submit(decode_entry, entry, self.audio)] = entry
+                        in_flight[pool.submit(decode, entry, self.audio)] = entry
                     except BrokenProcessPool:
                         queue.appendleft(entry)  # never started: not a suspect
                         break
@@ -473,7 +477,7 @@ class Indexer:
                     entry = in_flight.pop(f)
                     if f.exception() is None:
                         yield f.result()
-                    else:  # only BrokenProcessPool: decode_entry never raises
+                    else:  # only BrokenProcessPool: `decode` never raises
                         lost.append(entry)
             # A broken pool fails every future it had: keep those that finished first.
             for f, entry in in_flight.items():

@@ -3,24 +3,22 @@
 Decoding in worker processes costs a codec crash (a segfault in libsndfile or FFmpeg) its file
 only: the pool breaks and the file is retried alone (`Indexer._decoded_in_workers`). Where the
 indexer decodes in its own process (`workers=0`, the default on 2 cores, where shipping every
-file's samples back from a worker costs a fifth of the speed; and files over LONG_FILE_S,
-streamed at commit time), a crash ends the run, and would end every rerun at the same file.
+file's samples back from a worker costs a quarter of the speed; and files streamed at commit
+time), a crash ends the run, and would end every rerun at the same file.
 
 So before each such decode the indexer writes the file's path to `<catalogue>.decoding` (one
 small write, no fsync: the page cache outlives the process) and removes it when the run ends,
-however it ends short of a crash. A run that finds the file there tries that one file first in
-a process of its own: if that crashes too, the file is skipped with CRASHED_HERE; if it decodes
-(the last run was killed, not crashed), it is indexed as usual. The indexing lock
-(earshot.index.writelock) keeps two runs off one journal.
+however it ends short of a crash. A run that finds the file there decodes that one file first
+in a pool of one worker, whole (`decode_fully` through `Indexer._pool_pass`): if that crashes
+too, the file is skipped with CRASHED_HERE; if it decodes (the last run was killed, not
+crashed), it is indexed as usual. The indexing lock (earshot.index.writelock) keeps two runs
+off one journal.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
-import multiprocessing
 import os
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 CRASHED_HERE = (
@@ -75,25 +73,15 @@ class DecodeJournal:
             self.path.unlink()
 
 
-def decode_fully(path: str, audio) -> None:
-    """Runs in a process of its own: decode the whole file and drop it. A Python exception is
-    not a crash (the indexer reports it as usual), so none leaves here."""
+def decode_fully(entry, audio):
+    """The trial of the file an earlier run left in the journal, in a worker: the whole file
+    decoded and dropped (the crash may come late in it), then its record without windows, as
+    for a long file, so the indexer streams it at commit time. A Python exception is not a
+    crash (the indexer reports it as usual when it streams the file), so none leaves here."""
     from earshot.audio.windows import window_file
+    from earshot.index.build import decode_entry
 
     with contextlib.suppress(Exception):
-        for _ in window_file(path, audio):
+        for _ in window_file(entry.path, audio):
             pass
-
-
-def crashes_alone(path: str, audio, decode=decode_fully, initializer=None, initargs=()) -> bool:
-    """Whether `decode(path, audio)` (picklable by name) kills a process of its own (spawned:
-    no torch state)."""
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(
-        1, mp_context=ctx, initializer=initializer, initargs=initargs
-    ) as pool:
-        try:
-            pool.submit(decode, path, audio).result()
-        except BrokenProcessPool:
-            return True
-    return False
+    return decode_entry(entry, audio, with_windows=False)

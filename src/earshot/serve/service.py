@@ -102,17 +102,19 @@ class Service:
         `Searcher.hybrid_by_default`."""
         from earshot.search import SearchError
 
-        if hybrid is None:
+        plan = None
+        if hybrid is None and text.strip():
+            plan = self.searcher.plan_text(text, filters)  # a syntax error is this request's
             with self.lock:
-                plan = self.searcher.plan_text(text, filters) if text.strip() else None
-                hybrid = plan is not None and self.searcher.hybrid_by_default(plan.text)
+                hybrid = self.searcher.hybrid_by_default(plan.text)
         if hybrid:  # keyword fusion: one at a time, through the Searcher as it is
             with self.lock, torch_threads(TEXT_THREADS):
                 self.counts["search"] += 1
                 return self.searcher.search_text(text, k, filters, hybrid=True, **page)
         if not text.strip():
             raise SearchError("empty query: describe the sound you are looking for")
-        plan = self.searcher.plan_text(text, filters)  # a syntax error is this request's
+        if plan is None:
+            plan = self.searcher.plan_text(text, filters)  # a syntax error is this request's
         if plan.text is None:  # only fields and operators: nothing to encode
             with self.lock:
                 self.counts["search"] += 1

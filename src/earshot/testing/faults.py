@@ -17,9 +17,9 @@ def crash_on_some(entry, audio, with_windows=True):
     return decode_entry(entry, audio, with_windows)
 
 
-def decode_fully_crashing_on_some(path, audio):
+def decode_fully_crashing_on_some(entry, audio):
     """`earshot.index.journal.decode_fully`, except that its process dies on a file whose name
     starts with "crash"."""
-    if os.path.basename(path).startswith("crash"):
+    if os.path.basename(entry.path).startswith("crash"):
         os._exit(139)
-    decode_fully(path, audio)
+    return decode_fully(entry, audio)
