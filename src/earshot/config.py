@@ -91,6 +91,10 @@ class EncoderConfig:
     # mean over frequency), beside upstream's average over both: a short sound in a long,
     # mostly silent window is not averaged away
     pool_max: bool = False
+    # PANNs: the audio head also reads the last `pool_stats` conv blocks' time mean, maximum
+    # and standard deviation (of their mean over frequency), before fc1: what a frozen encoder
+    # trained on a few sounds still tells apart of others (the offline student's card)
+    pool_stats: int = 0
 
     def __post_init__(self) -> None:
         for name in ("weights", "labels"):
@@ -108,6 +112,11 @@ class EncoderConfig:
             raise ValueError(f"encoder widths must be positive: {self}")
         if self.n_tags < 0:
             raise ValueError(f"n_tags must be >= 0: {self}")
+        object.__setattr__(self, "pool_stats", int(self.pool_stats))
+        if not 0 <= self.pool_stats <= len(self.widths):
+            raise ValueError(
+                f"pool_stats must name 0 to {len(self.widths)} of the last conv blocks: {self}"
+            )
 
 
 @dataclass(frozen=True)
@@ -258,7 +267,7 @@ class ModelConfig:
 # Per part of ModelConfig: fields left out of to_dict() while they hold their default.
 _LATER_FIELDS: dict[str, tuple[str, ...]] = {
     "audio": ("frontend", "win_length"),
-    "encoder": ("width", "n_tags", "weights", "labels", "head_tags", "pool_max"),
+    "encoder": ("width", "n_tags", "weights", "labels", "head_tags", "pool_max", "pool_stats"),
 }
 
 # EfficientAT's front end (`audio.efficientat_frontend`): 128 Kaldi mels from 0 to 15 kHz,

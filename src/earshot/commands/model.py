@@ -70,6 +70,7 @@ def _print_embeddings(summary: dict[str, Any], results: list[dict[str, Any]]) ->
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from earshot.model.dual import audio_head_inputs
     from earshot.model.io import model_id
 
     choice = model_from_args(args, use="audio")
@@ -87,6 +88,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             "name": c.encoder.name,
             "widths": list(c.encoder.widths),
             "embed_dim": c.encoder.embed_dim,
+            # a student's head also reads its last blocks' time statistics (pool_stats)
+            "pool_stats": c.encoder.pool_stats,
+            "head_inputs": audio_head_inputs(c),
             "tags": c.encoder.n_tags,
             # A named backbone: where it comes from (never stored in the model folder)
             "weights": c.encoder.weights.to_dict() if c.encoder.weights else None,
@@ -112,8 +116,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"id          {info['id']}{'  (UNTRAINED)' if info['untrained'] else ''}")
     print(f"space       {c.joint_dim}-d, cosine similarity")
     head = f"head (linear + MLP, hidden {c.audio_hidden})" if c.audio_hidden else "head"
+    embedding = f"{c.encoder.embed_dim}-d"
+    if c.encoder.pool_stats:
+        embedding += (
+            f" + the last {c.encoder.pool_stats} blocks' time mean/max/std "
+            f"({audio_head_inputs(c)} inputs)"
+        )
     print(
-        f"audio       {c.encoder.name} widths {list(c.encoder.widths)} -> {c.encoder.embed_dim}-d"
+        f"audio       {c.encoder.name} widths {list(c.encoder.widths)} -> {embedding}"
         f" -> {head} -> {c.joint_dim}-d ({n_params / 1e6:.1f} M parameters in all)"
     )
     if c.fusion:

@@ -56,7 +56,9 @@ class ConvBlock(nn.Module):
 class PannsCnn(nn.Module):
     """The CNN-n family of PANNs: bn0 over mel bins, conv blocks, global pooling, fc1.
 
-    Input (batch, 1, frames, n_mels) log-mel; output (batch, embed_dim) = PANNs' `embedding`.
+    Input (batch, 1, frames, n_mels) log-mel; output (batch, embed_dim) = PANNs' `embedding`,
+    after the last `config.pool_stats` blocks' time statistics where it names any
+    (`EncoderConfig.pool_stats`; `model.dual.audio_head_inputs` gives the width).
     """
 
     def __init__(self, config: EncoderConfig, n_mels: int, pools: list[tuple[int, int]]):
@@ -87,18 +89,29 @@ class PannsCnn(nn.Module):
         x = logmel.transpose(1, 3)  # (batch, n_mels, frames, 1): bn0 normalises each mel bin
         x = self.bn0(x)
         x = x.transpose(1, 3)
+        stats: list[torch.Tensor] = []
         if augment is not None:
             # PANNs applies SpecAugment and mixup here, after bn0: a zeroed stripe is then the
             # bin's mean level, not 0 dB.
             x = augment(x)
         for i in range(1, self.n_blocks + 1):
             x = getattr(self, f"conv_block{i}")(x)
+            if i > self.n_blocks - self.config.pool_stats:
+                stats.extend(_time_stats(x))
             x = F.dropout(x, p=0.2, training=self.training)
         x = torch.mean(x, dim=3)  # (batch, channels, frames')
         x = torch.amax(x, dim=2) + torch.mean(x, dim=2)  # (batch, channels)
         x = F.dropout(x, p=0.5, training=self.training)
         x = F.relu_(self.fc1(x))
-        return F.dropout(x, p=0.5, training=self.training)  # (batch, embed_dim)
+        x = F.dropout(x, p=0.5, training=self.training)  # (batch, embed_dim)
+        return torch.cat([*stats, x], dim=1) if stats else x
+
+
+def _time_stats(x: torch.Tensor) -> list[torch.Tensor]:
+    """A conv block's (batch, channels, frames, mels) output → its mean over frequency's mean,
+    maximum and standard deviation over time: three (batch, channels)."""
+    x = x.mean(dim=3)
+    return [x.mean(dim=2), x.amax(dim=2), x.std(dim=2)]
 
 
 def build_cnn14(config: EncoderConfig, n_mels: int) -> PannsCnn:

@@ -305,7 +305,14 @@ def audio_head_inputs(config: ModelConfig) -> int:
     """The audio head's input width: the encoder's embedding (+ its tags when it reads them)."""
     extra = int(getattr(config.encoder, "n_tags", 0)) if _head_tags(config) else 0
     pooled = 2 if getattr(config.encoder, "pool_max", False) else 1
-    return pooled * config.encoder.embed_dim + extra
+    return pooled * config.encoder.embed_dim + extra + pool_stats_width(config.encoder)
+
+
+def pool_stats_width(encoder) -> int:
+    """The width of a PANNs encoder's pooled statistics (`EncoderConfig.pool_stats`): time
+    mean, maximum and standard deviation of each channel of its last `pool_stats` blocks."""
+    k = int(getattr(encoder, "pool_stats", 0))
+    return 3 * sum(encoder.widths[-k:]) if k else 0
 
 
 def resolve_precision(precision: str, model: nn.Module | None = None) -> str:

@@ -50,6 +50,16 @@ class TrainConfig:
         "mn04/mn10: width of the residual MLP beside the linear audio head (model/heads.py); "
         "0 = a linear head",
     )
+    teacher: str | None = _s(
+        None,
+        "a model folder (or `general`) whose audio vectors a student learns: the student keeps "
+        "init's encoder, frozen, and the teacher's text head (train/student.py)",
+    )
+    pool_stats: int = _s(
+        0,
+        "student: its audio head also reads the last N conv blocks' time mean/max/std "
+        "(EncoderConfig.pool_stats)",
+    )
     freeze_audio: bool = _s(False, "train the heads (and the text side, if unfrozen) only")
     freeze_text: bool = _s(True, "frozen text encoder: sentence vectors from the text cache")
     # objective
@@ -171,6 +181,11 @@ class TrainConfig:
                     "text_head_lr = 0 (the text head at its start) and fusion = 0"
                 )
             object.__setattr__(self, "window_gate", gate)
+        if self.pool_stats < 0 or (self.pool_stats and not self.teacher):
+            raise ConfigError(
+                "pool_stats is a student's (teacher set): how many of the last conv blocks' "
+                f"statistics its head reads, >= 0; got {self.pool_stats}"
+            )
         if self.class_loss < 0 or self.class_temperature <= 0:
             raise ConfigError("class_loss must be >= 0 and class_temperature > 0")
         if self.batch_size < 2:
@@ -205,7 +220,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
 _DATA = ("dataset", "audio_dir", "train_split", "val_split")
 _MODEL = (
     "init", "encoder", "widths", "embed_dim", "panns", "text_model", "joint_dim", "window_s",
-    "hop_s", "audio_hidden", "freeze_audio", "freeze_text",
+    "hop_s", "audio_hidden", "teacher", "pool_stats", "freeze_audio", "freeze_text",
 )  # fmt: skip
 
 
@@ -282,7 +297,7 @@ def add_override_flags(parser) -> None:
             parser.add_argument(flag, type=base, metavar=metavar, **kw)
 
 
-_PATHS = ("dataset", "audio_dir", "init", "panns", "out", "cache_dir")
+_PATHS = ("dataset", "audio_dir", "init", "teacher", "panns", "out", "cache_dir")
 
 
 def _shown(value: Any) -> str:

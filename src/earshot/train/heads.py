@@ -116,6 +116,8 @@ def backbone_features(
 
     def flush() -> None:
         f, lg = model.audio_features(model.frontend(torch.from_numpy(np.stack(pending))))
+        if lg is None:  # an encoder without tags (a student's): no logits, zero columns
+            lg = torch.zeros(len(f), 0)
         for row, i in enumerate(owners):
             done[i][0].append(f[row].numpy())
             done[i][1].append(lg[row].numpy())

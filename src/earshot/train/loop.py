@@ -398,6 +398,14 @@ def _atomic_json(path: Path, obj: Any) -> None:
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     from earshot.model.pretrained import BACKBONES
 
+    if cfg.teacher:
+        # A student of a model we ship: our own encoder, frozen; its head learns the teacher's
+        # window vectors (train/student.py).
+        from earshot.train.student import train_student
+
+        r = train_student(cfg, progress=cfg.progress)
+        steps = cfg.steps_per_epoch or 100
+        return TrainResult(r["out"], r["best_step"] // steps, r["best_val_mAP@10"], r["history"])
     if cfg.encoder in BACKBONES:
         # A frozen pretrained backbone: the heads fit on its cached features (train/heads.py).
         from earshot.train.heads import train_general
