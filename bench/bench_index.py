@@ -13,7 +13,9 @@ Prints one JSON object:
 - `search`: `Searcher.search_vector` in-process over a synthetic catalogue.
 
 Models: `cnn14`, `cnn10`, `cnn10_slim` (random weights: speed does not depend on training);
-`compact` (the packaged compact model: slim CNN10, 4 s windows, 2 s hop); `default` (what
+`compact` (the packaged compact model: slim CNN10, 4 s windows, 2 s hop); `offline` (the
+packaged student of the general model: the compact CNN10 read through its pooled statistics,
+10 s windows, 5 s hop); `default` (what
 `--model default` picks); `general` (EfficientAT's AudioSet mn04, frozen, + a linear head to
 300-d, 10 s windows, 5 s hop, AudioSet tags stored per window): the packaged
 earshot/models/general where it exists, else `--model-dir DIR`, else a folder written here
@@ -46,6 +48,7 @@ MODELS = {
     "cnn10_slim": ("cnn10", (16, 32, 64, 128), 128),
     "default": None,  # what `--model default` picks (general where it is packaged, else compact)
     "compact": None,  # the packaged compact model (slim CNN10, 4 s windows, 2 s hop)
+    "offline": None,  # the packaged offline student (the compact CNN10 + pooled statistics, 10 s)
     "general": None,  # EfficientAT mn04 + heads, 10 s windows, 5 s hop, tags per window
     "general_plain": None,  # the same, the MobileNet run by the plain eager module
 }
@@ -85,7 +88,7 @@ def build(name: str, tmp: Path | None = None, model_dir: str | None = None):
     from earshot.encoders.audio import STANDARD_ENCODERS
     from earshot.model.io import build_model, load_model
 
-    if name in ("default", "compact"):
+    if name in ("default", "compact", "offline"):
         return load_model(name, with_text=False)
     if name in GENERAL:
         folder, origin = general_folder(tmp, model_dir)

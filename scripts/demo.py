@@ -2,7 +2,8 @@
 
 What it indexes, in this order of choice (`choose_source`):
 1. `--audio DIR` (`make demo AUDIO=DIR`): your own folder, with the general model where its
-   backbone resolves and the compact one where it does not; searched for a few everyday sounds,
+   backbone resolves and the offline one (its student, MODEL_CARD-offline.md) where it does
+   not; searched for a few everyday sounds,
    or for the QUERY arguments given after the options.
 2. The shared data folder beside the repository (development, CI), with the general model's
    backbone at hand (../shared/weights, the cache, or a download): the sfx pool's test split,
@@ -11,7 +12,7 @@ What it indexes, in this order of choice (`choose_source`):
    "a door slams", "glass breaking"...
 3. Neither: sixteen 5 s sounds that earshot synthesises itself (earshot.demo_sounds: a siren,
    rain, a bird, footsteps...; no recordings), written to `<earshot cache>/demo-sounds`, with
-   the general model or, offline without its backbone, the compact one (saying so).
+   the general model or, offline without its backbone, the offline one (saying so).
 Either way it runs the CLI exactly as a user would type it. Set EARSHOT_MODEL to try another
 model folder.
 """
@@ -62,10 +63,15 @@ class Source:
 
 
 def choose_source(
-    audio: str | None, shared: Path, override: str | None, general_ok: Callable[[], bool]
+    audio: str | None,
+    shared: Path,
+    override: str | None,
+    general_ok: Callable[[], bool],
+    fallback: str = "offline",
 ) -> Source:
-    """What the demo indexes, and with which model (`general_ok` is asked at most once)."""
-    model = override or ("general" if general_ok() else "compact")
+    """What the demo indexes, and with which model (`general_ok` is asked at most once);
+    `fallback` names the model used where the general one's backbone does not resolve."""
+    model = override or ("general" if general_ok() else fallback)
     if audio:
         return Source("folder", model, Path(audio).expanduser())
     if not override and model == "general" and (shared / "sfx-pool").is_dir():
@@ -78,6 +84,13 @@ def earshot(*args: str) -> None:
     print("$ earshot " + shlex.join(args), flush=True)
     subprocess.run(cmd, check=True)
     print(flush=True)
+
+
+def fallback_name() -> str:
+    """The packaged model `default` falls back to here: `offline`, or `compact` without it."""
+    from earshot.model.io import OFFLINE_DIR, fallback_model_dir
+
+    return "offline" if fallback_model_dir() == OFFLINE_DIR else "compact"
 
 
 def general_available() -> bool:
@@ -130,8 +143,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     source = choose_source(
-        args.audio or None, SHARED, os.environ.get("EARSHOT_MODEL"), general_available
-    )
+        args.audio or None, SHARED, os.environ.get("EARSHOT_MODEL"), general_available,
+        fallback_name(),
+    )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "demo.sqlite")
         if source.kind == "folder":

@@ -1,6 +1,10 @@
 """Ship a retrained general model: copy its heads into the package and record its figures.
 
     python scripts/ship_general_model.py runs/general
+    python scripts/ship_general_model.py runs/offline --name offline --baseline compact
+
+(`--name offline`: the general model's student, configs/offline.toml, into
+src/earshot/models/offline/, whole: its encoder is ours.)
 
 Copies config.json + model.safetensors (our two heads; the backbone is named in config.json,
 never copied) into src/earshot/models/general/, scores it with `earshot evaluate` on the test
@@ -22,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET = REPO / "src" / "earshot" / "models" / "general"
+MODELS = REPO / "src" / "earshot" / "models"
 N_BOOT = 1000
 SETS = {"general": "general-data.toml", "in_domain": "default-data.toml"}
 
@@ -76,20 +80,24 @@ def summary(report: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="the training output folder, e.g. runs/general")
-    ap.add_argument("--baseline", help="a teacher model folder to score beside it")
+    ap.add_argument("--baseline", help="a model folder (or packaged name) to score beside it")
+    ap.add_argument(
+        "--name", default="general", choices=("general", "offline"), help="the packaged model"
+    )
     args = ap.parse_args()
-    TARGET.mkdir(parents=True, exist_ok=True)
+    target = MODELS / args.name
+    target.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors"):
-        shutil.copyfile(args.run / name, TARGET / name)
+        shutil.copyfile(args.run / name, target / name)
     shipped: dict = {"n_boot": N_BOOT, "sets": {}}
     for name, recipe in SETS.items():
-        report = evaluate("general", recipe)
+        report = evaluate(args.name, recipe)
         shipped["model_id"] = report["model_id"]
         shipped["sets"][name] = {"recipe": recipe, **summary(report)}
         if args.baseline:
             shipped["sets"][name]["baseline"] = summary(evaluate(args.baseline, recipe))
         shipped["sets"][name]["report"] = report
-    (TARGET / "heldout.json").write_text(json.dumps(shipped, indent=1) + "\n")
+    (target / "heldout.json").write_text(json.dumps(shipped, indent=1) + "\n")
     print(f"model id {shipped['model_id']}")
     for name, entry in shipped["sets"].items():
         print(name, json.dumps({k: v for k, v in entry.items() if k != "report"}, indent=1))

@@ -60,7 +60,7 @@ def test_bands_follow_the_thresholds():
 
 @pytest.mark.parametrize(
     "name",
-    ["compact", pytest.param("general", marks=pytest.mark.slow)],  # loads its backbone: ~40 s
+    ["compact", "offline", pytest.param("general", marks=pytest.mark.slow)],  # general: ~40 s
 )
 def test_the_shipped_models_calibrations_name_them(name):
     """A retrained model whose calibration.json still names the old id would silently fall back

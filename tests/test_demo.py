@@ -106,8 +106,9 @@ def test_demo_indexes_shared_data_with_the_general_model_where_both_are_here(sha
     # No sfx pool, or no general model, or another model asked for: the synthesised sounds.
     assert demo.choose_source(None, tmp_path / "none", None, Asked(True)).kind == "synthetic"
     assert demo.choose_source(None, shared, None, Asked(False)) == demo.Source(
-        "synthetic", "compact"
+        "synthetic", "offline"
     )
+    assert demo.choose_source(None, shared, None, Asked(False), "compact").model == "compact"
     mine = demo.choose_source(None, shared, "runs/mine", Asked(True))
     assert mine == demo.Source("synthetic", "runs/mine")
 
@@ -116,7 +117,7 @@ def test_demo_indexes_the_folder_the_user_names_first(shared, tmp_path):
     got = demo.choose_source("~/Recordings", shared, None, Asked(True))
     assert got == demo.Source("folder", "general", Path.home() / "Recordings")
     got = demo.choose_source(str(tmp_path), shared, None, Asked(False))
-    assert got == demo.Source("folder", "compact", tmp_path)
+    assert got == demo.Source("folder", "offline", tmp_path)
     ok = Asked(True)
     assert demo.choose_source(str(tmp_path), shared, "runs/mine", ok).model == "runs/mine"
     assert ok.calls == 0

@@ -54,6 +54,7 @@ def test_the_package_holds_only_our_heads():
     assert set(shipped) <= {
         "src/earshot/models/default/model.safetensors",
         "src/earshot/models/general/model.safetensors",
+        "src/earshot/models/offline/model.safetensors",
     }
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     data = set(pyproject["tool"]["setuptools"]["package-data"]["earshot"])
@@ -169,8 +170,8 @@ def test_demo_queries_find_their_sounds_in_the_sfx_test_split(general, tmp_path)
 
 @pytest.mark.slow  # subprocesses or a training run: CI runs it (make test-all)
 def test_without_backbone_or_network_the_default_falls_back_in_one_line(tmp_path):
-    """A machine without ../shared, the cache or network: `earshot info` uses the compact model
-    and says so once, naming the fix."""
+    """A machine without ../shared, the cache or network: `earshot info` uses the offline model
+    (the general model's student, all ours) and says so once, naming the fix."""
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
@@ -187,7 +188,7 @@ def test_without_backbone_or_network_the_default_falls_back_in_one_line(tmp_path
         check=True,
     )
     lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "compact model" in lines[0], out.stderr
+    assert len(lines) == 1 and "offline model" in lines[0], out.stderr
     assert "earshot weights fetch efficientat-mn04-as" in lines[0]
-    compact = load_model("compact", with_text=False)
-    assert json.loads(out.stdout)["id"] == model_id(compact)
+    offline = load_model("offline", with_text=False)
+    assert json.loads(out.stdout)["id"] == model_id(offline)

@@ -107,16 +107,26 @@ def test_default_prefers_general_only_where_its_backbone_resolves(
 
     general = save_model(fake_teacher_model(weights_env, tiny_text_dir), tmp_path / "general")
     monkeypatch.setattr(model_io, "GENERAL_DIR", general)
+    monkeypatch.setattr(model_io, "OFFLINE_DIR", tmp_path / "no-offline")
     monkeypatch.delenv("EARSHOT_DEFAULT_MODEL", raising=False)
     assert model_io.choose_default_model() == general
     assert capsys.readouterr().err == ""
-    # Offline, nothing cached, no shared folder: the compact model, and one line saying why.
+    # Offline, nothing cached, no shared folder: the offline student where the installation
+    # has it, else the compact model, and one line saying why.
     monkeypatch.setenv("EARSHOT_WEIGHTS_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("EARSHOT_SHARED_DIR", str(tmp_path / "no-shared"))
     monkeypatch.setenv("EARSHOT_OFFLINE", "1")
     assert model_io.choose_default_model() == model_io.DEFAULT_DIR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "compact model" in err[0]
+    assert "earshot weights fetch fake-mn04" in err[0]
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    (offline / "config.json").write_text("{}")
+    monkeypatch.setattr(model_io, "OFFLINE_DIR", offline)
+    assert model_io.choose_default_model() == offline
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "offline model" in err[0]
     assert "earshot weights fetch fake-mn04" in err[0]
     monkeypatch.setenv("EARSHOT_DEFAULT_MODEL", "nonsense")
     with pytest.raises(ModelLoadError, match="EARSHOT_DEFAULT_MODEL"):

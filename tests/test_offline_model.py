@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from earshot.errors import ConfigError, EarshotError
-from earshot.model.io import load_model, model_id, save_model
+from earshot.model.io import OFFLINE_DIR, load_model, model_id, save_model
 from earshot.train.heads import LOG_FILE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,3 +149,29 @@ def test_a_student_refuses_what_it_cannot_learn_from(weights_env, tiny_text_dir,
     # a named third-party backbone as the student's encoder: not ours to ship
     with pytest.raises(EarshotError, match="trained"):
         train(TrainConfig(**{**settings, "init": settings["teacher"]}))
+
+
+def test_the_packaged_offline_model_is_all_ours():
+    """Shipped whole (encoder and heads): its encoder is the compact model's, tensor for tensor
+    (trained here from nothing), its text head the general model's; nothing names a backbone."""
+    from safetensors.torch import load_file
+
+    from earshot.model.io import DEFAULT_DIR, GENERAL_DIR
+
+    config = json.loads((OFFLINE_DIR / "config.json").read_text())
+    assert config["encoder"].get("weights") is None and config["encoder"]["pool_stats"] == 2
+    state = load_file(str(OFFLINE_DIR / "model.safetensors"))
+    compact = load_file(str(DEFAULT_DIR / "model.safetensors"))
+    general = load_file(str(GENERAL_DIR / "model.safetensors"))
+    encoder = {k for k in state if k.startswith("audio_encoder.")}
+    assert encoder == {k for k in compact if k.startswith("audio_encoder.")}
+    for k in encoder:
+        assert torch.equal(state[k], compact[k]), k
+    for k in ("text_head.weight", "text_head.bias"):
+        assert torch.equal(state[k], general[k]), k
+    shipped = json.loads((OFFLINE_DIR / "heldout.json").read_text())
+    card = (REPO / "MODEL_CARD-offline.md").read_text()
+    assert shipped["model_id"] in card
+    assert model_id(load_model("offline", with_text=False)) == shipped["model_id"]
+    for word in ("non-commercial", "MIT", "general model", "compact model"):
+        assert word in card, word

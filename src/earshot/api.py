@@ -165,10 +165,11 @@ def choose_model(
 ) -> ModelChoice:
     """The one answer to "which model, and is it trained", for every command and `Index`.
 
-    In order: `model` (a loaded model, a folder, or `general` / `compact` / `default`), else
-    $EARSHOT_MODEL; else with `random_init` an untrained `encoder` model from `seed`; else the
-    model that indexed `catalogue` (its recorded folder, where it still exists); else `default`,
-    the trained model shipped with earshot (`earshot.model.io.choose_default_model`)."""
+    In order: `model` (a loaded model, a folder, or `general` / `offline` / `compact` /
+    `default`), else $EARSHOT_MODEL; else with `random_init` an untrained `encoder` model from
+    `seed`; else the model that indexed `catalogue` (its recorded folder, where it still
+    exists); else `default`, the trained model shipped with earshot
+    (`earshot.model.io.choose_default_model`)."""
     if use not in MODEL_USES:
         raise ValueError(f"use must be one of {MODEL_USES}, not {use!r}")
     if model is not None and not isinstance(model, str | os.PathLike):

@@ -92,8 +92,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def default_report_dir(model: str) -> Path:
     """Where `earshot evaluate` writes without --out: MODEL/eval for a model folder; for a
-    packaged model's name (general, compact, default) earshot-eval/NAME here, never a folder
-    named like the model, which would have hidden the packaged one from the next command."""
+    packaged model's name (general, offline, compact, default) earshot-eval/NAME here, never a
+    folder named like the model, which would have hidden the packaged one from the next
+    command."""
     from earshot.model.io import names_a_folder
 
     if names_a_folder(model):

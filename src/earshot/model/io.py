@@ -130,20 +130,23 @@ def read_config(directory: str | Path) -> ModelConfig:
 
 # Models shipped inside the package, by name (a folder of that name here wins):
 # `general` (MODEL_CARD-general.md): heads on EfficientAT's AudioSet backbone, which it names
-# and resolves at run time; `compact` (MODEL_CARD.md): small, all ours, works offline at once.
-# `default` is `general` where its backbone resolves, else `compact`, with a one-line notice;
-# $EARSHOT_DEFAULT_MODEL (general | compact) fixes the choice.
+# and resolves at run time; `offline` (MODEL_CARD-offline.md): a student of the general model on
+# our own encoder, all ours, works with no network at once; `compact` (MODEL_CARD.md): small,
+# all ours, the ~25 sounds it was trained on (catalogues indexed by it stay bound to it).
+# `default` is `general` where its backbone resolves, else `offline`, with a one-line notice;
+# $EARSHOT_DEFAULT_MODEL (general | offline | compact) fixes the choice.
 DEFAULT_NAME = "default"
 DEFAULT_ENV = "EARSHOT_DEFAULT_MODEL"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_DIR = MODELS_DIR / "default"  # the compact model (the folder keeps its first name)
 GENERAL_DIR = MODELS_DIR / "general"
-PACKAGED_NAMES = ("general", "compact")
+OFFLINE_DIR = MODELS_DIR / "offline"
+PACKAGED_NAMES = ("general", "offline", "compact")
 
 
 def packaged_model_dir(name: str) -> Path:
-    """The folder of a model shipped with earshot (`general`, `compact`)."""
-    folder = {"general": GENERAL_DIR, "compact": DEFAULT_DIR}[name]
+    """The folder of a model shipped with earshot (`general`, `offline`, `compact`)."""
+    folder = {"general": GENERAL_DIR, "offline": OFFLINE_DIR, "compact": DEFAULT_DIR}[name]
     if not (folder / "config.json").is_file():
         raise ModelLoadError(
             f"this installation has no default model ('{folder}' is missing or empty): "
@@ -180,9 +183,15 @@ def resolve_model_dir(directory: str | Path) -> Path:
     return Path(directory)
 
 
+def fallback_model_dir() -> Path:
+    """The model `default` means where the general model's backbone cannot be resolved: the
+    offline student where this installation has it, else the compact model."""
+    return OFFLINE_DIR if (OFFLINE_DIR / "config.json").is_file() else default_model_dir()
+
+
 def choose_default_model(quiet: bool = False) -> Path:
     """`default`: the general model where its backbone resolves (a path, the cache, the shared
-    folder, or a download unless offline), else the compact model, saying so in one line."""
+    folder, or a download unless offline), else the offline model, saying so in one line."""
     import os
 
     from earshot.model.pretrained import backbone_problem
@@ -194,17 +203,22 @@ def choose_default_model(quiet: bool = False) -> Path:
                 f"${DEFAULT_ENV} must be one of {', '.join(PACKAGED_NAMES)}, not '{fixed}'"
             )
         return packaged_model_dir(fixed)
+    fallback = fallback_model_dir()
     if not (GENERAL_DIR / "config.json").is_file():
-        return default_model_dir()
-    compact = default_model_dir()
+        return fallback
     problem = backbone_problem(read_config(GENERAL_DIR))
     if problem is None:
         return GENERAL_DIR
     if not quiet:
         import sys
 
-        print(f"earshot: using the compact model (knows ~25 sounds): {problem}", file=sys.stderr)
-    return compact
+        what = (
+            "the offline model (a smaller student of the general model)"
+            if fallback == OFFLINE_DIR
+            else "the compact model (knows ~25 sounds)"
+        )
+        print(f"earshot: using {what}: {problem}", file=sys.stderr)
+    return fallback
 
 
 def load_model(

@@ -74,8 +74,9 @@ class QueryModel:
 
 
 def load_query_model(directory: str | Path) -> QueryModel:
-    """The folder (or `default`, `compact`, `general`) as a `QueryModel`; `QueryModelUnavailable`
-    where only `load_model` can answer for it, `ModelLoadError` for a folder that is broken."""
+    """The folder (or `default`, `general`, `offline`, `compact`) as a `QueryModel`;
+    `QueryModelUnavailable` where only `load_model` can answer for it, `ModelLoadError` for a
+    folder that is broken."""
     from earshot.encoders.lean_text import LeanTextEncoder, LeanUnsupported, safetensors_entries
     from earshot.encoders.text import resolve_text_model
     from earshot.model.io import model_files
