@@ -84,16 +84,21 @@ def test_the_packaged_folder_is_the_shipped_model(general):
 
 @pytest.mark.slow
 @pytest.mark.realdata
+@pytest.mark.parametrize("model", ["general", "offline"])
 @pytest.mark.parametrize("name", ["in_domain", "general"])
-def test_card_figures_regenerate(general, name, tmp_path, capsys):
-    """`earshot evaluate --model general` on each test set reproduces heldout.json."""
-    shipped = json.loads(HELDOUT.read_text())
+def test_card_figures_regenerate(request, model, name, tmp_path, capsys):
+    """`earshot evaluate --model general` (and `--model offline`, its student, whose card
+    is MODEL_CARD-offline.md) on each test set reproduces the model's heldout.json."""
+    from earshot.model.io import packaged_model_dir
+
+    request.getfixturevalue("general" if model == "general" else "shared_data")
+    shipped = json.loads((packaged_model_dir(model) / "heldout.json").read_text())
     entry = shipped["sets"][name]
     code = main(
         [
             "evaluate",
             "--model",
-            "general",
+            model,
             "--dataset",
             str(REPO / "configs" / entry["recipe"]),
             "--split",
