@@ -87,6 +87,7 @@ def _student_run(weights_env, tiny_text_dir, tmp_path) -> dict:
     )
 
 
+@pytest.mark.slow  # a training run: CI runs it (make test-all)
 def test_a_student_keeps_our_encoder_and_the_teachers_text_side(
     weights_env, tiny_text_dir, tmp_path, capsys
 ):

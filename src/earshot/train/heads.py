@@ -273,24 +273,14 @@ def fit_heads(
     if tag_p2 is None:
         raise ValueError("fit_heads needs a model whose audio head reads the tag probabilities")
     teacher_text = F.normalize(tag_p2 @ teacher, dim=-1)  # (windows, text_dim)
-    weights = np.array([c.weight for c in train.dataset.clips], dtype=np.float64)
-    weights[~train.usable] = 0.0
-    weights /= weights.sum()
-    history = [{"step": 0, "val_mAP@10": round(score_split(model, val), 4)}]
-    best = (history[0]["val_mAP@10"], 0, _heads_state(model))
-    start = time.perf_counter()
+    weights = clip_weights(train)
+    validation = Validation(model, val, progress)
     bs = min(settings.batch_size, int(train.usable.sum()))
     for step in range(1, settings.steps + 1):
         model.train()
-        clips = rng.choice(len(weights), size=bs, replace=False, p=weights)
-        wins = np.array([rng.choice(train.clip_windows[c]) for c in clips])
-        lo, hi = train.caption_start[clips], train.caption_start[clips + 1]
-        caps = lo + (rng.random(bs) * (hi - lo)).astype(np.int64)
+        clips, wins, caps = draw_batch(train, weights, rng, bs)
         a = F.normalize(model.audio_head(train.features[wins]), dim=-1)
-        t = model.project_text(train.text[caps])
-        pos = torch.from_numpy(train.positives(caps, clips).T.copy())  # (clips, captions)
-        logits = a @ t.T / settings.temperature
-        loss = 0.5 * (_multi_positive_nce(logits, pos) + _multi_positive_nce(logits.T, pos.T))
+        loss = caption_nce(model, train, a, clips, caps, settings.temperature)
         if settings.distill > 0:
             # Every window of the batch, plus as many others: the teacher term sees all audio.
             extra = torch.randint(len(train.features), (bs,), generator=gen).numpy()
@@ -303,27 +293,71 @@ def fit_heads(
         opt.step()
         sched.step()
         if step % settings.eval_every == 0 or step == settings.steps:
-            score = score_split(model, val)
-            history.append(
-                {
-                    "step": step,
-                    "loss": round(float(loss.detach()), 4),
-                    "val_mAP@10": round(score, 4),
-                }
+            validation.score(step, float(loss.detach()))
+    return validation.keep_best()
+
+
+def clip_weights(train: _Split) -> np.ndarray:
+    """Each training clip's chance to be drawn: its recipe weight, 0 for clips not decoded."""
+    weights = np.array([c.weight for c in train.dataset.clips], dtype=np.float64)
+    weights[~train.usable] = 0.0
+    return weights / weights.sum()
+
+
+def draw_batch(train: _Split, weights: np.ndarray, rng: np.random.Generator, bs: int):
+    """`bs` distinct clips by weight, a window of each and a caption of each: three arrays."""
+    clips = rng.choice(len(weights), size=bs, replace=False, p=weights)
+    wins = np.array([rng.choice(train.clip_windows[c]) for c in clips])
+    lo, hi = train.caption_start[clips], train.caption_start[clips + 1]
+    caps = lo + (rng.random(bs) * (hi - lo)).astype(np.int64)
+    return clips, wins, caps
+
+
+def caption_nce(
+    model: JointModel, train: _Split, a: torch.Tensor, clips, caps, temperature: float
+) -> torch.Tensor:
+    """The symmetric multi-positive InfoNCE between the batch's unit window vectors `a` and
+    its captions (a caption is positive for every clip of the batch it holds for)."""
+    t = model.project_text(train.text[caps])
+    pos = torch.from_numpy(train.positives(caps, clips).T.copy())  # (clips, captions)
+    logits = a @ t.T / temperature
+    return 0.5 * (_multi_positive_nce(logits, pos) + _multi_positive_nce(logits.T, pos.T))
+
+
+class Validation:
+    """The heads scored on the val split (step 0 at once), the history, the best step's heads."""
+
+    def __init__(self, model: JointModel, val: _Split, progress: bool = True):
+        self.model, self.val, self.progress = model, val, progress
+        self.history: list[dict[str, Any]] = [
+            {"step": 0, "val_mAP@10": round(score_split(model, val), 4)}
+        ]
+        self.best = (self.history[0]["val_mAP@10"], 0, _heads_state(model))
+        self.start = time.perf_counter()
+
+    def score(self, step: int, loss: float) -> None:
+        score = score_split(self.model, self.val)
+        self.history.append({"step": step, "loss": round(loss, 4), "val_mAP@10": round(score, 4)})
+        if self.progress:
+            print(
+                f"step {step}: loss {loss:.4f}, val mAP@10 {score:.4f} "
+                f"({time.perf_counter() - self.start:.0f} s)",
+                file=sys.stderr,
             )
-            if progress:
-                print(
-                    f"step {step}: loss {float(loss.detach()):.4f}, val mAP@10 {score:.4f} "
-                    f"({time.perf_counter() - start:.0f} s)",
-                    file=sys.stderr,
-                )
-            if score > best[0]:
-                best = (score, step, _heads_state(model))
-    model.audio_head.load_state_dict(best[2][0])
-    model.text_head.load_state_dict(best[2][1])
-    model.text_head.requires_grad_(True)
-    model.eval()
-    return {"best_step": best[1], "best_val_mAP@10": round(best[0], 4), "history": history}
+        if score > self.best[0]:
+            self.best = (score, step, _heads_state(self.model))
+
+    def keep_best(self) -> dict[str, Any]:
+        """Put the best step's heads back into the model (in eval mode); the run's log."""
+        self.model.audio_head.load_state_dict(self.best[2][0])
+        self.model.text_head.load_state_dict(self.best[2][1])
+        self.model.text_head.requires_grad_(True)
+        self.model.eval()
+        return {
+            "best_step": self.best[1],
+            "best_val_mAP@10": round(self.best[0], 4),
+            "history": self.history,
+        }
 
 
 def _with_audio_hidden(model: JointModel, hidden: int) -> JointModel:

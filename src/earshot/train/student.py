@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +31,12 @@ from earshot.train.heads import (
     LOG_FILE,
     BackboneFeatures,
     HeadSettings,
-    _heads_state,
-    _multi_positive_nce,
+    Validation,
     _Split,
     backbone_features,
-    score_split,
+    caption_nce,
+    clip_weights,
+    draw_batch,
 )
 
 RIDGE = 1.0  # the ridge of the linear part's least-squares start (features are not scaled)
@@ -117,55 +116,24 @@ def fit_student(
         model.audio_head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.steps)
-    weights = np.array([c.weight for c in train.dataset.clips], dtype=np.float64)
-    weights[~train.usable] = 0.0
-    weights /= weights.sum()
-    history = [{"step": 0, "val_mAP@10": round(score_split(model, val), 4)}]
-    best = (history[0]["val_mAP@10"], 0, _heads_state(model))
-    start = time.perf_counter()
+    weights = clip_weights(train)
+    validation = Validation(model, val, progress)
     bs = min(settings.batch_size, int(train.usable.sum()))
     for step in range(1, settings.steps + 1):
         model.train()
-        clips = rng.choice(len(weights), size=bs, replace=False, p=weights)
-        wins = np.array([rng.choice(train.clip_windows[c]) for c in clips])
+        clips, wins, caps = draw_batch(train, weights, rng, bs)
         extra = torch.randint(len(train.features), (bs,), generator=gen).numpy()
         rows = np.concatenate([wins, extra])
         a = F.normalize(model.audio_head(train.features[rows]), dim=-1)
         loss = settings.distill * (1.0 - (a * targets[rows]).sum(-1)).mean()
-        lo, hi = train.caption_start[clips], train.caption_start[clips + 1]
-        caps = lo + (rng.random(bs) * (hi - lo)).astype(np.int64)
-        with torch.no_grad():
-            t = model.project_text(train.text[caps])
-        pos = torch.from_numpy(train.positives(caps, clips).T.copy())  # (clips, captions)
-        logits = a[:bs] @ t.T / settings.temperature
-        loss = loss + 0.5 * (
-            _multi_positive_nce(logits, pos) + _multi_positive_nce(logits.T, pos.T)
-        )
+        loss = loss + caption_nce(model, train, a[:bs], clips, caps, settings.temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if step % settings.eval_every == 0 or step == settings.steps:
-            score = score_split(model, val)
-            history.append(
-                {
-                    "step": step,
-                    "loss": round(float(loss.detach()), 4),
-                    "val_mAP@10": round(score, 4),
-                }
-            )
-            if progress:
-                print(
-                    f"step {step}: loss {float(loss.detach()):.4f}, val mAP@10 {score:.4f} "
-                    f"({time.perf_counter() - start:.0f} s)",
-                    file=sys.stderr,
-                )
-            if score > best[0]:
-                best = (score, step, _heads_state(model))
-    model.audio_head.load_state_dict(best[2][0])
-    model.text_head.requires_grad_(True)
-    model.eval()
-    return {"best_step": best[1], "best_val_mAP@10": round(best[0], 4), "history": history}
+            validation.score(step, float(loss.detach()))
+    return validation.keep_best()
 
 
 def train_student(cfg, progress: bool = True) -> dict[str, Any]:
