@@ -89,7 +89,7 @@ def _student_run(weights_env, tiny_text_dir, tmp_path) -> dict:
 
 @pytest.mark.slow  # a training run: CI runs it (make test-all)
 def test_a_student_keeps_our_encoder_and_the_teachers_text_side(
-    weights_env, tiny_text_dir, tmp_path, capsys
+    weights_env, tiny_text_dir, tmp_path, capsys, monkeypatch
 ):
     import earshot
     from earshot.train.config import TrainConfig
@@ -136,6 +136,16 @@ def test_a_student_keeps_our_encoder_and_the_teachers_text_side(
     with earshot.Index(tmp_path / "c.sqlite", model=student) as idx:
         idx.add([Path(settings["dataset"]) / "audio"])
         assert idx.search("a tone", k=3)
+    # caption_loss 0: the teacher term alone (MODEL_CARD-offline.md's validation rows); the
+    # cached features are reused, and the caption InfoNCE is never computed.
+    import earshot.train.student as student_module
+
+    def no_captions(*args, **kwargs):
+        raise AssertionError("caption_loss = 0 computed the caption InfoNCE")
+
+    monkeypatch.setattr(student_module, "caption_nce", no_captions)
+    alone = {**settings, "caption_loss": 0.0, "epochs": 1, "out": str(tmp_path / "alone")}
+    assert train(TrainConfig(**alone)).best_epoch is not None
 
 
 def test_a_student_refuses_what_it_cannot_learn_from(weights_env, tiny_text_dir, tmp_path):
@@ -145,6 +155,10 @@ def test_a_student_refuses_what_it_cannot_learn_from(weights_env, tiny_text_dir,
     settings = _student_run(weights_env, tiny_text_dir, tmp_path)
     with pytest.raises(ConfigError, match="pool_stats"):
         TrainConfig(**{**settings, "teacher": None})
+    with pytest.raises(ConfigError, match="caption_loss"):
+        TrainConfig(**{**settings, "pool_stats": 0, "teacher": None, "caption_loss": 0.0})
+    with pytest.raises(ConfigError, match="caption_loss"):
+        TrainConfig(**{**settings, "caption_loss": -1.0})
     with pytest.raises(EarshotError, match="init"):
         train(TrainConfig(**{**settings, "init": None}))
     # a named third-party backbone as the student's encoder: not ours to ship

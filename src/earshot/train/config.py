@@ -76,6 +76,11 @@ class TrainConfig:
     distill: float = _s(
         0.0, "mn04/mn10: weight of the teacher-space term (train/heads.py); 0 = off"
     )
+    caption_loss: float = _s(
+        1.0,
+        "student (teacher set): weight of the caption InfoNCE beside the teacher term "
+        "(distill); 0 = the teacher term alone",
+    )
     text_head_lr: float = _s(
         1.0,
         "mn04/mn10: the text head's learning rate as a share of lr; 0 keeps it at its start "
@@ -185,6 +190,11 @@ class TrainConfig:
             raise ConfigError(
                 "pool_stats is a student's (teacher set): how many of the last conv blocks' "
                 f"statistics its head reads, >= 0; got {self.pool_stats}"
+            )
+        if self.caption_loss < 0 or (self.caption_loss != 1.0 and not self.teacher):
+            raise ConfigError(
+                "caption_loss is a student's (teacher set): the caption InfoNCE's weight beside "
+                f"the teacher term, >= 0 (0 = the teacher term alone); got {self.caption_loss}"
             )
         if self.class_loss < 0 or self.class_temperature <= 0:
             raise ConfigError("class_loss must be >= 0 and class_temperature > 0")

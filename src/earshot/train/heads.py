@@ -188,6 +188,8 @@ class HeadSettings:
     # placed as the sentence encoder places it (a fully trained text head lost the untrained
     # labels' captions on validation).
     text_lr: float = 1.0
+    # A student's (fit_student): the caption InfoNCE's weight beside the teacher term; 0 = off.
+    caption_loss: float = 1.0
     eval_every: int = 250
     seed: int = 0
 
@@ -288,12 +290,7 @@ def fit_heads(
             a_all = F.normalize(model.audio_head(train.features[rows]), dim=-1)
             target = model.project_text(teacher_text[rows])
             loss = loss + settings.distill * (1.0 - (a_all * target).sum(-1)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % settings.eval_every == 0 or step == settings.steps:
-            validation.score(step, float(loss.detach()))
+        validation.descend(loss, opt, sched, step, settings)
     return validation.keep_best()
 
 
@@ -346,6 +343,16 @@ class Validation:
             )
         if score > self.best[0]:
             self.best = (score, step, _heads_state(self.model))
+
+    def descend(self, loss, opt, sched, step: int, settings: HeadSettings) -> None:
+        """One optimiser and schedule step on `loss`; then the val score, every
+        `settings.eval_every` steps and at the last."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % settings.eval_every == 0 or step == settings.steps:
+            self.score(step, float(loss.detach()))
 
     def keep_best(self) -> dict[str, Any]:
         """Put the best step's heads back into the model (in eval mode); the run's log."""

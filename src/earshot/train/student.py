@@ -106,8 +106,9 @@ def fit_student(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fit the student's audio head in place: `settings.distill` x (1 − cos(window, its teacher
-    vector)) over the batch's windows and as many random others, + the multi-positive caption
-    InfoNCE over the batch; the text head stays the teacher's. Leaves the best validation step."""
+    vector)) over the batch's windows and as many random others, + `settings.caption_loss` x the
+    multi-positive caption InfoNCE over the batch; the text head stays the teacher's. Leaves
+    the best validation step."""
     gen = torch.Generator().manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     ridge_start(model.audio_head, train.features, targets)
@@ -126,13 +127,10 @@ def fit_student(
         rows = np.concatenate([wins, extra])
         a = F.normalize(model.audio_head(train.features[rows]), dim=-1)
         loss = settings.distill * (1.0 - (a * targets[rows]).sum(-1)).mean()
-        loss = loss + caption_nce(model, train, a[:bs], clips, caps, settings.temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % settings.eval_every == 0 or step == settings.steps:
-            validation.score(step, float(loss.detach()))
+        if settings.caption_loss:
+            nce = caption_nce(model, train, a[:bs], clips, caps, settings.temperature)
+            loss = loss + settings.caption_loss * nce
+        validation.descend(loss, opt, sched, step, settings)
     return validation.keep_best()
 
 
@@ -184,6 +182,7 @@ def train_student(cfg, progress: bool = True) -> dict[str, Any]:
         temperature=cfg.temperature,
         distill=cfg.distill,
         text_lr=0.0,
+        caption_loss=cfg.caption_loss,
         eval_every=cfg.steps_per_epoch or 100,
         seed=cfg.seed,
     )
