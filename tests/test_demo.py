@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -171,3 +172,44 @@ def test_no_recordings_are_committed():
     ).stdout.splitlines()
     audio = (".wav", ".flac", ".mp3", ".ogg", ".aif", ".aiff", ".m4a", ".opus")
     assert [f for f in files if f.lower().endswith(audio)] == []
+
+
+def load_bench_demo():
+    spec = importlib.util.spec_from_file_location(
+        "earshot_bench_demo", REPO / "bench/bench_demo.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# "... for 6 of the 16 with the offline model, which ... (3 of the 6 above: siren, ...)"
+README_RANKS = re.compile(
+    r"(\d+) of the 16 with the (\w+) (?:model|one)[^(]*\((\d+) of the 6 above"
+)
+
+
+@pytest.mark.parametrize(
+    "model", ["offline", "compact", pytest.param("general", marks=pytest.mark.realdata)]
+)
+def test_the_readmes_synthetic_demo_figures_regenerate(model, capsys):
+    """The README's "ranks it first for N of the 16" per model is what bench/bench_demo.py
+    measures (each sound's own query, by sound alone, among the sixteen)."""
+    readme = " ".join((REPO / "README.md").read_text().split())
+    stated = {name: (int(n), int(demo_n)) for n, name, demo_n in README_RANKS.findall(readme)}
+    assert set(stated) == {"general", "offline", "compact"}, stated
+    if model == "general":
+        weights = REPO.parent / "shared" / "weights" / "efficientat" / "mn04_as_mAP_432.pt"
+        if not weights.is_file():
+            pytest.skip("the general model's backbone is not in ../shared/weights")
+    bench = load_bench_demo()
+    got = bench.main(["--models", model, "--sets", "synthetic"])["synthetic"][model]
+    assert got["of"] == 16
+    assert (len(got["first"]), len(got["demo_first"])) == stated[model], got
+
+
+def test_bench_demo_refuses_an_unknown_set(capsys):
+    with pytest.raises(SystemExit):
+        load_bench_demo().parse_args(["--sets", "synthetic,sfxx"])
+    assert "unknown set(s) sfxx" in capsys.readouterr().err
