@@ -273,16 +273,25 @@ def test_cli_prints_bands_spans_duplicates_and_a_hint(setup, capsys):
 def test_cli_says_when_nothing_is_good(setup, capsys):
     _, db, model_dir, model = setup
     target = model_dir / "calibration.json"
-    target.write_text(json.dumps({"model_id": model_id(model), "text": {"a": 0, "b": 0, "c": -1}}))
+    flat = {"a": 0, "b": 0, "c": -1}
+    target.write_text(json.dumps({"model_id": model_id(model), "text": flat, "example": flat}))
     try:
         cmd = ["search", "--db", str(db), "--model", str(model_dir), "--no-hybrid", "a door"]
         assert main(cmd) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        example = next(line.split()[-2] for line in out if line.strip()[:2] == "1.")
+        like = ["search", "--db", str(db), "--model", str(model_dir), "--like", str(example)]
+        assert main(like) == 0
     finally:
         target.unlink()
-    out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == (
         'no good match for "a door": the best is weak (0.27); try other words or --like FILE'
     )
+    # By example, the hint does not send the user to --like, what they just did.
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("no good match: the best is ") and out[-1].endswith(
+        "; try another example, or words"
+    ), out
 
 
 def test_many_copies_of_one_file_do_not_crowd_out_the_page(tmp_path):

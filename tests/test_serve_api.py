@@ -507,6 +507,24 @@ def test_concurrent_http_searches_each_get_their_own_results(app, searcher):
 # -- confidence, query syntax, spans, paging and sort (issue #18) ---------------------------
 
 
+def test_a_weak_search_by_example_does_not_suggest_searching_by_example(client, monkeypatch):
+    """The message's hint: a text search suggests an example; one by example, other words."""
+    from earshot.search import EXAMPLE_HINT, Results
+
+    hints = []
+    original = Results.message
+
+    def message(self, query, *hint):
+        hints.append(hint)
+        return original(self, query, *hint)
+
+    fid = file_id(client, "long_hum.wav")
+    monkeypatch.setattr(Results, "message", message)
+    assert client.get(f"/api/similar/{fid}", params={"k": 3}).status_code == 200
+    assert client.get("/api/search", params={"q": "a hum", "k": 3}).status_code == 200
+    assert hints == [(EXAMPLE_HINT,), ()]
+
+
 def test_search_answers_band_message_and_paging(client):
     body = client.get("/api/search", params={"q": "a bird sings", "k": 2}).json()
     assert body["band"] in ("good", "weak", "none")

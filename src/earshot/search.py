@@ -217,6 +217,10 @@ class Hit:
         }
 
 
+# What a weak search by example suggests instead (the user has just given an example).
+EXAMPLE_HINT = "try another example, or words"
+
+
 class Results(list):
     """The hits of one search (a list, best first, or in the order `sort` asked for), and what
     is known about the rest: `offset` (hits passed over), `more` (further hits exist),

@@ -103,7 +103,7 @@ def printable(text: str) -> str:
 def cmd_search(args: argparse.Namespace) -> int:
     import contextlib
 
-    from earshot.search import Filters, Results, Searcher, folder_form, trim_weak
+    from earshot.search import EXAMPLE_HINT, Filters, Results, Searcher, folder_form, trim_weak
 
     stack = contextlib.ExitStack()
     if getattr(args, "shards", None):  # the same search over shards on Ray actors
@@ -198,7 +198,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     hidden = len(results) - len(shown)
     if hidden:
         print(f"({hidden} weak match{'es' * (hidden > 1)} left out: --all lists them)")
-    message = results.message(args.query if args.query else None, "try other words or --like FILE")
+    by_example = args.like or args.like_id is not None
+    hint = EXAMPLE_HINT if by_example else "try other words or --like FILE"
+    message = results.message(args.query if args.query else None, hint)
     if message:
         print(message)
     return 0

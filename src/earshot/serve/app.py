@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from earshot.errors import AudioDecodeError, EarshotError
-from earshot.search import tags_json
+from earshot.search import EXAMPLE_HINT, tags_json
 from earshot.serve.guard import Guard
 from earshot.serve.playback import MAX_FADE_MS, audio_response, clip_response
 from earshot.serve.service import (
@@ -371,7 +371,7 @@ def create_app(
         if segment is not None:
             row = svc.cat.segments([segment])[segment]
             query |= {"start": round(row.start_s, 3), "end": round(row.end_s, 3)}
-        return _answer(query, filters, hits, t0, show_weak)
+        return _answer(query, filters, hits, t0, show_weak, by_example=True)
 
     @app.post(
         "/api/search/like",
@@ -434,7 +434,7 @@ def create_app(
         finally:
             os.unlink(path)
         query = {"upload": name, "duration": round(seconds, 3), "k": k}
-        return _answer(query, filters, hits, t0, show_weak)
+        return _answer(query, filters, hits, t0, show_weak, by_example=True)
 
     @app.get("/api/files/{file_id}", tags=["files"], summary="A file's metadata and segments")
     def file_info(file_id: str):
@@ -562,7 +562,13 @@ def _filters(folder, min_duration, max_duration, formats, tags=None, tag_min=Non
 
 
 def _answer(
-    query: dict, filters, hits: list, t0: float, show_weak: bool = True, asked: str | None = None
+    query: dict,
+    filters,
+    hits: list,
+    t0: float,
+    show_weak: bool = True,
+    asked: str | None = None,
+    by_example: bool = False,
 ) -> dict:
     from earshot.search import Results, trim_weak
 
@@ -574,7 +580,7 @@ def _answer(
         "filters": active,
         "took_ms": round((time.perf_counter() - t0) * 1000, 2),
         "band": results.best_band(),
-        "message": results.message(asked),
+        "message": results.message(asked, *([EXAMPLE_HINT] if by_example else [])),
         "offset": results.offset,
         "more": bool(results.more),
         "total_estimate": results.total_estimate,
