@@ -206,7 +206,7 @@ def extract_short(model, dataset, reverse: bool = False) -> None:
     from earshot.errors import AudioDecodeError
     from earshot.fsutil import atomic_open
     from earshot.model.dual import audio_head_inputs
-    from earshot.train.heads import _clip_file, features_folder
+    from earshot.train.features import _clip_file, features_folder
 
     folder = short_folder(model)
     # The shipped (zero-padded) features too, into `backbone_features`' own cache, in the same
@@ -279,7 +279,7 @@ def extract_short(model, dataset, reverse: bool = False) -> None:
 
 def short_features(model, dataset, bf, mode: str):
     """`bf` (the shipped, zero-padded features of `dataset`) with `mode`'s windows swapped in."""
-    from earshot.train.heads import BackboneFeatures
+    from earshot.train.features import BackboneFeatures
 
     folder = short_folder(model)
     features, logits = bf.features.copy(), bf.logits.copy()
@@ -410,7 +410,7 @@ class Experiment:
         from earshot.model.dual import JointModel
         from earshot.model.pretrained import attach_backbone, pretrained_config
         from earshot.model.teacher import init_teacher_heads, pca_basis, teacher_matrix
-        from earshot.train.heads import backbone_features
+        from earshot.train.features import backbone_features
 
         torch.manual_seed(0)
         data = recipe_path(mining)
@@ -511,7 +511,7 @@ class Experiment:
         return self._store
 
     def splits(self, indexed: bool):
-        from earshot.train.heads import BackboneFeatures, _Split
+        from earshot.train.features import BackboneFeatures, _Split
 
         out = []
         offset = 0
@@ -654,7 +654,7 @@ def hold_out(train_ds, train_bf, val_ds, val_bf, mined: dict, fraction: float):
     clip_labels, query_labels, is_caption, clips; the query sentences, in query order)."""
     from earshot.data.datasets import CaptionDataset
     from earshot.data.splits import stable_hash
-    from earshot.train.heads import BackboneFeatures
+    from earshot.train.features import BackboneFeatures
 
     sfx = {c.label for c in train_ds.clips if c.key.startswith("sfx/")}
     pool = sorted(lab for lab in sfx if len(mined.get(lab, ())) >= HOLDOUT_MIN_CAPTIONS)

@@ -162,7 +162,7 @@ def test_train_general_beats_or_keeps_its_teacher_start(weights_env, tiny_text_d
         assert torch.equal(fused.start.bias, began.bias)
     # One cache file per clip; a second pass over the same audio runs no backbone at all.
     from earshot.data.datasets import load_dataset
-    from earshot.train.heads import backbone_features
+    from earshot.train.features import backbone_features
 
     cached = list((tmp_path / "cache").glob("backbone-*/*/*.npz"))
     assert len(cached) == 27  # 3 classes x (6 train + 3 val) clips
@@ -216,7 +216,8 @@ def test_split_positives_agree_with_batches_holds():
     """The heads trainer's one-matmul positives equal `batches.holds` on random tag sets."""
     from earshot.data.datasets import CaptionDataset, Clip
     from earshot.train.batches import holds
-    from earshot.train.heads import BackboneFeatures, _Split
+    from earshot.train.features import BackboneFeatures
+    from earshot.train.heads import _Split
 
     rng = np.random.default_rng(0)
     names = [f"t{i}" for i in range(6)]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from earshot.data.datasets import CaptionDataset, Clip
-from earshot.train.heads import BackboneFeatures
+from earshot.train.features import BackboneFeatures
 
 
 @pytest.fixture(scope="module")

@@ -123,7 +123,7 @@ def test_a_run_with_window_gate_ships_the_gated_head_and_its_bank(
     assert model.config.window_gate.top == 2
     # the bank: the training split's windows, through the trained audio head
     from earshot.data.datasets import load_dataset
-    from earshot.train.heads import backbone_features
+    from earshot.train.features import backbone_features
 
     train = load_dataset(common["dataset"], common["train_split"])
     bf = backbone_features(model, train, common["cache_dir"], model.config.encoder.weights.sha256)

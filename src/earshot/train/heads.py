@@ -2,7 +2,7 @@
 
 The backbone (EfficientAT's AudioSet MobileNet) is named by the model folder and never trained
 here, so every training window goes through it once: its pooled embedding and its 527 tag
-logits are cached (`backbone_features`), and training fits the two linear heads on those
+logits are cached (`train/features.py`), and training fits the two linear heads on those
 features, a few thousand steps of small matrix products that take minutes on 2 CPU cores.
 
 Start: the teacher space (`earshot.model.teacher`): a window's vector is the sum of the sentence
@@ -23,7 +23,6 @@ it says so.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import sys
 import time
@@ -35,144 +34,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from earshot.audio.windows import window_file
 from earshot.data.datasets import CaptionDataset
-from earshot.errors import AudioDecodeError, EarshotError
+from earshot.errors import EarshotError
 from earshot.eval.evaluate import clip_scores
 from earshot.eval.metrics import per_query_metrics
-from earshot.fsutil import atomic_open
 from earshot.model.dual import JointModel
 from earshot.train.batches import _caption_tags, _clip_tags
+from earshot.train.features import BackboneFeatures, backbone_features, reads_tags
 
-FEATURES_VERSION = 1
 LOG_FILE = "heads-log.json"
-
-
-@dataclass
-class BackboneFeatures:
-    """The frozen backbone's outputs for every window of a split."""
-
-    features: np.ndarray  # (windows, head inputs) float32: what the audio head reads
-    logits: np.ndarray  # (windows, n_tags) float32
-    window_clip: np.ndarray  # (windows,) clip index of each window
-
-
-def features_folder(model: JointModel, cache_dir: str | Path, backbone_id: str) -> Path:
-    """Where one backbone's per-clip outputs are cached: keyed by everything they depend on
-    but the audio (the frontend settings, the encoder, the backbone's hash, the head input)."""
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                FEATURES_VERSION,
-                model.config.audio.__dict__,
-                model.config.encoder.name,
-                backbone_id,
-                _reads_tags(model),
-            ]
-            # pool_max changes what is cached; named only when on, so older caches still hold
-            + (["pool_max"] if getattr(model.config.encoder, "pool_max", False) else []),
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()[:16]
-    return Path(cache_dir) / f"backbone-{key}"
-
-
-def _clip_file(folder: Path, path: Path) -> Path:
-    st = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
-    return folder / key[:2] / f"{key}.npz"
-
-
-@torch.no_grad()
-def backbone_features(
-    model: JointModel,
-    dataset: CaptionDataset,
-    cache_dir: str | Path,
-    backbone_id: str,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> BackboneFeatures:
-    """Every window of every clip through the frontend and the frozen encoder, once.
-
-    Cached per clip (a file's path, size and mtime) under `features_folder`, so a new split of
-    the same audio costs nothing and a killed run keeps every clip it finished; each clip's
-    file lands whole (write, then rename)."""
-    folder = features_folder(model, cache_dir, backbone_id)
-    model.eval()
-    per_clip: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    todo = []
-    for i, clip in enumerate(dataset.clips):
-        target = _clip_file(folder, clip.path)
-        if target.is_file():
-            with np.load(target) as z:
-                per_clip[i] = (z["features"], z["logits"])
-        else:
-            todo.append(i)
-    pending: list[np.ndarray] = []
-    owners: list[int] = []
-    done: dict[int, list] = {}
-    remaining: dict[int, int] = {}
-
-    def flush() -> None:
-        f, lg = model.audio_features(model.frontend(torch.from_numpy(np.stack(pending))))
-        if lg is None:  # an encoder without tags (a student's): no logits, zero columns
-            lg = torch.zeros(len(f), 0)
-        for row, i in enumerate(owners):
-            done[i][0].append(f[row].numpy())
-            done[i][1].append(lg[row].numpy())
-            remaining[i] -= 1
-            if remaining[i] == 0:
-                _finish(i)
-        pending.clear()
-        owners.clear()
-
-    def _finish(i: int) -> None:
-        feats = np.stack(done[i][0]).astype(np.float32)
-        logits = np.stack(done[i][1]).astype(np.float32)
-        per_clip[i] = (feats, logits)
-        target = _clip_file(folder, dataset.clips[i].path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(target) as f:
-            np.savez(f, features=feats, logits=logits)
-        del done[i]
-
-    bar = _bar(len(todo), f"backbone {dataset.split}", progress and bool(todo))
-    failed = 0
-    for i in todo:
-        try:
-            windows = [w.samples for w in window_file(dataset.clips[i].path, model.config.audio)]
-        except AudioDecodeError:
-            failed += 1
-            windows = []
-        if windows:
-            done[i] = ([], [])
-            remaining[i] = len(windows)
-            for w in windows:
-                pending.append(w)
-                owners.append(i)
-                if len(pending) == batch_size:
-                    flush()
-        bar.update(1)
-    if pending:
-        flush()
-    bar.close()
-    if failed:
-        print(f"backbone {dataset.split}: {failed} clip(s) could not be decoded", file=sys.stderr)
-    order = sorted(per_clip)
-    if not order:
-        raise EarshotError(f"no clip of split '{dataset.split}' could be decoded")
-    return BackboneFeatures(
-        np.concatenate([per_clip[i][0] for i in order]),
-        np.concatenate([per_clip[i][1] for i in order]),
-        np.concatenate([np.full(len(per_clip[i][0]), i, dtype=np.int64) for i in order]),
-    )
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="clip", disable=not enabled, file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -271,7 +141,7 @@ def fit_heads(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.steps)
     n_tags = teacher.shape[0]
     # The teacher vector of every training window: Σ_c p(c)² · sentence(c), in the text space.
-    tag_p2 = train.features[:, -n_tags:] if _reads_tags(model) else None
+    tag_p2 = train.features[:, -n_tags:] if reads_tags(model) else None
     if tag_p2 is None:
         raise ValueError("fit_heads needs a model whose audio head reads the tag probabilities")
     teacher_text = F.normalize(tag_p2 @ teacher, dim=-1)  # (windows, text_dim)
@@ -378,10 +248,6 @@ def _with_audio_hidden(model: JointModel, hidden: int) -> JointModel:
     return wider
 
 
-def _reads_tags(model: JointModel) -> bool:
-    return bool(getattr(model.config.encoder, "head_tags", False))
-
-
 def _heads_state(model: JointModel):
     return (
         {k: v.detach().clone() for k, v in model.audio_head.state_dict().items()},
@@ -412,7 +278,7 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
         # Start from a model folder on a named backbone (its heads, e.g. a teacher folder
         # written by `earshot init-model --efficientat`), not from the teacher start.
         model = load_model(cfg.init)
-        if not has_backbone(model.config) or not _reads_tags(model):
+        if not has_backbone(model.config) or not reads_tags(model):
             raise EarshotError(
                 f"init '{cfg.init}' is not a model on a named tagging backbone; "
                 "heads-only training needs one (earshot init-model DIR --efficientat mn04)"

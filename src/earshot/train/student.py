@@ -10,7 +10,7 @@ loads with no network: the offline fallback, when the teacher's backbone cannot 
 
 Windows are the teacher's (window_s, hop_s), so each student window has the teacher's vector of
 the same samples as its target; both sides' outputs are computed once per clip and cached
-(`backbone_features`). The head's linear part starts at the ridge least-squares map from the
+(`train/features.py`). The head's linear part starts at the ridge least-squares map from the
 student's features to the teacher's vectors; the step with the best validation mAP@10 is kept.
 """
 
@@ -27,13 +27,12 @@ import torch.nn.functional as F
 
 from earshot.errors import EarshotError
 from earshot.model.dual import JointModel
+from earshot.train.features import BackboneFeatures, backbone_features
 from earshot.train.heads import (
     LOG_FILE,
-    BackboneFeatures,
     HeadSettings,
     Validation,
     _Split,
-    backbone_features,
     caption_nce,
     clip_weights,
     draw_batch,
