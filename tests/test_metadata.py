@@ -323,10 +323,10 @@ def test_hybrid_is_the_default_where_a_query_word_picks_files_out_by_name(tmp_pa
         index(cat, text_model, root)
         assert not cat.has_described_files()
         # "slams" finds "slam" (schema.stem)
-        assert cat.name_word_counts("a door slams") == {"door": 1, "slams": 1}
-        assert cat.name_word_counts("the birds") == {"birds": 0}
-        assert cat.name_word_counts("take") == {"take": 4}
-        assert cat.name_word_counts("take", cap=2) == {"take": 2}  # counting stops there
+        assert cat.path_word_counts("a door slams") == {"door": 1, "slams": 1}
+        assert cat.path_word_counts("the birds") == {"birds": 0}
+        assert cat.path_word_counts("take") == {"take": 4}
+        assert cat.path_word_counts("take", cap=2) == {"take": 2}  # counting stops there
         assert cat.ok_file_count() == 7
         searcher = Searcher(cat, text_model)
         assert searcher.hybrid_by_default("a door slams")
@@ -349,6 +349,25 @@ def test_hybrid_is_the_default_where_a_query_word_picks_files_out_by_name(tmp_pa
         assert hits[0].file_id == steps and hits[0].band == "good"
         # the query syntax's own words are not the description's
         assert not searcher.hybrid_by_default(searcher.plan_text("birds -door", None).text)
+        # A library filed by folder (Doors/take_001.wav): its folders' words pick files out too;
+        # the words of the folder all of it sits in (tmp_path's) pick nothing out.
+        (root / "Birds" / "Dawn chorus").mkdir(parents=True)
+        for i in range(2):
+            write_tone(
+                root / "Birds" / "Dawn chorus" / f"take_10{i}.wav", 1.0, 16000, freq=900.0 + 200 * i
+            )
+        index(cat, text_model, root)
+        assert cat.path_word_counts("birds singing at dawn") == {
+            "birds": 2, "singing": 0, "dawn": 2
+        }  # fmt: skip
+        assert searcher.hybrid_by_default("birds singing")
+        birds = {
+            cat.file_id_for_path(str(root / "Birds/Dawn chorus" / f"take_10{i}.wav"))
+            for i in (0, 1)
+        }
+        found = ids("birds singing")
+        assert found[0] in birds and birds <= set(found), found  # found where they are filed
+        assert not searcher.hybrid_by_default("named")  # root's own name: every file has it
 
 
 def test_a_file_described_by_every_word_is_a_good_match_and_not_trimmed(

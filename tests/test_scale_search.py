@@ -280,16 +280,16 @@ def test_hybrid_search_over_one_index_is_the_catalogues(searchers):
 
 
 @slow
-def test_name_word_counts_over_shards_are_the_catalogues(searchers):
+def test_path_word_counts_over_shards_are_the_catalogues(searchers):
     """What turns hybrid on by default without descriptions (a query word in some names),
     summed over the indexes: the catalogue's counts."""
     searcher, shards = searchers
     for text in ("a wooden door", "robins singing", "noise and a tone", "nothing here"):
-        want = searcher.cat.name_word_counts(text)
+        want = searcher.cat.path_word_counts(text)
         for n in (1, 2):
-            assert shards[n].cat.name_word_counts(text) == want, (n, text)
+            assert shards[n].cat.path_word_counts(text) == want, (n, text)
             assert shards[n].cat.ok_file_count() == searcher.cat.ok_file_count()
-    assert searcher.cat.name_word_counts("robins")["robins"] >= 1  # robin.wav, by its stem
+    assert searcher.cat.path_word_counts("robins")["robins"] >= 1  # robin.wav, by its stem
 
 
 def kw_rest(kw: dict) -> dict:

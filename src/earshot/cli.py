@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="fuse keyword matches on names, tags and embedded metadata with the sound ranking "
         "(the default where the catalogue holds embedded descriptions, or where a word of the "
-        "query picks files out by name)",
+        "query picks files out by name or folder)",
     )
     p.add_argument(
         "--no-hybrid",

@@ -103,21 +103,21 @@ class CatalogueQueries:
             row = conn.execute("SELECT 1 FROM files_fts WHERE meta != '' LIMIT 1").fetchone()
         return row is not None
 
-    def name_word_counts(self, text: str, cap: int | None = None) -> dict[str, int]:
-        """{word: indexed files whose name holds it (as keyword search matches: from its stem,
-        as a prefix), counted up to `cap`} for the content words of `text`: whether a query's
-        words pick files out by name, where hybrid search is on by default
-        (`Searcher.hybrid_by_default`)."""
+    def path_word_counts(self, text: str, cap: int | None = None) -> dict[str, int]:
+        """{word: indexed files whose name or folders hold it (as keyword search matches: from
+        its stem, as a prefix), counted up to `cap`} for the content words of `text`: whether a
+        query's words pick files out by where they are filed (`Doors/take_001.wav` as much as
+        `door_slam_01.wav`), where hybrid search is on by default (`Searcher.hybrid_by_default`)."""
         counts: dict[str, int] = {}
         limit = -1 if cap is None else max(0, int(cap))
-        with self._use("count name matches") as conn:
+        with self._use("count name and folder matches") as conn:
             for word in content_words(str(text)):
                 match = fts_query(word)
                 if match is not None:
                     counts[word] = conn.execute(
                         "SELECT count(*) FROM (SELECT 1 FROM files_fts WHERE files_fts MATCH ? "
                         "LIMIT ?)",
-                        ("{name} : (" + match + ")", limit),
+                        ("{name folder} : (" + match + ")", limit),
                     ).fetchone()[0]
         return counts
 

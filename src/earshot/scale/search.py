@@ -60,7 +60,7 @@ READS = frozenset(
         "files_with_tags",
         "keyword_search",
         "has_described_files",
-        "name_word_counts",
+        "path_word_counts",
         "ok_file_count",
         "max_segment_id",
         "segment_count",
@@ -379,11 +379,11 @@ class ShardCatalogue:
         rows = [r for part in self._all("keyword_search", query, limit) for r in part]
         return sorted(rows, key=lambda r: (-r[1], r[0]))[: max(0, int(limit))]
 
-    def name_word_counts(self, text: str, cap: int | None = None) -> dict[str, int]:
+    def path_word_counts(self, text: str, cap: int | None = None) -> dict[str, int]:
         """Summed over the actors' catalogues (each counted up to `cap`: a sum at or over it
         means at least `cap`)."""
         counts: Counter = Counter()
-        for part in self._all("name_word_counts", text, cap):
+        for part in self._all("path_word_counts", text, cap):
             counts.update(part)
         return dict(counts)
 

@@ -293,7 +293,7 @@ def create_app(
             None,
             description="fuse keyword matches on names, tags and embedded metadata; default: "
             "on where the catalogue holds embedded descriptions or a query word picks files "
-            "out by name",
+            "out by name or folder",
         ),
         offset: Offset = 0,
         sort: Sort = "score",
