@@ -226,6 +226,16 @@ def test_message_and_weak_tail(searcher):
 
     mixed[0] = replace(mixed[0], band="good", confidence=0.9)
     assert [h.band for h in trim_weak(mixed)] == ["good"]
+    # A weak hit ranked above a good one (fusion can rank it so) stays: the list keeps its
+    # ranks 1, 2...; only the weak tail after the last good hit goes. Sorted by name, every
+    # hit that is not good goes.
+    middle = Results.of([*hits])
+    middle[1] = replace(middle[1], band="good", confidence=0.9)
+    assert [h.rank for h in trim_weak(middle)] == [h.rank for h in hits[:2]]
+    assert [h.band for h in trim_weak(middle)] == ["weak", "good"]
+    middle.sort = "name"
+    assert [h.band for h in trim_weak(middle)] == ["good"]
+    assert searcher.search_text("a door slams", k=3, hybrid=False, sort="name").sort == "name"
     assert mixed.message("x") is None
     assert Results.of([]).message("x") == 'no match for "x"'
 

@@ -79,8 +79,14 @@ def test_search_returns_what_the_searcher_returns(client, searcher, lib):
 
 
 def test_search_is_hybrid_by_default_where_a_name_holds_a_query_word(client, searcher):
-    # "owl" is in one name of six (owl.flac); no name holds "bird", "sings" or "dawn"
-    for q, hybrid in (("an owl hooting", True), ("a bird sings at dawn", False)):
+    # "owl" is in one name of six (owl.flac); "bird" in the folder of three (birds/); no name
+    # or folder holds "cat", "purrs" or "dawn"
+    cases = (
+        ("an owl hooting", True),
+        ("a bird sings at dawn", True),
+        ("a cat purrs at dawn", False),
+    )
+    for q, hybrid in cases:
         body = client.get("/api/search", params={"q": q, "k": 3}).json()
         assert body["hybrid"] is hybrid, q  # the page says what its scores are
         expected = searcher.search_text(q, 3, hybrid=hybrid)

@@ -660,6 +660,12 @@ def test_bands_fold_the_weak_tail_and_say_when_nothing_matches(browser, rich_ser
         d.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
     assert d.switch_to.active_element.get_attribute("data-index") == "2"
     d.save_screenshot(str(shots / "browser-bands.png"))
+    # A weak hit ranked above good ones stays shown (the ranks stay 1, 2, 3...): only the
+    # tail after the last good hit folds.
+    d.execute_script("const e = window.earshot; e.state.hits[0].band = 'weak'; e.applyWeak();")
+    first = d.find_elements(By.CSS_SELECTOR, "#results .hit")[0]
+    assert first.is_displayed() and toggle.text == "Show 3 weak matches"
+    d.execute_script("const e = window.earshot; e.state.hits[0].band = 'good'; e.applyWeak();")
     toggle.click()
     assert (
         len([c for c in d.find_elements(By.CSS_SELECTOR, "#results .hit") if c.is_displayed()]) == 6

@@ -231,6 +231,7 @@ class Results(list):
     more: bool = False
     total_estimate: int = 0
     hybrid: bool = False  # fused with keyword matches: scores are then reciprocal-rank sums
+    sort: str = "score"  # the order the hits are in (Searcher's `sort`)
 
     @classmethod
     def of(cls, hits, offset: int = 0, more: bool = False, total: int | None = None) -> Results:
@@ -261,14 +262,24 @@ class Results(list):
 
 
 def trim_weak(hits: list) -> list:
-    """Hits without the weak tail: where some hit is good, only the good ones; where none is,
-    all of them (marked), so a poor query still shows its best candidates."""
-    good = [h for h in hits if h.band == GOOD]
+    """Hits without the weak tail: where some hit is good, those up to the last good one, so
+    a list ranked by score keeps its ranks 1, 2, 3... (a weak hit ranked above a good one, as
+    fusing keyword matches can rank it, stays, marked); in a list sorted otherwise (`sort`
+    name, duration, date), only the good ones. Where none is good, all of them (marked), so a
+    poor query still shows its best candidates."""
+    good = [i for i, h in enumerate(hits) if h.band == GOOD]
     if not good or len(good) == len(hits):
         return hits
-    out = Results.of(good, getattr(hits, "offset", 0), getattr(hits, "more", False))
-    out.total_estimate = getattr(hits, "total_estimate", len(good))
+    if getattr(hits, "sort", "score") == "score":
+        kept = list(hits[: good[-1] + 1])
+    else:
+        kept = [hits[i] for i in good]
+    if len(kept) == len(hits):
+        return hits
+    out = Results.of(kept, getattr(hits, "offset", 0), getattr(hits, "more", False))
+    out.total_estimate = getattr(hits, "total_estimate", len(kept))
     out.hybrid = getattr(hits, "hybrid", False)
+    out.sort = getattr(hits, "sort", "score")
     return out
 
 
@@ -814,8 +825,10 @@ class Searcher:
         page = [replace(h, rank=offset + i) for i, h in enumerate(with_meta(self.cat, page), 1)]
         total = len(relevant) if sort != "score" else len(grouped)
         more = more if sort == "score" else offset + k < len(relevant)
-        return Results.of(page, offset, more or (sort == "score" and len(grouped) > offset + k),
-                          total)  # fmt: skip
+        out = Results.of(page, offset, more or (sort == "score" and len(grouped) > offset + k),
+                         total)  # fmt: skip
+        out.sort = sort
+        return out
 
     def _with_spans(
         self, hits: list[Hit], query: np.ndarray, n: int, kind: str, negative

@@ -12,7 +12,15 @@ import {
   restoreFilters,
 } from "./filters.js";
 import { setStatus, showError, showNote, showUntrained } from "./messages.js";
-import { clipUrl, clearResults, render, shownItems, toggleSpans, toggleWeak } from "./results.js";
+import {
+  applyWeak,
+  clipUrl,
+  clearResults,
+  render,
+  shownItems,
+  toggleSpans,
+  toggleWeak,
+} from "./results.js";
 import { focusHit, moreResults, rerun, runSearch, abort } from "./search.js";
 import { writeUrl } from "./history.js";
 import { initPlayer, playHit, stop, toggle } from "./player.js";
@@ -352,7 +360,7 @@ async function start() {
   await readOffers();
   startFromUrl();
   // Exposed for tests and the curious: what is on screen (set once the page is ready).
-  window.earshot = { state };
+  window.earshot = { state, applyWeak };
   loadExamples();
   try {
     const stats = await api("/api/stats");

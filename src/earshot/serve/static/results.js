@@ -66,11 +66,19 @@ export function clearResults() {
   el.welcome.hidden = false;
 }
 
-/** Hits worth hiding: the weak and no-match tail after at least one good hit. */
+/**
+ * Hits worth hiding: the weak and no-match tail after the last good hit, so a list ranked by
+ * score keeps its ranks (a weak hit ranked above a good one, as fused keyword matches can rank
+ * it, stays, marked); sorted by name, duration or date, every hit that is not good.
+ */
 function weakTail() {
-  const banded = state.hits.some((h) => h.band);
-  if (!banded || !state.hits.some((h) => h.band === "good")) return [];
-  return state.hits.map((h, i) => (h.band && h.band !== "good" ? i : -1)).filter((i) => i >= 0);
+  const lastGood = state.hits.findLastIndex((h) => h.band === "good");
+  if (lastGood < 0) return [];
+  const byScore = !el.sort || !el.sort.value || el.sort.value === "score";
+  const from = byScore ? lastGood + 1 : 0;
+  return state.hits
+    .map((h, i) => (i >= from && h.band && h.band !== "good" ? i : -1))
+    .filter((i) => i >= 0);
 }
 
 export function applyWeak() {
