@@ -437,3 +437,18 @@ def test_evaluate_queries_resamples_the_recipes_recordings(tiny_setup):
     report = evaluate_queries(model, dataset, store, recipe.queries(), n_boot=N_BOOT)
     # The synth folder has no recording column: each file is its own recording.
     assert report["recordings resampled"]["recordings"] == len(dataset)
+
+
+def test_cli_evaluate_refuses_a_bad_n_boot_before_any_work(capsys, monkeypatch):
+    """--n-boot 0 once failed only after scoring the whole split: now argparse refuses it."""
+    import earshot.commands.train as train_cmds
+
+    def never(args):
+        raise AssertionError("evaluate ran with --n-boot 0")
+
+    monkeypatch.setattr(train_cmds, "cmd_evaluate", never)
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(SystemExit) as exc:
+            main(["evaluate", "--model", "m", "--dataset", "d", "--n-boot", bad])
+        assert exc.value.code == 2
+        assert "--n-boot" in capsys.readouterr().err

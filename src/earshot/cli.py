@@ -17,6 +17,17 @@ from earshot.commands import weights as weights_cmds
 from earshot.errors import EarshotError
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1, refused before any work starts."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
@@ -254,8 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
         "packaged model's name)",
     )
     p.add_argument("--cache-dir", default=".earshot-cache", help="feature cache folder")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument(
+        "--n-boot", type=_positive_int, default=1000, help="bootstrap resamples for the CIs"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
