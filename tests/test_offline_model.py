@@ -190,3 +190,42 @@ def test_the_packaged_offline_model_is_all_ours():
     assert model_id(load_model("offline", with_text=False)) == shipped["model_id"]
     for word in ("non-commercial", "MIT", "general model", "compact model"):
         assert word in card, word
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_the_cards_demo_queries_regenerate(shared_data, tmp_path):
+    """MODEL_CARD-offline.md's demo paragraph, as `bench/bench_demo.py --models offline
+    --sets sfx` measures it among the sfx pool's 1,163 test clips: what it finds by sound
+    alone (and what it misses), and what the demo's default (hybrid, names) finds."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("bench_demo_t", REPO / "bench/bench_demo.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    got = bench.sfx_results(
+        load_model("offline", lean_text=True), bench.sfx_test_clips(), tmp_path, 5
+    )
+
+    def labels(query, mode="sound"):
+        return [h["label"] for h in got[query][mode]]
+
+    assert labels("rain")[:2] == ["rain heard from indoors", "storm water running"]
+    assert all(lab.startswith("footsteps on") for lab in labels("footsteps on gravel"))
+    assert "footsteps on gravel" not in labels("footsteps on gravel")
+    assert labels("a door slams")[1] == "car door slam"
+    assert labels("glass breaking")[2] == "glass breaking"
+    assert "bird" in labels("birds singing")[0]
+    assert not any("dog" in lab for lab in labels("a dog barking"))  # its miss, stated
+    # hybrid (the demo's default, the files keeping their names): each finds its sound first
+    firsts = {q: labels(q, "default")[0] for q in got}
+    assert firsts == {
+        "rain": "rain heard from indoors",
+        "footsteps on gravel": "footsteps on gravel",
+        "a door slams": "steel door closing",
+        "glass breaking": "glass breaking",
+        "a dog barking": "dog barking",
+        "birds singing": "birds chirping",
+    }
