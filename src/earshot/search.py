@@ -412,10 +412,10 @@ class Searcher:
         matches when not told: where the catalogue holds embedded descriptions, or where one
         of the query's words picks files out by name: some file's name or folders hold it, and
         at most half of them do (a word in every name, "take" or "track", or in the library's
-        own folder, picks nothing out). Where
-        only the sound tags would match the words, fusing costs a little (bench/bench_hybrid.py,
-        README), so then it is off. Cached per catalogue generation: paging and sorting ask
-        again (bench/bench_index.py's search part measures the uncached cost)."""
+        own folder, picks nothing out). Where only the sound tags would match the words, fusing
+        costs a little (bench/bench_hybrid.py, README), so then it is off. Cached per catalogue
+        generation: paging and sorting ask again (bench/bench_index.py's search part measures
+        the uncached cost)."""
         generation = self.cat.generation
         key = (text or "", generation)
         if key not in self._hybrid_cache:
@@ -426,7 +426,7 @@ class Searcher:
                 self._hybrid_cache.pop(next(iter(self._hybrid_cache)))
             if described or not text:
                 self._hybrid_cache[key] = described
-            else:  # counted up to one past half: a word in more names than that picks nothing
+            else:  # counted up to one past half: a word in more paths than that picks nothing
                 counts = self.cat.path_word_counts(text, cap=total // 2 + 1)
                 self._hybrid_cache[key] = any(0 < 2 * n <= total for n in counts.values())
         return self._hybrid_cache[key]
