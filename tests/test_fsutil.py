@@ -142,3 +142,22 @@ def test_replace_durably(tmp_path, monkeypatch):
     fsutil.replace_durably(part, tmp_path / "w")
     assert (tmp_path / "w").read_bytes() == b"new" and not part.exists()
     assert len(synced) == 2
+
+
+def test_absolute_is_one_spelling_naming_the_same_file(tmp_path, monkeypatch):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "c").mkdir(parents=True)
+    (tmp_path / "a" / "link").symlink_to(tmp_path / "elsewhere" / "c")
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    base = str(tmp_path)
+    assert fsutil.absolute("..") == f"{base}/a"
+    assert fsutil.absolute("../b/./") == f"{base}/a/b"
+    assert fsutil.absolute(f"{base}//a/b/../b") == f"{base}/a/b"
+    assert fsutil.absolute("x.wav") == f"{base}/a/b/x.wav"  # need not exist
+    monkeypatch.setenv("HOME", base)
+    assert fsutil.absolute("~/a/./b") == f"{base}/a/b"
+    # `..` after a link is the parent of where the link points, as the kernel reads it; the
+    # part after the last `..` keeps its own name, links and all.
+    assert fsutil.absolute(f"{base}/a/link/..") == f"{base}/elsewhere"
+    assert fsutil.absolute(f"{base}/a/link/../c") == f"{base}/elsewhere/c"
+    assert fsutil.absolute(f"{base}/a/b/../link") == f"{base}/a/link"

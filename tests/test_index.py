@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -149,6 +150,45 @@ def test_file_vanishing_mid_run(tmp_path, library, model, monkeypatch):
         s = index(cat, model, library)
         assert s.added == 3 and s.skipped == []
         assert not any(p.endswith("owl.flac") for p in cat.file_states())
+
+
+def test_one_spelling_per_file_however_the_root_is_written(tmp_path, library, model, monkeypatch):
+    # `index ../library` and `index /abs/library` are one library: before, each spelling kept
+    # its own copy of every file ("also at" twins), and --like FILE found the file itself.
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        s = index(cat, model, "../library/")
+        assert s.added == 4
+        assert sorted(cat.file_states()) == sorted(
+            str(p) for p in library.rglob("*") if p.suffix in {".wav", ".flac", ".ogg"}
+        )
+        for spelling in (library, "./../work/../library", f"{library}//birds/.."):
+            again = index(cat, model, spelling)
+            assert (again.added, again.removed, again.unchanged) == (0, 0, 4), spelling
+        assert len(cat.file_states()) == 4
+
+
+def test_entries_an_older_earshot_stored_with_dots_are_folded(tmp_path, library, model, monkeypatch):
+    import earshot.index.build as build
+    import earshot.index.scan as scan_module
+
+    def old_absolute(path):  # what an older earshot stored: Path.absolute() keeps `..`
+        return str(Path(path).expanduser().absolute())
+
+    monkeypatch.chdir(library / "birds")
+    with Catalogue(tmp_path / "c.sqlite") as cat:
+        with monkeypatch.context() as old:
+            old.setattr(build, "absolute", old_absolute)
+            old.setattr(scan_module, "absolute", old_absolute)
+            index(cat, model, "../street")
+            index(cat, model, library / "street")
+        assert len(cat.file_states()) == 4  # two files, each under two spellings
+        (library / "street" / "traffic.ogg").unlink()
+        s = index(cat, model, library / "street")
+        assert s.removed == 3  # the gone file's two entries and the other file's dotted twin
+        assert list(cat.file_states()) == [str(library / "street" / "night" / "long_hum.wav")]
 
 
 def test_symlink_loops_and_duplicate_links(tmp_path, library, model):

@@ -85,12 +85,16 @@ def test_filters(searcher, setup):
     flac = searcher.search_vector(q, 10, Filters(formats=("FLAC",)))
     assert [h.path.split("/")[-1] for h in flac] == ["owl.flac"]
     assert searcher.search_vector(q, 10, Filters(folder=str(root / "nowhere"))) == []
+    dotted = searcher.search_vector(q, 10, Filters(folder=f"{root}/street/../birds/"))
+    assert [h.path for h in dotted] == [h.path for h in birds]
 
 
 def test_search_like_leaves_the_example_out(searcher, setup):
     root = setup[0]
     hits = searcher.search_like(root / "birds" / "owl.flac", k=10)
     assert len(hits) == 3 and all("owl" not in h.path for h in hits)
+    dotted = searcher.search_like(root / "street" / ".." / "birds" / "." / "owl.flac", k=10)
+    assert [h.path for h in dotted] == [h.path for h in hits]  # the same file, spelt otherwise
     span = searcher.search_like(root / "street" / "long_hum.wav", k=2, start=12.0, end=19.0)
     assert len(span) == 2 and all("long_hum" not in h.path for h in span)
     with pytest.raises(SearchError, match="holds no audio"):

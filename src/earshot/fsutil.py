@@ -1,4 +1,5 @@
-"""File-system helpers: file modes, and the one atomic write every earshot writer uses."""
+"""File-system helpers: file modes, one absolute spelling of a path, and the one atomic write
+every earshot writer uses."""
 
 from __future__ import annotations
 
@@ -28,6 +29,31 @@ def give_default_mode(path: str | Path) -> None:
     running under another account must be able to read them.
     """
     os.chmod(path, 0o666 & ~umask())
+
+
+def absolute(path: str | os.PathLike) -> str:
+    """`path` as one absolute spelling (~ expanded, `.`, `..`, `//` and a trailing `/` taken
+    out) that names the same file, so `earshot index ../sounds`, `index ~/sounds` and
+    `--folder ./sounds/` all mean the paths the catalogue already holds.
+
+    `..` is taken out lexically where that names what the kernel would (it does unless a folder
+    before the `..` is a symlink); otherwise the part up to the last `..` is resolved as the
+    kernel does (`os.path.realpath`) and the rest kept as given, so a root that is itself a
+    link keeps its own name, as `scan` promises."""
+    raw = os.path.join(os.getcwd(), os.path.expanduser(os.fspath(path)))
+    parts = raw.split(os.sep)
+    if ".." not in parts:
+        return os.path.normpath(raw)  # `.`, `//` and a trailing `/`: nothing but spelling
+    lexical = os.path.normpath(raw)
+    try:
+        same = os.path.samestat(os.stat(raw), os.stat(lexical))
+    except OSError:
+        same = False
+    if same:
+        return lexical
+    last = len(parts) - 1 - parts[::-1].index("..")
+    head = os.path.realpath(os.sep.join(parts[: last + 1]) or os.sep)
+    return os.path.normpath(os.path.join(head, *parts[last + 1 :]))
 
 
 # -- atomic writes ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 
 from earshot.confidence import GOOD, Calibration, SampleMoments, load_calibrations, zscore
 from earshot.errors import SearchError
+from earshot.fsutil import absolute
 from earshot.index.schema import CONFIDENT_TAG
 from earshot.index.store import Catalogue
 from earshot.query_syntax import ParsedQuery, fts_phrase, parse_query
@@ -148,7 +149,7 @@ def folder_form(value: str) -> tuple[str | None, str | None]:
         return None, rest
     expanded = os.path.expanduser(value)
     if os.path.isabs(expanded):
-        return os.path.normpath(expanded), None
+        return absolute(expanded), None
     relative = os.path.normpath(value).replace(os.sep, "/")
     if relative in (".", "..") or relative.startswith("../"):
         raise SearchError(
@@ -584,7 +585,7 @@ class Searcher:
     ) -> Results:
         """Sounds like (a span of) an audio file; the file itself is left out of the results."""
         query = self.embed_example(path, start, end)
-        resolved = str(Path(path).expanduser().absolute())
+        resolved = absolute(path)
         own = self.cat.file_id_for_path(resolved)
         return self.search_vector(query, k, filters, exclude_file=own, kind="example", **page)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from earshot.commands.common import model_from_args
 from earshot.errors import EarshotError
+from earshot.fsutil import absolute
 
 
 def _catalogue_and_model(args: argparse.Namespace, create: bool):
@@ -121,7 +122,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             # A folder here (relative to the current one) is that folder; otherwise an absolute or
             # ~ path, or a folder name matched as whole components anywhere (folder:foley).
             if os.path.isdir(os.path.expanduser(args.folder)):
-                folder = str(Path(args.folder).expanduser().absolute())
+                folder = absolute(args.folder)
             else:
                 folder, relative = folder_form(args.folder)
                 parts = (relative,) if relative else None

@@ -40,6 +40,7 @@ import numpy as np
 
 from earshot.config import AudioConfig
 from earshot.errors import AudioDecodeError
+from earshot.fsutil import absolute
 from earshot.index.journal import CRASHED_HERE, DecodeJournal, decode_fully
 from earshot.index.scan import NOT_REGULAR, ScanEntry, ScanProblems, scan, shown
 from earshot.index.store import Catalogue, CatalogueError, FileRecord
@@ -315,7 +316,7 @@ class Indexer:
     def _run(self, roots: Iterable[str | Path], keep_missing: bool, prune: bool) -> IndexSummary:
         start = time.perf_counter()
         summary = IndexSummary()
-        roots = [Path(r).expanduser().absolute() for r in roots]
+        roots = [Path(absolute(r)) for r in roots]
         problems = ScanProblems()
         known = self.cat.file_states()
         todo: list[ScanEntry] = []
@@ -368,6 +369,10 @@ class Indexer:
                 and not _under_unread(p, problems)
                 and not _under(p, away)
             ]
+            # Entries an older earshot stored under a spelling with `..` or `.` in it (it did
+            # not take them out): the same files, seen above under their one spelling now.
+            respelled = [p for p in known if p not in seen and _respelled(p, seen, roots)]
+            gone = list(dict.fromkeys([*gone, *respelled]))
             if gone:
                 with self.cat.batch():
                     summary.removed = self.cat.remove_paths(gone)
@@ -617,6 +622,15 @@ def _probably_long(entry: ScanEntry) -> bool:
 
 def _under(path: str, roots: list[Path]) -> bool:
     return any(path == str(r) or path.startswith(str(r).rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _respelled(path: str, seen: set[str], roots: list[Path]) -> bool:
+    """Whether `path` is a catalogue entry's spelling with `.` or `..` in it whose one spelling
+    (`fsutil.absolute`) was seen in this scan, or is under its roots and so gone."""
+    if os.sep + "." not in path and os.sep * 2 not in path:
+        return False
+    one = absolute(path)
+    return one != path and (one in seen or (_under(one, roots) and not os.path.lexists(one)))
 
 
 def _under_unread(path: str, problems: ScanProblems) -> bool:

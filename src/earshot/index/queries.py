@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from earshot.fsutil import absolute
 from earshot.index.schema import (
     BM25_WEIGHTS,
     CONFIDENT_TAG,
@@ -648,7 +649,7 @@ def _file_filter(folder, min_duration, max_duration, formats, **more) -> tuple[l
     filters; see `segment_ids_matching`."""
     where, params = ["f.status = 'ok'"], []
     if folder is not None:
-        root = os.path.normpath(os.path.abspath(os.path.expanduser(str(folder))))
+        root = absolute(str(folder))
         prefix = root if root.endswith(os.sep) else root + os.sep
         # Binary comparison: exactly the strings that start with `prefix`, via the index.
         where.append("(f.folder = ? OR (f.folder >= ? AND f.folder < ?))")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from earshot.audio.av_io import AV_SUFFIXES
+from earshot.fsutil import absolute
 
 # What libsndfile decodes, and what PyAV decodes for it (audio/av_io.py); matched
 # case-insensitively on the suffix.
@@ -87,7 +88,7 @@ def scan(roots: Iterable[str | Path], problems: ScanProblems) -> Iterator[ScanEn
     seen_ids: set[tuple[int, int]] = set()  # (device, inode) of every file yielded
     links: list[tuple[str, os.stat_result]] = []  # links to files: yielded last
     for root in roots:
-        root = Path(root).expanduser().absolute()
+        root = Path(absolute(root))
         try:
             st = root.stat()
         except OSError as e:

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from earshot.errors import EarshotError
+from earshot.fsutil import absolute
 from earshot.scale.shards import (
     SHARD_PREFIX,
     Manifest,
@@ -299,7 +300,7 @@ class ShardWriter:
 
 def _under(uri: str, sources: Sequence[str]) -> bool:
     for s in sources:
-        root = s.rstrip("/") if is_s3(s) else str(Path(s).expanduser().absolute())
+        root = s.rstrip("/") if is_s3(s) else absolute(s)
         if uri == root or uri.startswith(root.rstrip("/") + "/"):
             return True
     return False

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from earshot.fsutil import absolute
 from earshot.index.schema import FileRecord, decode_tags
 from earshot.scale.shards import ShardError, current_files, load_manifest, read_shard
 from earshot.scale.storage import Location
@@ -31,7 +32,7 @@ def merge_shards(shards_uri: str, db: str | Path, path_map: dict[str, str] | Non
         for prefix, folder in path_map.items():
             if uri == prefix or uri.startswith(prefix.rstrip("/") + "/"):
                 rest = uri[len(prefix.rstrip("/")) :].lstrip("/")
-                return str(Path(folder).expanduser().absolute() / rest)
+                return str(Path(absolute(folder)) / rest)
         if is_s3(uri):
             raise ShardError(
                 f"'{uri}' is in a bucket, and a catalogue holds file paths: give --map "

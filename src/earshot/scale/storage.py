@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from earshot.errors import EarshotError
+from earshot.fsutil import absolute
 
 
 class StorageError(EarshotError):
@@ -85,7 +86,7 @@ class Location:
         else:
             from pyarrow import fs as pafs
 
-            path = Path(uri).expanduser().absolute()
+            path = Path(absolute(uri))
             self.uri = str(path)
             self.root = str(path)
             self.fs = pafs.LocalFileSystem()
@@ -188,7 +189,7 @@ def list_recordings(
     local = [s for s in sources if not is_s3(s)]
     if local:
         scanned = ScanProblems()
-        for entry in scan([Path(s).expanduser().absolute() for s in local], scanned):
+        for entry in scan([Path(absolute(s)) for s in local], scanned):
             found.setdefault(entry.path, RemoteFile(entry.path, entry.size, entry.mtime_ns))
         problems += [f"unavailable: {shown(r)} ({why})" for r, why in scanned.missing_roots]
         problems += [f"folder not read: {shown(f)} ({why})" for f, why in scanned.folders]
