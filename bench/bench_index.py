@@ -374,10 +374,11 @@ def _name(n: int) -> str:
 def bench_search_path(n_segments: int, queries: int) -> dict:
     """`Searcher.search_vector` in-process over a catalogue of `n_segments` windows: the ANN plus
     the SQLite look-ups and best-window-per-file grouping that bench_search.py leaves out."""
+    from earshot.filters import Filters
     from earshot.index.build import ScanEntry, _record
     from earshot.index.store import Catalogue
     from earshot.model.io import model_id
-    from earshot.search import Filters, Searcher
+    from earshot.search import Searcher
     from earshot.testing.audio import write_tone
     from earshot.testing.models import tiny_model
     from earshot.testing.vectors import clustered_unit_vectors, put_synthetic_files

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import earshot
-from earshot.search import Hit
+from earshot.hits import Hit
 
 HIT_KEYS = {
     "rank", "file_id", "segment_id", "name", "folder", "path", "start", "end", "duration",

@@ -170,7 +170,9 @@ def test_one_spelling_per_file_however_the_root_is_written(tmp_path, library, mo
         assert len(cat.file_states()) == 4
 
 
-def test_entries_an_older_earshot_stored_with_dots_are_folded(tmp_path, library, model, monkeypatch):
+def test_entries_an_older_earshot_stored_with_dots_are_folded(
+    tmp_path, library, model, monkeypatch
+):
     import earshot.index.build as build
     import earshot.index.scan as scan_module
 

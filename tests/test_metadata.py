@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from earshot.audio.metadata import MAX_VALUE_CHARS, clean, parse_ucs, read_metadata
+from earshot.filters import Filters
 from earshot.index.build import Indexer
 from earshot.index.store import Catalogue
-from earshot.search import Filters, Searcher
+from earshot.search import Searcher
 from earshot.testing.audio import write_av, write_noise, write_tone
 from earshot.testing.metadata import (
     add_bext,
@@ -373,7 +374,7 @@ def test_hybrid_is_the_default_where_a_query_word_picks_files_out_by_name(tmp_pa
 def test_a_file_described_by_every_word_is_a_good_match_and_not_trimmed(
     tmp_path, described, text_model
 ):
-    from earshot.search import trim_weak
+    from earshot.hits import trim_weak
 
     with Catalogue(tmp_path / "c.sqlite") as cat:
         index(cat, text_model, described)

@@ -21,11 +21,12 @@ import pytest
 pytest.importorskip("pyarrow", reason="earshot[ray] is not installed (pyarrow)")
 
 from earshot.cli import main
+from earshot.filters import Filters
 from earshot.index.store import Catalogue
 from earshot.model.io import load_model, save_model
 from earshot.scale import shards as sh
 from earshot.scale.storage import Location
-from earshot.search import Filters, Searcher
+from earshot.search import Searcher
 from earshot.testing.audio import write_tone
 from earshot.testing.metadata import add_bext
 
@@ -83,7 +84,7 @@ def test_a_dead_index_process_folder_is_swept(tmp_path):
 
 def test_a_bucket_folder_filter_is_its_components():
     from earshot.errors import SearchError
-    from earshot.search import folder_form
+    from earshot.filters import folder_form
 
     assert folder_form("s3://rec/lib/birds/") == (None, "rec/lib/birds")
     with pytest.raises(SearchError, match="names no bucket"):

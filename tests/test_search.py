@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from earshot.cli import main
+from earshot.filters import Filters
 from earshot.index.build import Indexer
 from earshot.index.store import Catalogue
-from earshot.search import Filters, Searcher, SearchError
+from earshot.search import Searcher, SearchError
 from earshot.testing.audio import write_noise, write_tone
 from earshot.testing.models import tiny_model
 from earshot.testing.serve import index_folder

@@ -11,9 +11,11 @@ import pytest
 
 from earshot.cli import main
 from earshot.confidence import DEFAULT, load_calibrations
+from earshot.filters import Filters
+from earshot.hits import Results, trim_weak
 from earshot.index.store import Catalogue
 from earshot.model.io import model_id
-from earshot.search import Filters, Results, Searcher, SearchError, trim_weak
+from earshot.search import Searcher, SearchError
 from earshot.testing.audio import write_noise, write_tone
 from earshot.testing.models import tiny_model
 from earshot.testing.serve import index_folder

@@ -16,9 +16,10 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient
 
 from earshot.cli import build_parser
+from earshot.filters import Filters
 from earshot.index.store import Catalogue
 from earshot.model.io import load_model
-from earshot.search import Filters, Searcher
+from earshot.search import Searcher
 from earshot.serve import Settings, create_app
 from earshot.testing.serve import build_library
 
@@ -515,7 +516,7 @@ def test_concurrent_http_searches_each_get_their_own_results(app, searcher):
 
 def test_a_weak_search_by_example_does_not_suggest_searching_by_example(client, monkeypatch):
     """The message's hint: a text search suggests an example; one by example, other words."""
-    from earshot.search import EXAMPLE_HINT, Results
+    from earshot.hits import EXAMPLE_HINT, Results
 
     hints = []
     original = Results.message

@@ -24,6 +24,8 @@ import pytest
 import torch
 
 from earshot.cli import main
+from earshot.filters import Filters
+from earshot.hits import Hit
 from earshot.index import schema
 from earshot.index.build import Indexer
 from earshot.index.schema import (
@@ -38,7 +40,7 @@ from earshot.index.schema import (
 from earshot.index.store import Catalogue, CatalogueError, FileRecord, ModelMismatchError
 from earshot.model.dual import JointModel
 from earshot.model.io import load_model, model_id, save_model
-from earshot.search import Filters, Hit, Searcher, SearchError
+from earshot.search import Searcher, SearchError
 from earshot.testing.audio import tone, write_noise, write_tone
 from earshot.testing.models import tiny_model
 

@@ -15,8 +15,8 @@ _LAZY = {
     "choose_model": "earshot.api",
     "load_model": "earshot.model.io",
     "embed_file": "earshot.embed",
-    "Hit": "earshot.search",
-    "Filters": "earshot.search",
+    "Hit": "earshot.hits",
+    "Filters": "earshot.filters",
 }
 
 __all__ = ["AudioDecodeError", "EarshotError", "ModelLoadError", "__version__", *_LAZY]

@@ -77,7 +77,7 @@ class Index:
         has it at >= tag_min, default 0.3). With tags and no text: the files having the tags,
         likeliest first (`search_tags`). offset: hits passed over (paging); sort: score, name,
         duration or date (the 200 best by score, reordered); spans: each file's best N spans.
-        Returns `earshot.search.Results`, a list of hits that also says whether more follow.
+        Returns `earshot.hits.Results`, a list of hits that also says whether more follow.
         """
         chosen = _filters(filters)
         page = {"offset": offset, "sort": sort, "spans": spans}
@@ -114,7 +114,7 @@ class Index:
 
 
 def _filters(kwargs: dict):
-    from earshot.search import Filters
+    from earshot.filters import Filters
 
     formats = kwargs.pop("formats", None)
     if isinstance(formats, str):

@@ -11,17 +11,19 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from earshot.confidence import GOOD, Calibration, SampleMoments, load_calibrations, zscore
 from earshot.errors import SearchError
+from earshot.filters import Filters, file_filters
 from earshot.fsutil import absolute
+from earshot.hits import Hit, Results, with_meta
 from earshot.index.schema import CONFIDENT_TAG
 from earshot.index.store import Catalogue
-from earshot.query_syntax import ParsedQuery, fts_phrase, parse_query
+from earshot.query_syntax import ParsedQuery, parse_query
 
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
 SORTS = ("score", "name", "duration", "date")
@@ -36,263 +38,6 @@ MAX_ALSO_AT = 50  # copies listed in a hit's also_at (the first indexed ones)
 # found clips with A and not B at mAP@10 0.41 (general) / 0.34 (compact) as typed, 0.85 / 0.64
 # split (lambda 0), 0.86 / 0.64 at 0.25 (the weight val chose; test differences of 0.01 or less).
 NEGATION_WEIGHT = 0.25
-
-
-@dataclass(frozen=True)
-class Filters:
-    folder: str | None = None
-    min_duration: float | None = None
-    max_duration: float | None = None
-    formats: tuple[str, ...] | None = None
-    # Sound tags a file must have, all of them (display names, any case): some window of the
-    # file has each at >= tag_min (None: CONFIDENT_TAG, 0.3).
-    tags: tuple[str, ...] | None = None
-    tag_min: float | None = None
-    # Phrases the file's keyword-search text must hold, every one: its name, folder, tags and
-    # embedded metadata (Catalogue.file_ids_matching_keywords): what `"phrase"` maps onto.
-    keywords: tuple[str, ...] | None = None
-    # The query syntax's (earshot.query_syntax), also usable alone: inclusive (lo, hi) ranges
-    # (None: open), folder names or relative paths whose components a file's folder holds
-    # (any case), and words or phrases that leave a file out when its keyword row (name,
-    # folders, metadata, confident sound tags) holds them. (`"phrase"` and a `tag:` the
-    # catalogue does not tag become `keywords`.)
-    sample_rate: tuple[float | None, float | None] | None = None
-    channels: tuple[float | None, float | None] | None = None
-    folder_parts: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.tags is not None:
-            names = (self.tags,) if isinstance(self.tags, str) else self.tags
-            cleaned = tuple(str(t).strip() for t in names if str(t).strip())
-            object.__setattr__(self, "tags", cleaned or None)
-        if self.keywords is not None:
-            phrases = (self.keywords,) if isinstance(self.keywords, str) else self.keywords
-            cleaned = tuple(str(p).strip() for p in phrases if str(p).strip())
-            object.__setattr__(self, "keywords", cleaned or None)
-
-    def active(self) -> bool:
-        # tag_min alone filters nothing
-        return any(v is not None for k, v in asdict(self).items() if k != "tag_min")
-
-    def more(self) -> dict:
-        """The catalogue's further file conditions (`keywords`, `index.queries._more_filters`)."""
-        exclude = [fts_phrase(w) for w in self.exclude or ()]
-        out = {
-            "keywords": self.keywords,
-            "sample_rate": self.sample_rate,
-            "channels": self.channels,
-            "folder_parts": self.folder_parts,
-            "fts_exclude": [m for m in exclude if m] or None,
-        }
-        return {k: v for k, v in out.items() if v is not None}
-
-    def with_query(self, parsed: ParsedQuery) -> Filters:
-        """These filters and the fields of a parsed query, both applying."""
-        folder, parts = self.folder, list(self.folder_parts or ())
-        for value in parsed.folders:
-            absolute, relative = folder_form(value)
-            if absolute is not None:
-                if folder is not None and absolute != folder:
-                    raise SearchError(
-                        f"two folders asked for ('{folder}' and '{absolute}'): a file is in one"
-                    )
-                folder = absolute
-            else:
-                parts.append(relative)
-        lo, hi = self.min_duration, self.max_duration
-        if parsed.duration is not None:
-            lo = _tighter(lo, parsed.duration.lo, max)
-            hi = _tighter(hi, parsed.duration.hi, min)
-        formats = tuple(dict.fromkeys((*(self.formats or ()), *parsed.formats))) or None
-
-        def joined(mine, theirs):
-            return tuple(dict.fromkeys((*(mine or ()), *theirs))) or None
-
-        def ranged(mine, theirs):
-            if theirs is None:
-                return mine
-            if mine is None:
-                return (theirs.lo, theirs.hi)
-            return (_tighter(mine[0], theirs.lo, max), _tighter(mine[1], theirs.hi, min))
-
-        return replace(
-            self,
-            folder=folder,
-            folder_parts=tuple(dict.fromkeys(parts)) or None,
-            min_duration=lo,
-            max_duration=hi,
-            formats=formats,
-            tags=joined(self.tags, parsed.tags),
-            keywords=joined(self.keywords, parsed.phrases),
-            exclude=joined(self.exclude, parsed.exclude),
-            sample_rate=ranged(self.sample_rate, parsed.sample_rate),
-            channels=ranged(self.channels, parsed.channels),
-        )
-
-
-def _tighter(a, b, pick):
-    return b if a is None else a if b is None else pick(a, b)
-
-
-def folder_form(value: str) -> tuple[str | None, str | None]:
-    """(absolute folder, None) for an absolute or ~ path; (None, relative path) for a folder
-    name or a relative path ("foley", "./sfx/foley/"), matched as whole components anywhere.
-    Both shortened forms hits show are accepted."""
-    value = str(value).strip()
-    if not value:
-        raise SearchError("an empty folder filter: name a folder, e.g. folder:foley")
-    if value.lower().startswith("s3://"):  # a bucket's folder (shards): its components
-        rest = "/".join(p for p in value[5:].split("/") if p)
-        if not rest:
-            raise SearchError(f"folder '{value}' names no bucket: give s3://BUCKET/PREFIX")
-        return None, rest
-    expanded = os.path.expanduser(value)
-    if os.path.isabs(expanded):
-        return absolute(expanded), None
-    relative = os.path.normpath(value).replace(os.sep, "/")
-    if relative in (".", "..") or relative.startswith("../"):
-        raise SearchError(
-            f"folder '{value}' leads out of every folder: give its name or an absolute path"
-        )
-    return None, relative
-
-
-@dataclass(frozen=True)
-class Hit:
-    rank: int
-    path: str
-    start_s: float  # the best-matching window
-    end_s: float
-    score: float  # cosine similarity of that window (hybrid: the fused score; tags: probability)
-    file_id: int
-    segment_id: int
-    duration_s: float
-    format: str
-    # That window's sound tags, (name, probability) best first; () for untagged catalogues.
-    tags: tuple[tuple[str, float], ...] = field(default=())
-    # The file's embedded metadata (description, title, keywords, ucs...; Catalogue.file_meta),
-    # None where it has none.
-    meta: dict | None = field(default=None, compare=False, hash=False)
-    # How far the hit can be trusted (earshot.confidence): 0-1, and its band: good/weak/none.
-    confidence: float | None = None
-    band: str | None = None
-    # The file's best non-overlapping windows, best first, (start_s, end_s, score); the first
-    # is start_s/end_s. () = that one only. more_spans: further windows banded good.
-    spans: tuple[tuple[float, float, float], ...] = field(default=())
-    more_spans: int = 0
-    also_at: tuple[str, ...] = field(default=())  # byte-identical files grouped into this hit
-    sample_rate: int | None = None
-    channels: int | None = None
-    mtime_ns: int | None = None  # the file's, when indexed: the date sort's key
-
-    def as_dict(self) -> dict:
-        """The hit as JSON gives it, the same in `earshot search --json`, the HTTP API and the
-        web page: times in seconds to the millisecond, the score to 6 digits."""
-        folder, name = os.path.split(self.path)
-        spans = self.spans or ((self.start_s, self.end_s, self.score),)
-        return {
-            "rank": self.rank,
-            "file_id": self.file_id,
-            "segment_id": self.segment_id,
-            "name": name,
-            "folder": folder,
-            "path": self.path,
-            "start": round(self.start_s, 3),
-            "end": round(self.end_s, 3),
-            "duration": round(self.duration_s, 3),
-            "score": round(float(self.score), 6),
-            "format": self.format,
-            "tags": tags_json(self.tags),
-            "meta": self.meta or None,
-            "confidence": None if self.confidence is None else round(float(self.confidence), 3),
-            "band": self.band,
-            "spans": [
-                {"start": round(a, 3), "end": round(b, 3), "score": round(float(c), 6)}
-                for a, b, c in spans
-            ],
-            "more_spans": int(self.more_spans),
-            "also_at": list(self.also_at),
-            "sample_rate": self.sample_rate,
-            "channels": self.channels,
-        }
-
-
-# What a weak search by example suggests instead (the user has just given an example).
-EXAMPLE_HINT = "try another example, or words"
-
-
-class Results(list):
-    """The hits of one search (a list, best first, or in the order `sort` asked for), and what
-    is known about the rest: `offset` (hits passed over), `more` (further hits exist),
-    `total_estimate` (files ranked: a lower bound when sorted by score, the whole relevant set
-    when sorted otherwise)."""
-
-    offset: int = 0
-    more: bool = False
-    total_estimate: int = 0
-    hybrid: bool = False  # fused with keyword matches: scores are then reciprocal-rank sums
-    sort: str = "score"  # the order the hits are in (Searcher's `sort`)
-
-    @classmethod
-    def of(cls, hits, offset: int = 0, more: bool = False, total: int | None = None) -> Results:
-        out = cls(hits)
-        out.offset, out.more = offset, more
-        out.total_estimate = len(hits) + offset if total is None else total
-        return out
-
-    def best_band(self) -> str | None:
-        """The band of the most confident hit (None: no hits or no confidence)."""
-        rated = [h for h in self if h.confidence is not None]
-        if not rated:
-            return None
-        return max(rated, key=lambda h: h.confidence).band
-
-    def message(self, query: str | None, hint: str = "try other words or search by example"):
-        """A plain sentence when nothing matches well, else None."""
-        shown = f' for "{query}"' if query else ""
-        if not self:
-            return f"no match{shown}" if self.offset == 0 else None
-        rated = [h for h in self if h.confidence is not None]
-        if not rated or self.offset:
-            return None
-        best = max(rated, key=lambda h: h.confidence)
-        if best.band == GOOD:
-            return None
-        return f"no good match{shown}: the best is {best.band} ({best.confidence:.2f}); {hint}"
-
-
-def trim_weak(hits: list) -> list:
-    """Hits without the weak tail: where some hit is good, those up to the last good one, so
-    a list ranked by score keeps its ranks 1, 2, 3... (a weak hit ranked above a good one, as
-    fusing keyword matches can rank it, stays, marked); in a list sorted otherwise (`sort`
-    name, duration, date), only the good ones. Where none is good, all of them (marked), so a
-    poor query still shows its best candidates."""
-    good = [i for i, h in enumerate(hits) if h.band == GOOD]
-    if not good or len(good) == len(hits):
-        return hits
-    if getattr(hits, "sort", "score") == "score":
-        kept = list(hits[: good[-1] + 1])
-    else:
-        kept = [hits[i] for i in good]
-    if len(kept) == len(hits):
-        return hits
-    out = Results.of(kept, getattr(hits, "offset", 0), getattr(hits, "more", False))
-    out.total_estimate = getattr(hits, "total_estimate", len(kept))
-    out.hybrid = getattr(hits, "hybrid", False)
-    out.sort = getattr(hits, "sort", "score")
-    return out
-
-
-def with_meta(catalogue: Catalogue, hits: list[Hit]) -> list[Hit]:
-    """`hits` with their files' embedded metadata (one query for all of them)."""
-    found = catalogue.file_meta([h.file_id for h in hits])
-    return [replace(h, meta=found.get(h.file_id)) for h in hits]
-
-
-def tags_json(tags: Sequence[tuple[str, float]]) -> list[dict]:
-    """A hit's tags as JSON gives them: [{"name": "Dog", "p": 0.93}, ...]."""
-    return [{"name": name, "p": round(float(p), 3)} for name, p in tags]
 
 
 def ann_path_for(catalogue: Catalogue) -> Path:
@@ -473,7 +218,9 @@ class Searcher:
             return self.search_tags((), k, filters, **page)
         if filters.keywords:
             words = " ".join(filters.keywords)
-            allowed = set(self.cat.file_ids_matching(*_base(filters), **filters.more()).tolist())
+            allowed = set(
+                self.cat.file_ids_matching(*file_filters(filters), **filters.more()).tolist()
+            )
             ranked = [f for f, _ in self.cat.keyword_search(words, limit=SORT_CAP * 5)]
             hits = [self._first_window(f) for f in ranked if f in allowed]
             hits = [replace(h, rank=i, score=1.0 / (RRF_K + i)) for i, h in enumerate(hits, 1)]
@@ -509,7 +256,7 @@ class Searcher:
         scores = self.cat.files_with_tags(indices, self._tag_min(filters))
         rest = replace(filters, tags=None, tag_min=None)
         if rest.active() and scores:
-            allowed = set(self.cat.file_ids_matching(*_base(rest), **rest.more()).tolist())
+            allowed = set(self.cat.file_ids_matching(*file_filters(rest), **rest.more()).tolist())
             scores = {f: p for f, p in scores.items() if f in allowed}
         vocabulary = self.cat.tag_names
         wanted = [vocabulary[i] for i in indices]
@@ -876,7 +623,7 @@ class Searcher:
             if len(self._allowed_cache) >= 8:
                 self._allowed_cache.pop(next(iter(self._allowed_cache)))
             self._allowed_cache[key] = self.cat.segment_ids_matching(
-                *_base(filters), tags=tags, tag_min=tag_min, **filters.more()
+                *file_filters(filters), tags=tags, tag_min=tag_min, **filters.more()
             )
         return self._allowed_cache[key]
 
@@ -965,11 +712,6 @@ class Searcher:
         tags = self.cat.segment_tags([s.segment_id]).get(s.segment_id, ())
         return Hit(0, s.path, s.start_s, s.end_s, 0.0, file_id, s.segment_id, s.duration_s,
                    s.format, tuple(tags))  # fmt: skip
-
-
-def _base(filters: Filters) -> tuple:
-    """The positional file filters of the catalogue's queries."""
-    return filters.folder, filters.min_duration, filters.max_duration, filters.formats
 
 
 def _cap(offset: int, k: int, sort: str) -> int:

@@ -104,7 +104,9 @@ def printable(text: str) -> str:
 def cmd_search(args: argparse.Namespace) -> int:
     import contextlib
 
-    from earshot.search import EXAMPLE_HINT, Filters, Results, Searcher, folder_form, trim_weak
+    from earshot.filters import Filters, folder_form
+    from earshot.hits import EXAMPLE_HINT, Results, trim_weak
+    from earshot.search import Searcher
 
     stack = contextlib.ExitStack()
     if getattr(args, "shards", None):  # the same search over shards on Ray actors
@@ -219,7 +221,7 @@ def meta_line(meta, width: int = 100) -> str:
 
 def _summary(results, query: str | None) -> dict:
     """The top-level fields of a search's JSON besides the hits, as the API gives them."""
-    from earshot.search import Results
+    from earshot.hits import Results
 
     results = results if isinstance(results, Results) else Results.of(results)
     return {

@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from earshot.errors import AudioDecodeError, EarshotError
-from earshot.search import EXAMPLE_HINT, tags_json
+from earshot.hits import EXAMPLE_HINT, tags_json
 from earshot.serve.guard import Guard
 from earshot.serve.playback import MAX_FADE_MS, audio_response, clip_response
 from earshot.serve.service import (
@@ -535,7 +535,8 @@ def _static_file(name: str, media_type: str) -> FileResponse:
 
 
 def _filters(folder, min_duration, max_duration, formats, tags=None, tag_min=None):
-    from earshot.search import Filters, SearchError, folder_form
+    from earshot.filters import Filters, folder_form
+    from earshot.search import SearchError
 
     if folder is not None and not folder.strip():
         folder = None
@@ -570,7 +571,7 @@ def _answer(
     asked: str | None = None,
     by_example: bool = False,
 ) -> dict:
-    from earshot.search import Results, trim_weak
+    from earshot.hits import Results, trim_weak
 
     results = hits if isinstance(hits, Results) else Results.of(hits)
     shown = results if show_weak else trim_weak(results)
