@@ -511,7 +511,8 @@ class Experiment:
         return self._store
 
     def splits(self, indexed: bool):
-        from earshot.train.features import BackboneFeatures, _Split
+        from earshot.train.features import BackboneFeatures
+        from earshot.train.heads import _Split
 
         out = []
         offset = 0
@@ -700,7 +701,7 @@ def blend_rows(
     linear heads, no cost at search time) and `fuse` score fusions w · cos(trained) +
     (1 − w) · cos(start), built by `earshot.model.fusion.fuse_with_start` as the shipped model
     is (its `fusion` = 1 − w); `gate` (tau, low): that fusion weighted per window
-    (`window_gate_scorer`, scoring only: no model ships it); `gated` (tau, low, width, top):
+    (`window_gate_scorer`, scoring only: no model ships it); `gated`, each (tau, low, width, top):
     the trained audio head gated per window by the training windows, as `earshot train`'s
     `window_gate` ships it (`earshot.model.fusion.gate_with_start`, `GatedHead`)."""
     from earshot.model.fusion import fuse_with_start
@@ -735,16 +736,16 @@ def blend_rows(
         bank = torch.from_numpy(np.stack([exp.text[c] for c in captions]))
         scorer = window_gate_scorer(model, exp.start, bank, *gate)
         rows.append({"gate": list(gate), "val": exp.columns(model, val, scorer)})
-    if gated:
+    for one in gated or ():
         from earshot.model.fusion import gate_with_start
 
         if kind != "reference":
             raise SystemExit("--gated gates the reference head")
         model = trained()
-        tau, low, width, top = gated
+        tau, low, width, top = one
         bank = torch.as_tensor(exp.bf["train"].features)  # the run's training windows
         shipped = gate_with_start(model, exp.start[0], bank, tau, low, width, int(top), "audio")
-        rows.append({"gated": list(gated), "val": exp.columns(shipped, val)})
+        rows.append({"gated": list(one), "val": exp.columns(shipped, val)})
     exp.fresh_model(kind)  # leave the one model at its start
     return rows
 
@@ -782,7 +783,7 @@ def run_variants(
     holdout: float = 0.0,
     temperature: float = 0.05,
     gate: list[float] | None = None,
-    gated: list[float] | None = None,
+    gated: list[list[float]] | None = None,
 ) -> None:
     from earshot.train.heads import HeadSettings, _Split, fit_heads
 
@@ -1007,10 +1008,12 @@ def main() -> None:
         type=float,
         nargs=4,
         metavar=("TAU", "LOW", "WIDTH", "TOP"),
+        action="append",
         default=None,
         help="also score the trained audio head gated per window as `window_gate` ships it: "
         "the trained share LOW + (1 - LOW) * sigmoid((k - TAU) / WIDTH), k the mean of the "
-        "window's TOP best cosines to the training windows (a row)",
+        "window's TOP best cosines to the training windows (a row; repeat it for more rows "
+        "from the one run)",
     )
     r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     sc = sub.add_parser("score", help="a model folder's heads scored on val: the columns")
