@@ -189,7 +189,7 @@ def list_recordings(
     local = [s for s in sources if not is_s3(s)]
     if local:
         scanned = ScanProblems()
-        for entry in scan([Path(absolute(s)) for s in local], scanned):
+        for entry in scan(local, scanned):  # scan gives each root its one spelling
             found.setdefault(entry.path, RemoteFile(entry.path, entry.size, entry.mtime_ns))
         problems += [f"unavailable: {shown(r)} ({why})" for r, why in scanned.missing_roots]
         problems += [f"folder not read: {shown(f)} ({why})" for f, why in scanned.folders]
