@@ -189,7 +189,9 @@ def test_entries_an_older_earshot_stored_with_dots_are_folded(
         assert len(cat.file_states()) == 4  # two files, each under two spellings
         (library / "street" / "traffic.ogg").unlink()
         s = index(cat, model, library / "street")
-        assert s.removed == 3  # the gone file's two entries and the other file's dotted twin
+        # the gone file's two entries are removed; the other file's dotted twin is folded
+        assert (s.removed, s.respelled, s.unchanged) == (2, 1, 1)
+        assert s.as_dict()["respelled"] == 1  # what `index --json` and the CLI line report
         assert list(cat.file_states()) == [str(library / "street" / "night" / "long_hum.wav")]
 
 

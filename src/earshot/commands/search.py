@@ -82,6 +82,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         f"({s['segments_added']} windows embedded in {s['seconds']:.1f} s, "
         f"{s['files_per_s']:.1f} files/s)"
     )
+    if s.get("respelled"):
+        print(f"  folded {s['respelled']} entries an earlier earshot stored under a spelling "
+              "with '..' or '.' into their one spelling (the same files)")  # fmt: skip
     if s.get("metadata_read"):
         print(f"  read the embedded metadata of {s['metadata_read']} unchanged files "
               "(indexed by an earlier earshot; nothing embedded again)")  # fmt: skip

@@ -63,6 +63,9 @@ class IndexSummary:
     added: int = 0
     updated: int = 0
     removed: int = 0
+    # entries an older earshot stored under a dotted spelling of a file now seen under its one
+    # spelling: folded into it (not counted in `removed`: the file is still there)
+    respelled: int = 0
     unchanged: int = 0
     reused: int = 0  # new paths whose bytes were already indexed: vectors copied, not recomputed
     metadata_read: int = 0  # unchanged files whose embedded metadata was read (schema upgrade)
@@ -78,6 +81,7 @@ class IndexSummary:
             "added": self.added,
             "updated": self.updated,
             "removed": self.removed,
+            "respelled": self.respelled,
             "unchanged": self.unchanged,
             "reused": self.reused,
             "metadata_read": self.metadata_read,
@@ -371,11 +375,15 @@ class Indexer:
             ]
             # Entries an older earshot stored under a spelling with `..` or `.` in it (it did
             # not take them out): the same files, seen above under their one spelling now.
+            # Those whose one spelling was seen are folded into it (the file is there); the
+            # others' files are gone.
             respelled = [p for p in known if p not in seen and _respelled(p, seen, roots)]
-            gone = list(dict.fromkeys([*gone, *respelled]))
-            if gone:
+            folded = [p for p in respelled if absolute(p) in seen]
+            gone = list(dict.fromkeys([*gone, *respelled]).keys() - set(folded))
+            if gone or folded:
                 with self.cat.batch():
-                    summary.removed = self.cat.remove_paths(gone)
+                    summary.removed = self.cat.remove_paths(sorted(gone))
+                    summary.respelled = self.cat.remove_paths(folded)
         summary.seconds = time.perf_counter() - start
         return summary
 
