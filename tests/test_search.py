@@ -102,6 +102,25 @@ def test_search_like_leaves_the_example_out(searcher, setup):
         searcher.search_like(root / "birds" / "owl.flac", start=30, end=31)
 
 
+def test_search_by_example_takes_the_query_syntax_filters(searcher, setup):
+    root = setup[0]
+    owl = root / "birds" / "owl.flac"
+    narrowed = searcher.example_filters("ext:wav,ogg dur:<=10 -traffic")
+    assert (narrowed.formats, narrowed.max_duration, narrowed.exclude) == (
+        ("wav", "ogg"), 10.0, ("traffic",)
+    )  # fmt: skip
+    hits = searcher.search_like(owl, k=10, filters=narrowed)
+    assert [h.path.split("/")[-1] for h in hits] == ["robin_song.wav"]
+    # merged with the caller's filters, both applying
+    both = searcher.example_filters("dur:>=1", Filters(folder=str(root / "street")))
+    assert (both.folder, both.min_duration) == (str(root / "street"), 1.0)
+    assert searcher.example_filters("  ") == Filters()
+    with pytest.raises(SearchError, match="filters only.*'a dog barks'"):
+        searcher.example_filters("a dog barks ext:wav")
+    with pytest.raises(SearchError, match="dur"):
+        searcher.example_filters("dur:<<5")
+
+
 def test_search_like_segment_and_text(searcher):
     sid = int(searcher.cat.vectors()[0][0])
     hits = searcher.search_like_segment(sid, k=3)
@@ -177,6 +196,16 @@ def test_cli_search(setup, capsys, tmp_path):
     assert "no catalogue" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["search", "x", "--like", "y.wav", *args])
+    assert "filters only" in capsys.readouterr().err
+    # beside an example, a query of fields narrows it
+    owl = str(root / "birds" / "owl.flac")
+    assert main(["search", "ext:wav dur:<5", "--like", owl, "--json", *args]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [h["path"].split("/")[-1] for h in doc["hits"]] == ["robin_song.wav"]
+    assert (doc["query"], doc["q"]) == (owl, "ext:wav dur:<5")
+    sid = str(int(Catalogue(db).vectors()[0][0]))
+    assert main(["search", "dur:>0 -traffic", "--like-id", sid, "--json", *args]) == 0
+    assert all("traffic" not in h["path"] for h in json.loads(capsys.readouterr().out)["hits"])
 
 
 def test_python_api(setup, tmp_path):

@@ -158,6 +158,33 @@ def test_similar_by_segment_and_by_file(client, searcher, lib):
     assert [h["file_id"] for h in whole] == [h.file_id for h in expected]
 
 
+def test_searches_by_example_take_query_syntax_filters(client, searcher, lib, tmp_path):
+    fid = file_id(client, "long_hum.wav")
+    whole = client.get(f"/api/similar/{fid}", params={"k": 10}).json()["hits"]
+    r = client.get(f"/api/similar/{fid}", params={"k": 10, "q": "ext:flac,ogg -traffic"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    names = [h["path"].split("/")[-1] for h in body["hits"]]
+    assert names and all(n.endswith((".flac", ".ogg")) and "traffic" not in n for n in names)
+    assert names == [  # the same ranking, narrowed
+        h["path"].split("/")[-1]
+        for h in whole
+        if h["path"].endswith((".flac", ".ogg")) and "traffic" not in h["path"]
+    ]
+    assert body["query"]["q"] == "ext:flac,ogg -traffic"
+    assert body["filters"]["exclude"] == ["traffic"]  # what applied, as the response says
+    bad = client.get(f"/api/similar/{fid}", params={"q": "a dog barks"})
+    assert bad.status_code == 400 and "filters only" in bad.json()["error"]
+    # an upload: refused before it is read when the query is a description
+    path = lib.root / "street" / "traffic.ogg"
+    upload = {"file": ("t.ogg", path.read_bytes(), "audio/ogg")}
+    r = client.post("/api/search/like", params={"k": 10, "q": "ext:wav"}, files=upload)
+    assert r.status_code == 200, r.text
+    assert r.json()["hits"] and all(h["path"].endswith(".wav") for h in r.json()["hits"])
+    r = client.post("/api/search/like", params={"q": "rain"}, files=upload)
+    assert r.status_code == 400 and "'rain'" in r.json()["error"]
+
+
 def test_similar_errors(client):
     fid = file_id(client, "long_hum.wav")
     other = file_id(client, "owl.flac")

@@ -780,3 +780,15 @@ def test_sort_and_the_rate_and_channel_filters(browser, rich_server):
     assert player(d)["error"] is None
     d.execute_script("document.getElementById('player').pause();")
     Select(d.find_element(By.ID, "channels")).select_by_value("")
+
+    # More like this reads the same two menus (sent as the query syntax, `q`): a search like
+    # another file, narrowed to the stereo one.
+    wait(d, lambda d: len(hits_on_screen(d)) > 1, "every file again")
+    other = next(h for h in hits_on_screen(d) if h["name"] != "owl.aiff")
+    card(d, other["name"]).find_element(By.CSS_SELECTOR, ".more").click()
+    wait(d, lambda d: "that sound like" in d.find_element(By.ID, "status").text, "similar")
+    channels = d.find_element(By.ID, "channels")
+    assert channels.is_enabled()
+    Select(channels).select_by_value("2")
+    wait(d, lambda d: {h["name"] for h in hits_on_screen(d)} == {"owl.aiff"}, "stereo, like it")
+    assert "like=" in d.current_url

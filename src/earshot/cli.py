@@ -141,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="show_weak",
         help="also list the weak matches after the good ones (left out by default)",
     )
-    p.add_argument("--like", metavar="FILE", help="search by example: sounds like this file")
+    p.add_argument(
+        "--like",
+        metavar="FILE",
+        help="search by example: sounds like this file (a query beside it holds only filters: "
+        "'dur:<5 ext:wav -rain')",
+    )
     p.add_argument("--start", type=float, help="with --like: start of the example span (s)")
     p.add_argument("--end", type=float, help="with --like: end of the example span (s)")
     p.add_argument("--like-id", type=int, metavar="SEGMENT", help="sounds like this segment")
@@ -286,9 +291,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "embed" and not (args.audio or args.text):
         parser.error("embed needs --audio FILE... or --text SENTENCE...")
     if args.command == "search":
-        given = [x for x in (args.query, args.like, args.like_id, args.queries) if x is not None]
-        if len(given) != 1 and not (not given and args.tag):
+        # Beside --like / --like-id, the query holds only fields and operators (dur:<5
+        # -rain): filters for the search by example (Searcher.example_filters).
+        example = [x for x in (args.like, args.like_id) if x is not None]
+        text = [x for x in (args.query, args.queries) if x is not None]
+        if len(example) > 1 or len(text) > 1 or (example and args.queries is not None):
             parser.error("search takes one of: a query, --like FILE, --like-id N, --queries FILE")
+        if not example and not text and not args.tag:
+            parser.error("search takes one of: a query, --like FILE, --like-id N, --queries FILE")
+        if example and args.query is not None:
+            from earshot.query_syntax import QuerySyntaxError, parse_query
+
+            try:
+                said = parse_query(args.query).text.strip()
+            except QuerySyntaxError as e:
+                parser.error(str(e))
+            if said:
+                parser.error(
+                    f"beside --like/--like-id the query holds filters only (dur:<5 ext:wav "
+                    f"-rain), not a description: '{said}'; search by words or by example"
+                )
         if (args.start is not None or args.end is not None) and not args.like:
             parser.error("--start/--end go with --like")
         if args.k < 1:

@@ -153,6 +153,23 @@ class Searcher:
             description, negative = parsed.positive, parsed.negative
         return TextPlan(description, negative, merged, parsed)
 
+    def example_filters(self, text: str | None, filters: Filters | None = None) -> Filters:
+        """`filters` narrowed by the fields and operators of `text` (`dur:<5 ext:wav -rain`),
+        for a search by example: the example is what is searched for, so a description
+        beside it is refused (SearchError), not quietly dropped."""
+        filters = filters or Filters()
+        if text is None or not text.strip():
+            return filters
+        plan = self.plan_text(text, filters)
+        if plan.text is not None:
+            said = plan.parsed.text.strip()
+            raise SearchError(
+                f"a search by example takes filters only (dur:, ext:, tag:, folder:, sr:, ch:, "
+                f"-word, \"phrase\"), not a description: '{said}' would be searched for "
+                "beside the example; search by words, or by the example alone"
+            )
+        return plan.filters
+
     def hybrid_by_default(self, text: str | None) -> bool:
         """Whether a search for `text` (its description, after the query syntax) fuses keyword
         matches when not told: where the catalogue holds embedded descriptions, or where one

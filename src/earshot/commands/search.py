@@ -155,11 +155,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         def run(query: str | None) -> list:
             if args.like:
+                narrowed = searcher.example_filters(query, filters)
                 return searcher.search_like(
-                    args.like, args.k, args.start, args.end, filters, **page
+                    args.like, args.k, args.start, args.end, narrowed, **page
                 )
             if args.like_id is not None:
-                return searcher.search_like_segment(args.like_id, args.k, filters, **page)
+                narrowed = searcher.example_filters(query, filters)
+                return searcher.search_like_segment(args.like_id, args.k, narrowed, **page)
             if query is None and filters.tags:  # --tag alone: the files having the tags
                 return searcher.search_tags((), args.k, filters, **page)
             return searcher.search_text(query, args.k, filters, hybrid=args.hybrid, **page)
@@ -176,11 +178,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         hits = run(args.query)
     results = hits if isinstance(hits, Results) else Results.of(hits)
     shown = results if show_weak else trim_weak(results)
+    by_example = args.like or args.like_id is not None
+    said = None if by_example else args.query  # beside an example, the query is filters only
     if args.json:
-        doc = {"query": args.query or args.like or args.like_id}
+        doc = {"query": args.like or args.like_id if by_example else args.query}
+        if by_example and args.query:
+            doc["q"] = args.query
         if filters.tags:
             doc["tags"] = list(filters.tags)
-        doc |= _summary(results, args.query)
+        doc |= _summary(results, said)
         print(json.dumps({**doc, "hits": [h.as_dict() for h in shown]}))
         return 0
     if not results:
@@ -204,9 +210,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     hidden = len(results) - len(shown)
     if hidden:
         print(f"({hidden} weak match{'es' * (hidden > 1)} left out: --all lists them)")
-    by_example = args.like or args.like_id is not None
     hint = EXAMPLE_HINT if by_example else "try other words or --like FILE"
-    message = results.message(args.query if args.query else None, hint)
+    message = results.message(said or None, hint)
     if message:
         print(message)
     return 0

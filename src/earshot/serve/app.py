@@ -95,6 +95,14 @@ Sort = Annotated[
     ),
 ]
 Spans = Annotated[int, Query(ge=1, le=20, description="each file's best N non-overlapping windows")]
+ExampleFilters = Annotated[
+    str,
+    Query(
+        max_length=1000,
+        description="filters in the search box's syntax, without a description: "
+        "'dur:<5 ext:wav sr:>=48k -rain'",
+    ),
+]
 ShowWeak = Annotated[
     bool,
     Query(
@@ -362,12 +370,16 @@ def create_app(
         sort: Sort = "score",
         spans: Spans = 1,
         show_weak: ShowWeak = True,
+        q: ExampleFilters = "",
     ):
         filters = _filters(folder, min_duration, max_duration, formats, tags, tag_min)
+        filters = svc.searcher.example_filters(q, filters)
         info = svc.file(file_id)
         t0 = time.perf_counter()
         hits = svc.similar(info, segment, k, filters, offset=offset, sort=sort, spans=spans)
         query = {"file_id": info["id"], "name": info["name"], "segment_id": segment, "k": k}
+        if q.strip():
+            query["q"] = q
         if segment is not None:
             row = svc.cat.segments([segment])[segment]
             query |= {"start": round(row.start_s, 3), "end": round(row.end_s, 3)}
@@ -422,8 +434,10 @@ def create_app(
         sort: Sort = "score",
         spans: Spans = 1,
         show_weak: ShowWeak = True,
+        q: ExampleFilters = "",
     ):
         filters = _filters(folder, min_duration, max_duration, formats, tags, tag_min)
+        filters = svc.searcher.example_filters(q, filters)  # refused before the upload is read
         path, name = await receive_upload(request, settings)
         page = {"offset": offset, "sort": sort, "spans": spans}
         try:
@@ -434,6 +448,8 @@ def create_app(
         finally:
             os.unlink(path)
         query = {"upload": name, "duration": round(seconds, 3), "k": k}
+        if q.strip():
+            query["q"] = q
         return _answer(query, filters, hits, t0, show_weak, by_example=True)
 
     @app.get("/api/files/{file_id}", tags=["files"], summary="A file's metadata and segments")

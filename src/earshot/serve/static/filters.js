@@ -54,8 +54,9 @@ export function filterParams() {
 
 /**
  * The sample-rate and channel filters as the search box's own syntax (`sr:48000 ch:2`), which
- * the server reads in a text query; searches by example or like a hit have no text, so there
- * these two menus are off (`enableFieldFilters`).
+ * the server reads in a text query, and beside an example (`q` of /api/similar and
+ * /api/search/like) where it takes one; where it does not, these two menus are off for
+ * searches by example (`enableFieldFilters`).
  */
 export function fieldTokens() {
   if (!state.offers.syntax) return [];
@@ -72,8 +73,8 @@ export function fieldParams(p) {
   if (el.channels.value) p.set("ch", el.channels.value);
 }
 
-export function enableFieldFilters(kind) {
-  const on = kind === "text";
+/** `on`: whether the search shown reads the sample-rate and channel menus. */
+export function enableFieldFilters(on) {
   for (const select of [el.rate, el.channels]) {
     select.disabled = !on;
     select.title = on ? "" : "Applies to searches by description";

@@ -37,6 +37,9 @@ function build(request, k, offset) {
     if (q) params.set("q", q);
     return { url: `/api/search?${params}`, init: {}, busy: null, failed: "Search failed" };
   }
+  // Beside an example, the menus' fields go as `q` where the server takes it.
+  const fields = fieldTokens().join(" ");
+  if (fields && takes("q")) params.set("q", fields);
   if (request.kind === "similar") {
     if (request.hit.segment_id) params.set("segment", request.hit.segment_id);
     return {
@@ -94,7 +97,7 @@ export async function runSearch(request, { history = "replace", more = false } =
     state.requested = byOffset ? have + k : k;
     el.more.hidden = !hasMore(data, request);
     el.sortLabel.hidden = !offers(request.kind, "sort");
-    enableFieldFilters(request.kind);
+    enableFieldFilters(request.kind === "text" || offers(request.kind, "q"));
     writeUrl({ ...entryOf(request), data: state.data, hits: state.hits }, history);
     if (more && at >= 0) focusHit(at + 1);
     else if (request.kind !== "text") focusHit(0);
