@@ -413,6 +413,7 @@ class Experiment:
         from earshot.train.features import backbone_features
 
         torch.manual_seed(0)
+        self.mining = mining
         data = recipe_path(mining)
         text_encoder = load_text_encoder("all-MiniLM-L6-v2")
         config = pretrained_config("mn04", "all-MiniLM-L6-v2", text_encoder.dim, 300, 10.0, 5.0)
@@ -470,6 +471,7 @@ class Experiment:
             fraction,
         )  # fmt: skip
         self.train_labels = {c.label for c in self.train_ds.clips}
+        self.holdout_sentences = set(queries)
         cache = TextCache(cache_dir() / "text.sqlite")
         try:
             self.holdout["queries"] = torch.from_numpy(
@@ -483,6 +485,25 @@ class Experiment:
             f"{int(h['is_caption'].sum())} captions",
             file=sys.stderr,
         )
+
+    def caption_bank(self) -> torch.Tensor:
+        """The relational term's bank: every sentence of the recipe's `[auto_mining]` corpora
+        (the training splits of Clotho and AudioCaps), less the held-out labels' queries, which
+        come from the same files; as sentence vectors (cached)."""
+        from earshot.data.cache import TextCache
+        from earshot.data.recipe import recipe_for
+
+        recipe = recipe_for(recipe_path(self.mining))
+        sentences = recipe._corpus_sentences(recipe.auto_mining.get("corpora", []))
+        held = getattr(self, "holdout_sentences", set())
+        bank = [s for s in dict.fromkeys(sentences) if s and s not in held]
+        cache = TextCache(cache_dir() / "text.sqlite")
+        try:
+            vectors = cache.embed(self.model.text_encoder, bank)
+        finally:
+            cache.close()
+        print(f"caption bank: {len(bank)} sentences", file=sys.stderr)
+        return torch.from_numpy(vectors)
 
     def store(self) -> FrameStore:
         """The frame store (train windows, then val), checked against the backbone cache."""
@@ -784,6 +805,8 @@ def run_variants(
     temperature: float = 0.05,
     gate: list[float] | None = None,
     gated: list[list[float]] | None = None,
+    relational: float = 0.0,
+    bank_size: int = 1024,
 ) -> None:
     from earshot.train.heads import HeadSettings, _Split, fit_heads
 
@@ -817,14 +840,17 @@ def run_variants(
         text_lr=text_lr,
         eval_every=100,
         seed=seed,
+        relational=relational,
+        bank_size=bank_size,
     )
+    bank = exp.caption_bank() if relational else None
     for kind in variants:
         t0 = time.perf_counter()
         train, val = exp.splits(indexed=kind != "reference")
         torch.manual_seed(seed)  # as `earshot train`: the seed, then the model is built
         model = exp.fresh_model(kind, hidden)
         start_cols = exp.columns(model, val)
-        log = fit_heads(model, train, val, exp.teacher, settings, progress=False)
+        log = fit_heads(model, train, val, exp.teacher, settings, progress=False, bank=bank)
         base = {
             "variant": kind,
             "mining": "recipe" if mining is None else mining,
@@ -836,6 +862,8 @@ def run_variants(
             "text_lr": text_lr,
             "holdout": holdout,
             "temperature": temperature,
+            "relational": relational,
+            "bank_size": bank_size,
             "steps": steps,
             "best_step": log["best_step"],
             "start": start_cols,
@@ -897,6 +925,8 @@ def table(rows_file: str, split_captions: bool = False) -> None:
             name += f" + text head lr × {text_lr}"
         if row.get("temperature", 0.05) != 0.05:
             name += f" + temperature {row['temperature']:g}"
+        if row.get("relational"):
+            name += f" + relational {row['relational']:g} (bank {row['bank_size']})"
         if row.get("holdout"):
             name += f" + {row['holdout']:g} of captioned labels held out"
         if row.get("seed"):
@@ -1015,6 +1045,15 @@ def main() -> None:
         "window's TOP best cosines to the training windows (a row; repeat it for more rows "
         "from the one run)",
     )
+    r.add_argument(
+        "--relational",
+        type=float,
+        default=0.0,
+        help="weight of the relational teacher term (HeadSettings.relational): each step, "
+        "BANK sentences of the corpora's training splits rank the step's windows as the "
+        "teacher start does (KL)",
+    )
+    r.add_argument("--bank-size", type=int, default=1024, help="sentences drawn a step")
     r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     sc = sub.add_parser("score", help="a model folder's heads scored on val: the columns")
     sc.add_argument(
@@ -1067,6 +1106,8 @@ def main() -> None:
         args.temperature,
         args.window_gate,
         args.gated,
+        args.relational,
+        args.bank_size,
     )
 
 

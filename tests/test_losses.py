@@ -289,3 +289,34 @@ def test_class_caption_loss_falls_as_clips_move_to_their_label():
     none = class_caption_loss(audio, class_text, torch.zeros(3, 3, dtype=torch.bool))
     none.backward()
     assert none.item() == 0.0 and torch.equal(audio.grad, torch.zeros_like(audio))
+
+
+def test_relational_kl_is_zero_at_the_teacher_and_descends_towards_it():
+    from earshot.train.heads import relational_kl
+
+    g = torch.Generator().manual_seed(0)
+    teacher = F.normalize(torch.randn(32, 8, generator=g), dim=-1)
+    sentences = F.normalize(torch.randn(16, 8, generator=g), dim=-1)
+    assert relational_kl(teacher, teacher, sentences, 0.05).abs() < 1e-6
+    # a map of the teacher's windows, trained on the term alone, comes to rank as it does
+    w = torch.nn.Parameter(torch.eye(8) + 0.5 * torch.randn(8, 8, generator=g))
+    opt = torch.optim.Adam([w], lr=0.05)
+    first = None
+    for _ in range(200):
+        loss = relational_kl(F.normalize(teacher @ w, dim=-1), teacher, sentences, 0.05)
+        first = float(loss) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 0.1 and float(loss) < 0.1 * first
+
+
+def test_the_relational_term_needs_a_bank_and_the_teacher_term():
+    from earshot.train.heads import HeadSettings, fit_heads
+
+    with pytest.raises(ValueError, match="caption bank"):
+        fit_heads(None, None, None, None, HeadSettings(relational=1.0), bank=None)
+    with pytest.raises(ValueError, match="distill > 0"):
+        fit_heads(
+            None, None, None, None, HeadSettings(relational=1.0, distill=0), bank=torch.ones(2, 3)
+        )

@@ -53,6 +53,12 @@ class HeadSettings:
     weight_decay: float = 1e-4
     temperature: float = 0.05
     distill: float = 1.0  # weight of the teacher-space term; 0 turns it off
+    # Weight of the relational teacher term: for a draw of `bank_size` sentences of a caption
+    # bank (fit_heads' `bank`), the softmax over the step's windows of their scores against
+    # each sentence is pulled towards the teacher start's (KL), so how any sentence ranks the
+    # audio, not only our captions, stays the teacher's where training does not teach it.
+    relational: float = 0.0
+    bank_size: int = 1024
     # The text head's learning rate as a share of `lr`; 0 keeps it at its start (the sentence
     # encoder's PCA) and only the audio head learns, so a query our labels never taught is
     # placed as the sentence encoder places it (a fully trained text head lost the untrained
@@ -124,11 +130,17 @@ def fit_heads(
     teacher: torch.Tensor,
     settings: HeadSettings,
     progress: bool = True,
+    bank: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Fit `model`'s two heads in place; leaves the best validation step's weights in it.
 
     `teacher` (n_tags, text_dim): the sentence vector of each tag's name, the teacher space.
+    `bank` (sentences, text_dim): the sentence vectors the relational term draws from.
     """
+    if settings.relational > 0 and (bank is None or not len(bank)):
+        raise ValueError("the relational teacher term needs a caption bank")
+    if settings.relational > 0 and settings.distill <= 0:
+        raise ValueError("the relational teacher term rides on the teacher term (distill > 0)")
     gen = torch.Generator().manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     groups = [{"params": [*model.audio_head.parameters()]}]
@@ -160,8 +172,25 @@ def fit_heads(
             a_all = F.normalize(model.audio_head(train.features[rows]), dim=-1)
             target = model.project_text(teacher_text[rows])
             loss = loss + settings.distill * (1.0 - (a_all * target).sum(-1)).mean()
+            if settings.relational > 0:
+                draw = torch.randint(len(bank), (settings.bank_size,), generator=gen)
+                loss = loss + settings.relational * relational_kl(
+                    a_all, target.detach(), model.project_text(bank[draw]), settings.temperature
+                )
         validation.descend(loss, opt, sched, step, settings)
     return validation.keep_best()
+
+
+def relational_kl(
+    a: torch.Tensor, teacher: torch.Tensor, sentences: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(teacher ‖ trained) of each sentence's softmax over the windows, mean over sentences:
+    `a` and `teacher` (windows, d) unit window vectors, trained and the teacher's; `sentences`
+    (n, d) unit sentence vectors. Text→audio search ranks windows for a sentence, so that is
+    the axis the softmax runs along."""
+    log_t = F.log_softmax(sentences @ teacher.T / temperature, dim=1)
+    log_a = F.log_softmax(sentences @ a.T / temperature, dim=1)
+    return (log_t.exp() * (log_t - log_a)).sum(1).mean()
 
 
 def clip_weights(train: _Split) -> np.ndarray:
