@@ -219,6 +219,9 @@ def test_python_api(setup, tmp_path):
         assert {h.path.split("/")[-1] for h in hits} == {"robin_song.wav", "owl.flac"}
         like = idx.search_like(root / "birds" / "owl.flac", k=5, formats="wav")
         assert [h.path.split("/")[-1] for h in like] == ["robin_song.wav"]
+        assert idx.search_like(root / "birds" / "owl.flac", k=5, query="ext:wav") == like
+        with pytest.raises(SearchError, match="filters only"):
+            idx.search_like(root / "birds" / "owl.flac", query="a bird")
         assert idx.stats()["files_ok"] == 2
         with pytest.raises(TypeError, match="unknown filter"):
             idx.search("a bird", colour="red")

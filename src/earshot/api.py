@@ -95,10 +95,16 @@ class Index:
         k: int = 10,
         start: float | None = None,
         end: float | None = None,
+        *,
+        query: str | None = None,
         **filters,
     ):
-        """Files that sound like `path` (or its span `start`-`end` seconds)."""
-        return self.searcher().search_like(path, k, start, end, _filters(filters))
+        """Files that sound like `path` (or its span `start`-`end` seconds). `query`: more
+        filters in the query syntax, no description ("ext:wav dur:<5 -rain"); the filters as
+        in `search`."""
+        searcher = self.searcher()
+        chosen = searcher.example_filters(query, _filters(filters))
+        return searcher.search_like(path, k, start, end, chosen)
 
     def stats(self) -> dict:
         return self.catalogue.stats()
