@@ -8,9 +8,7 @@ filter keeps the files where some window has every tag asked for.
 
 from __future__ import annotations
 
-import difflib
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,15 +19,12 @@ from earshot.errors import SearchError
 from earshot.filters import Filters, file_filters
 from earshot.fsutil import absolute
 from earshot.hits import Hit, Results, with_meta
-from earshot.index.schema import CONFIDENT_TAG
 from earshot.index.store import Catalogue
 from earshot.query_syntax import ParsedQuery, parse_query
+from earshot.tag_search import SORT_CAP, TagSearch, page_cap
 
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
 SORTS = ("score", "name", "duration", "date")
-# sort=name|duration|date reorders the SORT_CAP best files by score (the relevant set), never
-# the whole catalogue: "the 200 best matches for 'rain', by name".
-SORT_CAP = 200
 MAX_SPANS = 20
 MAX_ALSO_AT = 50  # copies listed in a hit's also_at (the first indexed ones)
 # Semantic negation ("dogs, no people"): the negated part is split off (the description is
@@ -56,7 +51,7 @@ class TextPlan:
     parsed: ParsedQuery
 
 
-class Searcher:
+class Searcher(TagSearch):
     def __init__(self, catalogue: Catalogue, model):
         from earshot.model.io import model_id
 
@@ -248,96 +243,6 @@ class Searcher:
             "or a tag: to rank the files by"
         )
 
-    def search_tags(
-        self,
-        tags: Sequence[str] = (),
-        k: int = 10,
-        filters: Filters | None = None,
-        *,
-        spans: int = 1,
-        offset: int = 0,
-        sort: str = "score",
-    ) -> Results:
-        """Files having every one of `tags` (and those of `filters`), no text: ranked by the
-        weakest tag's best probability over the file's windows, each with the window where the
-        tags are likeliest together. Hit.score is that probability (and its confidence)."""
-        if k < 1:
-            raise SearchError("k must be at least 1")
-        self._memo = {}
-        filters = filters or Filters()
-        asked = Filters(tags=tags).tags or ()  # one name, or several
-        names = tuple(dict.fromkeys((*asked, *(filters.tags or ()))))
-        if not names:
-            raise SearchError("no tag given: name a sound tag, e.g. --tag Dog")
-        indices = self.resolve_tags(names)
-        scores = self.cat.files_with_tags(indices, self._tag_min(filters))
-        rest = replace(filters, tags=None, tag_min=None)
-        if rest.active() and scores:
-            allowed = set(self.cat.file_ids_matching(*file_filters(rest), **rest.more()).tolist())
-            scores = {f: p for f, p in scores.items() if f in allowed}
-        vocabulary = self.cat.tag_names
-        wanted = [vocabulary[i] for i in indices]
-        cap = _cap(offset, k, sort) + 1
-        hits = []
-        ordered = sorted(scores.items(), key=lambda t: (-t[1], t[0]))
-        for rank, (fid, p) in enumerate(ordered[: cap + 8], 1):
-            segments = self.cat.file_segments(fid)
-            tags_of = self.cat.segment_tags([s.segment_id for s in segments])
-
-            def together(s, tags_of=tags_of) -> float:
-                have = dict(tags_of.get(s.segment_id, ()))
-                return min(have.get(n, 0.0) for n in wanted)
-
-            best = max(segments, key=together)  # the earliest of equals
-            hits.append(
-                Hit(
-                    rank,
-                    best.path,
-                    best.start_s,
-                    best.end_s,
-                    p,
-                    fid,
-                    best.segment_id,
-                    best.duration_s,
-                    best.format,
-                    tuple(tags_of.get(best.segment_id, ())),
-                )
-            )
-        hits = self._rate(hits, None, "text")  # a probability: its own confidence
-        out = self._finish(hits, None, k, spans=1, offset=offset, sort=sort, kind="tags")
-        out.more = out.more or len(ordered) > len(hits)
-        out.total_estimate = max(out.total_estimate, len(ordered))
-        return out
-
-    def resolve_tags(self, names: Sequence[str]) -> tuple[int, ...]:
-        """Tag names (any case) → indices into the catalogue's vocabulary; a SearchError naming
-        the near matches for a name it does not have."""
-        vocabulary = self.cat.tag_names
-        if not vocabulary:
-            raise SearchError(
-                f"catalogue '{self.cat.path}' has no sound tags: the model that indexed it does "
-                "not tag windows, so there is nothing to filter by tag"
-            )
-        if self._tag_lookup[0] is not vocabulary:
-            lookup: dict[str, int] = {}
-            for i, name in enumerate(vocabulary):
-                lookup.setdefault(name.casefold(), i)
-            self._tag_lookup = (vocabulary, lookup)
-        out = []
-        for name in names:
-            i = self._tag_lookup[1].get(str(name).strip().casefold())
-            if i is None:
-                raise SearchError(_unknown_tag(str(name), vocabulary))
-            out.append(i)
-        return tuple(dict.fromkeys(out))
-
-    @staticmethod
-    def _tag_min(filters: Filters | None) -> float:
-        p = CONFIDENT_TAG if filters is None or filters.tag_min is None else filters.tag_min
-        if not 0.0 <= float(p) <= 1.0:
-            raise SearchError(f"the tag threshold must be within 0-1, got {p:g}")
-        return float(p)
-
     def search_like(
         self,
         path: str | Path,
@@ -437,7 +342,7 @@ class Searcher:
         if total == 0:
             return Results.of([], offset)
         # One more than asked (is there a next page?) and a margin for grouped duplicates.
-        want = _cap(offset, k, sort) + 1
+        want = page_cap(offset, k, sort) + 1
         target = want + 2
         pool = min(total, max(50, 10 * target))
         while True:
@@ -575,7 +480,7 @@ class Searcher:
                     mtime_ns=fact.get("mtime_ns"),
                 )
             )
-        cap = _cap(offset, k, sort)
+        cap = page_cap(offset, k, sort)
         more = len(grouped) > cap
         relevant = grouped[:cap]
         if sort == "name":
@@ -729,25 +634,3 @@ class Searcher:
         tags = self.cat.segment_tags([s.segment_id]).get(s.segment_id, ())
         return Hit(0, s.path, s.start_s, s.end_s, 0.0, file_id, s.segment_id, s.duration_s,
                    s.format, tuple(tags))  # fmt: skip
-
-
-def _cap(offset: int, k: int, sort: str) -> int:
-    """How many files by score a page draws from: through the page for sort=score, the whole
-    relevant set (SORT_CAP, or further when paging beyond it) for the other sorts."""
-    return offset + k if sort == "score" else max(SORT_CAP, offset + k)
-
-
-def _unknown_tag(name: str, vocabulary: Sequence[str]) -> str:
-    """'no tag named ...' with the vocabulary's nearest names (difflib, then substrings)."""
-    folded: dict[str, str] = {}
-    for n in vocabulary:
-        folded.setdefault(n.casefold(), n)
-    key = name.strip().casefold()
-    near = [folded[n] for n in difflib.get_close_matches(key, list(folded), n=5, cutoff=0.6)]
-    if key and len(near) < 5:
-        near += [n for f, n in folded.items() if key in f and n not in near][: 5 - len(near)]
-    hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
-    return (
-        f"no sound tag named '{name}' among the catalogue's {len(vocabulary)} tags "
-        f"(matched ignoring case){hint}"
-    )
