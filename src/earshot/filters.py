@@ -49,7 +49,8 @@ class Filters:
         return any(v is not None for k, v in asdict(self).items() if k != "tag_min")
 
     def more(self) -> dict:
-        """The catalogue's further file conditions (`keywords`, `index.queries._more_filters`)."""
+        """The catalogue's further file conditions (`keywords`,
+        `index.filter_queries._more_filters`)."""
         exclude = [fts_phrase(w) for w in self.exclude or ()]
         out = {
             "keywords": self.keywords,
