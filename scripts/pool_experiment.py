@@ -402,7 +402,7 @@ def frame_tag_p2(classifier: nn.Module, frames: torch.Tensor, chunk: int = 8192)
 
 
 class Experiment:
-    def __init__(self, mining: int | None = None, holdout: float = 0.0):
+    def __init__(self, mining: int | None = None, holdout: float = 0.0, tag_power: float = 2.0):
         from earshot.data.cache import TextCache
         from earshot.data.datasets import load_dataset
         from earshot.data.recipe import recipe_for
@@ -410,7 +410,7 @@ class Experiment:
         from earshot.model.dual import JointModel
         from earshot.model.pretrained import attach_backbone, pretrained_config
         from earshot.model.teacher import init_teacher_heads, pca_basis, teacher_matrix
-        from earshot.train.features import backbone_features
+        from earshot.train.features import BackboneFeatures, backbone_features
 
         torch.manual_seed(0)
         self.mining = mining
@@ -456,6 +456,12 @@ class Experiment:
             "train": backbone_features(model, self.train_ds, cdir, backbone, progress=False),
             "val": backbone_features(model, self.val_ds, cdir, backbone, progress=False),
         }
+        if tag_power != 2.0:  # the head reads p(c)^power (shipped: p²); the start follows
+            for name, bf in self.bf.items():
+                feats = bf.features.copy()
+                probs = 1.0 / (1.0 + np.exp(-bf.logits.astype(np.float64)))
+                feats[:, -probs.shape[1] :] = (probs**tag_power).astype(np.float32)
+                self.bf[name] = BackboneFeatures(feats, bf.logits, bf.window_clip)
         self._store = None
         self.holdout = None
         if holdout:
@@ -807,6 +813,7 @@ def run_variants(
     gated: list[list[float]] | None = None,
     relational: float = 0.0,
     bank_size: int = 1024,
+    tag_power: float = 2.0,
 ) -> None:
     from earshot.train.heads import HeadSettings, _Split, fit_heads
 
@@ -817,7 +824,7 @@ def run_variants(
         raise SystemExit("--holdout is for the reference head, without --short / --short-val")
     if gated and text_lr != 0:
         raise SystemExit("--gated scores both audio heads with one query: it needs --text-lr 0")
-    exp = Experiment(mining, holdout)
+    exp = Experiment(mining, holdout, tag_power)
     if short:  # train and validate on what the backbone gives in that mode
         for name, ds in (("train", exp.train_ds), ("val", exp.val_ds)):
             exp.bf[name] = short_features(exp.model, ds, exp.bf[name], short)
@@ -864,6 +871,7 @@ def run_variants(
             "temperature": temperature,
             "relational": relational,
             "bank_size": bank_size,
+            "tag_power": tag_power,
             "steps": steps,
             "best_step": log["best_step"],
             "start": start_cols,
@@ -925,6 +933,8 @@ def table(rows_file: str, split_captions: bool = False) -> None:
             name += f" + text head lr × {text_lr}"
         if row.get("temperature", 0.05) != 0.05:
             name += f" + temperature {row['temperature']:g}"
+        if row.get("tag_power", 2.0) != 2.0:
+            name += f" + tags^{row['tag_power']:g}"
         if row.get("relational"):
             name += f" + relational {row['relational']:g} (bank {row['bank_size']})"
         if row.get("holdout"):
@@ -1054,6 +1064,13 @@ def main() -> None:
         "teacher start does (KL)",
     )
     r.add_argument("--bank-size", type=int, default=1024, help="sentences drawn a step")
+    r.add_argument(
+        "--tag-power",
+        type=float,
+        default=2.0,
+        help="the audio head reads the tag probabilities to this power (shipped: 2), and the "
+        "teacher start sums the class sentences by it",
+    )
     r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     sc = sub.add_parser("score", help="a model folder's heads scored on val: the columns")
     sc.add_argument(
@@ -1108,6 +1125,7 @@ def main() -> None:
         args.gated,
         args.relational,
         args.bank_size,
+        args.tag_power,
     )
 
 
