@@ -295,9 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         # -rain): filters for the search by example (Searcher.example_filters).
         example = [x for x in (args.like, args.like_id) if x is not None]
         text = [x for x in (args.query, args.queries) if x is not None]
-        if len(example) > 1 or len(text) > 1 or (example and args.queries is not None):
-            parser.error("search takes one of: a query, --like FILE, --like-id N, --queries FILE")
-        if not example and not text and not args.tag:
+        clash = len(example) > 1 or len(text) > 1 or (example and args.queries is not None)
+        if clash or not (example or text or args.tag):
             parser.error("search takes one of: a query, --like FILE, --like-id N, --queries FILE")
         if example and args.query is not None:
             from earshot.query_syntax import QuerySyntaxError, parse_query

@@ -378,11 +378,11 @@ class Indexer:
             # Those whose one spelling was seen are folded into it (the file is there); the
             # others' files are gone.
             respelled = [p for p in known if p not in seen and _respelled(p, seen, roots)]
-            folded = [p for p in respelled if absolute(p) in seen]
-            gone = list(dict.fromkeys([*gone, *respelled]).keys() - set(folded))
+            folded = {p for p in respelled if absolute(p) in seen}
+            gone = [p for p in dict.fromkeys([*gone, *respelled]) if p not in folded]
             if gone or folded:
                 with self.cat.batch():
-                    summary.removed = self.cat.remove_paths(sorted(gone))
+                    summary.removed = self.cat.remove_paths(gone)
                     summary.respelled = self.cat.remove_paths(folded)
         summary.seconds = time.perf_counter() - start
         return summary
