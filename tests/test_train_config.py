@@ -55,3 +55,18 @@ def test_model_defaults_are_model_configs():
     assert (cfg.window_s, cfg.hop_s) == (AudioConfig().window_s, AudioConfig().hop_s)
     assert cfg.text_model == TextConfig().model
     assert cfg.encoder == EncoderConfig().name
+
+
+def test_list_flags_parse_their_items_type():
+    """`--window-gate 0.76 0.5 0.092 5` takes floats (it once parsed every list as ints and
+    refused its own documented command); `--widths` stays whole numbers."""
+    args = _parser().parse_args(
+        ["--window-gate", "0.76", "0.5", "0.092", "5", "--widths", "8", "16"]
+    )
+    assert args.window_gate == [0.76, 0.5, 0.092, 5.0] and args.widths == [8, 16]
+    cfg = TrainConfig(window_gate=args.window_gate, text_head_lr=0.0, tag_power=1.0)
+    assert cfg.window_gate == (0.76, 0.5, 0.092, 5.0)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--widths", "8.5"])
+    with pytest.raises(ConfigError, match="tag_power"):
+        TrainConfig(tag_power=-1.0)

@@ -91,6 +91,11 @@ class TrainConfig:
         "mn04/mn10: weight of the teacher start in every cosine of the shipped model, its "
         "heads kept beside the trained ones (model/fusion.py); 0 = off",
     )
+    tag_power: float = _s(
+        2.0,
+        "mn04/mn10: the power of the tag probabilities the audio head reads and the teacher "
+        "start sums by (2: their squares; 1: themselves, MODEL_CARD-general.md)",
+    )
     window_gate: tuple[float, ...] | None = _s(
         None,
         "mn04/mn10, text_head_lr 0: [tau, low, width, top], the shipped audio head mixed per "
@@ -168,6 +173,11 @@ class TrainConfig:
             raise ConfigError(
                 f"fusion must lie in [0, 1): the teacher start's weight in every cosine, 0 = "
                 f"off; got {self.fusion}"
+            )
+        if not 0.0 < self.tag_power <= 8.0:
+            raise ConfigError(
+                f"tag_power must lie in (0, 8]: 2 squares the tag probabilities, 1 keeps them; "
+                f"got {self.tag_power}"
             )
         if self.window_gate is not None:
             gate = tuple(float(v) for v in self.window_gate)
@@ -298,8 +308,10 @@ def add_override_flags(parser) -> None:
         base = args[0] if isinstance(hint, types.UnionType) else hint
         if base is bool:
             parser.add_argument(flag, type=_parse_bool, metavar="BOOL", **kw)
-        elif typing.get_origin(base) is tuple:
-            parser.add_argument(flag, type=int, nargs="+", **kw)
+        elif typing.get_origin(base) is tuple:  # tuple[int, ...] or tuple[float, ...]
+            item = typing.get_args(base)[0]
+            metavar = {int: "N", float: "X"}.get(item, "X")
+            parser.add_argument(flag, type=item, nargs="+", metavar=metavar, **kw)
         elif typing.get_origin(base) is Literal:
             parser.add_argument(flag, choices=typing.get_args(base), **kw)
         else:
