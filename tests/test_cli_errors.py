@@ -70,9 +70,14 @@ def cases(d):
         "init-model missing panns": ["init-model", str(d / "out1"), "--panns", missing],
         "init-model non-checkpoint panns": ["init-model", str(d / "out2"), "--panns", notes],
         "init-model bad dim": ["init-model", str(d / "out3"), "--joint-dim", "wide"],
+        "init-model tag power alone": ["init-model", str(d / "out4"), "--tag-power", "1"],
+        "init-model zero tag power": [
+            "init-model", str(d / "out5"), "--efficientat", "mn04", "--tag-power", "0",
+        ],
         "train malformed toml": ["train", "--config", str(d / "broken.toml")],
         "train missing toml": ["train", "--config", str(d / "missing.toml")],
         "train bad number": ["train", "--epochs", "several"],
+        "train zero tag power": ["train", "--tag-power", "0"],
         "evaluate missing model": [
             "evaluate", "--model", str(d / "no-such-model"), "--dataset", folder,
             "--split", "validation",

@@ -89,6 +89,35 @@ def test_teacher_space_is_the_tag_weighted_sum_of_tag_sentences(weights_env, tin
     assert torch.allclose(query, plain, atol=1e-6)
 
 
+def test_tag_power_sets_what_the_head_reads_and_the_start_sums_by(
+    weights_env, tiny_text_dir, tmp_path
+):
+    """At tag_power 1 the teacher space is Σ p · s(c), not Σ p² · s(c); the power is in the
+    model's config (so in its id) only where it is not the squares every earlier model read,
+    and the feature cache of a power-1 model is not a power-2 model's."""
+    from earshot.train.features import features_folder
+
+    squared = fake_teacher_model(weights_env, tiny_text_dir, joint_dim=16)
+    plain = fake_teacher_model(weights_env, tiny_text_dir, joint_dim=16, tag_power=1.0)
+    x = torch.from_numpy(np.stack([chirp_mix(1.0, seed=s) for s in range(3)]))
+    vectors, tags = plain.encode_audio_tagged(x)
+    sentences = teacher_matrix(plain)
+    assert torch.allclose(vectors, F.normalize(tags @ sentences, dim=-1), atol=1e-5)
+    logmel = plain.frontend(x)
+    feats, logits = plain.audio_features(logmel)
+    assert torch.equal(feats[:, -527:], torch.sigmoid(logits))
+    feats2, _ = squared.audio_features(logmel)
+    assert torch.equal(feats2[:, -527:], torch.sigmoid(logits).square())
+    assert "tag_power" not in squared.config.to_dict()["encoder"]
+    assert plain.config.to_dict()["encoder"]["tag_power"] == 1.0
+    assert model_id(plain) != model_id(squared)
+    again = load_model(save_model(plain, tmp_path / "p1"))
+    assert again.config.encoder.tag_power == 1.0 and model_id(again) == model_id(plain)
+    assert features_folder(plain, tmp_path, "b") != features_folder(squared, tmp_path, "b")
+    with pytest.raises(ValueError, match="tag_power"):
+        fake_teacher_model(weights_env, tiny_text_dir, tag_power=0.0)
+
+
 def test_pca_basis_is_orthonormal_and_keeps_most_length():
     rng = np.random.default_rng(0)
     low = rng.standard_normal((200, 4)) @ rng.standard_normal((4, 12))
@@ -184,6 +213,19 @@ def real_teacher(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher") / "m"
     assert main(["init-model", str(out), "--efficientat", "mn04", "--joint-dim", "384"]) == 0
     return load_model(out)
+
+
+@pytest.mark.realdata
+def test_init_model_writes_the_teacher_space_at_a_tag_power(shared_data, tmp_path):
+    from earshot.cli import main
+
+    out = tmp_path / "p1"
+    assert main(["init-model", str(out), "--efficientat", "mn04", "--tag-power", "1"]) == 0
+    model = load_model(out)
+    assert model.config.encoder.tag_power == 1.0
+    x = torch.from_numpy(chirp_mix(10.0, seed=2))[None]
+    feats, logits = model.audio_features(model.frontend(x))
+    assert torch.equal(feats[:, -527:], torch.sigmoid(logits))
 
 
 @pytest.mark.realdata

@@ -238,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sentence-transformers name or folder (default: all-MiniLM-L6-v2)",
     )
     p.add_argument("--joint-dim", type=int, default=300)
+    p.add_argument(
+        "--tag-power",
+        type=float,
+        default=2.0,
+        help="with --efficientat: sum the tag sentences by p(c)^POWER (default 2, the squares; "
+        "the general model's recipe is in its config, configs/general.toml)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=model_cmds.cmd_init_model)
 

@@ -86,7 +86,10 @@ class EncoderConfig:
     # with `weights` keeps its encoder out of model.safetensors (model/pretrained.py).
     weights: WeightsRef | None = None
     labels: WeightsRef | None = None
-    head_tags: bool = False  # the audio head also reads the squared tag probabilities
+    head_tags: bool = False  # the audio head also reads the tag probabilities (p^tag_power)
+    # the power of the tag probabilities the audio head reads (head_tags): 2, the squares, as
+    # every model before it; 1, the probabilities themselves (MODEL_CARD-general.md)
+    tag_power: float = 2.0
     # EfficientAT: the audio head also reads the last feature map's maximum over time (of its
     # mean over frequency), beside upstream's average over both: a short sound in a long,
     # mostly silent window is not averaged away
@@ -105,6 +108,9 @@ class EncoderConfig:
         object.__setattr__(self, "pool_max", bool(self.pool_max))
         if self.head_tags and self.n_tags == 0:
             raise ValueError(f"head_tags needs an encoder with tags (n_tags > 0): {self}")
+        object.__setattr__(self, "tag_power", float(self.tag_power))
+        if not 0.0 < self.tag_power <= 8.0:
+            raise ValueError(f"tag_power must lie in (0, 8], got {self.tag_power}")
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         object.__setattr__(self, "width", float(self.width))
         object.__setattr__(self, "n_tags", int(self.n_tags))
@@ -267,7 +273,16 @@ class ModelConfig:
 # Per part of ModelConfig: fields left out of to_dict() while they hold their default.
 _LATER_FIELDS: dict[str, tuple[str, ...]] = {
     "audio": ("frontend", "win_length"),
-    "encoder": ("width", "n_tags", "weights", "labels", "head_tags", "pool_max", "pool_stats"),
+    "encoder": (
+        "width",
+        "n_tags",
+        "weights",
+        "labels",
+        "head_tags",
+        "pool_max",
+        "pool_stats",
+        "tag_power",
+    ),
 }
 
 # EfficientAT's front end (`audio.efficientat_frontend`): 128 Kaldi mels from 0 to 15 kHz,

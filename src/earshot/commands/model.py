@@ -92,6 +92,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             "pool_stats": c.encoder.pool_stats,
             "head_inputs": audio_head_inputs(c),
             "tags": c.encoder.n_tags,
+            # a general model's head also reads the tag probabilities at this power
+            "tag_power": c.encoder.tag_power if c.encoder.head_tags else None,
             # A named backbone: where it comes from (never stored in the model folder)
             "weights": c.encoder.weights.to_dict() if c.encoder.weights else None,
         },
@@ -122,6 +124,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             f" + the last {c.encoder.pool_stats} blocks' time mean/max/std "
             f"({audio_head_inputs(c)} inputs)"
         )
+    if c.encoder.head_tags:
+        power = "squared" if c.encoder.tag_power == 2 else f"to the power {c.encoder.tag_power:g}"
+        embedding += f" + its {c.encoder.n_tags} tag probabilities, {power}"
     print(
         f"audio       {c.encoder.name} widths {list(c.encoder.widths)} -> {embedding}"
         f" -> {head} -> {c.joint_dim}-d ({n_params / 1e6:.1f} M parameters in all)"
@@ -163,6 +168,11 @@ def cmd_init_model(args: argparse.Namespace) -> int:
         raise EarshotError(f"init-model takes one of --{' / --'.join(chosen)}, not several")
     if getattr(args, "revision", None) and not args.clap:
         raise EarshotError("--revision goes with --clap (a hub checkpoint's commit or tag)")
+    power = getattr(args, "tag_power", 2.0)
+    if power != 2.0 and not args.efficientat:
+        raise EarshotError("--tag-power goes with --efficientat (the teacher space's tag weights)")
+    if not 0.0 < power <= 8.0:
+        raise EarshotError(f"--tag-power must lie in (0, 8] (2: the squares), not {power:g}")
     if args.efficientat:
         return _init_teacher_model(args)
     if args.clap:
@@ -229,8 +239,9 @@ def _init_clap_model(args: argparse.Namespace) -> int:
 def _init_teacher_model(args: argparse.Namespace) -> int:
     """A model folder on EfficientAT's AudioSet backbone whose heads compute the teacher space:
     the no-training baseline the general model is measured against. With the text encoder's
-    own width as joint_dim (`--joint-dim 384` for MiniLM) it is exactly Σ p² · sentence(tag);
-    narrower, the same through a PCA basis of the tag sentences."""
+    own width as joint_dim (`--joint-dim 384` for MiniLM) it is exactly Σ p^k · sentence(tag),
+    k = `--tag-power` (2 by default); narrower, the same through a PCA basis of the tag
+    sentences."""
     from earshot.encoders.text import load_text_encoder
     from earshot.model.dual import JointModel
     from earshot.model.io import model_id, save_model
@@ -238,7 +249,10 @@ def _init_teacher_model(args: argparse.Namespace) -> int:
     from earshot.model.teacher import init_teacher_heads, pca_basis, teacher_matrix
 
     text = load_text_encoder(args.text_model)
-    config = pretrained_config(args.efficientat, args.text_model, text.dim, args.joint_dim)
+    config = pretrained_config(
+        args.efficientat, args.text_model, text.dim, args.joint_dim,
+        tag_power=getattr(args, "tag_power", 2.0),
+    )  # fmt: skip
     model = JointModel(config)
     attach_backbone(model)
     model.attach_text_encoder(text)

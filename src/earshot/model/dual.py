@@ -187,8 +187,8 @@ class JointModel(nn.Module):
         self, logmel: torch.Tensor, precision: str = "fp32"
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The encoder's outputs for a batch of log-mel: what the audio head reads (its
-        embedding, with a tagging encoder's squared tag probabilities appended when the config
-        says so) and the tag logits (None without a tag head)."""
+        embedding, with a tagging encoder's tag probabilities appended at the config's
+        `tag_power` when it says so) and the tag logits (None without a tag head)."""
         encoder: nn.Module = self.audio_encoder
         if precision == "bf16":
             logmel = logmel.contiguous(memory_format=torch.channels_last)
@@ -207,7 +207,7 @@ class JointModel(nn.Module):
         if logits is not None:
             logits = logits.float()
             if _head_tags(self.config):
-                features = torch.cat([features, torch.sigmoid(logits).square()], dim=-1)
+                features = torch.cat([features, tag_columns(logits, self.config)], dim=-1)
         return features, logits
 
     def _embed_logmel(
@@ -295,9 +295,18 @@ def _optimised_copy(encoder: nn.Module, example: torch.Tensor) -> nn.Module | No
     return fast if same else None
 
 
+def tag_columns(logits: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """The tag columns the audio head reads: the tag probabilities at the encoder's
+    `tag_power` (squared, as every model before the field, with `.square()` itself so those
+    models' vectors are bit for bit what they were)."""
+    probs = torch.sigmoid(logits)
+    power = float(getattr(config.encoder, "tag_power", 2.0))
+    return probs.square() if power == 2.0 else probs.pow(power)
+
+
 def _head_tags(config: ModelConfig) -> bool:
-    # Whether the audio head also reads the squared tag probabilities (a tagging encoder's
-    # "teacher space", see MODEL_CARD-general.md); False for every other encoder.
+    # Whether the audio head also reads the tag probabilities (a tagging encoder's "teacher
+    # space", see MODEL_CARD-general.md); False for every other encoder.
     return bool(getattr(config.encoder, "head_tags", False))
 
 

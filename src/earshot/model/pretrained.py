@@ -29,9 +29,11 @@ def pretrained_config(
     window_s: float = 10.0,
     hop_s: float = 5.0,
     pool_max: bool = False,
+    tag_power: float = 2.0,
 ) -> ModelConfig:
     """A model config around an EfficientAT AudioSet backbone whose audio head reads the
-    embedding and the squared tag probabilities (the teacher space is then a linear head)."""
+    embedding and the tag probabilities at `tag_power` (squared by default; the teacher space
+    is then a linear head)."""
     import dataclasses
 
     from earshot.encoders.efficientat import mn_encoder_config
@@ -45,6 +47,7 @@ def pretrained_config(
         labels=known_weights(LABELS_ID),
         head_tags=True,
         pool_max=pool_max,
+        tag_power=tag_power,
     )
     audio = dataclasses.replace(EFFICIENTAT_AUDIO, window_s=window_s, hop_s=hop_s)
     return ModelConfig(

@@ -1,12 +1,13 @@
 """The teacher space: a tagging backbone's 527 classes, read as sentences.
 
-A window's teacher vector is Σ_c p(c | window)² · s(c), where p are the backbone's tag
-probabilities and s(c) the sentence encoder's unit vector of "the sound of <class name>";
-a query's is the sentence encoder's vector of the query. Squaring the probabilities lets the
-confident tags speak and quietens the long tail of small ones. With no training at all this
-ranks everyday sounds far better than a model trained on a few labelled sets, and it is where
-the general model's heads start (`init_teacher_heads`): the audio head reads the squared tag
-probabilities, so the teacher space is exactly a linear head.
+A window's teacher vector is Σ_c p(c | window)^k · s(c), where p are the backbone's tag
+probabilities, k the encoder's `tag_power` (2 by default) and s(c) the sentence encoder's unit
+vector of "the sound of <class name>"; a query's is the sentence encoder's vector of the query.
+Squaring the probabilities lets the confident tags speak and quietens the long tail of small
+ones; k = 1 keeps more of that tail. With no training at all this ranks everyday sounds far
+better than a model trained on a few labelled sets, and it is where the general model's heads
+start (`init_teacher_heads`): the audio head reads p^k, so the teacher space is exactly a
+linear head.
 """
 
 from __future__ import annotations

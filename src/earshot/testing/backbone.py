@@ -77,26 +77,32 @@ def fake_general_config(
     joint_dim: int,
     window_s: float = 1.0,
     hop_s: float = 0.5,
+    tag_power: float = 2.0,
 ) -> ModelConfig:
     """The general model's config around the fake backbone (short windows: fast tests)."""
     from earshot.model.pretrained import pretrained_config
 
-    config = pretrained_config("mn04", text_model, text_dim, joint_dim, window_s, hop_s)
+    config = pretrained_config(
+        "mn04", text_model, text_dim, joint_dim, window_s, hop_s, tag_power=tag_power
+    )
     enc = dataclasses.replace(config.encoder, weights=weights, labels=labels)
     return dataclasses.replace(config, encoder=enc, text=TextConfig(text_model, text_dim))
 
 
-def fake_teacher_model(fake: tuple[WeightsRef, WeightsRef], text_dir, joint_dim: int = 16):
+def fake_teacher_model(
+    fake: tuple[WeightsRef, WeightsRef], text_dir, joint_dim: int = 16, tag_power: float = 2.0
+):
     """A JointModel on the fake backbone (which must resolve: $EARSHOT_WEIGHTS_DIR) with the
     text encoder in `text_dir`, its heads at the teacher start (a PCA basis of the tag
-    sentences where joint_dim is not the text encoder's width); in eval mode."""
+    sentences where joint_dim is not the text encoder's width), summing the tag sentences by
+    p^tag_power; in eval mode."""
     from earshot.encoders.text import load_text_encoder
     from earshot.model.dual import JointModel
     from earshot.model.pretrained import attach_backbone
     from earshot.model.teacher import init_teacher_heads, pca_basis, teacher_matrix
 
     text = load_text_encoder(str(text_dir))
-    config = fake_general_config(*fake, str(text_dir), text.dim, joint_dim)
+    config = fake_general_config(*fake, str(text_dir), text.dim, joint_dim, tag_power=tag_power)
     model = JointModel(config)
     attach_backbone(model, progress=False)
     model.attach_text_encoder(text)

@@ -47,13 +47,20 @@ def features_folder(model: JointModel, cache_dir: str | Path, backbone_id: str) 
                 backbone_id,
                 reads_tags(model),
             ]
-            # pool_max changes what is cached; named only when on, so older caches still hold
-            + (["pool_max"] if getattr(model.config.encoder, "pool_max", False) else []),
+            # pool_max and tag_power change what is cached; named only when they differ from
+            # their defaults, so older caches still hold
+            + (["pool_max"] if getattr(model.config.encoder, "pool_max", False) else [])
+            + _tag_power_key(model),
             sort_keys=True,
             default=str,
         ).encode()
     ).hexdigest()[:16]
     return Path(cache_dir) / f"backbone-{key}"
+
+
+def _tag_power_key(model: JointModel) -> list:
+    power = float(getattr(model.config.encoder, "tag_power", 2.0))
+    return [["tag_power", power]] if reads_tags(model) and power != 2.0 else []
 
 
 def _clip_file(folder: Path, path: Path) -> Path:

@@ -327,12 +327,19 @@ def train_general(cfg, progress: bool = True) -> dict[str, Any]:
                 "instead (its training config sets them), or init from an "
                 "unfused model folder"
             )
+        if cfg.tag_power != 2.0 and cfg.tag_power != model.config.encoder.tag_power:
+            raise EarshotError(
+                f"tag_power {cfg.tag_power:g} differs from init '{cfg.init}''s "
+                f"({model.config.encoder.tag_power:g}): an init keeps the tag columns its heads "
+                "were fitted on; leave tag_power out, or set it to the init's"
+            )
         text_encoder = model.text_encoder
     else:
         text_encoder = load_text_encoder(cfg.text_model)
         config = pretrained_config(
-            cfg.encoder, cfg.text_model, text_encoder.dim, cfg.joint_dim, cfg.window_s, cfg.hop_s
-        )
+            cfg.encoder, cfg.text_model, text_encoder.dim, cfg.joint_dim, cfg.window_s,
+            cfg.hop_s, tag_power=cfg.tag_power,
+        )  # fmt: skip
         if cfg.audio_hidden:
             config = dataclasses.replace(config, audio_hidden=cfg.audio_hidden)
         model = JointModel(config)
