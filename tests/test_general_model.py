@@ -90,7 +90,7 @@ def test_teacher_space_is_the_tag_weighted_sum_of_tag_sentences(weights_env, tin
 
 
 def test_tag_power_sets_what_the_head_reads_and_the_start_sums_by(
-    weights_env, tiny_text_dir, tmp_path
+    weights_env, tiny_text_dir, tmp_path, capsys
 ):
     """At tag_power 1 the teacher space is Σ p · s(c), not Σ p² · s(c); the power is in the
     model's config (so in its id) only where it is not the squares every earlier model read,
@@ -113,6 +113,12 @@ def test_tag_power_sets_what_the_head_reads_and_the_start_sums_by(
     assert model_id(plain) != model_id(squared)
     again = load_model(save_model(plain, tmp_path / "p1"))
     assert again.config.encoder.tag_power == 1.0 and model_id(again) == model_id(plain)
+    from earshot.cli import main
+
+    capsys.readouterr()
+    assert main(["info", "--model", str(tmp_path / "p1")]) == 0
+    audio = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("audio"))
+    assert "mn04 width 0.4 -> 384-d + its 527 tag probabilities, to the power 1" in audio
     assert features_folder(plain, tmp_path, "b") != features_folder(squared, tmp_path, "b")
     with pytest.raises(ValueError, match="tag_power"):
         fake_teacher_model(weights_env, tiny_text_dir, tag_power=0.0)

@@ -124,11 +124,13 @@ def cmd_info(args: argparse.Namespace) -> int:
             f" + the last {c.encoder.pool_stats} blocks' time mean/max/std "
             f"({audio_head_inputs(c)} inputs)"
         )
+    # a PANNs CNN's conv widths; an EfficientAT MobileNet's width multiplier (it has no list)
+    shape = f"widths {list(c.encoder.widths)}" if c.encoder.widths else f"width {c.encoder.width:g}"
     if c.encoder.head_tags:
         power = "squared" if c.encoder.tag_power == 2 else f"to the power {c.encoder.tag_power:g}"
         embedding += f" + its {c.encoder.n_tags} tag probabilities, {power}"
     print(
-        f"audio       {c.encoder.name} widths {list(c.encoder.widths)} -> {embedding}"
+        f"audio       {c.encoder.name} {shape} -> {embedding}"
         f" -> {head} -> {c.joint_dim}-d ({n_params / 1e6:.1f} M parameters in all)"
     )
     if c.fusion:
