@@ -109,8 +109,8 @@ class EncoderConfig:
         if self.head_tags and self.n_tags == 0:
             raise ValueError(f"head_tags needs an encoder with tags (n_tags > 0): {self}")
         object.__setattr__(self, "tag_power", float(self.tag_power))
-        if not 0.0 < self.tag_power <= 8.0:
-            raise ValueError(f"tag_power must lie in (0, 8], got {self.tag_power}")
+        if not 0.0 < self.tag_power <= MAX_TAG_POWER:
+            raise ValueError(f"tag_power must lie in (0, {MAX_TAG_POWER:g}], got {self.tag_power}")
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         object.__setattr__(self, "width", float(self.width))
         object.__setattr__(self, "n_tags", int(self.n_tags))
@@ -269,6 +269,9 @@ class ModelConfig:
         """Each head's output width: joint_dim, or half of it in a fused model."""
         return self.joint_dim // 2 if self.fusion else self.joint_dim
 
+
+# The largest `EncoderConfig.tag_power` accepted: a guard against typos (measured: 0.5 to 4)
+MAX_TAG_POWER = 8.0
 
 # Per part of ModelConfig: fields left out of to_dict() while they hold their default.
 _LATER_FIELDS: dict[str, tuple[str, ...]] = {

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from earshot.commands.common import model_from_args, model_summary
+from earshot.config import MAX_TAG_POWER
 from earshot.errors import EarshotError
 
 
@@ -173,8 +174,10 @@ def cmd_init_model(args: argparse.Namespace) -> int:
     power = getattr(args, "tag_power", 2.0)
     if power != 2.0 and not args.efficientat:
         raise EarshotError("--tag-power goes with --efficientat (the teacher space's tag weights)")
-    if not 0.0 < power <= 8.0:
-        raise EarshotError(f"--tag-power must lie in (0, 8] (2: the squares), not {power:g}")
+    if not 0.0 < power <= MAX_TAG_POWER:
+        raise EarshotError(
+            f"--tag-power must lie in (0, {MAX_TAG_POWER:g}] (2: the squares), not {power:g}"
+        )
     if args.efficientat:
         return _init_teacher_model(args)
     if args.clap:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from earshot.config import AudioConfig, EncoderConfig, ModelConfig, TextConfig
+from earshot.config import MAX_TAG_POWER, AudioConfig, EncoderConfig, ModelConfig, TextConfig
 from earshot.errors import ConfigError
 
 
@@ -174,10 +174,10 @@ class TrainConfig:
                 f"fusion must lie in [0, 1): the teacher start's weight in every cosine, 0 = "
                 f"off; got {self.fusion}"
             )
-        if not 0.0 < self.tag_power <= 8.0:
+        if not 0.0 < self.tag_power <= MAX_TAG_POWER:
             raise ConfigError(
-                f"tag_power must lie in (0, 8]: 2 squares the tag probabilities, 1 keeps them; "
-                f"got {self.tag_power}"
+                f"tag_power must lie in (0, {MAX_TAG_POWER:g}]: 2 squares the tag "
+                f"probabilities, 1 keeps them; got {self.tag_power}"
             )
         if self.window_gate is not None:
             gate = tuple(float(v) for v in self.window_gate)
