@@ -79,14 +79,14 @@ def catalogue_bytes(path: Path) -> tuple[int, dict[str, int]]:
 @contextlib.contextmanager
 def layout(names_per_window: int):
     """Write catalogues in this layout (module constants of the schema, for this bench only)."""
-    from earshot.index import schema
+    from earshot.index import tag_blobs
 
-    before = schema.KEYWORD_TAGS_PER_WINDOW
-    schema.KEYWORD_TAGS_PER_WINDOW = names_per_window
+    before = tag_blobs.KEYWORD_TAGS_PER_WINDOW
+    tag_blobs.KEYWORD_TAGS_PER_WINDOW = names_per_window
     try:
         yield
     finally:
-        schema.KEYWORD_TAGS_PER_WINDOW = before
+        tag_blobs.KEYWORD_TAGS_PER_WINDOW = before
 
 
 def write(
@@ -122,7 +122,7 @@ def write(
 
 def compare(files: list, vectors: np.ndarray, tags: np.ndarray, names, layouts: list[str]) -> dict:
     """The catalogue without tags against each layout's with tags."""
-    from earshot.index.schema import CONFIDENT_TAG, MAX_TAGS, TAG_FLOOR
+    from earshot.index.tag_blobs import CONFIDENT_TAG, MAX_TAGS, TAG_FLOOR
 
     windows = len(vectors)
     out: dict = {
@@ -169,7 +169,7 @@ def compare(files: list, vectors: np.ndarray, tags: np.ndarray, names, layouts: 
 
 def decode(model, entries: list) -> tuple[list, list[np.ndarray]]:
     """Decode files as the Indexer does: (record, spans) per file, and their windows."""
-    from earshot.index.build import decode_entry
+    from earshot.index.decoding import decode_entry
 
     files, waves = [], []
     for entry in entries:

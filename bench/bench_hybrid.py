@@ -22,7 +22,7 @@ difference hybrid − vector with a 95% bootstrap CI over queries, and mAP@10 ov
 whose relevant files are all described / none described. The keyword text's folder words are
 blanked (the library sits in a temporary folder whose name must not match queries). Last,
 `names_kept_no_metadata`: no metadata, and each file's keyword name column set to what its
-original name gives (`schema.words`), as a library named rather than described would be.
+original name gives (`keyword_text.words`), as a library named rather than described would be.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_hybrid.py            # ~10 min on 2 cores
     .venv/bin/python bench/bench_hybrid.py --quick                     # ~20 s
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep and cat.model_id is not None:
             # A kept catalogue, changed by the last run's conditions: its files' metadata is
             # read again by the indexer below and their names' keyword text restored.
-            from earshot.index.schema import words
+            from earshot.index.keyword_text import words
 
             with cat.batch():
                 cat.db.execute("UPDATE files SET meta = NULL")
@@ -276,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{summary(hybrid)['mAP@10']}, default {summary(default)['mAP@10']}")  # fmt: skip
         # The same files under their own names (the pool's names hold their labels' words)
         # and no metadata: what hybrid does for a library named, not described. The keyword
-        # text's name column is what indexing those names would store (`schema.words`).
-        from earshot.index.schema import words
+        # text's name column is what indexing those names would store (`keyword_text.words`).
+        from earshot.index.keyword_text import words
 
         with cat.batch():
             for (p, _), (source, _) in zip(library, clips, strict=True):

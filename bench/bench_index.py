@@ -124,9 +124,10 @@ def stages(model, paths: list[Path], precision: str, batch: int) -> dict:
     tags (`tags` says what storing them cost)."""
     import torch
 
-    from earshot.index.build import ScanEntry, decode_entry
-    from earshot.index.schema import MAX_TAGS, TAG_FLOOR
+    from earshot.index.decoding import decode_entry
+    from earshot.index.scan import ScanEntry
     from earshot.index.store import Catalogue
+    from earshot.index.tag_blobs import MAX_TAGS, TAG_FLOOR
 
     audio = model.config.audio
     tag_names = tuple(getattr(model, "tag_names", ()))
@@ -312,7 +313,9 @@ def bench_index(
 
 
 def bench_reindex(n_files: int) -> dict:
-    from earshot.index.build import Indexer, ScanEntry, _record
+    from earshot.index.build import Indexer
+    from earshot.index.decoding import read_record
+    from earshot.index.scan import ScanEntry
     from earshot.index.store import Catalogue
     from earshot.model.io import model_id
     from earshot.testing.audio import write_tone
@@ -339,7 +342,7 @@ def bench_reindex(n_files: int) -> dict:
                 with cat.batch():
                     for p in paths[start : start + 1000]:
                         st = p.stat()
-                        record = _record(
+                        record = read_record(
                             ScanEntry(str(p), st.st_size, st.st_mtime_ns), f"h{p.name}"
                         )
                         cat.put_file(record, [(0.0, 0.05, vector)])
@@ -375,7 +378,8 @@ def bench_search_path(n_segments: int, queries: int) -> dict:
     """`Searcher.search_vector` in-process over a catalogue of `n_segments` windows: the ANN plus
     the SQLite look-ups and best-window-per-file grouping that bench_search.py leaves out."""
     from earshot.filters import Filters
-    from earshot.index.build import ScanEntry, _record
+    from earshot.index.decoding import read_record
+    from earshot.index.scan import ScanEntry
     from earshot.index.store import Catalogue
     from earshot.model.io import model_id
     from earshot.search import Searcher
@@ -388,7 +392,7 @@ def bench_search_path(n_segments: int, queries: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         template = write_tone(Path(tmp) / "t.wav", 0.05, 8000)
         st = template.stat()
-        record = _record(ScanEntry(str(template), st.st_size, st.st_mtime_ns), "h")
+        record = read_record(ScanEntry(str(template), st.st_size, st.st_mtime_ns), "h")
         vectors = clustered_unit_vectors(n_segments, seed=0).astype(np.float32)
         with Catalogue(Path(tmp) / "c.sqlite") as cat:
             cat.bind_model(model_id(model), 300, {})

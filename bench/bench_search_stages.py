@@ -107,7 +107,8 @@ def searcher_without(cat, model, off: tuple[str, ...]):
 
 
 def build_catalogue(path: Path, windows: int):
-    from earshot.index.build import ScanEntry, _record
+    from earshot.index.decoding import read_record
+    from earshot.index.scan import ScanEntry
     from earshot.index.store import Catalogue
     from earshot.model.io import model_id
     from earshot.testing.audio import write_tone
@@ -117,7 +118,7 @@ def build_catalogue(path: Path, windows: int):
     model = tiny_model(joint_dim=300)
     template = write_tone(path.parent / "t.wav", 0.05, 8000)
     st = template.stat()
-    record = _record(ScanEntry(str(template), st.st_size, st.st_mtime_ns), "h")
+    record = read_record(ScanEntry(str(template), st.st_size, st.st_mtime_ns), "h")
     vectors = clustered_unit_vectors(windows, seed=0).astype(np.float32)
     cat = Catalogue(path)
     cat.bind_model(model_id(model), 300, {})

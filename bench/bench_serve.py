@@ -79,7 +79,8 @@ def queries(n_max: int) -> tuple[list[str], str]:
 
 def build_catalogue(workdir: Path, n_segments: int, quick: bool) -> tuple[Path, Path, dict]:
     """A model folder and a catalogue of `n_segments` synthetic windows bound to it."""
-    from earshot.index.build import ScanEntry, _record
+    from earshot.index.decoding import read_record
+    from earshot.index.scan import ScanEntry
     from earshot.index.store import Catalogue
     from earshot.model.io import model_id, save_model
     from earshot.testing.audio import write_tone
@@ -95,7 +96,7 @@ def build_catalogue(workdir: Path, n_segments: int, quick: bool) -> tuple[Path, 
     per_file = 10  # windows per file: a 55 s recording at 10 s / 5 s hop
     template = write_tone(workdir / "t.wav", 0.05, 8000)
     st = template.stat()
-    record = _record(ScanEntry(str(template), st.st_size, st.st_mtime_ns), "h")
+    record = read_record(ScanEntry(str(template), st.st_size, st.st_mtime_ns), "h")
     vectors = clustered_unit_vectors(n_segments, seed=0).astype(np.float32)
     db = workdir / "c.sqlite"
     t = time.perf_counter()

@@ -136,16 +136,16 @@ def test_phone_and_camera_files_are_indexed_through_pyav(tmp_path, library, mode
 
 
 def test_file_vanishing_mid_run(tmp_path, library, model, monkeypatch):
-    import earshot.index.build as build
+    import earshot.index.decoding as decoding
 
-    real = build.decode_entry
+    real = decoding.decode_entry
 
     def vanish_owl(entry, audio, with_windows=True):
         if entry.path.endswith("owl.flac"):
             os.unlink(entry.path)
         return real(entry, audio, with_windows)
 
-    monkeypatch.setattr(build, "decode_entry", vanish_owl)
+    monkeypatch.setattr(decoding, "decode_entry", vanish_owl)
     with Catalogue(tmp_path / "c.sqlite") as cat:
         s = index(cat, model, library)
         assert s.added == 3 and s.skipped == []

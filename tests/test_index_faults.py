@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from earshot.index.build import Indexer, decode_entry
+from earshot.index.build import Indexer
+from earshot.index.decoding import decode_entry
 from earshot.index.scan import ScanEntry
 from earshot.index.store import Catalogue
 from earshot.model.io import save_model
@@ -154,15 +155,15 @@ class NaNModel:
 def test_non_finite_vectors_skip_their_file_not_the_batch(tmp_path, root, model):
     write_tone(root / "loud.wav", 1.0, 16000, amplitude=0.95, noise=0.0)
     write_tone(root / "zlong.wav", 23.0, 16000, amplitude=0.95, noise=0.0)
-    import earshot.index.build as build
+    import earshot.index.decoding as decoding
 
     with Catalogue(tmp_path / "c.sqlite") as cat:
-        old = build.LONG_FILE_S
-        build.LONG_FILE_S = 20.0  # zlong is streamed here: that path is guarded too
+        old = decoding.LONG_FILE_S
+        decoding.LONG_FILE_S = 20.0  # zlong is streamed here: that path is guarded too
         try:
             s = Indexer(cat, NaNModel(model), workers=0, progress=False).run([str(root)])
         finally:
-            build.LONG_FILE_S = old
+            decoding.LONG_FILE_S = old
         assert s.added == 1, s.as_dict()
         assert set(reasons(s)) == {str(root / "loud.wav"), str(root / "zlong.wav")}
         assert all("not finite" in why for why in reasons(s).values())
@@ -186,10 +187,10 @@ def test_a_1_hz_sample_rate_is_refused_before_decoding(tmp_path, root, model):
 def test_a_file_long_by_its_header_is_streamed_not_decoded_whole(
     tmp_path, root, model, monkeypatch
 ):
-    import earshot.index.build as build
+    import earshot.index.decoding as decoding
 
     path = write_tone(root / "long.wav", 23.0, 8000, subtype="PCM_U8")  # small on disk
-    monkeypatch.setattr(build, "LONG_FILE_S", 20.0)
+    monkeypatch.setattr(decoding, "LONG_FILE_S", 20.0)
     st = path.stat()
     decoded = decode_entry(ScanEntry(str(path), st.st_size, st.st_mtime_ns), model.config.audio)
     assert decoded.error is None and decoded.windows is None  # left for the streaming path
@@ -200,20 +201,20 @@ def test_a_file_long_by_its_header_is_streamed_not_decoded_whole(
 
 
 def test_a_header_that_understates_the_length_stops_windowing(tmp_path, model, monkeypatch):
-    import earshot.index.build as build
+    import earshot.index.decoding as decoding
 
     path = write_tone(tmp_path / "long.wav", 23.0, 8000)
-    monkeypatch.setattr(build, "LONG_FILE_S", 20.0)
+    monkeypatch.setattr(decoding, "LONG_FILE_S", 20.0)
     audio = model.config.audio
     window_bytes = 4 * round(audio.window_s * audio.sample_rate)
-    monkeypatch.setattr(build, "_MAX_WORKER_BYTES", 2 * window_bytes)  # 2 windows: 10 s
-    real = build._record
+    monkeypatch.setattr(decoding, "_MAX_WORKER_BYTES", 2 * window_bytes)  # 2 windows: 10 s
+    real = decoding.read_record
 
     def lying(entry, content_hash):
         rec = real(entry, content_hash)
         return rec.__class__(**{**rec.__dict__, "duration_s": 10.0})
 
-    monkeypatch.setattr(build, "_record", lying)
+    monkeypatch.setattr(decoding, "read_record", lying)
     st = path.stat()
     decoded = decode_entry(ScanEntry(str(path), st.st_size, st.st_mtime_ns), audio)
     assert decoded.error is None and decoded.windows is None
@@ -239,10 +240,10 @@ def test_an_unexpected_exception_skips_the_file(tmp_path, root, model, monkeypat
 # 1: a pool of one used to decode in the indexer itself, where the crash ended the run.
 @pytest.mark.parametrize("workers", [2, 1])
 def test_a_decoder_crash_skips_its_file_not_the_run(tmp_path, root, model, monkeypatch, workers):
-    import earshot.index.build as build
+    import earshot.index.decoding as decoding
     from earshot.testing.faults import crash_on_some
 
-    monkeypatch.setattr(build, "decode_entry", crash_on_some)  # pickled by name to the workers
+    monkeypatch.setattr(decoding, "decode_entry", crash_on_some)  # pickled by name to the workers
     write_tone(root / "crash.wav", 1.0, 16000, freq=900.0)
     write_tone(root / "later.wav", 1.0, 16000, freq=1200.0)
     with Catalogue(tmp_path / "c.sqlite") as cat:
@@ -275,13 +276,14 @@ CRASH_SCRIPT = """
 import json, os, sys
 import earshot.audio.windows as windows
 import earshot.index.build as build
+import earshot.index.decoding as decoding
 from earshot.index.build import Indexer
 from earshot.index.store import Catalogue
 from earshot.model.io import load_model
 from earshot.testing.faults import crash_on_some, decode_fully_crashing_on_some
 build.decode_fully = decode_fully_crashing_on_some
 if sys.argv[4] == "streamed":  # every file is long: the crash comes as it streams at commit
-    build.LONG_FILE_S = 0.5
+    decoding.LONG_FILE_S = 0.5
     window_file = windows.window_file
     def crashing(path, audio):
         if os.path.basename(path).startswith("crash"):
@@ -289,7 +291,7 @@ if sys.argv[4] == "streamed":  # every file is long: the crash comes as it strea
         return window_file(path, audio)
     windows.window_file = crashing
 else:
-    build.decode_entry = crash_on_some
+    decoding.decode_entry = crash_on_some
 with Catalogue(sys.argv[1]) as cat:
     model = load_model(sys.argv[2], with_text=False)
     s = Indexer(cat, model, workers=0, progress=False).run([sys.argv[3]])

@@ -323,7 +323,7 @@ def test_hybrid_is_the_default_where_a_query_word_picks_files_out_by_name(tmp_pa
     with Catalogue(tmp_path / "c.sqlite") as cat:
         index(cat, text_model, root)
         assert not cat.has_described_files()
-        # "slams" finds "slam" (schema.stem)
+        # "slams" finds "slam" (keyword_text.stem)
         assert cat.path_word_counts("a door slams") == {"door": 1, "slams": 1}
         assert cat.path_word_counts("the birds") == {"birds": 0}
         assert cat.path_word_counts("take") == {"take": 4}

@@ -172,7 +172,7 @@ def test_shard_vectors_are_embed_files_and_the_catalogues(tagged):
             np.testing.assert_array_equal(shard, stored.astype(np.float32))
             tags = cat.segment_tags([s.segment_id for s in segs])
             names = model.tag_names
-            from earshot.index.schema import decode_tags
+            from earshot.index.tag_blobs import decode_tags
 
             for r, s in zip(rows, segs, strict=True):
                 e = decode_tags(r[3])

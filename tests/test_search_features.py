@@ -307,13 +307,14 @@ def test_cli_says_when_nothing_is_good(setup, capsys):
 
 
 def test_many_copies_of_one_file_do_not_crowd_out_the_page(tmp_path):
-    from earshot.index.build import ScanEntry, _record
+    from earshot.index.decoding import read_record
+    from earshot.index.scan import ScanEntry
     from earshot.search import MAX_ALSO_AT
 
     model = tiny_model(joint_dim=12)
     template = write_tone(tmp_path / "t.wav", 0.05, 8000)
     st = template.stat()
-    record = _record(ScanEntry(str(template), st.st_size, st.st_mtime_ns), "same")
+    record = read_record(ScanEntry(str(template), st.st_size, st.st_mtime_ns), "same")
     rng = np.random.default_rng(0)
     copy_vector = _unit(rng.standard_normal(12)).astype(np.float32)
     others = [_unit(copy_vector + 0.5 * rng.standard_normal(12)) for _ in range(5)]

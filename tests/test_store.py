@@ -18,7 +18,7 @@ import pytest
 
 from earshot.errors import EarshotError
 from earshot.index import store
-from earshot.index.schema import fts_query, stem, words
+from earshot.index.keyword_text import fts_query, stem, words
 from earshot.index.store import (
     Catalogue,
     CatalogueError,

@@ -26,9 +26,10 @@ import torch
 from earshot.cli import main
 from earshot.filters import Filters
 from earshot.hits import Hit
-from earshot.index import schema
+from earshot.index import schema, tag_blobs
 from earshot.index.build import Indexer
-from earshot.index.schema import (
+from earshot.index.store import Catalogue, CatalogueError, FileRecord, ModelMismatchError
+from earshot.index.tag_blobs import (
     CONFIDENT_TAG,
     MAX_TAGS,
     TAG_FLOOR,
@@ -37,7 +38,6 @@ from earshot.index.schema import (
     encode_tags,
     summarise_tags,
 )
-from earshot.index.store import Catalogue, CatalogueError, FileRecord, ModelMismatchError
 from earshot.model.dual import JointModel
 from earshot.model.io import load_model, model_id, save_model
 from earshot.search import Searcher, SearchError
@@ -248,8 +248,8 @@ def test_keyword_rows_hold_a_few_tag_names_a_window_filters_see_every_tag(cat):
     with cat.batch():
         short = cat.put_file(store_record("/s/short.wav", "S"), unit(1, 0), one)
         long = cat.put_file(store_record("/s/long.wav", "L"), unit(2, 1), np.repeat(one, 2, 0))
-    assert schema.keyword_tag_limit(1) == 3 and schema.keyword_tag_limit(2) == 6
-    assert schema.keyword_tag_limit(100) == schema.KEYWORD_TAGS
+    assert tag_blobs.keyword_tag_limit(1) == 3 and tag_blobs.keyword_tag_limit(2) == 6
+    assert tag_blobs.keyword_tag_limit(100) == tag_blobs.KEYWORD_TAGS
     row = dict(cat.db.execute("SELECT rowid, tags FROM files_fts").fetchall())
     assert row[short] == "Tone Noise Loud" and row[long] == "Tone Noise Loud Bird Dog"
     assert {f for f, _ in cat.keyword_search("dog")} == {long}

@@ -140,7 +140,7 @@ def _filters(kwargs: dict):
 def catalogue_path(db: str | Path | None = None) -> Path:
     """The catalogue every command and `Index` open: `db` if given, else $EARSHOT_DB, else
     `catalogue.sqlite` in the user's data folder."""
-    from earshot.index.schema import default_db_path
+    from earshot.index.connection import default_db_path
 
     return Path(db).expanduser() if db else default_db_path()
 

@@ -603,8 +603,8 @@ class Searcher(TagSearch):
     def _named_by_every_word(self, text: str, file_ids: list[int]) -> set[int]:
         """Those of `file_ids` whose name or embedded metadata holds every content word of
         `text` (FTS5, case and accents ignored; a word of 3+ letters also as a prefix, from its
-        `schema.stem`: "footsteps" is in "footstep_gravel")."""
-        from earshot.index.schema import content_words, stem
+        `keyword_text.stem`: "footsteps" is in "footstep_gravel")."""
+        from earshot.index.keyword_text import content_words, stem
 
         words = [stem(w) for w in content_words(text)]
         if not words or not file_ids:

@@ -12,7 +12,7 @@ from dataclasses import replace
 from earshot.errors import SearchError
 from earshot.filters import Filters, file_filters
 from earshot.hits import Hit, Results
-from earshot.index.schema import CONFIDENT_TAG
+from earshot.index.tag_blobs import CONFIDENT_TAG
 
 # sort=name|duration|date reorders the SORT_CAP best files by score (the relevant set), never
 # the whole catalogue: "the 200 best matches for 'rain', by name".

@@ -15,7 +15,7 @@ from earshot.fsutil import absolute
 
 def _catalogue_and_model(args: argparse.Namespace, create: bool):
     from earshot.api import catalogue_path
-    from earshot.index.schema import is_writable
+    from earshot.index.connection import is_writable
     from earshot.index.store import Catalogue
 
     db = catalogue_path(args.db)

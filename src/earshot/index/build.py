@@ -6,7 +6,7 @@ the next run skips that file); the CNN runs in this process in batches, and each
 commits in one SQLite transaction. A kill at any moment loses at most the batch in flight:
 files already committed are recognised by size and mtime on the next run and neither
 re-decoded nor re-embedded. The workers die with this
-process, however it ends (`_worker_init`).
+process, however it ends (`decoding.worker_init`); decoding one file is `index/decoding.py`.
 
 Whatever one file does (a bad name, a pipe, a corrupt header, absurd samples, vectors the model
 makes NaN of, an exception nobody foresaw, a decoder crash that takes its worker down), it is
@@ -20,15 +20,8 @@ catalogue entries are kept; `prune=True` (`earshot index --prune`) removes them 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import ctypes
-import dataclasses
-import hashlib
 import multiprocessing
 import os
-import signal
-import stat
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
@@ -38,22 +31,18 @@ from pathlib import Path
 
 import numpy as np
 
-from earshot.config import AudioConfig
 from earshot.errors import AudioDecodeError
 from earshot.fsutil import absolute
+from earshot.index import decoding
+from earshot.index.decoding import Decoded, decoded_length, embedded_metadata, unexpected
 from earshot.index.journal import CRASHED_HERE, DecodeJournal, decode_fully
-from earshot.index.scan import NOT_REGULAR, ScanEntry, ScanProblems, scan, shown
-from earshot.index.store import Catalogue, CatalogueError, FileRecord
+from earshot.index.scan import ScanEntry, ScanProblems, scan, shown
+from earshot.index.store import Catalogue, CatalogueError
 from earshot.index.writelock import WAIT_S, index_lock
 
 BATCH_FILES = 32  # files per transaction
 BATCH_SECONDS = 5.0  # ... or fewer, when they take longer than this to embed
 BATCH_WINDOWS = 256  # ... or fewer, to bound memory: 256 windows of 10 s at 32 kHz = 330 MB
-# A worker hands back a whole file's windows; a file whose header says it is longer than this,
-# or whose windows pass _MAX_WORKER_BYTES (a header that understates), is streamed here instead:
-# a 5.6-hour file must not become a 5 GB array. 300 s of 10 s windows at 32 kHz: 77 MB.
-LONG_FILE_S = 300.0
-_MAX_WORKER_BYTES = 128 << 20
 _META_BATCH = 256  # files per transaction when only their metadata is read
 CRASHED = "the decoder crashed on it (its worker process died); re-export it"
 
@@ -94,131 +83,6 @@ class IndexSummary:
         }
 
 
-@dataclass
-class Decoded:
-    entry: ScanEntry
-    record: FileRecord | None = None
-    windows: np.ndarray | None = None  # (n_windows, window_samples) float32
-    spans: list[tuple[float, float]] = field(default_factory=list)
-    error: str | None = None
-    vanished: bool = False
-
-
-def file_hash(path: str) -> str:
-    """blake2b-128 of the file's bytes. AudioDecodeError, having read nothing, unless it is a
-    regular file: opened without blocking (a FIFO with no writer would block the open), then
-    checked on the open descriptor, so a file swapped for a pipe or device after the scan is
-    never read."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    with open(fd, "rb", closefd=True) as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise AudioDecodeError(path, NOT_REGULAR)
-        h = hashlib.blake2b(digest_size=16)
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _record(entry: ScanEntry, content_hash: str) -> FileRecord:
-    import soundfile as sf
-
-    from earshot.audio.io import probe
-
-    info = probe(entry.path)
-    try:
-        with sf.SoundFile(entry.path) as f:
-            tags = {k: v for k, v in f.copy_metadata().items() if v}
-    except Exception:  # metadata is a nicety; the audio itself decoded
-        tags = {}
-    return FileRecord(
-        entry.path,
-        entry.size,
-        entry.mtime_ns,
-        content_hash,
-        info.duration_s,
-        info.sample_rate,
-        info.channels,
-        info.format,
-        info.subtype,
-        tags,
-        embedded_metadata(entry.path),
-    )
-
-
-def embedded_metadata(path: str) -> dict:
-    """The file's embedded metadata record (`earshot.audio.metadata`); {} where it has none or
-    reading it failed in a way nobody foresaw: metadata never fails a file."""
-    from earshot.audio.metadata import read_metadata
-
-    try:
-        return read_metadata(path).as_dict()
-    except Exception:
-        return {}
-
-
-def decode_entry(entry: ScanEntry, audio: AudioConfig, with_windows: bool = True) -> Decoded:
-    """Runs in a worker: hash, probe and window one file. Never raises (bar BaseExceptions
-    such as KeyboardInterrupt): every failure is the file's `error`.
-
-    A file longer than LONG_FILE_S by its header, or whose windows outgrow _MAX_WORKER_BYTES,
-    comes back with its record and no windows: `Indexer._commit` streams it.
-    """
-    try:
-        if not os.path.exists(entry.path):
-            return Decoded(entry, vanished=True)
-        record = _record(entry, file_hash(entry.path))
-        if not with_windows or record.duration_s > LONG_FILE_S:
-            return Decoded(entry, record)
-        return _windowed(entry, record, audio)
-    except AudioDecodeError as e:
-        if not os.path.exists(entry.path):
-            return Decoded(entry, vanished=True)
-        return Decoded(entry, error=e.reason)
-    except OSError as e:
-        if not os.path.exists(entry.path):
-            return Decoded(entry, vanished=True)
-        return Decoded(entry, error=f"cannot read it ({e.strerror or e})")
-    except Exception as e:
-        return Decoded(entry, error=unexpected(e))
-
-
-def _windowed(entry: ScanEntry, record: FileRecord, audio: AudioConfig) -> Decoded:
-    from earshot.audio.windows import window_file
-
-    window_bytes = 4 * round(audio.window_s * audio.sample_rate)
-    limit = max(1, _MAX_WORKER_BYTES // max(1, window_bytes))
-    windows = []
-    for w in window_file(entry.path, audio):
-        windows.append(w)
-        if len(windows) > limit:  # longer than its header said: stream it instead
-            return Decoded(entry, record)
-    if not windows:
-        return Decoded(entry, error="no audio in the file")
-    return Decoded(
-        entry,
-        decoded_length(record, windows[-1].end_s),
-        np.stack([w.samples for w in windows]),
-        [(w.start_s, w.end_s) for w in windows],
-    )
-
-
-def decoded_length(record: FileRecord, decoded_s: float) -> FileRecord:
-    """`record` with the length that decoded where its header's was off by more than 0.5 s
-    and 1%: a bare ADTS AAC's is FFmpeg's guess from its first frames' bit rate (silence then
-    sound made 65 s into 312 s), a cut MP3's the length its Xing header promised."""
-    if abs(decoded_s - record.duration_s) > max(0.5, 0.01 * decoded_s):
-        return dataclasses.replace(record, duration_s=decoded_s)
-    return record
-
-
-def unexpected(e: BaseException) -> str:
-    """A skip reason for an exception no decoder check foresaw. Its type only: a message may
-    quote the file's bytes, and reasons are stored and served."""
-    if isinstance(e, MemoryError):
-        return "out of memory while decoding it; re-export it in smaller parts"
-    return f"earshot failed on it ({type(e).__name__}); this is a bug, please report it"
-
-
 NOT_FINITE = (
     "the model's vectors for it are not finite (NaN or infinite): its samples are out of the "
     "model's range; re-export it normalised"
@@ -227,31 +91,6 @@ NOT_FINITE = (
 
 def _finite(*arrays: np.ndarray | None) -> bool:
     return all(a is None or bool(np.isfinite(a).all()) for a in arrays)
-
-
-def _worker_init(parent_pid: int) -> None:
-    """Runs first in each decode worker: make it die with the indexer, however that ends.
-
-    Linux: the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG). Everywhere:
-    a watchdog thread exits once the parent pid is gone (re-parented), within half a second.
-    Without them a killed indexer (kill -9, OOM) leaves its workers blocked on their queue
-    forever: they hold its write end themselves, so they never see it close.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-        except (OSError, AttributeError):
-            pass  # the watchdog still covers it
-    if os.getppid() != parent_pid:  # the parent died before the prctl
-        os._exit(1)
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="earshot-parent-watch", daemon=True).start()
 
 
 class Indexer:
@@ -447,10 +286,10 @@ class Indexer:
         else:
             for entry in short:
                 self._journal.decoding(entry.path)
-                yield decode_entry(entry, self.audio)
+                yield decoding.decode_entry(entry, self.audio)
         for entry in long_files:
             self._journal.decoding(entry.path)
-            yield decode_entry(entry, self.audio, with_windows=False)
+            yield decoding.decode_entry(entry, self.audio, with_windows=False)
 
     def _decoded_in_workers(self, entries: list[ScanEntry]) -> Iterator[Decoded]:
         """`decode_entry` of each entry, in worker processes. A worker that dies (a decoder
@@ -470,12 +309,12 @@ class Indexer:
         """`decode` (default `decode_entry`) entries from `queue` in a fresh pool until it is
         empty or the pool breaks; returns the entries in flight when it broke (one at most for
         a pool of one)."""
-        decode = decode or decode_entry  # looked up now: tests replace it by name
+        decode = decode or decoding.decode_entry  # looked up now: tests replace it by name
         ctx = multiprocessing.get_context("spawn")  # no forked torch state in workers
         in_flight: dict[cf.Future, ScanEntry] = {}
         lost: list[ScanEntry] = []
         with cf.ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+            workers, mp_context=ctx, initializer=decoding.worker_init, initargs=(os.getpid(),)
         ) as pool:
             while (queue or in_flight) and not lost:
                 while queue and len(in_flight) < limit:

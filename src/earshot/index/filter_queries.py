@@ -17,18 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from earshot.errors import CatalogueError
 from earshot.fsutil import absolute
-from earshot.index.schema import (
-    BM25_WEIGHTS,
-    CONFIDENT_TAG,
-    FILE_TAGS,
-    FTS_COLUMNS,
-    TAG_DTYPE,
-    CatalogueError,
-    decode_tags,
-    fts_phrase,
-    fts_query,
-)
+from earshot.index.keyword_text import fts_phrase, fts_query
+from earshot.index.schema import BM25_WEIGHTS, FILE_TAGS, FTS_COLUMNS
+from earshot.index.tag_blobs import CONFIDENT_TAG, TAG_DTYPE, decode_tags
 
 _IN_CHUNK = 900  # ids per `IN (...)`, under the 999 variables older SQLite builds allow
 
@@ -227,7 +220,7 @@ class FilterQueries:
         """[(file_id, score)], best first: BM25 over file names, folder names, tag values and
         (schema v4) the embedded metadata's words.
 
-        Any text is safe: only its words are searched, each quoted (see `schema.fts_query`).
+        Any text is safe: only its words are searched, each quoted (see `keyword_text.fts_query`).
         """
         match = fts_query(str(query))
         if match is None or limit <= 0:

@@ -79,9 +79,9 @@ def decode_fully(entry, audio):
     for a long file, so the indexer streams it at commit time. A Python exception is not a
     crash (the indexer reports it as usual when it streams the file), so none leaves here."""
     from earshot.audio.windows import window_file
-    from earshot.index.build import decode_entry
+    from earshot.index import decoding
 
     with contextlib.suppress(Exception):
         for _ in window_file(entry.path, audio):
             pass
-    return decode_entry(entry, audio, with_windows=False)
+    return decoding.decode_entry(entry, audio, with_windows=False)

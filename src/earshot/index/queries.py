@@ -15,7 +15,9 @@ from sqlite3 import Connection
 
 import numpy as np
 
+from earshot.errors import CatalogueError
 from earshot.index.filter_queries import _IN_CHUNK, FilterQueries
+from earshot.index.keyword_text import content_words, fts_query
 from earshot.index.schema import (
     FILE_TAGS,
     INVARIANTS,
@@ -24,14 +26,10 @@ from earshot.index.schema import (
     TAG_INVARIANTS,
     TAG_INVARIANTS_V2,
     TAG_INVARIANTS_V5,
-    CatalogueError,
     FileState,
     SegmentRow,
-    content_words,
-    decode_tags,
-    fts_query,
-    summarise_tags,
 )
+from earshot.index.tag_blobs import decode_tags, summarise_tags
 
 
 class CatalogueQueries(FilterQueries):

@@ -7,7 +7,7 @@ the state before a batch or after it, never part of one. Each batch that changed
 `generation` once; the ANN index (a rebuildable cache) records the generation it was built at.
 
 Vectors are stored as little-endian float16 blobs of the bound model's dimension; a tagging
-model's windows also keep their top tags (`schema.encode_tags`, at most 24 bytes) and each file
+model's windows also keep their top tags (`tag_blobs.encode_tags`, at most 24 bytes) and each file
 the best probability of every tag over its windows, with the vocabulary once in `meta`. Segment ids
 are never reused, so the ANN index extends itself with `vectors(since_segment_id=...)`; when
 `deleted_since(its generation)` says segments were removed (`removals` counts them), stale ids
@@ -31,30 +31,28 @@ from typing import Any
 
 import numpy as np
 
+from earshot.errors import CatalogueError, ModelMismatchError
+from earshot.index.connection import connect, default_db_path, describe_error
+from earshot.index.keyword_text import fts_document, fts_meta
 from earshot.index.queries import CatalogueQueries
 from earshot.index.schema import (
     FILE_COLUMNS,
     FILE_MARKS,
     FILE_TAGS,
-    CatalogueError,
     FileRecord,
     FileState,
-    ModelMismatchError,
     SegmentRow,
-    check_tag_names,
-    confident_tags,
-    connect,
-    default_db_path,
-    describe_error,
     encode_segments,
-    encode_tags,
     extension,
     file_values,
-    fts_document,
-    fts_meta,
-    keyword_tag_limit,
     meta_json,
     model_hint,
+)
+from earshot.index.tag_blobs import (
+    check_tag_names,
+    confident_tags,
+    encode_tags,
+    keyword_tag_limit,
     summarise_tags,
 )
 

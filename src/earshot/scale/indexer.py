@@ -202,9 +202,10 @@ class ShardWriter:
         }
 
     def _one(self, file_id, uri, version, files, windows, stages) -> None:
-        from earshot.index.build import NOT_FINITE, decode_entry, decoded_length, unexpected
+        from earshot.index.build import NOT_FINITE
+        from earshot.index.decoding import decode_entry, decoded_length, unexpected
         from earshot.index.scan import ScanEntry
-        from earshot.index.schema import encode_tags
+        from earshot.index.tag_blobs import encode_tags
         from earshot.scale.storage import local_copy
 
         size, mtime_ns = (int(x) for x in version.split(":"))

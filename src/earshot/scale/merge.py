@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from earshot.fsutil import absolute
-from earshot.index.schema import FileRecord, decode_tags
+from earshot.index.schema import FileRecord
+from earshot.index.tag_blobs import decode_tags
 from earshot.scale.shards import ShardError, current_files, load_manifest, read_shard
 from earshot.scale.storage import Location
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from earshot.index.build import decode_entry
+from earshot.index.decoding import decode_entry
 from earshot.index.journal import decode_fully
 
 
