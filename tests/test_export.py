@@ -153,6 +153,8 @@ def test_never_overwrites_without_force(tmp_path, capsys, wav24):
         (("--start", 4, "--end", 6), "only 5.000 s long"),
         (("--start", 5.5, "--end", 6), "starts at 5.5 s"),
         (("--start", 0, "--end", 1, "-o", "x.mp3"), "does not end in .wav"),
+        (("--start", 0, "--end", 1, "-o", "clips/"), "no folder 'clips' to write the clip into"),
+        (("--start", 0, "--end", 1, "-o", "door slam.wav/"), "is a file, not a folder"),
         (("--start", 0, "--end", 1, "--fade", -1), "--fade is 0 to"),
         (("--start", 0, "--end", "nan"), "must be a number"),
     ],
@@ -200,6 +202,10 @@ def test_hits_by_catalogue_id(tmp_path, capsys, wav24, catalogue):
     assert (doc["start"], doc["end"]) == (0.0, 1.0)
     doc = exported(capsys, "export", f"file:{file_id}", "--start", 4, "--db", db, "-o", tmp_path)
     assert doc["path"].endswith("door slam_4-5.wav") and doc["frames"] == 48000
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    doc = exported(capsys, "export", f"seg:{seg0}", "--db", db, "-o", f"{clips}{os.sep}")
+    assert doc["path"] == str(clips / "door slam_0-3.wav")
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         end = min(end, source.duration_s)
     first, last = span_frames(source, start, end)
     out = Path(args.output).expanduser() if args.output else None
+    if out is not None and args.output.endswith(("/", os.sep)) and not out.is_dir():
+        # `-o clips/` names a folder: not a file 'clips' (Path drops the trailing separator).
+        raise ExportError(
+            f"no folder '{out}' to write the clip into; create it first, or name a file"
+            if not out.exists()
+            else f"'{out}' is a file, not a folder to write the clip into"
+        )
     fmt = args.format
     if fmt is None:
         fmt = _format_from_suffix(source, out)
