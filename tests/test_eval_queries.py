@@ -120,6 +120,24 @@ def test_clips_of_labels_without_queries_count_for_retrieval_not_accuracy():
     assert set(report["accuracy_by_label"]) == {"A", "B"}
 
 
+def test_top5_accuracy_counts_a_clip_whose_label_is_among_its_five_best_prompts():
+    # 8 labels, one query each on its own axis, so a clip's prompt scores are its coordinates.
+    labels = list("ABCDEFGH")
+    eye = np.eye(8, dtype=np.float32)
+    falling = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2], dtype=np.float32)
+    clips = {"A": eye[0], "B": falling, "C": eye[2], "D": eye[3], "E": falling,
+             "F": falling, "G": eye[6], "H": falling}  # fmt: skip
+    windows = np.stack([v / np.linalg.norm(v) for v in clips.values()])
+    report = query_report(eye, labels, windows, np.arange(8), list(clips), n_boot=N_BOOT)
+    prompts = report["class_prompts"]
+    # B is 2nd, E 5th (in the top 5), F 6th and H 8th (out): right 4 of 8, top-5 6 of 8.
+    assert prompts["accuracy"]["value"] == pytest.approx(4 / 8)
+    assert prompts["top5_accuracy"]["value"] == pytest.approx(6 / 8)
+    assert prompts["chance_top5_accuracy"] == pytest.approx(5 / 8)
+    lo, hi = prompts["top5_accuracy"]["ci95"]
+    assert lo <= 6 / 8 <= hi
+
+
 def test_imperfect_geometry_shows_per_label():
     # One B clip sounds like an A: retrieval for B and B's accuracy both suffer; A's do not
     # lose accuracy, though B's stray clip now ranks among A's.
@@ -163,6 +181,7 @@ def test_per_source_sections_when_groups_are_given():
     assert digits["mAP@10"]["value"] == pytest.approx(1.0)
     assert digits["class_prompt_accuracy"]["value"] == pytest.approx(1.0)
     assert street["class_prompt_accuracy"]["value"] == pytest.approx(0.75)
+    assert street["class_prompt_top5_accuracy"]["value"] == 1.0  # 3 labels: all in the top 5
     # A's query finds both As first (AP 1); B's finds B, then 2 As and 2 Cs, then the stray B.
     assert street["mAP@10"]["value"] == pytest.approx((1 + (1 + 2 / 6) / 2) / 2)
     for section in (digits, street):

@@ -5,7 +5,8 @@ Two figures, both on clips scored by their best window (as search scores files):
   label; R@k, mAP@10 with bootstrap CIs over queries;
 - class-prompt accuracy: each clip is given the label whose prompt is most similar, where a
   label's prompt is the normalised mean of its queries' vectors (prompt ensembling, as CLIP
-  does for zero-shot classification); CI by bootstrap over clips.
+  does for zero-shot classification), and at top-5 (its label among the 5 best prompts); CI
+  by bootstrap over clips.
 
 Those CIs hold the clips fixed (or treat them as independent). Clips cut from one recording are
 not independent, and a test split with a handful of recordings per class is a small sample of
@@ -31,6 +32,9 @@ from earshot.eval.metrics import (
 )
 from earshot.eval.recordings import cluster_bootstrap_ci, two_way_bootstrap_map_ci
 from earshot.model.dual import JointModel
+
+# Class-prompt accuracy is also given at top-k: the clip's label among its k best prompts.
+TOP_K = 5
 
 
 def query_report(
@@ -77,6 +81,10 @@ def query_report(
     predicted = np.array(labels, dtype=object)[prompt_scores.argmax(axis=0)]
     correct = (predicted == clip_labels)[known].astype(np.float64)
     lo, hi = bootstrap_ci(correct, n_boot, seed)
+    # Top-k: the clip's own label among its TOP_K most similar prompts (a tie keeps it in).
+    own = np.searchsorted(labels, clip_labels[known].astype(str))
+    own_score = prompt_scores[:, known][own, np.arange(int(known.sum()))]
+    in_top = ((prompt_scores[:, known] > own_score).sum(axis=0) < TOP_K).astype(np.float64)
     report: dict[str, Any] = {
         "queries": len(query_labels),
         "clips": int(usable.sum()),
@@ -86,6 +94,11 @@ def query_report(
         "class_prompts": {
             "accuracy": {"value": float(correct.mean()), "ci95": [lo, hi]},
             "chance_accuracy": round(1 / len(labels), 4),
+            f"top{TOP_K}_accuracy": {
+                "value": float(in_top.mean()),
+                "ci95": list(bootstrap_ci(in_top, n_boot, seed)),
+            },
+            f"chance_top{TOP_K}_accuracy": round(min(1.0, TOP_K / len(labels)), 4),
             "clips": int(known.sum()),
         },
         "mAP@10_by_label": {
@@ -108,7 +121,7 @@ def query_report(
         label_group = {lab: g for lab, g in zip(clip_labels, groups, strict=True)}
         for g in sorted(set(groups)):
             mine = np.array([label_group.get(q) == g for q in query_labels])
-            acc = correct[groups[known] == g]
+            acc, top = correct[groups[known] == g], in_top[groups[known] == g]
             if mine.any():
                 report[f"source {g}"] = {
                     "mAP@10": {
@@ -118,6 +131,10 @@ def query_report(
                     "class_prompt_accuracy": {
                         "value": float(acc.mean()),
                         "ci95": list(bootstrap_ci(acc, n_boot, seed)),
+                    },
+                    f"class_prompt_top{TOP_K}_accuracy": {
+                        "value": float(top.mean()),
+                        "ci95": list(bootstrap_ci(top, n_boot, seed)),
                     },
                 }
                 if recordings is not None:
