@@ -40,6 +40,8 @@ def cases(d):
     under_a_file = str(d / "notes.wav" / "cat.db")  # its folder is a file
     nomodel = str(d / "nomodel")
     return {
+        "embed a bare sentence": ["embed", "a dog barks"],
+        "embed a bare file": ["embed", notes, "--json"],
         "embed missing file": ["embed", "--audio", missing],
         "embed non-audio": ["embed", "--audio", notes],
         "embed bad number": ["embed", "--text", "hi", "--batch-size", "many"],
@@ -112,6 +114,13 @@ def test_user_error_is_one_line_not_a_traceback(name, bad, capsys, monkeypatch):
     assert rc not in (0, None), f"{name}: exit status {rc}\n{err}"
     assert "Traceback" not in err, err
     assert ERROR_LINE.search(err), f"{name}: no 'earshot: error:' line in\n{err}"
+
+
+def test_embed_says_which_flag_a_bare_argument_needs(bad, capsys):
+    _, err = _run(["embed", "a dog barks"], capsys)
+    assert "write --text before 'a dog barks'" in err
+    _, err = _run(["embed", str(bad / "notes.wav")], capsys)
+    assert f"write --audio before {bad / 'notes.wav'}" in err
 
 
 def test_entry_point_prints_no_traceback(bad):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from earshot.commands import catalogue as catalogue_cmds
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--audio", nargs="+", metavar="FILE", help="audio file(s): one vector per window"
     )
     p.add_argument("--text", nargs="+", metavar="SENTENCE", help="sentence(s)")
+    # Caught only to say where it belongs: `earshot embed "rain"` is refused with the fix.
+    p.add_argument("stray", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--batch-size", type=int, default=8, help="windows per batch (default: 8)")
     p.add_argument(
@@ -295,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "embed" and args.stray:
+        first = args.stray[0]
+        flag = "--audio" if os.path.exists(first) else "--text"
+        parser.error(
+            f"embed takes --audio FILE... or --text SENTENCE...: write {flag} before "
+            f"{shlex.quote(first)}"
+        )
     if args.command == "embed" and not (args.audio or args.text):
         parser.error("embed needs --audio FILE... or --text SENTENCE...")
     if args.command == "search":
