@@ -70,7 +70,7 @@ def test_a_dead_index_process_folder_is_swept(tmp_path):
     import subprocess
     import sys
 
-    from earshot.scale.search import FOLDER_PREFIX, sweep_dead_folders
+    from earshot.scale.shard_index import FOLDER_PREFIX, sweep_dead_folders
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
