@@ -173,6 +173,11 @@ def test_cli_search(setup, capsys, tmp_path):
     assert len(doc["hits"]) == 2 and {"path", "start", "end", "score"} <= set(doc["hits"][0])
     assert main(["search", "a robin sings", *args]) == 0
     assert "1. " in capsys.readouterr().out
+    # Nothing left by the filters: one line says so (it used to be two, "no matches" first).
+    assert main(["search", "a robin sings", "--min-duration", "9999", *args]) == 0
+    assert capsys.readouterr().out == 'no match for "a robin sings"\n'
+    assert main(["search", "a robin sings", "--offset", "500", *args]) == 0
+    assert capsys.readouterr().out == "no matches\n"  # a page past the last
     # Without --model, the catalogue's own model (recorded when indexing) is used.
     assert main(["search", "a robin sings", "--db", str(db), "--model", ""]) == 0
     assert "1. " in capsys.readouterr().out

@@ -189,7 +189,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         doc |= _summary(results, said)
         print(json.dumps({**doc, "hits": [h.as_dict() for h in shown]}))
         return 0
-    if not results:
+    hint = EXAMPLE_HINT if by_example else "try other words or --like FILE"
+    message = results.message(said or None, hint)
+    if not results and not message:  # a page past the last: the message says nothing
         print("no matches")
     for h in shown:
         band = f"  {h.band} {h.confidence:.2f}" if h.band else ""
@@ -210,8 +212,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     hidden = len(results) - len(shown)
     if hidden:
         print(f"({hidden} weak match{'es' * (hidden > 1)} left out: --all lists them)")
-    hint = EXAMPLE_HINT if by_example else "try other words or --like FILE"
-    message = results.message(said or None, hint)
     if message:
         print(message)
     return 0
