@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import earshot.index.build as build
+import earshot.index.decoding as decoding
 from earshot.audio.io import probe
 from earshot.index.build import Indexer
 from earshot.index.store import Catalogue
@@ -82,7 +82,7 @@ def test_a_bare_aac_is_catalogued_at_the_length_that_decoded(
     path = write_adts(root / "memo.aac", [np.zeros(40 * 16000, np.float32), noise])
     assert probe(path).duration_s > 60  # the guess
     if streamed:  # as for a file long by its header: decoded at commit, window by window
-        monkeypatch.setattr(build, "LONG_FILE_S", 10.0)
+        monkeypatch.setattr(decoding, "LONG_FILE_S", 10.0)
     with Catalogue(tmp_path / "c.sqlite") as cat:
         s = Indexer(cat, model, workers=0, progress=False).run([str(root)])
         assert s.added == 1 and s.audio_s == pytest.approx(43.0, abs=0.3)
