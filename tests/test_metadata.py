@@ -13,7 +13,8 @@ import struct
 import numpy as np
 import pytest
 
-from earshot.audio.metadata import MAX_VALUE_CHARS, clean, parse_ucs, read_metadata
+from earshot.audio.metadata import parse_ucs, read_metadata
+from earshot.audio.metadata_record import MAX_VALUE_CHARS, clean
 from earshot.filters import Filters
 from earshot.index.build import Indexer
 from earshot.index.store import Catalogue
@@ -151,6 +152,18 @@ def test_a_ucs_name_fills_the_record(tmp_path):
 
 
 # --- hostile files ---------------------------------------------------------------------------
+
+
+def test_an_rf64_file_is_read_past_its_placeholder_sized_audio(tmp_path):
+    # RF64 (and BW64) write 0xFFFFFFFF as the data chunk's size and the real one in ds64: a
+    # description after the audio is found only by stepping by the 64-bit size.
+    path = write_noise(tmp_path / "long.wav", 0.5, 16000, format="RF64")
+    data = path.read_bytes()
+    at = data.index(b"data")
+    assert data[at + 4 : at + 8] == b"\xff\xff\xff\xff"
+    path.write_bytes(data + chunk(b"LIST", b"INFO" + chunk(b"INAM", b"Rain on a tin roof\x00")))
+    m = read_metadata(path).as_dict()
+    assert m["title"] == "Rain on a tin roof" and m["sources"] == ["info"]
 
 
 def test_hostile_chunks_give_no_metadata_not_an_error(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # A 32-bit size at or above this is a writer's "unknown" placeholder, not a promise.
@@ -59,22 +60,33 @@ def data_shortfall(path: str) -> Shortfall | None:
     return None
 
 
-def _chunks(f, endian: str):
-    """(id, size, offset of the body) of each chunk from the current position, in order."""
-    for _ in range(_MAX_CHUNKS):
+def chunks(f, endian: str, max_chunks: int = _MAX_CHUNKS) -> Iterator[tuple[bytes, int, int]]:
+    """(id, declared size, offset of the body) of each chunk of a RIFF or AIFF file after its
+    12-byte form header, in order, at most `max_chunks`; stops at the end of the file. The
+    caller may read inside a chunk between steps. An RF64/BW64 data chunk whose size is the
+    0xFFFFFFFF placeholder is yielded as declared, and stepped past by the ds64 chunk's 64-bit
+    size, so the chunks after the audio are still found."""
+    at, data_size64 = 12, None
+    for _ in range(max_chunks):
+        f.seek(at)
         raw = f.read(8)
         if len(raw) < 8:
             return
         cid, csize = raw[:4], struct.unpack(endian + "I", raw[4:])[0]
-        body = f.tell()
-        yield cid, csize, body
-        f.seek(body + csize + (csize & 1))  # chunks are padded to an even length
+        if cid == b"ds64" and csize >= 16:  # riff size, data size (uint64 each), ...
+            ds64 = f.read(16)
+            if len(ds64) == 16:
+                data_size64 = struct.unpack("<Q", ds64[8:])[0]
+        yield cid, csize, at + 8
+        if cid == b"data" and csize == 0xFFFFFFFF and data_size64 is not None:
+            csize = data_size64
+        at += 8 + csize + (csize & 1)  # chunks are padded to an even length
 
 
 def _wav_data(f, magic: bytes) -> tuple[int, int, int] | None:
     endian = ">" if magic == b"RIFX" else "<"
     block_align, ds64_data = 0, None
-    for cid, csize, body in _chunks(f, endian):
+    for cid, csize, body in chunks(f, endian):
         if cid == b"ds64" and csize >= 16:  # RF64: the real 64-bit sizes
             f.seek(body)
             _, ds64_data = struct.unpack("<QQ", f.read(16))
@@ -95,7 +107,7 @@ def _wav_data(f, magic: bytes) -> tuple[int, int, int] | None:
 
 def _aiff_data(f) -> tuple[int, int, int] | None:
     frame_bytes = 0
-    for cid, csize, body in _chunks(f, ">"):
+    for cid, csize, body in chunks(f, ">"):
         if cid == b"COMM" and csize >= 8:
             f.seek(body)
             channels, _, bits = struct.unpack(">HIH", f.read(8))
