@@ -90,6 +90,32 @@ def test_filters(searcher, setup):
     assert [h.path for h in dotted] == [h.path for h in birds]
 
 
+def test_an_empty_result_names_the_filter_no_file_passes(searcher, setup):
+    root = setup[0]
+    text = "a robin sings"
+    # dur:>20 passes long_hum alone, ext:flac owl alone: together, nothing.
+    for query, filters, said in [
+        (f"{text} dur:>20 ext:flac", None,
+         "no file passes dur:>=20 ext:flac together (each alone passes some); try removing one"),
+        (text, Filters(min_duration=9999), "no file passes dur:>=9999; try removing it"),
+        (f"{text} ext:mp3 folder:birds", Filters(max_duration=1),
+         "no file passes dur:<=1 ext:mp3; try removing them"),
+        (f'{text} "no such phrase"', None, 'no file passes "no such phrase"; try removing it'),
+        (text, Filters(folder=str(root / "my birds")),
+         f'no file passes folder:"{root / "my birds"}"; try removing it'),
+    ]:  # fmt: skip
+        results = searcher.search_text(query, 5, filters)
+        assert results == [] and searcher.why_empty(results, filters, query) == said, query
+        assert results.message(query, reason=said) == f'no match for "{query}": {said}'
+    # Filters that pass some file, or results: nothing to blame on them.
+    found = searcher.search_text(f"{text} ext:flac", 5)
+    assert found and searcher.why_empty(found, None, f"{text} ext:flac") is None
+    assert searcher.why_empty([], Filters(formats=("flac",))) is None
+    assert searcher.why_empty([], None, text) is None
+    beyond = searcher.search_text(f"{text} ext:flac", 5, offset=50)
+    assert beyond == [] and searcher.why_empty(beyond, Filters(min_duration=9999)) is None
+
+
 def test_search_like_leaves_the_example_out(searcher, setup):
     root = setup[0]
     hits = searcher.search_like(root / "birds" / "owl.flac", k=10)
@@ -175,7 +201,14 @@ def test_cli_search(setup, capsys, tmp_path):
     assert "1. " in capsys.readouterr().out
     # Nothing left by the filters: one line says so (it used to be two, "no matches" first).
     assert main(["search", "a robin sings", "--min-duration", "9999", *args]) == 0
-    assert capsys.readouterr().out == 'no match for "a robin sings"\n'
+    why = "no file passes dur:>=9999; try removing it"
+    assert capsys.readouterr().out == f'no match for "a robin sings": {why}\n'
+    assert main(["search", "a robin sings ext:mp3", "--json", *args]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["hits"] == []
+    assert doc["message"].endswith(": no file passes ext:mp3; try removing it")
+    assert main(["search", "--like", str(root / "birds" / "owl.flac"), "ext:mp3", *args]) == 0
+    assert capsys.readouterr().out == "no match: no file passes ext:mp3; try removing it\n"
     assert main(["search", "a robin sings", "--offset", "500", *args]) == 0
     assert capsys.readouterr().out == "no matches\n"  # a page past the last
     # Without --model, the catalogue's own model (recorded when indexing) is used.

@@ -112,7 +112,16 @@ def test_search_filters(client, lib, searcher):
     assert [h["file_id"] for h in long["hits"]] == [h.file_id for h in expected]
     assert {h["name"] for h in long["hits"]} == {"long_hum.wav", "wren.wav"}
     flac = client.get("/api/search", params={"q": "song", "format": "flac"}).json()
-    assert [h["name"] for h in flac["hits"]] == ["owl.flac"]
+    assert [h["name"] for h in flac["hits"]] == ["owl.flac"] and flac["empty_reason"] is None
+    # Nothing left: the response says which filter no file passes.
+    empty = client.get("/api/search", params={"q": "song ext:mp3", "folder": birds}).json()
+    why = "no file passes ext:mp3; try removing it"
+    assert empty["hits"] == [] and empty["empty_reason"] == why
+    assert empty["message"] == f'no match for "song ext:mp3": {why}'
+    fid = file_id(client, "owl.flac")
+    like = client.get(f"/api/similar/{fid}", params={"q": "dur:>9999"}).json()
+    assert like["hits"] == []
+    assert like["empty_reason"] == "no file passes dur:>=9999; try removing it"
 
 
 @pytest.mark.parametrize(
@@ -548,9 +557,9 @@ def test_a_weak_search_by_example_does_not_suggest_searching_by_example(client, 
     hints = []
     original = Results.message
 
-    def message(self, query, *hint):
+    def message(self, query, *hint, reason=None):
         hints.append(hint)
-        return original(self, query, *hint)
+        return original(self, query, *hint, reason=reason)
 
     fid = file_id(client, "long_hum.wav")
     monkeypatch.setattr(Results, "message", message)

@@ -217,7 +217,9 @@ def test_filters_and_errors_show(browser, server):
     folder = d.find_element(By.ID, "folder")
     folder.send_keys("no/such/folder", Keys.TAB)
     wait(d, lambda d: "No matches" in status(d), "no matches")
-    assert "(filtered)" in status(d) and status(d).endswith("Try removing a filter.")
+    # The status line names the filter that leaves nothing.
+    assert "(filtered)" in status(d)
+    assert status(d).endswith("No file passes folder:no/such/folder; try removing it.")
     folder.clear()
     folder.send_keys(Keys.TAB)
     # A search the server refuses: the banner says why, and so does the status line.

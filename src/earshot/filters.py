@@ -104,6 +104,43 @@ class Filters:
             channels=ranged(self.channels, parsed.channels),
         )
 
+    def parts(self) -> list[tuple[str, Filters]]:
+        """Each condition alone, as (its query-syntax form, the filters of it alone): what
+        `Searcher.why_empty` tries one by one to name the condition no file passes."""
+        out: list[tuple[str, Filters]] = []
+        if self.folder is not None:
+            out.append((f"folder:{_quoted(self.folder)}", Filters(folder=self.folder)))
+        for part in self.folder_parts or ():
+            out.append((f"folder:{_quoted(part)}", Filters(folder_parts=(part,))))
+        if self.min_duration is not None or self.max_duration is not None:
+            label = _range_form("dur", (self.min_duration, self.max_duration))
+            lasting = Filters(min_duration=self.min_duration, max_duration=self.max_duration)
+            out.append((label, lasting))
+        if self.formats:
+            out.append((f"ext:{','.join(self.formats)}", Filters(formats=self.formats)))
+        for name in self.tags or ():
+            out.append((f"tag:{_quoted(name)}", Filters(tags=(name,), tag_min=self.tag_min)))
+        for phrase in self.keywords or ():
+            out.append((f'"{phrase}"', Filters(keywords=(phrase,))))
+        if self.sample_rate is not None:
+            out.append((_range_form("sr", self.sample_rate), Filters(sample_rate=self.sample_rate)))
+        if self.channels is not None:
+            out.append((_range_form("ch", self.channels), Filters(channels=self.channels)))
+        for word in self.exclude or ():
+            out.append((f"-{_quoted(word)}", Filters(exclude=(word,))))
+        return out
+
+
+def _quoted(value: str) -> str:
+    return f'"{value}"' if any(c.isspace() or c == "," for c in value) else value
+
+
+def _range_form(name: str, bounds: tuple[float | None, float | None]) -> str:
+    lo, hi = bounds
+    if lo is not None and hi is not None:
+        return f"{name}:{lo:g}" if lo == hi else f"{name}:{lo:g}..{hi:g}"
+    return f"{name}:>={lo:g}" if lo is not None else f"{name}:<={hi:g}"
+
 
 def _tighter(a, b, pick):
     return b if a is None else a if b is None else pick(a, b)

@@ -105,11 +105,19 @@ class Results(list):
             return None
         return max(rated, key=lambda h: h.confidence).band
 
-    def message(self, query: str | None, hint: str = "try other words or search by example"):
-        """A plain sentence when nothing matches well, else None."""
+    def message(
+        self,
+        query: str | None,
+        hint: str = "try other words or search by example",
+        reason: str | None = None,
+    ):
+        """A plain sentence when nothing matches well, else None. `reason`: why nothing
+        matched, where that is known (`Searcher.why_empty`)."""
         shown = f' for "{query}"' if query else ""
         if not self:
-            return f"no match{shown}" if self.offset == 0 else None
+            if self.offset:
+                return None
+            return f"no match{shown}: {reason}" if reason else f"no match{shown}"
         rated = [h for h in self if h.confidence is not None]
         if not rated or self.offset:
             return None

@@ -534,6 +534,33 @@ class Searcher(TagSearch):
             out.append(replace(h, spans=tuple(chosen[:n]), more_spans=int(good)))
         return out
 
+    def why_empty(
+        self, results: list, filters: Filters | None, text: str | None = None
+    ) -> str | None:
+        """Why `results`, a search narrowed by `filters` and the fields of `text` (the query
+        as typed), found nothing, where the filters are why: the conditions no indexed file
+        passes even alone, else that together they pass none. None for results that are not
+        an empty first page, and where the filters pass some window (nothing to blame on
+        them)."""
+        if results or getattr(results, "offset", 0):
+            return None
+        if text is not None and text.strip():
+            filters = self.plan_text(text, filters).filters
+        if filters is None or not filters.active() or len(self._allowed(filters)):
+            return None
+        parts = filters.parts()
+        empty = [label for label, alone in parts if not len(self._allowed(alone))]
+        if empty:
+            return f"no file passes {' '.join(empty)}" + (
+                "; try removing it" if len(empty) == 1 else "; try removing them"
+            )
+        if len(parts) > 1:
+            return (
+                f"no file passes {' '.join(label for label, _ in parts)} together "
+                "(each alone passes some); try removing one"
+            )
+        return None
+
     def _allowed(self, filters: Filters) -> np.ndarray:
         """Segment ids passing `filters`, cached per catalogue generation: the SQL behind a
         broad filter over 1M windows takes ~60 ms, a query after it ~2 ms."""

@@ -172,10 +172,12 @@ def cmd_search(args: argparse.Namespace) -> int:
                 if line:
                     hits = run(line)
                     shown = hits if show_weak else trim_weak(hits)
-                    doc = {"query": line, **_summary(hits, line)}
+                    reason = _why_empty(searcher, hits, filters, line)
+                    doc = {"query": line, **_summary(hits, line, reason)}
                     print(json.dumps({**doc, "hits": [h.as_dict() for h in shown]}), flush=True)
             return 0
         hits = run(args.query)
+        reason = _why_empty(searcher, hits, filters, args.query)
     results = hits if isinstance(hits, Results) else Results.of(hits)
     shown = results if show_weak else trim_weak(results)
     by_example = args.like or args.like_id is not None
@@ -186,11 +188,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             doc["q"] = args.query
         if filters.tags:
             doc["tags"] = list(filters.tags)
-        doc |= _summary(results, said)
+        doc |= _summary(results, said, reason)
         print(json.dumps({**doc, "hits": [h.as_dict() for h in shown]}))
         return 0
     hint = EXAMPLE_HINT if by_example else "try other words or --like FILE"
-    message = results.message(said or None, hint)
+    message = results.message(said or None, hint, reason)
     if not results and not message:  # a page past the last: the message says nothing
         print("no matches")
     for h in shown:
@@ -227,14 +229,21 @@ def meta_line(meta, width: int = 100) -> str:
     return ""
 
 
-def _summary(results, query: str | None) -> dict:
+def _why_empty(searcher, hits, filters, query: str | None) -> str | None:
+    """`Searcher.why_empty`: why an empty first page is empty, where the filters (flags and
+    the query's fields) are why; None for shards, which do not say."""
+    why = getattr(searcher, "why_empty", None)
+    return why(hits, filters, query) if why else None
+
+
+def _summary(results, query: str | None, reason: str | None = None) -> dict:
     """The top-level fields of a search's JSON besides the hits, as the API gives them."""
     from earshot.hits import Results
 
     results = results if isinstance(results, Results) else Results.of(results)
     return {
         "band": results.best_band(),
-        "message": results.message(query),
+        "message": results.message(query, reason=reason),
         "offset": results.offset,
         "more": bool(results.more),
         "total_estimate": results.total_estimate,

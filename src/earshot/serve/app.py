@@ -316,7 +316,8 @@ def create_app(
         else:
             hits = svc.search_text(q, k, filters, hybrid, **page)
         query = {"text": q, "k": k, "offset": offset, "sort": sort}
-        return _answer(query, filters, hits, t0, show_weak, q.strip() or None)
+        reason = svc.why_empty(hits, filters, q)
+        return _answer(query, filters, hits, t0, show_weak, q.strip() or None, reason=reason)
 
     @app.get(
         "/api/tags",
@@ -383,7 +384,8 @@ def create_app(
         if segment is not None:
             row = svc.cat.segments([segment])[segment]
             query |= {"start": round(row.start_s, 3), "end": round(row.end_s, 3)}
-        return _answer(query, filters, hits, t0, show_weak, by_example=True)
+        reason = svc.why_empty(hits, filters)
+        return _answer(query, filters, hits, t0, show_weak, by_example=True, reason=reason)
 
     @app.post(
         "/api/search/like",
@@ -450,7 +452,8 @@ def create_app(
         query = {"upload": name, "duration": round(seconds, 3), "k": k}
         if q.strip():
             query["q"] = q
-        return _answer(query, filters, hits, t0, show_weak, by_example=True)
+        reason = svc.why_empty(hits, filters)
+        return _answer(query, filters, hits, t0, show_weak, by_example=True, reason=reason)
 
     @app.get("/api/files/{file_id}", tags=["files"], summary="A file's metadata and segments")
     def file_info(file_id: str):
@@ -586,6 +589,7 @@ def _answer(
     show_weak: bool = True,
     asked: str | None = None,
     by_example: bool = False,
+    reason: str | None = None,
 ) -> dict:
     from earshot.hits import Results, trim_weak
 
@@ -597,7 +601,8 @@ def _answer(
         "filters": active,
         "took_ms": round((time.perf_counter() - t0) * 1000, 2),
         "band": results.best_band(),
-        "message": results.message(asked, *([EXAMPLE_HINT] if by_example else [])),
+        "message": results.message(asked, *([EXAMPLE_HINT] if by_example else []), reason=reason),
+        "empty_reason": reason,  # an empty first page: the filter(s) no file passes
         "offset": results.offset,
         "more": bool(results.more),
         "total_estimate": results.total_estimate,

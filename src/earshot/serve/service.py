@@ -121,6 +121,13 @@ class Service:
                 return self.searcher.search_text(text, k, filters, **page)
         return self.batcher.submit((plan, k, page))
 
+    def why_empty(self, hits, filters, text: str | None = None) -> str | None:
+        """`Searcher.why_empty`: why an empty first page is empty, where the filters are why."""
+        if hits or getattr(hits, "offset", 0):
+            return None  # the common case: no lock taken
+        with self.lock:
+            return self.searcher.why_empty(hits, filters, text)
+
     def search_tags(self, k: int, filters, **page):
         """No text, only tags: the files having them, likeliest first."""
         with self.lock:

@@ -123,7 +123,8 @@ function writeStatus(data, request) {
   const filtered = Object.keys(data.filters || {}).length ? " (filtered)" : "";
   const took = data.took_ms != null ? ` · ${Math.round(data.took_ms)} ms` : "";
   let line = `${count}${about}${filtered}${took}`;
-  if (n === 0) {
+  if (n === 0 && data.empty_reason) line += `. ${sentence(data.empty_reason)}`;
+  else if (n === 0) {
     line += `. ${filtered ? "Try removing a filter." : "Try describing it differently."}`;
   }
   el.status.textContent = line;
