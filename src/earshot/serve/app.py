@@ -17,28 +17,27 @@ is exposed; CORS is off unless origins are named.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from earshot.errors import AudioDecodeError, EarshotError
-from earshot.hits import EXAMPLE_HINT, tags_json
+from earshot.hits import tags_json
 from earshot.serve.guard import Guard
+from earshot.serve.params import MAX_ID, MAX_K, MAX_SECONDS
 from earshot.serve.playback import MAX_FADE_MS, audio_response, clip_response
+from earshot.serve.search_routes import add_search_routes
 from earshot.serve.service import (
     ApiError,
     Service,
     Settings,
     shorten,
 )
-from earshot.serve.uploads import receive_upload
 
 log = logging.getLogger("earshot.serve")
 
@@ -55,81 +54,6 @@ STATIC_FILES = {
     for p in sorted(STATIC_DIR.iterdir())
     if p.suffix in _STATIC_TYPES and p.is_file()
 }
-MAX_K = 100
-# Bounds on every number a request carries, so that none reaches SQLite or JSON out of range
-# (an int beyond SQLite's 64 bits, or inf, was an HTTP 500): ids are SQLite INTEGERs, times
-# and durations finite seconds below 10^9 (some 31 years).
-MAX_ID = 2**63 - 1
-MAX_SECONDS = 1e9
-MAX_FOLDER = 4096  # characters: PATH_MAX
-MAX_NAME = 256  # characters of a format or tag name
-MinDuration = Annotated[
-    float | None,
-    Query(
-        ge=0, le=MAX_SECONDS, allow_inf_nan=False, description="seconds: files this long or longer"
-    ),
-]
-MaxDuration = Annotated[
-    float | None,
-    Query(
-        ge=0, le=MAX_SECONDS, allow_inf_nan=False, description="seconds: files this long or shorter"
-    ),
-]
-Folder = Annotated[
-    str | None,
-    Query(
-        max_length=MAX_FOLDER,
-        description="only files under this folder: absolute, ~/..., or a folder name or "
-        "relative path matched as whole components (foley, sfx/foley)",
-    ),
-]
-Offset = Annotated[
-    int, Query(ge=0, le=10000, description="hits to pass over first (paging; stable order)")
-]
-Sort = Annotated[
-    str,
-    Query(
-        pattern="^(score|name|duration|date)$",
-        description="score (default); name, duration (shortest first) or date (newest first) "
-        "reorder the 200 best files by score",
-    ),
-]
-Spans = Annotated[int, Query(ge=1, le=20, description="each file's best N non-overlapping windows")]
-ExampleFilters = Annotated[
-    str,
-    Query(
-        max_length=1000,
-        description="filters in the search box's syntax, without a description: "
-        "'dur:<5 ext:wav sr:>=48k -rain'",
-    ),
-]
-ShowWeak = Annotated[
-    bool,
-    Query(
-        description="true (default): every hit, each marked with its band; false: where some "
-        "hit is good, only the good ones"
-    ),
-]
-Formats = Annotated[
-    list[str] | None, Query(alias="format", description="only these formats: wav, flac, ...")
-]
-Tags = Annotated[
-    list[str] | None,
-    Query(
-        alias="tag",
-        description="only files with this sound tag, e.g. Dog (any case; repeatable: all of "
-        "them); for catalogues indexed by a tagging model",
-    ),
-]
-TagMin = Annotated[
-    float | None,
-    Query(
-        ge=0,
-        le=1,
-        allow_inf_nan=False,
-        description="a tag counts from this probability in some window (0.3)",
-    ),
-]
 
 
 def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -279,181 +203,7 @@ def create_app(
     def folders(limit: int = Query(500, ge=1, le=5000)):
         return {"folders": [{"folder": f, "files": n} for f, n in svc.cat.folders(limit)]}
 
-    @app.get(
-        "/api/search",
-        tags=["search"],
-        summary="Files that sound like a description (or, with only tags, the files with them)",
-    )
-    def search(
-        q: str = Query(
-            "",
-            max_length=1000,
-            description="what you hear, e.g. 'a dog barks'; may be left out when tag is given",
-        ),
-        k: int = Query(20, ge=1, le=MAX_K, description="how many files"),
-        folder: Folder = None,
-        min_duration: MinDuration = None,
-        max_duration: MaxDuration = None,
-        formats: Formats = None,
-        tags: Tags = None,
-        tag_min: TagMin = None,
-        hybrid: bool | None = Query(
-            None,
-            description="fuse keyword matches on names, tags and embedded metadata; default: "
-            "on where the catalogue holds embedded descriptions or a query word picks files "
-            "out by name or folder",
-        ),
-        offset: Offset = 0,
-        sort: Sort = "score",
-        spans: Spans = 1,
-        show_weak: ShowWeak = True,
-    ):
-        filters = _filters(folder, min_duration, max_duration, formats, tags, tag_min)
-        page = {"offset": offset, "sort": sort, "spans": spans}
-        t0 = time.perf_counter()
-        if not q.strip() and filters.tags:
-            hits = svc.search_tags(k, filters, **page)
-        else:
-            hits = svc.search_text(q, k, filters, hybrid, **page)
-        query = {"text": q, "k": k, "offset": offset, "sort": sort}
-        reason = svc.why_empty(hits, filters, q)
-        return _answer(query, filters, hits, t0, show_weak, q.strip() or None, reason=reason)
-
-    @app.get(
-        "/api/tags",
-        tags=["search"],
-        summary="The sound tags files have (in some window at >= 0.3), most files first",
-    )
-    def sound_tags(limit: int = Query(1000, ge=1, le=100000)):
-        menu = svc.tag_menu()
-        return {
-            "vocabulary": len(svc.cat.tag_names),
-            "tags": [{"name": name, "files": n} for name, n in menu[:limit]],
-        }
-
-    @app.get(
-        "/api/examples",
-        tags=["search"],
-        summary="Example searches from what the catalogue knows (its commonest tags or name words)",
-    )
-    def example_searches():
-        from earshot.serve.examples import examples
-
-        names, records = svc.cat.file_names()
-        return examples(svc.tag_menu(), names, records)
-
-    @app.get(
-        "/api/facets",
-        tags=["files"],
-        summary="The formats, sample rates and channel counts of indexed files, most files first",
-    )
-    def file_facets():
-        from earshot.serve.examples import facets
-
-        return facets(svc.cat.facets())
-
-    @app.get(
-        "/api/similar/{file_id}",
-        tags=["search"],
-        summary="More like this: files that sound like a file, or one of its segments",
-    )
-    def similar(
-        file_id: str,
-        segment: int | None = Query(None, ge=1, le=MAX_ID, description="a segment id of this file"),
-        k: int = Query(20, ge=1, le=MAX_K),
-        folder: Folder = None,
-        min_duration: MinDuration = None,
-        max_duration: MaxDuration = None,
-        formats: Formats = None,
-        tags: Tags = None,
-        tag_min: TagMin = None,
-        offset: Offset = 0,
-        sort: Sort = "score",
-        spans: Spans = 1,
-        show_weak: ShowWeak = True,
-        q: ExampleFilters = "",
-    ):
-        filters = _filters(folder, min_duration, max_duration, formats, tags, tag_min)
-        filters = svc.searcher.example_filters(q, filters)
-        info = svc.file(file_id)
-        t0 = time.perf_counter()
-        hits = svc.similar(info, segment, k, filters, offset=offset, sort=sort, spans=spans)
-        query = {"file_id": info["id"], "name": info["name"], "segment_id": segment, "k": k}
-        if q.strip():
-            query["q"] = q
-        if segment is not None:
-            row = svc.cat.segments([segment])[segment]
-            query |= {"start": round(row.start_s, 3), "end": round(row.end_s, 3)}
-        reason = svc.why_empty(hits, filters)
-        return _answer(query, filters, hits, t0, show_weak, by_example=True, reason=reason)
-
-    @app.post(
-        "/api/search/like",
-        tags=["search"],
-        summary="Search by example: upload a short sound (multipart field 'file', or raw bytes "
-        "as application/octet-stream or audio/*)",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"file": {"type": "string", "format": "binary"}},
-                            "required": ["file"],
-                        }
-                    },
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                    "audio/*": {"schema": {"type": "string", "format": "binary"}},
-                },
-            }
-        },
-    )
-    async def search_like(
-        request: Request,
-        k: int = Query(20, ge=1, le=MAX_K),
-        start: float | None = Query(
-            None,
-            ge=0,
-            le=MAX_SECONDS,
-            allow_inf_nan=False,
-            description="start of the span to compare (s)",
-        ),
-        end: float | None = Query(
-            None,
-            gt=0,
-            le=MAX_SECONDS,
-            allow_inf_nan=False,
-            description="end of the span to compare (s)",
-        ),
-        folder: Folder = None,
-        min_duration: MinDuration = None,
-        max_duration: MaxDuration = None,
-        formats: Formats = None,
-        tags: Tags = None,
-        tag_min: TagMin = None,
-        offset: Offset = 0,
-        sort: Sort = "score",
-        spans: Spans = 1,
-        show_weak: ShowWeak = True,
-        q: ExampleFilters = "",
-    ):
-        filters = _filters(folder, min_duration, max_duration, formats, tags, tag_min)
-        filters = svc.searcher.example_filters(q, filters)  # refused before the upload is read
-        path, name = await receive_upload(request, settings)
-        page = {"offset": offset, "sort": sort, "spans": spans}
-        try:
-            t0 = time.perf_counter()
-            hits, seconds = await run_in_threadpool(
-                lambda: svc.like_upload(path, name, k, start, end, filters, **page)
-            )
-        finally:
-            os.unlink(path)
-        query = {"upload": name, "duration": round(seconds, 3), "k": k}
-        if q.strip():
-            query["q"] = q
-        reason = svc.why_empty(hits, filters)
-        return _answer(query, filters, hits, t0, show_weak, by_example=True, reason=reason)
+    add_search_routes(app, svc, settings)
 
     @app.get("/api/files/{file_id}", tags=["files"], summary="A file's metadata and segments")
     def file_info(file_id: str):
@@ -551,62 +301,3 @@ def _static_file(name: str, media_type: str) -> FileResponse:
     return FileResponse(
         STATIC_DIR / name, media_type=media_type, headers={"Cache-Control": "no-cache"}
     )
-
-
-def _filters(folder, min_duration, max_duration, formats, tags=None, tag_min=None):
-    from earshot.filters import Filters, folder_form
-    from earshot.search import SearchError
-
-    if folder is not None and not folder.strip():
-        folder = None
-    parts = None
-    if folder is not None:
-        # Absolute, ~/... (the server's home, as hits shorten it), or a folder name / relative
-        # path matched as whole components of a file's folder.
-        try:
-            folder, relative = folder_form(folder)
-        except SearchError as e:
-            raise ApiError(400, str(e)) from None
-        parts = (relative,) if relative else None
-    if min_duration is not None and max_duration is not None and min_duration > max_duration:
-        raise ApiError(400, "min_duration is larger than max_duration: no file can match")
-    for name in (*(formats or ()), *(tags or ())):
-        if len(name) > MAX_NAME:
-            raise ApiError(
-                400, f"a format or tag name is at most {MAX_NAME} characters: '{shorten(name)}'"
-            )
-    formats = tuple(f for f in (formats or ()) if f.strip()) or None
-    # Not split on commas: AudioSet names hold them ("Domestic animals, pets").
-    tags = tuple(t.strip() for t in (tags or ()) if t.strip()) or None
-    return Filters(folder, min_duration, max_duration, formats, tags, tag_min, folder_parts=parts)
-
-
-def _answer(
-    query: dict,
-    filters,
-    hits: list,
-    t0: float,
-    show_weak: bool = True,
-    asked: str | None = None,
-    by_example: bool = False,
-    reason: str | None = None,
-) -> dict:
-    from earshot.hits import Results, trim_weak
-
-    results = hits if isinstance(hits, Results) else Results.of(hits)
-    shown = results if show_weak else trim_weak(results)
-    active = {k: v for k, v in vars(filters).items() if v is not None}
-    return {
-        "query": query,
-        "filters": active,
-        "took_ms": round((time.perf_counter() - t0) * 1000, 2),
-        "band": results.best_band(),
-        "message": results.message(asked, *([EXAMPLE_HINT] if by_example else []), reason=reason),
-        "empty_reason": reason,  # an empty first page: the filter(s) no file passes
-        "offset": results.offset,
-        "more": bool(results.more),
-        "total_estimate": results.total_estimate,
-        "weak_hidden": len(results) - len(shown),
-        "hybrid": bool(getattr(results, "hybrid", False)),  # scores: reciprocal-rank sums
-        "hits": [h.as_dict() for h in shown],  # as `earshot search --json`
-    }
