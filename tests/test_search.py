@@ -96,13 +96,13 @@ def test_an_empty_result_names_the_filter_no_file_passes(searcher, setup):
     # dur:>20 passes long_hum alone, ext:flac owl alone: together, nothing.
     for query, filters, said in [
         (f"{text} dur:>20 ext:flac", None,
-         "no file passes dur:>=20 ext:flac together (each alone passes some); try removing one"),
-        (text, Filters(min_duration=9999), "no file passes dur:>=9999; try removing it"),
+         "no file passes dur:>=20 ext:flac together, though each alone passes some"),
+        (text, Filters(min_duration=9999), "no file passes dur:>=9999"),
         (f"{text} ext:mp3 folder:birds", Filters(max_duration=1),
-         "no file passes dur:<=1 ext:mp3; try removing them"),
-        (f'{text} "no such phrase"', None, 'no file passes "no such phrase"; try removing it'),
+         "no file passes dur:<=1 ext:mp3"),
+        (f'{text} "no such phrase"', None, 'no file passes "no such phrase"'),
         (text, Filters(folder=str(root / "my birds")),
-         f'no file passes folder:"{root / "my birds"}"; try removing it'),
+         f'no file passes folder:"{root / "my birds"}"'),
     ]:  # fmt: skip
         results = searcher.search_text(query, 5, filters)
         assert results == [] and searcher.why_empty(results, filters, query) == said, query
@@ -201,14 +201,14 @@ def test_cli_search(setup, capsys, tmp_path):
     assert "1. " in capsys.readouterr().out
     # Nothing left by the filters: one line says so (it used to be two, "no matches" first).
     assert main(["search", "a robin sings", "--min-duration", "9999", *args]) == 0
-    why = "no file passes dur:>=9999; try removing it"
+    why = "no file passes dur:>=9999"
     assert capsys.readouterr().out == f'no match for "a robin sings": {why}\n'
     assert main(["search", "a robin sings ext:mp3", "--json", *args]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["hits"] == []
-    assert doc["message"].endswith(": no file passes ext:mp3; try removing it")
+    assert doc["message"].endswith(": no file passes ext:mp3")
     assert main(["search", "--like", str(root / "birds" / "owl.flac"), "ext:mp3", *args]) == 0
-    assert capsys.readouterr().out == "no match: no file passes ext:mp3; try removing it\n"
+    assert capsys.readouterr().out == "no match: no file passes ext:mp3\n"
     assert main(["search", "a robin sings", "--offset", "500", *args]) == 0
     assert capsys.readouterr().out == "no matches\n"  # a page past the last
     # Without --model, the catalogue's own model (recorded when indexing) is used.

@@ -115,13 +115,13 @@ def test_search_filters(client, lib, searcher):
     assert [h["name"] for h in flac["hits"]] == ["owl.flac"] and flac["empty_reason"] is None
     # Nothing left: the response says which filter no file passes.
     empty = client.get("/api/search", params={"q": "song ext:mp3", "folder": birds}).json()
-    why = "no file passes ext:mp3; try removing it"
+    why = "no file passes ext:mp3"
     assert empty["hits"] == [] and empty["empty_reason"] == why
     assert empty["message"] == f'no match for "song ext:mp3": {why}'
     fid = file_id(client, "owl.flac")
     like = client.get(f"/api/similar/{fid}", params={"q": "dur:>9999"}).json()
     assert like["hits"] == []
-    assert like["empty_reason"] == "no file passes dur:>=9999; try removing it"
+    assert like["empty_reason"] == "no file passes dur:>=9999"
 
 
 @pytest.mark.parametrize(

@@ -219,7 +219,7 @@ def test_filters_and_errors_show(browser, server):
     wait(d, lambda d: "No matches" in status(d), "no matches")
     # The status line names the filter that leaves nothing.
     assert "(filtered)" in status(d)
-    assert status(d).endswith("No file passes folder:no/such/folder; try removing it.")
+    assert status(d).endswith("No file passes folder:no/such/folder.")
     folder.clear()
     folder.send_keys(Keys.TAB)
     # A search the server refuses: the banner says why, and so does the status line.

@@ -764,6 +764,16 @@ def test_tag_filters_combine_with_the_other_filters(searcher, setup):
     hits = searcher.search_tags(["Noise"], 10, Filters(formats=("flac",)))
     assert names_of(hits) == {"hiss"}
     assert searcher.search_tags(["Noise"], 10, Filters(max_duration=1)) == []
+    # An empty answer names the tag (or other filter) no file passes, and the threshold.
+    for filters, said in [
+        (Filters(tags=("Noise",), max_duration=1), "no file passes dur:<=1"),
+        (Filters(tags=("Silence",)), "no file passes tag:Silence (a tag counts from 0.30 "
+                                     "in some window)"),
+        (Filters(tags=("Domestic animals, pets",), tag_min=0.5),
+         'no file passes tag:"Domestic animals, pets" (a tag counts from 0.50 in some window)'),
+    ]:  # fmt: skip
+        empty = searcher.search_tags((), 10, filters)
+        assert empty == [] and searcher.why_empty(empty, filters) == said
 
 
 def test_tags_without_text_list_the_files_likeliest_first(searcher):

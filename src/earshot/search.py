@@ -549,16 +549,15 @@ class Searcher(TagSearch):
         if filters is None or not filters.active() or len(self._allowed(filters)):
             return None
         parts = filters.parts()
-        empty = [label for label, alone in parts if not len(self._allowed(alone))]
+        empty = [(label, alone) for label, alone in parts if not len(self._allowed(alone))]
         if empty:
-            return f"no file passes {' '.join(empty)}" + (
-                "; try removing it" if len(empty) == 1 else "; try removing them"
-            )
+            said = f"no file passes {' '.join(label for label, _ in empty)}"
+            if any(alone.tags for _, alone in empty):
+                said += f" (a tag counts from {self._tag_min(filters):.2f} in some window)"
+            return said
         if len(parts) > 1:
-            return (
-                f"no file passes {' '.join(label for label, _ in parts)} together "
-                "(each alone passes some); try removing one"
-            )
+            labels = " ".join(label for label, _ in parts)
+            return f"no file passes {labels} together, though each alone passes some"
         return None
 
     def _allowed(self, filters: Filters) -> np.ndarray:
