@@ -144,6 +144,13 @@ def test_vector_searches_over_synthetic_shards_are_the_merged_catalogues(tmp_pat
                     want = view(searcher.search_vector(q, k, filters, **page))
                     assert want["hits"]
                     assert view(shards.search_vector(q, k, filters, **page)) == want
+            # An empty answer says the same filter is why, over shards as over the catalogue.
+            for filters in (Filters(formats=("mp3",), folder_parts=("c",)),
+                            Filters(min_duration=19.0, formats=("flac",))):  # fmt: skip
+                empty = shards.search_vector(q, 3, filters)
+                assert empty == [] and searcher.search_vector(q, 3, filters) == []
+                said = shards.why_empty(empty, filters)
+                assert said and said == searcher.why_empty(empty, filters), said
             copies = [h for h in shards.search_vector(vectors[2][0], 30) if h.also_at]
             assert [h.also_at for h in copies] == [("/lib/a/f12.x",)]
         finally:

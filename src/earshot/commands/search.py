@@ -230,10 +230,9 @@ def meta_line(meta, width: int = 100) -> str:
 
 
 def _why_empty(searcher, hits, filters, query: str | None) -> str | None:
-    """`Searcher.why_empty`: why an empty first page is empty, where the filters (flags and
-    the query's fields) are why; None for shards, which do not say."""
-    why = getattr(searcher, "why_empty", None)
-    return why(hits, filters, query) if why else None
+    """`Searcher.why_empty` (a ShardSearcher's too): why an empty first page is empty, where
+    the filters (flags and the query's fields) are why."""
+    return searcher.why_empty(hits, filters, query)
 
 
 def _summary(results, query: str | None, reason: str | None = None) -> dict:
