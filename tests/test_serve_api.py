@@ -436,6 +436,17 @@ def test_page_docs_and_schema_are_served(client):
         "/api/health",
         "/api/stats",
     } <= set(schema["paths"])
+    # Every search route documents the filters and the page it takes, each with its words.
+    narrowing = {"folder", "min_duration", "max_duration", "format", "tag", "tag_min", "offset",
+                 "sort", "spans", "show_weak"}  # fmt: skip
+    for path, method, own in [
+        ("/api/search", "get", {"q", "k", "hybrid"}),
+        ("/api/similar/{file_id}", "get", {"file_id", "segment", "k", "q"}),
+        ("/api/search/like", "post", {"k", "start", "end", "q"}),
+    ]:
+        params = schema["paths"][path][method]["parameters"]
+        assert {p["name"] for p in params} == narrowing | own, path
+        assert all(p.get("description") for p in params if p["name"] in narrowing)
 
 
 def test_models_load_once_at_start_up(lib, monkeypatch):

@@ -3,9 +3,10 @@ SQLite's integers, every string capped), and the search filters a request's para
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Depends, Query
 
 from earshot.serve.service import ApiError, shorten
 
@@ -112,3 +113,38 @@ def request_filters(folder, min_duration, max_duration, formats, tags=None, tag_
     # Not split on commas: AudioSet names hold them ("Domestic animals, pets").
     tags = tuple(t.strip() for t in (tags or ()) if t.strip()) or None
     return Filters(folder, min_duration, max_duration, formats, tags, tag_min, folder_parts=parts)
+
+
+@dataclass(frozen=True)
+class Narrowing:
+    """What every search route takes beside its query: the filters, the page and whether weak
+    hits are shown (`narrowing`, a FastAPI dependency, reads them from the query string)."""
+
+    filters: Any  # earshot.filters.Filters
+    offset: int
+    sort: str
+    spans: int
+    show_weak: bool
+
+    @property
+    def page(self) -> dict:
+        return {"offset": self.offset, "sort": self.sort, "spans": self.spans}
+
+
+def narrowing(
+    folder: Folder = None,
+    min_duration: MinDuration = None,
+    max_duration: MaxDuration = None,
+    formats: Formats = None,
+    tags: Tags = None,
+    tag_min: TagMin = None,
+    offset: Offset = 0,
+    sort: Sort = "score",
+    spans: Spans = 1,
+    show_weak: ShowWeak = True,
+) -> Narrowing:
+    filters = request_filters(folder, min_duration, max_duration, formats, tags, tag_min)
+    return Narrowing(filters, offset, sort, spans, show_weak)
+
+
+Narrowed = Annotated[Narrowing, Depends(narrowing)]

@@ -11,23 +11,7 @@ from fastapi import FastAPI, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from earshot.hits import EXAMPLE_HINT
-from earshot.serve.params import (
-    MAX_ID,
-    MAX_K,
-    MAX_SECONDS,
-    ExampleFilters,
-    Folder,
-    Formats,
-    MaxDuration,
-    MinDuration,
-    Offset,
-    ShowWeak,
-    Sort,
-    Spans,
-    TagMin,
-    Tags,
-    request_filters,
-)
+from earshot.serve.params import MAX_ID, MAX_K, MAX_SECONDS, ExampleFilters, Narrowed
 from earshot.serve.service import Service, Settings
 from earshot.serve.uploads import receive_upload
 
@@ -41,39 +25,28 @@ def add_search_routes(app: FastAPI, svc: Service, settings: Settings) -> None:
         summary="Files that sound like a description (or, with only tags, the files with them)",
     )
     def search(
+        n: Narrowed,
         q: str = Query(
             "",
             max_length=1000,
             description="what you hear, e.g. 'a dog barks'; may be left out when tag is given",
         ),
         k: int = Query(20, ge=1, le=MAX_K, description="how many files"),
-        folder: Folder = None,
-        min_duration: MinDuration = None,
-        max_duration: MaxDuration = None,
-        formats: Formats = None,
-        tags: Tags = None,
-        tag_min: TagMin = None,
         hybrid: bool | None = Query(
             None,
             description="fuse keyword matches on names, tags and embedded metadata; default: "
             "on where the catalogue holds embedded descriptions or a query word picks files "
             "out by name or folder",
         ),
-        offset: Offset = 0,
-        sort: Sort = "score",
-        spans: Spans = 1,
-        show_weak: ShowWeak = True,
     ):
-        filters = request_filters(folder, min_duration, max_duration, formats, tags, tag_min)
-        page = {"offset": offset, "sort": sort, "spans": spans}
         t0 = time.perf_counter()
-        if not q.strip() and filters.tags:
-            hits = svc.search_tags(k, filters, **page)
+        if not q.strip() and n.filters.tags:
+            hits = svc.search_tags(k, n.filters, **n.page)
         else:
-            hits = svc.search_text(q, k, filters, hybrid, **page)
-        query = {"text": q, "k": k, "offset": offset, "sort": sort}
-        reason = svc.why_empty(hits, filters, q)
-        return answer(query, filters, hits, t0, show_weak, q.strip() or None, reason=reason)
+            hits = svc.search_text(q, k, n.filters, hybrid, **n.page)
+        query = {"text": q, "k": k, "offset": n.offset, "sort": n.sort}
+        reason = svc.why_empty(hits, n.filters, q)
+        return answer(query, n.filters, hits, t0, n.show_weak, q.strip() or None, reason=reason)
 
     @app.get(
         "/api/tags",
@@ -115,25 +88,15 @@ def add_search_routes(app: FastAPI, svc: Service, settings: Settings) -> None:
     )
     def similar(
         file_id: str,
+        n: Narrowed,
         segment: int | None = Query(None, ge=1, le=MAX_ID, description="a segment id of this file"),
         k: int = Query(20, ge=1, le=MAX_K),
-        folder: Folder = None,
-        min_duration: MinDuration = None,
-        max_duration: MaxDuration = None,
-        formats: Formats = None,
-        tags: Tags = None,
-        tag_min: TagMin = None,
-        offset: Offset = 0,
-        sort: Sort = "score",
-        spans: Spans = 1,
-        show_weak: ShowWeak = True,
         q: ExampleFilters = "",
     ):
-        filters = request_filters(folder, min_duration, max_duration, formats, tags, tag_min)
-        filters = svc.searcher.example_filters(q, filters)
+        filters = svc.searcher.example_filters(q, n.filters)
         info = svc.file(file_id)
         t0 = time.perf_counter()
-        hits = svc.similar(info, segment, k, filters, offset=offset, sort=sort, spans=spans)
+        hits = svc.similar(info, segment, k, filters, **n.page)
         query = {"file_id": info["id"], "name": info["name"], "segment_id": segment, "k": k}
         if q.strip():
             query["q"] = q
@@ -141,7 +104,7 @@ def add_search_routes(app: FastAPI, svc: Service, settings: Settings) -> None:
             row = svc.cat.segments([segment])[segment]
             query |= {"start": round(row.start_s, 3), "end": round(row.end_s, 3)}
         reason = svc.why_empty(hits, filters)
-        return answer(query, filters, hits, t0, show_weak, by_example=True, reason=reason)
+        return answer(query, filters, hits, t0, n.show_weak, by_example=True, reason=reason)
 
     @app.post(
         "/api/search/like",
@@ -167,6 +130,7 @@ def add_search_routes(app: FastAPI, svc: Service, settings: Settings) -> None:
     )
     async def search_like(
         request: Request,
+        n: Narrowed,
         k: int = Query(20, ge=1, le=MAX_K),
         start: float | None = Query(
             None,
@@ -182,26 +146,14 @@ def add_search_routes(app: FastAPI, svc: Service, settings: Settings) -> None:
             allow_inf_nan=False,
             description="end of the span to compare (s)",
         ),
-        folder: Folder = None,
-        min_duration: MinDuration = None,
-        max_duration: MaxDuration = None,
-        formats: Formats = None,
-        tags: Tags = None,
-        tag_min: TagMin = None,
-        offset: Offset = 0,
-        sort: Sort = "score",
-        spans: Spans = 1,
-        show_weak: ShowWeak = True,
         q: ExampleFilters = "",
     ):
-        filters = request_filters(folder, min_duration, max_duration, formats, tags, tag_min)
-        filters = svc.searcher.example_filters(q, filters)  # refused before the upload is read
+        filters = svc.searcher.example_filters(q, n.filters)  # refused before the upload is read
         path, name = await receive_upload(request, settings)
-        page = {"offset": offset, "sort": sort, "spans": spans}
         try:
             t0 = time.perf_counter()
             hits, seconds = await run_in_threadpool(
-                lambda: svc.like_upload(path, name, k, start, end, filters, **page)
+                lambda: svc.like_upload(path, name, k, start, end, filters, **n.page)
             )
         finally:
             os.unlink(path)
@@ -209,7 +161,7 @@ def add_search_routes(app: FastAPI, svc: Service, settings: Settings) -> None:
         if q.strip():
             query["q"] = q
         reason = svc.why_empty(hits, filters)
-        return answer(query, filters, hits, t0, show_weak, by_example=True, reason=reason)
+        return answer(query, filters, hits, t0, n.show_weak, by_example=True, reason=reason)
 
 
 def answer(
