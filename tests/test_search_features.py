@@ -201,7 +201,9 @@ def test_the_other_sorts_put_the_good_matches_first(searcher, monkeypatch):
 
     def rate(hits, query, kind):  # the long files match well; the door sounds do not
         band = {"hum_long.wav": "good", "rain_roof.flac": "good", "door_slam.wav": "weak"}
-        return [replace(h, band=band.get(_names([h])[0], "none"), confidence=0.5) for h in hits]
+        return [
+            replace(h, band=band.get(_names([h])[0], "none"), confidence=0.5) for h in hits
+        ]
 
     monkeypatch.setattr(searcher, "_rate", rate)
     q = np.ones(12, dtype=np.float32) / np.sqrt(12)
