@@ -11,6 +11,7 @@ from earshot.cli import main
 from earshot.config import AudioConfig, EncoderConfig, ModelConfig, TextConfig
 from earshot.data.cache import build_feature_cache
 from earshot.data.recipe import load_recipe
+from earshot.eval.examples import example_report, example_vectors
 from earshot.eval.queries import evaluate_queries, query_report
 from earshot.model.io import build_model, load_model, save_model
 from earshot.testing.datasets import write_labels_dataset
@@ -312,7 +313,35 @@ def test_evaluate_queries_matches_query_report(tiny_setup):
         n_boot=N_BOOT,
         clip_recordings=[c.recording for c in dataset.clips],
     )
+    by_example = report.pop("search_by_example")
     assert report == direct
+    assert by_example == example_report(
+        window_embeddings(model, store),
+        store.window_clip,
+        [c.label for c in dataset.clips],
+        [c.recording or c.key for c in dataset.clips],
+        ["synth"] * len(dataset),
+        n_boot=N_BOOT,
+    )
+
+
+def test_search_by_example_leaves_the_examples_own_recording_out():
+    # Recording a1's two cuts are the same sound; a2 is label A too, from elsewhere, and
+    # leans towards B. Left in, a1's other cut would come first and count as a miss.
+    e1, e2 = np.eye(4, dtype=np.float32)[:2]
+    a2 = unit(*(0.8 * e1 + 0.6 * e2))
+    vectors = np.stack([e1, e1, a2, e2, unit(*(0.1 * e1 + e2))])
+    labels, recordings = ["A", "A", "A", "B", "B"], ["a1", "a1", "a2", "b1", "b2"]
+    report = example_report(vectors, np.arange(5), labels, recordings, n_boot=N_BOOT)
+    assert report["examples"] == 5 and report["n_items"] == 5
+    assert report["R@1"]["value"] == 1.0 and report["mAP@10"]["value"] == 1.0
+    assert report["recordings resampled"]["recordings"] == 4
+    assert 0 < report["chance_mAP@10"] < 1
+    # An example is its windows' mean, normalised, as Searcher.embed_samples makes it.
+    means = example_vectors(np.stack([e1, e2, e1]), np.array([0, 0, 1]), 2)
+    assert np.allclose(means, [unit(*(e1 + e2)), e1])
+    with pytest.raises(ValueError, match="another recording"):
+        example_report(vectors, np.arange(5), labels, ["r"] * 5)
 
 
 VAL_RECIPE = """

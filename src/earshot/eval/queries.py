@@ -16,6 +16,7 @@ recordings (and, for mAP@10, queries as well), under "recordings resampled".
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 from earshot.data.cache import FeatureStore
 from earshot.data.datasets import CaptionDataset
 from earshot.eval.evaluate import clip_scores, window_embeddings
+from earshot.eval.examples import example_report
 from earshot.eval.metrics import (
     bootstrap_ci,
     per_query_metrics,
@@ -194,14 +196,21 @@ def evaluate_queries(
     if windows is None:
         windows = window_embeddings(model, store, batch_size)
     groups = [clip.key.split("/", 1)[0] for clip in dataset.clips]
-    return query_report(
+    labels = [clip.label for clip in dataset.clips]
+    recordings = [clip.recording or clip.key for clip in dataset.clips]
+    report = query_report(
         vectors,
         query_labels,
         windows,
         store.window_clip,
-        [clip.label for clip in dataset.clips],
+        labels,
         clip_groups=groups,
         seed=seed,
         n_boot=n_boot,
-        clip_recordings=[clip.recording or clip.key for clip in dataset.clips],
+        clip_recordings=recordings,
     )
+    with contextlib.suppress(ValueError):  # every label from one recording: nothing to find
+        report["search_by_example"] = example_report(
+            windows, store.window_clip, labels, recordings, groups, seed, n_boot
+        )
+    return report
