@@ -256,6 +256,35 @@ def test_the_shard_server_answers_the_catalogues_hits(tagged):
     app.state.service.close()
 
 
+_RAY_PRINTS = """
+import atexit, json, threading
+from earshot.scale.cluster import keep_stdout_for_the_answer
+
+ray = {"__name__": "ray._private.worker"}  # code that runs as Ray's own module
+exec("def report(line):\\n    print(line)", ray)
+keep_stdout_for_the_answer()
+keep_stdout_for_the_answer()
+atexit.register(ray["report"], "(raylet) Task failed; it will be retried")  # a held-back line
+t = threading.Thread(target=ray["report"], args=("(raylet) A worker died or was killed",))
+t.start()
+t.join()
+exec("def safe_print(*args, **kwargs):\\n    print(*args, **kwargs)", ray)
+ray["safe_print"](json.dumps({"hits": []}))  # the answer, through Ray's patched print
+"""
+
+
+def test_once_joined_what_ray_prints_goes_to_stderr():
+    """Ray's driver prints the cluster's messages to stdout, from its threads and, at exit,
+    what it held back; `connect` routes them to stderr so a --json answer stays one document,
+    while what the program prints stays on stdout."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-c", _RAY_PRINTS], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert json.loads(done.stdout) == {"hits": []}
+    err = done.stderr.decode()
+    assert "A worker died" in err and "Task failed" in err
+
+
 def test_free_port_never_hands_out_a_port_twice(monkeypatch):
     """The OS may give a just-released port straight back; Ray then refuses to start when two
     of its components got the same one (CI saw it). free_port remembers what it gave."""
@@ -516,9 +545,10 @@ def _manifest_while_written(loc):
         return None
 
 
-def _last_json(out: bytes) -> dict:
-    """The --json summary: Ray's raylet prints its own lines (a task retried) on stdout too."""
-    return json.loads([line for line in out.decode().splitlines() if line.startswith("{")][-1])
+def _only_json(out: bytes) -> dict:
+    """The --json summary, the whole of stdout: what Ray's driver threads print (a worker
+    died, a task retried) goes to stderr (`earshot.scale.cluster`)."""
+    return json.loads(out)
 
 
 def _actor_pids(rc) -> list[int]:
@@ -566,7 +596,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_doubled(cluster, tmp_
     out, err = proc.communicate(timeout=300)
     assert killed is not None, err.decode()[-2000:]
     assert proc.returncode == 0, err.decode()[-3000:]
-    summary = _last_json(out)
+    summary = _only_json(out)
     assert summary["added"] == 7 and summary["shards"] == 8
     with pytest.raises(ProcessLookupError):
         os.kill(killed, 0)
@@ -587,7 +617,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_doubled(cluster, tmp_
     env.pop("EARSHOT_TEST_SHARD_DELAY_S")
     done = subprocess.run(cmd2, env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    again = _last_json(done.stdout)
+    again = _only_json(done.stdout)
     assert again["added"] + again["shards_adopted"] >= 1
     for location in (loc, loc2):
         manifest = sh.load_manifest(location)

@@ -37,6 +37,7 @@ import numpy as np
 
 from earshot.errors import EarshotError
 from earshot.fsutil import absolute
+from earshot.scale.cluster import connect, forwarded_env
 from earshot.scale.shards import (
     SHARD_PREFIX,
     Manifest,
@@ -305,44 +306,6 @@ def _under(uri: str, sources: Sequence[str]) -> bool:
         if uri == root or uri.startswith(root.rstrip("/") + "/"):
             return True
     return False
-
-
-def connect(address: str, env: dict | None = None) -> None:
-    """Join the Ray cluster at `address` ('auto': the one this machine runs; 'local': a new
-    one in this process, for a single machine), once per process."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict = {"log_to_driver": False, "configure_logging": False}
-    if env:
-        kwargs["runtime_env"] = {"env_vars": env}
-    try:
-        if address == "local":
-            ray.init(**kwargs)
-        else:
-            ray.init(address=address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise EarshotError(f"cannot join the Ray cluster at '{address}': {e}") from None
-
-
-# Passed on to every actor, so the nodes see the bucket and the weights the driver sees.
-_FORWARDED_ENV = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "EARSHOT_WEIGHTS_DIR",
-    "EARSHOT_CACHE_DIR",
-    "HF_HUB_OFFLINE",
-    "EARSHOT_TEST_SHARD_DELAY_S",  # fault tests only: a pause before each file
-)
-
-
-def forwarded_env() -> dict[str, str]:
-    return {k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)}
 
 
 def index_to_shards(

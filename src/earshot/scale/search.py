@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from earshot.errors import SearchError
-from earshot.scale.indexer import connect, forwarded_env
+from earshot.scale.cluster import connect, forwarded_env
 from earshot.scale.shard_index import ShardIndex
 from earshot.scale.shards import SEGMENT_BITS, ShardError, current_files, load_manifest
 from earshot.scale.storage import Location, S3Options
