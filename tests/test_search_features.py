@@ -194,6 +194,28 @@ def test_sorting_reorders_the_relevant_set(searcher):
         searcher.search_vector(q, k=2, sort="size")
 
 
+def test_the_other_sorts_put_the_good_matches_first(searcher, monkeypatch):
+    # "thunder" by duration: the thunder recordings shortest first, not the catalogue's
+    # shortest blips (which the 200 best by score hold too, as weak or no matches).
+    from dataclasses import replace
+
+    def rate(hits, query, kind):  # the long files match well; the door sounds do not
+        band = {"hum_long.wav": "good", "rain_roof.flac": "good", "door_slam.wav": "weak"}
+        return [replace(h, band=band.get(_names([h])[0], "none"), confidence=0.5) for h in hits]
+
+    monkeypatch.setattr(searcher, "_rate", rate)
+    q = np.ones(12, dtype=np.float32) / np.sqrt(12)
+    by_length = searcher.search_vector(q, k=10, sort="duration")
+    assert _names(by_length) == ["rain_roof.flac", "hum_long.wav", "door_slam.wav",
+                                 "DoorCreak_old.wav"]  # fmt: skip
+    assert _names(searcher.search_vector(q, k=10, sort="name"))[:2] == [
+        "hum_long.wav",
+        "rain_roof.flac",
+    ]
+    assert _names(trim_weak(by_length)) == ["rain_roof.flac", "hum_long.wav"]
+    assert _names(searcher.search_vector(q, k=1, offset=1, sort="duration")) == ["hum_long.wav"]
+
+
 def test_calibration_file_in_the_model_folder_is_used_when_it_names_the_model(setup, tmp_path):
     _, _, model_dir, model = setup
     assert load_calibrations(model)["text"] == DEFAULT  # none written yet

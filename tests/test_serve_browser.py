@@ -7,6 +7,7 @@ $EARSHOT_SCREENSHOTS when set, else to the test's temporary folder.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -59,10 +60,13 @@ def wait(driver, condition, what: str):
     return WebDriverWait(driver, WAIT_S).until(condition, message=f"waited {WAIT_S} s for {what}")
 
 
+_BAND_ORDER = {"good": 0, "weak": 1, "none": 2, None: 3}
+
+
 def hits_on_screen(driver) -> list[dict]:
     return driver.execute_script(
         "return window.earshot.state.hits.map(h => ({file_id: h.file_id, name: h.name, "
-        "start: h.start, end: h.end, score: h.score}));"
+        "start: h.start, end: h.end, score: h.score, band: h.band, duration: h.duration}));"
     )
 
 
@@ -749,16 +753,36 @@ def test_sort_and_the_rate_and_channel_filters(browser, rich_server):
     if not sort.is_displayed():
         pytest.skip("this server does not sort yet")
     by_score = [h["name"] for h in hits_on_screen(d)]
+    good = {h["name"] for h in hits_on_screen(d) if h["band"] == "good"}
+    assert good and len(good) < len(by_score)  # the calibration's three good, then the rest
+
+    def banded(key):  # the good matches first, then the weak, each band in `key` order
+        def ok(d):
+            hits = hits_on_screen(d)
+            bands = [_BAND_ORDER[h["band"]] for h in hits]
+            return (
+                {h["name"] for h in hits} == set(by_score)
+                and bands == sorted(bands)
+                and all(
+                    key(a) <= key(b) for a, b in itertools.pairwise(hits) if a["band"] == b["band"]
+                )
+            )
+
+        return ok
+
     Select(sort).select_by_value("name")
-    wait(d, lambda d: [h["name"] for h in hits_on_screen(d)] != by_score, "the sorted list")
-    names = [h["name"] for h in hits_on_screen(d)]
-    assert names == sorted(names, key=str.lower) and "sort=name" in d.current_url
+    wait(d, banded(lambda h: h["name"].lower()), "the good matches first, each band by name")
+    assert "sort=name" in d.current_url
+    assert {h["name"] for h in hits_on_screen(d)[: len(good)]} == good
     Select(sort).select_by_value("duration")
-    wait(
-        d,
-        lambda d: hits_on_screen(d)[0]["name"] == "DOORWood_Creak Slam_JD_OLDHOUSE.wav",
-        "shortest first",
+    wait(d, banded(lambda h: h["duration"]), "the good matches first, each band shortest first")
+    shortest = min(
+        (h for h in hits_on_screen(d) if h["band"] == "good"), key=lambda h: h["duration"]
     )
+    assert hits_on_screen(d)[0]["name"] == shortest["name"]
+    # The page shows the good matches only; the rest behind "Show weak matches".
+    shown = [c for c in d.find_elements(By.CSS_SELECTOR, "#results .hit") if c.is_displayed()]
+    assert len(shown) == len(good)
     Select(sort).select_by_value("score")
     wait(d, lambda d: [h["name"] for h in hits_on_screen(d)] == by_score, "by score again")
 

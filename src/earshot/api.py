@@ -76,7 +76,8 @@ class Index:
         tagging model tags=["Dog", ...] (every one required, any case; some window of the file
         has it at >= tag_min, default 0.3). With tags and no text: the files having the tags,
         likeliest first (`search_tags`). offset: hits passed over (paging); sort: score, name,
-        duration or date (the 200 best by score, reordered); spans: each file's best N spans.
+        duration or date (the 200 best by score, reordered within their bands, good first);
+        spans: each file's best N spans.
         Returns `earshot.hits.Results`, a list of hits that also says whether more follow.
         """
         chosen = _filters(filters)

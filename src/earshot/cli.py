@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sort",
         choices=["score", "name", "duration", "date"],
         default="score",
-        help="score (default); name, duration or date reorder the 200 best files by score",
+        help="score (default); name, duration or date reorder the 200 best files by score, "
+        "the good matches first, then the weak",
     )
     p.add_argument(
         "--spans", type=int, default=1, metavar="N", help="each file's best N spans (default: 1)"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from earshot.confidence import GOOD, Calibration, SampleMoments, load_calibrations, zscore
+from earshot.confidence import GOOD, WEAK, Calibration, SampleMoments, load_calibrations, zscore
 from earshot.errors import SearchError
 from earshot.filters import Filters, file_filters
 from earshot.fsutil import absolute
@@ -483,12 +483,17 @@ class Searcher(TagSearch):
         cap = page_cap(offset, k, sort)
         more = len(grouped) > cap
         relevant = grouped[:cap]
+        # The other sorts order each band in turn, good matches first: "thunder" by duration
+        # is the thunder recordings shortest first, not the catalogue's shortest blips.
+        band = {GOOD: 0, WEAK: 1}
         if sort == "name":
-            relevant.sort(key=lambda h: (os.path.basename(h.path).casefold(), h.path))
+            relevant.sort(
+                key=lambda h: (band.get(h.band, 2), os.path.basename(h.path).casefold(), h.path)
+            )
         elif sort == "duration":
-            relevant.sort(key=lambda h: (h.duration_s, h.path))
+            relevant.sort(key=lambda h: (band.get(h.band, 2), h.duration_s, h.path))
         elif sort == "date":
-            relevant.sort(key=lambda h: (-(h.mtime_ns or 0), h.path))
+            relevant.sort(key=lambda h: (band.get(h.band, 2), -(h.mtime_ns or 0), h.path))
         page = relevant[offset : offset + k]
         if query is not None:
             page = self._with_spans(page, query, spans, kind, negative)

@@ -46,7 +46,7 @@ Sort = Annotated[
     Query(
         pattern="^(score|name|duration|date)$",
         description="score (default); name, duration (shortest first) or date (newest first) "
-        "reorder the 200 best files by score",
+        "reorder the 200 best files by score, the good matches first, then the weak",
     ),
 ]
 Spans = Annotated[int, Query(ge=1, le=20, description="each file's best N non-overlapping windows")]
