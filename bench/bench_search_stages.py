@@ -101,7 +101,7 @@ def searcher_without(cat, model, off: tuple[str, ...]):
         s.cat = _NoCopies()
     if "spans" in off:
         s._with_spans = lambda hits, query, n, kind, negative: [
-            replace(h, spans=((h.start_s, h.end_s, h.score),), more_spans=0) for h in hits
+            replace(h, spans=((h.start_s, h.end_s, h.shown_score),), more_spans=0) for h in hits
         ]
     return s
 

@@ -167,6 +167,23 @@ def test_hybrid_brings_keyword_matches_in(searcher, setup):
     )
     assert street and all("/street/" in h.path for h in street)
     assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
+    # What ranks is the fused score; what a person reads is each file's best window's cosine,
+    # the score the same search by sound alone gives that file, and its span's score.
+    by_sound = {h.path: h.score for h in searcher.search_text("robin", k=50, hybrid=False)}
+    for h in hits:
+        assert h.score < 0.05 and h.similarity == pytest.approx(by_sound[h.path], abs=1e-6)
+        assert h.as_dict()["spans"][0]["score"] == pytest.approx(h.similarity, abs=1e-6)
+
+
+def test_hybrid_cli_lines_show_the_similarity(setup, capsys):
+    _, db, model_dir, _ = setup
+    args = ["search", "robin", "-k", "3", "--hybrid", "--db", str(db), "--model", str(model_dir)]
+    assert main([*args, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["hybrid"] and doc["hits"]
+    assert main(args) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln[:5].strip().endswith(".")]
+    assert [ln.split()[1] for ln in lines] == [f"{h['similarity']:+.3f}" for h in doc["hits"]]
 
 
 def test_new_files_are_searchable_without_restarting(setup, tmp_path):

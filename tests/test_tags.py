@@ -763,6 +763,8 @@ def test_tag_filters_combine_with_the_other_filters(searcher, setup):
     assert names_of(hits) == {"mixed"}
     hits = searcher.search_tags(["Noise"], 10, Filters(formats=("flac",)))
     assert names_of(hits) == {"hiss"}
+    # A tag search has no cosine: what is shown is its score, the tag's probability.
+    assert [(h.similarity, h.shown_score) for h in hits] == [(None, hits[0].score)]
     assert searcher.search_tags(["Noise"], 10, Filters(max_duration=1)) == []
     # An empty answer names the tag (or other filter) no file passes, and the threshold.
     for filters, said in [

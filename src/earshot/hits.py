@@ -21,7 +21,7 @@ class Hit:
     path: str
     start_s: float  # the best-matching window
     end_s: float
-    score: float  # cosine similarity of that window (hybrid: the fused score; tags: probability)
+    score: float  # what ranks: that window's cosine (hybrid: the fused score; tags: probability)
     file_id: int
     segment_id: int
     duration_s: float
@@ -42,12 +42,21 @@ class Hit:
     sample_rate: int | None = None
     channels: int | None = None
     mtime_ns: int | None = None  # the file's, when indexed: the date sort's key
+    # The best window's cosine (less any negation penalty: what the confidence is rated on),
+    # whatever `score` ranks by: in a hybrid search the fused score. None for a tag search.
+    similarity: float | None = None
+
+    @property
+    def shown_score(self) -> float:
+        """The number a person reads beside the hit: its similarity, else (a tag search)
+        its score, the tag's probability."""
+        return self.score if self.similarity is None else self.similarity
 
     def as_dict(self) -> dict:
         """The hit as JSON gives it, the same in `earshot search --json`, the HTTP API and the
         web page: times in seconds to the millisecond, the score to 6 digits."""
         folder, name = os.path.split(self.path)
-        spans = self.spans or ((self.start_s, self.end_s, self.score),)
+        spans = self.spans or ((self.start_s, self.end_s, self.shown_score),)
         return {
             "rank": self.rank,
             "file_id": self.file_id,
@@ -59,6 +68,7 @@ class Hit:
             "end": round(self.end_s, 3),
             "duration": round(self.duration_s, 3),
             "score": round(float(self.score), 6),
+            "similarity": None if self.similarity is None else round(float(self.similarity), 6),
             "format": self.format,
             "tags": tags_json(self.tags),
             "meta": self.meta or None,
@@ -88,7 +98,7 @@ class Results(list):
     offset: int = 0
     more: bool = False
     total_estimate: int = 0
-    hybrid: bool = False  # fused with keyword matches: scores are then reciprocal-rank sums
+    hybrid: bool = False  # fused with keyword matches: `score` is then a reciprocal-rank sum
     sort: str = "score"  # the order the hits are in (Searcher's `sort`)
 
     @classmethod

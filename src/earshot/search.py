@@ -436,7 +436,7 @@ class Searcher(TagSearch):
         out = []
         for h in hits:
             c = calibration.confidence(h.score, zscore(h.score, stats))
-            out.append(replace(h, confidence=c, band=calibration.band(c)))
+            out.append(replace(h, confidence=c, band=calibration.band(c), similarity=h.score))
         return out
 
     def _finish(
@@ -520,13 +520,13 @@ class Searcher(TagSearch):
         for h in hits:
             rows = windows.get(h.file_id) or []
             if len(rows) <= 1:
-                out.append(replace(h, spans=((h.start_s, h.end_s, h.score),), more_spans=0))
+                out.append(replace(h, spans=((h.start_s, h.end_s, h.shown_score),), more_spans=0))
                 continue
             vectors = np.stack([r[3] for r in rows])
             scores = vectors @ query
             if lam > 0:
                 scores = scores - lam * np.maximum(0.0, vectors @ np.asarray(negative, np.float32))
-            chosen = [(h.start_s, h.end_s, float(h.score))]
+            chosen = [(h.start_s, h.end_s, float(h.shown_score))]
             for i in np.argsort(-scores, kind="stable"):
                 start, end = rows[i][1], rows[i][2]
                 if any(start < b and a < end for a, b, _ in chosen):

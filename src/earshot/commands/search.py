@@ -198,7 +198,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for h in shown:
         band = f"  {h.band} {h.confidence:.2f}" if h.band else ""
         print(
-            f"{h.rank:3d}. {h.score:+.3f}{band}  {_clock(h.start_s)}-{_clock(h.end_s)}  "
+            f"{h.rank:3d}. {h.shown_score:+.3f}{band}  {_clock(h.start_s)}-{_clock(h.end_s)}  "
             f"{printable(h.path)}  [seg:{h.segment_id}]"
         )
         if h.meta and meta_line(h.meta):
@@ -246,7 +246,7 @@ def _summary(results, query: str | None, reason: str | None = None) -> dict:
         "offset": results.offset,
         "more": bool(results.more),
         "total_estimate": results.total_estimate,
-        "hybrid": bool(results.hybrid),  # fused with keyword matches: scores are RRF sums
+        "hybrid": bool(results.hybrid),  # fused with keyword matches: `score` is an RRF sum
     }
 
 

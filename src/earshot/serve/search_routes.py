@@ -190,6 +190,6 @@ def answer(
         "more": bool(results.more),
         "total_estimate": results.total_estimate,
         "weak_hidden": len(results) - len(shown),
-        "hybrid": bool(getattr(results, "hybrid", False)),  # scores: reciprocal-rank sums
+        "hybrid": bool(getattr(results, "hybrid", False)),  # score: a reciprocal-rank sum
         "hits": [h.as_dict() for h in shown],  # as `earshot search --json`
     }

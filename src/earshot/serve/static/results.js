@@ -156,9 +156,15 @@ function bandOf(hit) {
 const SCORE_TITLE = {
   false: "Score: how closely the best-matching part fits (cosine similarity, up to 1)",
   true:
-    "Score: the sound ranking fused with matches of the query's words in names, tags and " +
-    "descriptions (reciprocal-rank sum: higher is better; the badge says how good a match it is)",
+    "Score: how closely the best-matching part fits (cosine similarity, up to 1). The list is " +
+    "ranked by sound and by the query's words in names, tags and descriptions together, so a " +
+    "file named for what you asked can rank above a closer sound; the badge says how good a match it is",
 };
+
+/** The number shown beside a hit: its cosine similarity; a tag search's, the probability. */
+function shownScore(hit) {
+  return hit.similarity ?? hit.score;
+}
 
 function hitElement(hit, i, hybrid = false) {
   const span = spanText(hit.start, hit.end, hit.duration);
@@ -168,7 +174,7 @@ function hitElement(hit, i, hybrid = false) {
     draggable: "true",
     dataset: { index: i, fileId: hit.file_id },
     "aria-label":
-      `${hit.name}, ${length(hit.duration)} long, best match ${span}, score ${hit.score.toFixed(2)}` +
+      `${hit.name}, ${length(hit.duration)} long, best match ${span}, score ${shownScore(hit).toFixed(2)}` +
       (hit.band ? `, ${BAND_TEXT[hit.band] || hit.band}` : ""),
   });
   li.tabIndex = -1;
@@ -184,7 +190,7 @@ function hitElement(hit, i, hybrid = false) {
 
   const score = make("span", {
     class: "hit-score",
-    text: hybrid ? hit.score.toFixed(3) : hit.score.toFixed(2),
+    text: shownScore(hit).toFixed(2),
     title: SCORE_TITLE[hybrid],
   });
   const head = make(
