@@ -74,7 +74,21 @@ def summary(report: dict) -> dict:
                     "class_prompt_accuracy": value["class_prompt_accuracy"]["value"],
                 }
         out[prefix.rstrip("_")] = entry
-    return out
+    return out | by_example(report)
+
+
+def by_example(report: dict) -> dict:
+    """Search by example's figures (each labelled test clip as the example), where the
+    report has them: overall and per source."""
+    found = report.get("held_out_search_by_example")
+    if found is None:
+        return {}
+    entry = {key: found[key]["value"] for key in ("mAP@10", "R@1", "R@10")}
+    entry["examples"] = found["examples"]
+    for key, value in found.items():
+        if key.startswith("source "):
+            entry[key] = {"mAP@10": value["mAP@10"]["value"], "examples": value["examples"]}
+    return {"held_out_search_by_example": entry}
 
 
 def main() -> None:

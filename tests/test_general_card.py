@@ -126,6 +126,13 @@ def test_card_figures_regenerate(request, model, name, tmp_path, capsys):
         assert ci == pytest.approx(
             entry["report"][f"{prefix}_text_to_audio"]["mAP@10"]["ci95"], abs=0.005
         )
+    # Search by example (each labelled test clip as the example), where the card states it.
+    for key, value in entry.get("held_out_search_by_example", {}).items():
+        got = report["held_out_search_by_example"][key]
+        if key.startswith("source "):
+            assert got["mAP@10"]["value"] == pytest.approx(value["mAP@10"], abs=0.005), key
+        elif key != "examples":
+            assert got["value"] == pytest.approx(value, abs=0.005), key
 
 
 @pytest.mark.slow
