@@ -25,6 +25,12 @@ from earshot.tag_search import SORT_CAP, TagSearch, page_cap
 
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
 SORTS = ("score", "name", "duration", "date")
+# Each other sort's key within a band (ties: the path): name A-Z, shortest first, newest first.
+_SORT_KEYS = {
+    "name": lambda h: os.path.basename(h.path).casefold(),
+    "duration": lambda h: h.duration_s,
+    "date": lambda h: -(h.mtime_ns or 0),
+}
 MAX_SPANS = 20
 MAX_ALSO_AT = 50  # copies listed in a hit's also_at (the first indexed ones)
 # Semantic negation ("dogs, no people"): the negated part is split off (the description is
@@ -485,15 +491,9 @@ class Searcher(TagSearch):
         relevant = grouped[:cap]
         # The other sorts order each band in turn, good matches first: "thunder" by duration
         # is the thunder recordings shortest first, not the catalogue's shortest blips.
-        band = {GOOD: 0, WEAK: 1}
-        if sort == "name":
-            relevant.sort(
-                key=lambda h: (band.get(h.band, 2), os.path.basename(h.path).casefold(), h.path)
-            )
-        elif sort == "duration":
-            relevant.sort(key=lambda h: (band.get(h.band, 2), h.duration_s, h.path))
-        elif sort == "date":
-            relevant.sort(key=lambda h: (band.get(h.band, 2), -(h.mtime_ns or 0), h.path))
+        if sort != "score":
+            band, by = {GOOD: 0, WEAK: 1}, _SORT_KEYS[sort]
+            relevant.sort(key=lambda h: (band.get(h.band, 2), by(h), h.path))
         page = relevant[offset : offset + k]
         if query is not None:
             page = self._with_spans(page, query, spans, kind, negative)
