@@ -10,8 +10,9 @@ Two sets, each indexed once per model with `earshot.Index`:
 - `sfx` (needs `../shared`): the sfx pool's test split (`configs/general-data.toml`, 1,163
   clips of recordings never trained on), searched for `scripts/demo.py`'s six queries; the
   top `--k` hits' labels, by sound alone (`--no-hybrid`) and as the demo searches (the
-  default: `Searcher.hybrid_by_default` decides), with each hit's score, band (what `make
-  demo`'s `earshot search -k 3` shows: the weak tail after the last good hit folds) and tags.
+  default: `Searcher.hybrid_by_default` decides), with each hit's score (what ranks),
+  similarity (the best window's cosine, what `earshot search` shows), band (what `make demo`'s
+  `earshot search -k 3` shows: the weak tail after the last good hit folds) and tags.
 
 Prints one JSON object, {"synthetic": {model: ...}, "sfx": {model: {query: ...}}}.
 
@@ -100,7 +101,11 @@ def sfx_results(model, clips: list, folder: Path, k: int) -> dict:
                     {
                         "label": label_of.get(str(Path(h.path).resolve()), "?"),
                         "file": Path(h.path).name,
-                        "score": round(float(h.score), 3),
+                        "score": round(float(h.score), 3),  # what ranks (hybrid: RRF)
+                        # what `earshot search` shows: the best window's cosine
+                        "similarity": None
+                        if h.similarity is None
+                        else round(float(h.similarity), 3),
                         "band": h.band,  # `earshot search` folds the weak tail after the good
                         "tags": [[t, round(float(p), 2)] for t, p in (h.tags or [])[:2]],
                     }
