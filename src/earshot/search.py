@@ -4,6 +4,10 @@ The ANN returns segments; results are files, each with the window that matched b
 two-hour recording appears once, at the minute that fits the query. Catalogues indexed by a
 tagging model also hold each window's top sound tags: hits carry their window's, and a tag
 filter keeps the files where some window has every tag asked for.
+
+`Searcher` is assembled from parts, each in its own module: search by example
+(`earshot.example_search`), keyword fusion (`earshot.hybrid_search`) and search by tags alone
+(`earshot.tag_search`); the query planning, the vector search, rating and paging are here.
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ import numpy as np
 
 from earshot.confidence import GOOD, WEAK, Calibration, SampleMoments, load_calibrations, zscore
 from earshot.errors import SearchError
+from earshot.example_search import ExampleSearch
 from earshot.filters import Filters, file_filters
-from earshot.fsutil import absolute
 from earshot.hits import Hit, Results, with_meta
+from earshot.hybrid_search import RRF_K, HybridSearch
 from earshot.index.store import Catalogue
 from earshot.query_syntax import ParsedQuery, parse_query
 from earshot.tag_search import SORT_CAP, TagSearch, page_cap
 
-RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
 SORTS = ("score", "name", "duration", "date")
 # Each other sort's key within a band (ties: the path): name A-Z, shortest first, newest first.
 _SORT_KEYS = {
@@ -57,7 +61,7 @@ class TextPlan:
     parsed: ParsedQuery
 
 
-class Searcher(TagSearch):
+class Searcher(HybridSearch, ExampleSearch, TagSearch):
     def __init__(self, catalogue: Catalogue, model):
         from earshot.model.io import model_id
 
@@ -154,47 +158,6 @@ class Searcher(TagSearch):
             description, negative = parsed.positive, parsed.negative
         return TextPlan(description, negative, merged, parsed)
 
-    def example_filters(self, text: str | None, filters: Filters | None = None) -> Filters:
-        """`filters` narrowed by the fields and operators of `text` (`dur:<5 ext:wav -rain`),
-        for a search by example: the example is what is searched for, so a description
-        beside it is refused (SearchError), not quietly dropped."""
-        filters = filters or Filters()
-        if text is None or not text.strip():
-            return filters
-        plan = self.plan_text(text, filters)
-        if plan.text is not None:
-            said = plan.parsed.text.strip()
-            raise SearchError(
-                f"a search by example takes filters only (dur:, ext:, tag:, folder:, sr:, ch:, "
-                f"-word, \"phrase\"), not a description: '{said}' would be searched for "
-                "beside the example; search by words, or by the example alone"
-            )
-        return plan.filters
-
-    def hybrid_by_default(self, text: str | None) -> bool:
-        """Whether a search for `text` (its description, after the query syntax) fuses keyword
-        matches when not told: where the catalogue holds embedded descriptions, or where one
-        of the query's words picks files out by name: some file's name or folders hold it, and
-        at most half of them do (a word in every name, "take" or "track", or in the library's
-        own folder, picks nothing out). Where only the sound tags would match the words, fusing
-        costs a little (bench/bench_hybrid.py, README), so then it is off. Cached per catalogue
-        generation: paging and sorting ask again (bench/bench_index.py's search part measures
-        the uncached cost)."""
-        generation = self.cat.generation
-        key = (text or "", generation)
-        if key not in self._hybrid_cache:
-            if self._files is None or self._files[0] != generation:
-                self._files = (generation, self.cat.has_described_files(), self.cat.ok_file_count())
-            _, described, total = self._files
-            if len(self._hybrid_cache) >= 256:
-                self._hybrid_cache.pop(next(iter(self._hybrid_cache)))
-            if described or not text:
-                self._hybrid_cache[key] = described
-            else:  # counted up to one past half: a word in more paths than that picks nothing
-                counts = self.cat.path_word_counts(text, cap=total // 2 + 1)
-                self._hybrid_cache[key] = any(0 < 2 * n <= total for n in counts.values())
-        return self._hybrid_cache[key]
-
     def search_text(
         self,
         text: str,
@@ -248,65 +211,6 @@ class Searcher(TagSearch):
             'the query has only filters: add a description of the sound, an exact "phrase" '
             "or a tag: to rank the files by"
         )
-
-    def search_like(
-        self,
-        path: str | Path,
-        k: int = 10,
-        start: float | None = None,
-        end: float | None = None,
-        filters: Filters | None = None,
-        **page,
-    ) -> Results:
-        """Sounds like (a span of) an audio file; the file itself is left out of the results."""
-        query = self.embed_example(path, start, end)
-        resolved = absolute(path)
-        own = self.cat.file_id_for_path(resolved)
-        return self.search_vector(query, k, filters, exclude_file=own, kind="example", **page)
-
-    def search_like_segment(
-        self, segment_id: int, k: int = 10, filters: Filters | None = None, **page
-    ) -> Results:
-        rows = self.cat.segments([segment_id])
-        if segment_id not in rows:
-            raise SearchError(f"no segment with id {segment_id} in '{self.cat.path}'")
-        query = self.cat.segment_vector(segment_id)
-        return self.search_vector(
-            query / np.linalg.norm(query),
-            k,
-            filters,
-            exclude_file=rows[segment_id].file_id,
-            kind="example",
-            **page,
-        )
-
-    def embed_example(self, path: str | Path, start: float | None, end: float | None) -> np.ndarray:
-        from earshot.audio.io import load
-
-        samples = load(path, self.model.config.audio.sample_rate)
-        return self.embed_samples(samples, start, end, f"'{path}'")
-
-    def embed_samples(
-        self,
-        samples: np.ndarray,
-        start: float | None = None,
-        end: float | None = None,
-        label: str = "the example",
-    ) -> np.ndarray:
-        """`embed_example` for a sound already decoded: mono (n,) at the model's sample rate.
-        `label` names it in the error for a span without audio."""
-        from earshot.audio.windows import windows
-
-        audio = self.model.config.audio
-        lo = 0 if start is None else max(0, round(start * audio.sample_rate))
-        hi = len(samples) if end is None else min(len(samples), round(end * audio.sample_rate))
-        if hi - lo < audio.n_fft:
-            span = f"{lo / audio.sample_rate:g}-{hi / audio.sample_rate:g} s"
-            raise SearchError(f"the example span {span} of {label} holds no audio to compare")
-        ws = list(windows([samples[lo:hi]], audio.sample_rate, audio.window_s, audio.hop_s))
-        vectors = self.model.encode_audio(np.stack([w.samples for w in ws])).numpy()
-        mean = vectors.mean(axis=0)
-        return mean / np.linalg.norm(mean)
 
     def search_vector(
         self,
@@ -593,71 +497,6 @@ class Searcher(TagSearch):
             row.duration_s,
             row.format,
             tuple(tags),
-        )
-
-    def _fuse(
-        self, text: str, query: np.ndarray, vector_hits: list[Hit], k: int, filters: Filters | None
-    ) -> list[Hit]:
-        """Reciprocal-rank fusion of the vector ranking and FTS5 matches on names and tags.
-        Each hit keeps the confidence of its best window's cosine."""
-        keyword = [fid for fid, _ in self.cat.keyword_search(text, limit=50)]
-        if filters is not None and filters.active():
-            allowed = self._allowed(filters)
-            keyword = [
-                f
-                for f in keyword
-                if np.isin([seg.segment_id for seg in self.cat.file_segments(f)], allowed).any()
-            ]
-        fused: dict[int, float] = {}
-        for rank, hit in enumerate(vector_hits, 1):
-            fused[hit.file_id] = fused.get(hit.file_id, 0.0) + 1.0 / (RRF_K + rank)
-        for rank, fid in enumerate(keyword, 1):
-            fused[fid] = fused.get(fid, 0.0) + 1.0 / (RRF_K + rank)
-        by_file = {h.file_id: h for h in vector_hits}
-        ranked = sorted(fused.items(), key=lambda t: -t[1])[:k]
-        named = self._named_by_every_word(text, [fid for fid, _ in ranked])
-        good = self.calibrations["text"]
-        out = []
-        for rank, (fid, score) in enumerate(ranked, 1):
-            hit = by_file.get(fid) or self._rate([self._best_window(fid, query)], query, "text")[0]
-            if fid in named and hit.band != GOOD:
-                # Its own name or description says what was asked: a good match whatever
-                # the sound score (which is all the calibration knows).
-                hit = replace(hit, confidence=max(hit.confidence or 0.0, good.good), band=GOOD)
-            out.append(replace(hit, rank=rank, score=score))
-        tags = self.cat.segment_tags([h.segment_id for h in out if not h.tags])
-        for i, h in enumerate(out):
-            if h.segment_id in tags:
-                out[i] = replace(h, tags=tuple(tags[h.segment_id]))
-        return with_meta(self.cat, out)
-
-    def _named_by_every_word(self, text: str, file_ids: list[int]) -> set[int]:
-        """Those of `file_ids` whose name or embedded metadata holds every content word of
-        `text` (FTS5, case and accents ignored; a word of 3+ letters also as a prefix, from its
-        `keyword_text.stem`: "footsteps" is in "footstep_gravel")."""
-        from earshot.index.keyword_text import content_words, stem
-
-        words = [stem(w) for w in content_words(text)]
-        if not words or not file_ids:
-            return set()
-        found = self.cat.file_ids_matching_keywords(words, columns=("name", "meta"))
-        return set(int(f) for f in np.intersect1d(found, np.asarray(file_ids, dtype=np.int64)))
-
-    def _best_window(self, file_id: int, query: np.ndarray) -> Hit:
-        segments = self.cat.file_segments(file_id)
-        scores = [float(self.cat.segment_vector(s.segment_id) @ query) for s in segments]
-        best = int(np.argmax(scores))
-        s = segments[best]
-        return Hit(
-            0,
-            s.path,
-            s.start_s,
-            s.end_s,
-            scores[best],
-            file_id,
-            s.segment_id,
-            s.duration_s,
-            s.format,
         )
 
     def _first_window(self, file_id: int) -> Hit:
