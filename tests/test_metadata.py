@@ -360,7 +360,8 @@ def test_hybrid_is_the_default_where_a_query_word_picks_files_out_by_name(tmp_pa
         # whatever the tiny model makes of its sound
         steps = cat.file_id_for_path(str(root / "footstep_gravel_02.wav"))
         hits = searcher.search_text("footsteps on gravel", k=7)
-        assert hits[0].file_id == steps and hits[0].band == "good"
+        assert hits[0].file_id == steps and hits[0].band == "good" and hits[0].by_name
+        assert not any(h.by_name for h in hits[1:])  # no other name holds every word
         # the query syntax's own words are not the description's
         assert not searcher.hybrid_by_default(searcher.plan_text("birds -door", None).text)
         # A library filed by folder (Doors/take_001.wav): its folders' words pick files out too;
@@ -395,13 +396,16 @@ def test_a_file_described_by_every_word_is_a_good_match_and_not_trimmed(
         searcher = Searcher(cat, text_model)
         audio_only = {h.file_id: h for h in searcher.search_text("a door slams", 4, hybrid=False)}
         assert audio_only[door].band != "good"  # the tiny model knows nothing of doors
+        assert not any(h.by_name for h in audio_only.values())
         hits = searcher.search_text("a door slams", k=4, hybrid=True)
-        assert hits[0].file_id == door and hits[0].band == "good"
+        assert hits[0].file_id == door and hits[0].band == "good" and hits[0].by_name
+        assert hits[0].as_dict()["by_name"] is True
         assert hits[0].confidence >= searcher.calibrations["text"].good
         assert door in [h.file_id for h in trim_weak(hits)]
         # one word of the query missing from its text: its sound score decides, as before
         partly = {h.file_id: h for h in searcher.search_text("door creaks", k=4, hybrid=True)}
         assert partly[door].band == searcher.calibrations["text"].band(partly[door].confidence)
+        assert not partly[door].by_name
 
 
 def test_cli_json_text_and_api_show_the_metadata(

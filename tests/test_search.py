@@ -184,6 +184,17 @@ def test_hybrid_cli_lines_show_the_similarity(setup, capsys):
     assert main(args) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln[:5].strip().endswith(".")]
     assert [ln.split()[1] for ln in lines] == [f"{h['similarity']:+.3f}" for h in doc["hits"]]
+    # a hit good only by its name says so, under its line
+    by_name = [h["name"] for h in doc["hits"] if h["by_name"]]
+    assert by_name, doc["hits"]
+    assert main(args) == 0
+    said, last = [], None
+    for ln in capsys.readouterr().out.splitlines():
+        if ln[:5].strip().endswith("."):
+            last = ln.split()[-2]  # the hit's path
+        elif ln.strip() == "good by its name or description, not by its sound":
+            said.append(last.rsplit("/", 1)[-1])
+    assert said == by_name
 
 
 def test_new_files_are_searchable_without_restarting(setup, tmp_path):

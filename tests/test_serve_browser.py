@@ -747,6 +747,15 @@ def test_spans_metadata_and_duplicates_show_in_hits(browser, rich_server, shots)
     )
     assert len(hits_on_screen(d)) == 6  # the copy is not a hit of its own
 
+    # A file good only because its description holds every word asked for says so.
+    search(d, "an old wooden door creaks")
+    wait(d, lambda d: hits_on_screen(d) and hits_on_screen(d)[0]["name"] == "take_12.wav", "take")
+    badge = card(d, "take_12.wav").find_element(By.CSS_SELECTOR, ".band")
+    assert badge.text == "good match · by name"
+    assert "by its sound alone it scores" in badge.get_attribute("title")
+    others = [c for c in d.find_elements(By.CSS_SELECTOR, "#results .band") if c != badge]
+    assert others and not any("by name" in c.text for c in others)
+
 
 @pytest.mark.slow
 def test_sort_and_the_rate_and_channel_filters(browser, rich_server):

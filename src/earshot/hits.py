@@ -45,6 +45,9 @@ class Hit:
     # The best window's cosine (less any negation penalty: what the confidence is rated on),
     # whatever `score` ranks by: in a hybrid search the fused score. None for a tag search.
     similarity: float | None = None
+    # Rated good only because its own name or embedded description holds every word of the
+    # query (a hybrid search): by its sound alone (`similarity`) it would be weak or none.
+    by_name: bool = False
 
     @property
     def shown_score(self) -> float:
@@ -74,6 +77,7 @@ class Hit:
             "meta": self.meta or None,
             "confidence": None if self.confidence is None else round(float(self.confidence), 3),
             "band": self.band,
+            "by_name": self.by_name,
             "spans": [
                 {"start": round(a, 3), "end": round(b, 3), "score": round(float(c), 6)}
                 for a, b, c in spans

@@ -71,7 +71,12 @@ class HybridSearch:
             if fid in named and hit.band != GOOD:
                 # Its own name or description says what was asked: a good match whatever
                 # the sound score (which is all the calibration knows).
-                hit = replace(hit, confidence=max(hit.confidence or 0.0, good.good), band=GOOD)
+                hit = replace(
+                    hit,
+                    confidence=max(hit.confidence or 0.0, good.good),
+                    band=GOOD,
+                    by_name=True,
+                )
             out.append(replace(hit, rank=rank, score=score))
         tags = self.cat.segment_tags([h.segment_id for h in out if not h.tags])
         for i, h in enumerate(out):

@@ -143,13 +143,23 @@ const sentence = (text) => {
   return s.charAt(0).toUpperCase() + s.slice(1) + (/[.!?]$/.test(s) ? "" : ".");
 };
 
+/** The badge's words: its band, and where it is good only by its name, that. */
+function bandText(hit) {
+  const text = BAND_TEXT[hit.band] || hit.band;
+  return hit.by_name ? `${text} · by name` : text;
+}
+
 function bandOf(hit) {
   if (!hit.band) return null;
   const conf = hit.confidence != null ? ` (confidence ${hit.confidence.toFixed(2)})` : "";
+  const title = hit.by_name
+    ? "Its name or description holds every word you asked for, so it counts as a good " +
+      `match; by its sound alone it scores ${shownScore(hit).toFixed(2)}`
+    : `How well this matches${conf}`;
   return make("span", {
-    class: `band band-${hit.band}`,
-    text: BAND_TEXT[hit.band] || hit.band,
-    title: `How well this matches${conf}`,
+    class: `band band-${hit.band}${hit.by_name ? " by-name" : ""}`,
+    text: bandText(hit),
+    title,
   });
 }
 
@@ -175,7 +185,7 @@ function hitElement(hit, i, hybrid = false) {
     dataset: { index: i, fileId: hit.file_id },
     "aria-label":
       `${hit.name}, ${length(hit.duration)} long, best match ${span}, score ${shownScore(hit).toFixed(2)}` +
-      (hit.band ? `, ${BAND_TEXT[hit.band] || hit.band}` : ""),
+      (hit.band ? `, ${bandText(hit)}` : ""),
   });
   li.tabIndex = -1;
 
