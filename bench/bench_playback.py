@@ -42,7 +42,7 @@ def timed(fn, repeats: int) -> float:
 
 def pyav_range(path: Path, minutes: float) -> dict:
     """One 1 MiB range at 90 % of a PyAV-decoded file, seeking and from the start."""
-    from earshot.audio.export import open_source, read_frames
+    from earshot.audio.recording import open_source, read_frames
     from earshot.serve.playback import _to_pcm16
     from earshot.testing.audio import write_av
 
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     minutes = 0.5 if args.quick else args.minutes
 
-    from earshot.audio.export import open_source, plan_for, write_span
+    from earshot.audio.export import plan_for, write_span
+    from earshot.audio.recording import open_source
     from earshot.serve.playback import WavTranscode
     from earshot.testing.audio import write_tone
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from earshot.audio.export import fade_gains, open_source, read_frames, span_frames
+from earshot.audio.export import fade_gains
+from earshot.audio.recording import open_source, read_frames, span_frames
 from earshot.cli import main
 from earshot.index.schema import FileRecord
 from earshot.index.store import Catalogue

@@ -323,7 +323,7 @@ def test_a_range_decodes_only_its_own_frames(client, ids, monkeypatch):
 def test_a_late_range_of_a_pyav_format_seeks_and_gives_the_same_samples(tmp_path, name):
 
     from earshot.audio.av_io import _open
-    from earshot.audio.export import _seek_to, open_source, read_frames
+    from earshot.audio.recording import _seek_to, open_source, read_frames
     from earshot.testing.audio import write_av
 
     path = write_av(tmp_path / name, 30.0, 44100, channels=2, seed=3)

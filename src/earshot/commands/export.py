@@ -60,14 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from earshot.audio.export import (
-        ExportError,
-        clip_name,
-        open_source,
-        plan_for,
-        span_frames,
-        write_span,
-    )
+    from earshot.audio.export import clip_name, plan_for, write_span
+    from earshot.audio.recording import ExportError, open_source, span_frames
     from earshot.commands.search import printable
 
     path, start, end = _resolve(args)

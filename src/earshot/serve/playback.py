@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from fastapi.responses import FileResponse
 
-from earshot.audio.export import MAX_FADE_MS, Source, read_frames
+from earshot.audio.export import MAX_FADE_MS
+from earshot.audio.recording import Source, read_frames
 
 __all__ = ["MAX_FADE_MS", "audio_response", "browser_plays", "clip_response"]
 
@@ -180,7 +181,7 @@ def audio_response(info: dict, range_header: str | None):
     transcode, with Range (206 / 416) either way."""
     from fastapi.responses import Response, StreamingResponse
 
-    from earshot.audio.export import open_source
+    from earshot.audio.recording import open_source
     from earshot.errors import ApiError, AudioDecodeError
 
     headers = {"Cache-Control": "private, no-cache", "Accept-Ranges": "bytes"}
@@ -224,14 +225,8 @@ def clip_response(
     import shutil
     import tempfile
 
-    from earshot.audio.export import (
-        ExportError,
-        clip_name,
-        open_source,
-        plan_for,
-        span_frames,
-        write_span,
-    )
+    from earshot.audio.export import clip_name, plan_for, write_span
+    from earshot.audio.recording import ExportError, open_source, span_frames
     from earshot.errors import ApiError, AudioDecodeError
 
     if end - start > max_clip_s:
