@@ -437,6 +437,8 @@ def test_cli_json_text_and_api_show_the_metadata(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith(f"[seg:{hits[0]['segment_id']}]")
     assert lines[1].strip() == '"Heavy wooden door slams shut in a stone hallway"'
+    assert hits[0]["by_name"]  # what made it good, said under the description
+    assert lines[2].strip() == "good by its name or description, not by its sound"
     with Catalogue(db, readonly=True) as cat:
         app = create_app(cat, text_model, Settings(allowed_hosts=None))
         with TestClient(app) as client:

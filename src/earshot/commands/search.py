@@ -201,10 +201,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{h.rank:3d}. {h.shown_score:+.3f}{band}  {_clock(h.start_s)}-{_clock(h.end_s)}  "
             f"{printable(h.path)}  [seg:{h.segment_id}]"
         )
-        if h.by_name:
-            print("       good by its name or description, not by its sound")
         if h.meta and meta_line(h.meta):
             print(f"       {printable(meta_line(h.meta))}")
+        if h.by_name:
+            print("       good by its name or description, not by its sound")
         for start, end, score in h.spans[1:]:
             print(f"       also {_clock(start)}-{_clock(end)}  {score:+.3f}")
         if h.more_spans:
