@@ -6,7 +6,8 @@ the next run skips that file); the CNN runs in this process in batches, and each
 commits in one SQLite transaction. A kill at any moment loses at most the batch in flight:
 files already committed are recognised by size and mtime on the next run and neither
 re-decoded nor re-embedded. The workers die with this
-process, however it ends (`decoding.worker_init`); decoding one file is `index/decoding.py`.
+process, however it ends (`decoding.worker_init`); decoding one file is `index/decoding.py`, the
+worker pools and their crash retries `index/decode_pool.py`.
 
 Whatever one file does (a bad name, a pipe, a corrupt header, absurd samples, vectors the model
 makes NaN of, an exception nobody foresaw, a decoder crash that takes its worker down), it is
@@ -19,13 +20,10 @@ catalogue entries are kept; `prune=True` (`earshot index --prune`) removes them 
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +32,7 @@ import numpy as np
 from earshot.errors import AudioDecodeError
 from earshot.fsutil import absolute
 from earshot.index import decoding
+from earshot.index.decode_pool import decode_in_workers, pool_pass
 from earshot.index.decoding import Decoded, decoded_length, embedded_metadata, unexpected
 from earshot.index.journal import CRASHED_HERE, DecodeJournal, decode_fully
 from earshot.index.scan import ScanEntry, ScanProblems, scan, shown
@@ -44,7 +43,6 @@ BATCH_FILES = 32  # files per transaction
 BATCH_SECONDS = 5.0  # ... or fewer, when they take longer than this to embed
 BATCH_WINDOWS = 256  # ... or fewer, to bound memory: 256 windows of 10 s at 32 kHz = 330 MB
 _META_BATCH = 256  # files per transaction when only their metadata is read
-CRASHED = "the decoder crashed on it (its worker process died); re-export it"
 
 
 @dataclass
@@ -277,12 +275,12 @@ class Indexer:
         if suspect is not None:
             todo = [e for e in todo if e is not suspect]
             # whole, as a long file is streamed (the crash may come late); then streamed here
-            if (yield from self._pool_pass(deque([suspect]), 1, 1, decode_fully)):
+            if (yield from pool_pass(deque([suspect]), self.audio, 1, 1, decode_fully)):
                 yield Decoded(suspect, error=CRASHED_HERE)
         long_files = [e for e in todo if _probably_long(e)]
         short = [e for e in todo if not _probably_long(e)]
         if short and self.workers > 0:
-            yield from self._decoded_in_workers(short)
+            yield from decode_in_workers(short, self.audio, self.workers)
         else:
             for entry in short:
                 self._journal.decoding(entry.path)
@@ -290,54 +288,6 @@ class Indexer:
         for entry in long_files:
             self._journal.decoding(entry.path)
             yield decoding.decode_entry(entry, self.audio, with_windows=False)
-
-    def _decoded_in_workers(self, entries: list[ScanEntry]) -> Iterator[Decoded]:
-        """`decode_entry` of each entry, in worker processes. A worker that dies (a decoder
-        crash, the OOM killer) breaks its pool: the files then in flight are retried one at a
-        time, so the one that kills a worker again is skipped and no other is lost."""
-        queue = deque(entries)
-        while queue:
-            lost = yield from self._pool_pass(queue, self.workers, 2 * self.workers)
-            suspects = deque(lost)
-            while suspects:
-                for culprit in (yield from self._pool_pass(suspects, 1, 1)):
-                    yield Decoded(culprit, error=CRASHED)
-
-    def _pool_pass(
-        self, queue: deque, workers: int, limit: int, decode=None
-    ) -> Generator[Decoded, None, list]:
-        """`decode` (default `decode_entry`) entries from `queue` in a fresh pool until it is
-        empty or the pool breaks; returns the entries in flight when it broke (one at most for
-        a pool of one)."""
-        decode = decode or decoding.decode_entry  # looked up now: tests replace it by name
-        ctx = multiprocessing.get_context("spawn")  # no forked torch state in workers
-        in_flight: dict[cf.Future, ScanEntry] = {}
-        lost: list[ScanEntry] = []
-        with cf.ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=decoding.worker_init, initargs=(os.getpid(),)
-        ) as pool:
-            while (queue or in_flight) and not lost:
-                while queue and len(in_flight) < limit:
-                    entry = queue.popleft()
-                    try:
-                        in_flight[pool.submit(decode, entry, self.audio)] = entry
-                    except BrokenProcessPool:
-                        queue.appendleft(entry)  # never started: not a suspect
-                        break
-                done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-                for f in done:
-                    entry = in_flight.pop(f)
-                    if f.exception() is None:
-                        yield f.result()
-                    else:  # only BrokenProcessPool: `decode` never raises
-                        lost.append(entry)
-            # A broken pool fails every future it had: keep those that finished first.
-            for f, entry in in_flight.items():
-                if f.done() and f.exception() is None:
-                    yield f.result()
-                else:
-                    lost.append(entry)
-        return lost
 
     def _commit(self, batch: list[Decoded], known: dict, summary: IndexSummary) -> None:
         from earshot.embed import embed_windows

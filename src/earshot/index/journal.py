@@ -1,7 +1,7 @@
 """Which file the indexer was decoding in its own process, for the run after a crash.
 
 Decoding in worker processes costs a codec crash (a segfault in libsndfile or FFmpeg) its file
-only: the pool breaks and the file is retried alone (`Indexer._decoded_in_workers`). Where the
+only: the pool breaks and the file is retried alone (`decode_pool.decode_in_workers`). Where the
 indexer decodes in its own process (`workers=0`, the default on 2 cores, where shipping every
 file's samples back from a worker costs a quarter of the speed; and files streamed at commit
 time), a crash ends the run, and would end every rerun at the same file.
@@ -9,7 +9,7 @@ time), a crash ends the run, and would end every rerun at the same file.
 So before each such decode the indexer writes the file's path to `<catalogue>.decoding` (one
 small write, no fsync: the page cache outlives the process) and removes it when the run ends,
 however it ends short of a crash. A run that finds the file there decodes that one file first
-in a pool of one worker, whole (`decode_fully` through `Indexer._pool_pass`): if that crashes
+in a pool of one worker, whole (`decode_fully` through `decode_pool.pool_pass`): if that crashes
 too, the file is skipped with CRASHED_HERE; if it decodes (the last run was killed, not
 crashed), it is indexed as usual. The indexing lock (earshot.index.writelock) keeps two runs
 off one journal.
