@@ -65,7 +65,7 @@ def write_clips(root: Path, n: int) -> list[Path]:
 def index_single(model, root: Path, out: Path, files_per_shard: int) -> dict:
     from earshot.model.io import model_id
     from earshot.scale import shards as sh
-    from earshot.scale.indexer import ShardWriter
+    from earshot.scale.shard_writer import ShardWriter
     from earshot.scale.storage import Location, list_recordings
 
     t0 = time.perf_counter()

@@ -255,7 +255,7 @@ def write_shards(model, roots, out, files_per_shard: int = 4, batch_size: int = 
     process (the shard writer, no Ray): for tests of search over shards. Returns `out`'s URI."""
     from earshot.model.io import model_id
     from earshot.scale import shards as sh
-    from earshot.scale.indexer import ShardWriter
+    from earshot.scale.shard_writer import ShardWriter
     from earshot.scale.storage import Location, list_recordings
 
     listed, _ = list_recordings([str(r) for r in roots])
@@ -281,7 +281,7 @@ def catalogue_and_shards(base: Path, model, library: Path, cuts: Sequence[int]):
     from earshot.index.store import Catalogue
     from earshot.model.io import model_id
     from earshot.scale import shards as sh
-    from earshot.scale.indexer import ShardWriter
+    from earshot.scale.shard_writer import ShardWriter
     from earshot.scale.storage import Location, list_recordings
 
     db = Path(base) / "c.sqlite"
