@@ -107,6 +107,7 @@ def sfx_results(model, clips: list, folder: Path, k: int) -> dict:
                         if h.similarity is None
                         else round(float(h.similarity), 3),
                         "band": h.band,  # `earshot search` folds the weak tail after the good
+                        "by_name": h.by_name,  # good only by its name, not its sound
                         "tags": [[t, round(float(p), 2)] for t, p in (h.tags or [])[:2]],
                     }
                     for h in hits
