@@ -6,8 +6,9 @@ tagging model also hold each window's top sound tags: hits carry their window's,
 filter keeps the files where some window has every tag asked for.
 
 `Searcher` is assembled from parts, each in its own module: search by example
-(`earshot.example_search`), keyword fusion (`earshot.hybrid_search`) and search by tags alone
-(`earshot.tag_search`); the query planning, the vector search, rating and paging are here.
+(`earshot.example_search`), keyword fusion (`earshot.hybrid_search`), search by tags alone
+(`earshot.tag_search`) and each hit's confidence and spans (`earshot.hit_rating`); the query
+planning, the vector search and paging are here.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from earshot.confidence import GOOD, WEAK, Calibration, SampleMoments, load_calibrations, zscore
+from earshot.confidence import GOOD, WEAK, Calibration, SampleMoments, load_calibrations
 from earshot.errors import SearchError
 from earshot.example_search import ExampleSearch
 from earshot.filters import Filters, file_filters
+from earshot.hit_rating import HitRating
 from earshot.hits import Hit, Results, with_meta
 from earshot.hybrid_search import RRF_K, HybridSearch
 from earshot.index.store import Catalogue
@@ -61,7 +63,7 @@ class TextPlan:
     parsed: ParsedQuery
 
 
-class Searcher(HybridSearch, ExampleSearch, TagSearch):
+class Searcher(HybridSearch, ExampleSearch, TagSearch, HitRating):
     def __init__(self, catalogue: Catalogue, model):
         from earshot.model.io import model_id
 
@@ -111,26 +113,6 @@ class Searcher(HybridSearch, ExampleSearch, TagSearch):
             )
             self._ann_generation = generation
         return self._ann
-
-    def sample(self) -> np.ndarray:
-        """A fixed random sample of the catalogue's windows (at most SAMPLE_WINDOWS), remade
-        when the catalogue changes: what a query's scores are compared with for confidence."""
-        from earshot.confidence import SAMPLE_WINDOWS
-
-        generation = self.cat.generation
-        if self._sample is None or self._sample[0] != generation:
-            top = self.cat.max_segment_id()
-            rng = np.random.default_rng(0)
-            ids = (
-                np.arange(1, top + 1)
-                if top <= SAMPLE_WINDOWS
-                else rng.choice(np.arange(1, top + 1), SAMPLE_WINDOWS, replace=False)
-            )
-            vectors = self.cat.segment_vectors(ids.tolist())
-            dim = self.cat.dim or 1
-            stacked = np.stack(list(vectors.values())) if vectors else np.zeros((0, dim))
-            self._sample = (generation, stacked.astype(np.float32))
-        return self._sample[1]
 
     # -- queries ---------------------------------------------------------------------------
     def plan_text(self, text: str, filters: Filters | None = None) -> TextPlan:
@@ -324,31 +306,6 @@ class Searcher(HybridSearch, ExampleSearch, TagSearch):
             for s, sid in found
         ]
 
-    def _query_stats(self, query: np.ndarray) -> tuple[float, float]:
-        """score_stats of `query` over the sample (from its moments), once per search."""
-        if self._stats is None or self._stats[0] is not query:
-            sample = self.sample()  # remade when the catalogue changed (a subclass's own)
-            if self._moments is None or self._moments[0] is not sample:
-                self._moments = (sample, SampleMoments(sample))
-            self._stats = (query, self._moments[1].stats(query))
-        return self._stats[1]
-
-    def _rate(self, hits: list[Hit], query: np.ndarray | None, kind: str) -> list[Hit]:
-        """Each hit with its confidence and band: from its cosine and z-score for a vector
-        query; a tag search's score is a probability and stands as its confidence."""
-        calibration = self.calibrations.get(kind, self.calibrations["text"])
-        if query is None:
-            return [
-                replace(h, confidence=float(h.score), band=calibration.band(float(h.score)))
-                for h in hits
-            ]
-        stats = self._query_stats(query)
-        out = []
-        for h in hits:
-            c = calibration.confidence(h.score, zscore(h.score, stats))
-            out.append(replace(h, confidence=c, band=calibration.band(c), similarity=h.score))
-        return out
-
     def _finish(
         self,
         hits: list[Hit],
@@ -407,40 +364,6 @@ class Searcher(HybridSearch, ExampleSearch, TagSearch):
         out = Results.of(page, offset, more or (sort == "score" and len(grouped) > offset + k),
                          total)  # fmt: skip
         out.sort = sort
-        return out
-
-    def _with_spans(
-        self, hits: list[Hit], query: np.ndarray, n: int, kind: str, negative
-    ) -> list[Hit]:
-        """Each hit's best `n` non-overlapping windows (its own first) and how many more of
-        them are good."""
-        if not hits:
-            return hits
-        calibration = self.calibrations.get(kind, self.calibrations["text"])
-        stats = self._query_stats(query)
-        lam = self.negation_weight if negative is not None else 0.0
-        windows = self.cat.files_windows([h.file_id for h in hits])
-        out = []
-        for h in hits:
-            rows = windows.get(h.file_id) or []
-            if len(rows) <= 1:
-                out.append(replace(h, spans=((h.start_s, h.end_s, h.shown_score),), more_spans=0))
-                continue
-            vectors = np.stack([r[3] for r in rows])
-            scores = vectors @ query
-            if lam > 0:
-                scores = scores - lam * np.maximum(0.0, vectors @ np.asarray(negative, np.float32))
-            chosen = [(h.start_s, h.end_s, float(h.shown_score))]
-            for i in np.argsort(-scores, kind="stable"):
-                start, end = rows[i][1], rows[i][2]
-                if any(start < b and a < end for a, b, _ in chosen):
-                    continue
-                chosen.append((start, end, float(scores[i])))
-            good = sum(
-                calibration.band(calibration.confidence(s, zscore(s, stats))) == GOOD
-                for _, _, s in chosen[n:]
-            )
-            out.append(replace(h, spans=tuple(chosen[:n]), more_spans=int(good)))
         return out
 
     def why_empty(
