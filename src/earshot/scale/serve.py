@@ -1,7 +1,8 @@
 """`earshot serve --shards URI`: the page and HTTP API of `earshot serve`, over shards.
 
 The app is `earshot.serve.app.create_app`'s, unchanged, over a `ShardService`: the catalogue's
-`Service` with the shards' `ShardSearcher` and `ShardCatalogue` (`earshot.scale.search`) in
+`Service` with the shards' `ShardSearcher` and `ShardCatalogue` (`earshot.scale.search`,
+`earshot.scale.shard_catalogue`) in
 place of a catalogue and its `Searcher`. Every route answers as it does over a catalogue;
 files are named by the shards' file ids. A recording held in a bucket is played, drawn and cut
 from a local copy fetched through `scale/storage` on first use and kept while the server runs

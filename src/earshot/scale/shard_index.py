@@ -1,7 +1,8 @@
 """One shard index: a Ray actor (or, without Ray, an object in the driver's process) that
 builds, from its share of the shards, a real earshot catalogue in its temporary folder (with the
 shards' own ids, through `merge.write_shard`) and the FAISS index over it, and answers the
-catalogue reads `scale/search.py`'s `ShardCatalogue` and `ShardAnn` ask of it (`READS`; no
+catalogue reads `ShardCatalogue` (`scale/shard_catalogue.py`) and `ShardAnn` (`scale/search.py`)
+ask of it (`READS`; no
 writes). Its folder goes when it closes or its process ends; one a killed process left is swept
 by the next (`sweep_dead_folders`).
 """
