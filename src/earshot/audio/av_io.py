@@ -142,7 +142,7 @@ def _why_unopenable(path: str, e: Exception) -> str:
         head = b""
     if looks_like_av(head):
         return f"corrupt or truncated audio/video file ({_describe(e)}); {AV_HINT}"
-    from earshot.audio.io import content_kind
+    from earshot.audio.failures import content_kind
 
     return (
         f"not a readable audio or video file ({content_kind(head)}); check what was saved "

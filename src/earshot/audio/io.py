@@ -57,6 +57,7 @@ from earshot.audio.av_io import (
     probe_av,
 )
 from earshot.audio.cstderr import named_c_stderr
+from earshot.audio.failures import HINT, describe, sniff, why_unopenable
 from earshot.audio.headers import data_shortfall, flac_total_samples
 from earshot.errors import AudioDecodeError
 
@@ -65,26 +66,6 @@ PathLike = str | os.PathLike[str]
 # Bounds one read's buffer (32 MiB of float32) however many channels a file has: 30 s of a
 # 64-channel 48 kHz recording would otherwise take 370 MB.
 _MAX_BLOCK_SAMPLES = 1 << 23
-
-# First bytes of the containers libsndfile reads, used only to word an error: a file that
-# starts like audio but will not open is "corrupt", anything else is "not an audio file".
-_AUDIO_MAGIC = (
-    (b"RIFF", "WAV"),
-    (b"RIFX", "WAV"),
-    (b"RF64", "WAV"),
-    (b"riff", "W64"),
-    (b"FORM", "AIFF"),
-    (b"fLaC", "FLAC"),
-    (b"OggS", "Ogg"),
-    (b"ID3", "MP3"),
-    (b"caff", "CAF"),
-    (b".snd", "AU"),
-)
-
-# libsndfile's words for some failures mislead: a truncated MP3 is reported as missing.
-_MISLEADING = ("File does not exist or is not a regular file",)
-
-_HINT = "re-export or re-download it"
 
 MIN_RATE, MAX_RATE = 1_000, 2_000_000  # Hz: a header outside this is taken for corrupt
 MAX_AMPLITUDE = 1000.0  # |sample| above this (+60 dBFS) is refused: see the module docstring
@@ -214,13 +195,13 @@ def _decode(path: str, sample_rate: int, block_s: float) -> Iterator[np.ndarray]
                 out = convert.feed(mono)
                 if len(out):
                     yield out
-            tail = convert.finish(_HINT)
+            tail = convert.finish(HINT)
             if len(tail):
                 yield tail
     except AudioDecodeError:
         raise
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, EOFError) as e:
-        raise convert.failed(promised, _describe(e), _HINT) from e
+        raise convert.failed(promised, describe(e), HINT) from e
 
 
 def _decode_av(
@@ -260,9 +241,9 @@ def _probe_streaming_flac(path: str, count: bool) -> AudioInfo:
         for mono in decode_av(path, 1 << 20):
             frames += len(mono)
     except DecodeFailure as e:
-        raise _ToRate(path, info.sample_rate, info.sample_rate).failed(0.0, str(e), _HINT) from e
+        raise _ToRate(path, info.sample_rate, info.sample_rate).failed(0.0, str(e), HINT) from e
     if frames == 0:
-        raise AudioDecodeError(path, f"contains no audio frames (empty or cut short); {_HINT}")
+        raise AudioDecodeError(path, f"contains no audio frames (empty or cut short); {HINT}")
     return dataclasses.replace(info, frames=frames, duration_s=frames / info.sample_rate)
 
 
@@ -276,7 +257,7 @@ def _by_av(path: str) -> bool:
         return False  # libsndfile's path words the error
     if looks_like_av(head):
         return True
-    return _sniff(head) is None and os.path.splitext(path)[1].lower() in AV_SUFFIXES
+    return sniff(head) is None and os.path.splitext(path)[1].lower() in AV_SUFFIXES
 
 
 def _check_path(path: str) -> None:
@@ -288,14 +269,14 @@ def _check_path(path: str) -> None:
     except PermissionError:
         raise AudioDecodeError(path, "permission denied; check the file's permissions") from None
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
-        raise AudioDecodeError(path, f"cannot access it ({_describe(e)})") from None
+        raise AudioDecodeError(path, f"cannot access it ({describe(e)})") from None
     if stat.S_ISDIR(st.st_mode):
         raise AudioDecodeError(path, "is a directory, not an audio file")
     if not stat.S_ISREG(st.st_mode):
         # libsndfile would block forever on a FIFO with no writer.
         raise AudioDecodeError(path, "not a regular file (a pipe or device); save the audio first")
     if st.st_size == 0:
-        raise AudioDecodeError(path, f"empty file (0 bytes); {_HINT}")
+        raise AudioDecodeError(path, f"empty file (0 bytes); {HINT}")
 
 
 def _open(path: str) -> sf.SoundFile:
@@ -303,10 +284,10 @@ def _open(path: str) -> sf.SoundFile:
     try:
         f = sf.SoundFile(_native(path))
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as e:
-        raise AudioDecodeError(path, _why_unopenable(path, e)) from e
+        raise AudioDecodeError(path, why_unopenable(path, e)) from e
     try:
         if f.frames <= 0:
-            raise AudioDecodeError(path, f"contains no audio frames (empty or cut short); {_HINT}")
+            raise AudioDecodeError(path, f"contains no audio frames (empty or cut short); {HINT}")
         check_header_rate(path, int(f.samplerate))
         cut = data_shortfall(path)
         if cut is not None:
@@ -316,7 +297,7 @@ def _open(path: str) -> sf.SoundFile:
                 path,
                 f"truncated: the file holds {have:.1f} s of the {promised:.1f} s its header "
                 f"promises ({cut.present:,} of {cut.declared:,} bytes of audio; an interrupted "
-                f"copy or download?); {_HINT}",
+                f"copy or download?); {HINT}",
             )
     except BaseException:
         f.close()
@@ -341,67 +322,8 @@ def check_header_rate(path: str, rate: int) -> None:
         raise AudioDecodeError(
             path,
             f"its header says a sample rate of {rate:,} Hz, outside {MIN_RATE:,} to "
-            f"{MAX_RATE:,} Hz (corrupt?); {_HINT}",
+            f"{MAX_RATE:,} Hz (corrupt?); {HINT}",
         )
-
-
-def _why_unopenable(path: str, error: Exception) -> str:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except PermissionError:
-        return "permission denied; check the file's permissions"
-    except OSError as e:
-        return f"cannot read it ({_describe(e)})"
-    kind = _sniff(head)
-    if kind is None:
-        return f"not an audio file ({content_kind(head)}); check what was saved under this name"
-    detail = _describe(error)
-    if any(m in detail for m in _MISLEADING):
-        detail = "libsndfile cannot parse it"
-    return f"corrupt or truncated {kind} file ({detail}); {_HINT}"
-
-
-def content_kind(head: bytes) -> str:
-    """What a non-audio file's first bytes look like, in words that quote none of them."""
-    if not head:
-        return "no content could be read"
-    lowered = head.lstrip().lower()
-    if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
-        return "it looks like an HTML page"
-    if lowered.startswith((b"<?xml", b"<")):
-        return "it looks like XML or HTML"
-    if lowered.startswith((b"{", b"[")):
-        return "it looks like JSON"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        # A multi-byte character may be cut at the end of the sample; allow for that.
-        try:
-            text = head[:-3].decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-    if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
-        return "it looks like text"
-    return "unrecognised binary data"
-
-
-def _sniff(head: bytes) -> str | None:
-    for magic, kind in _AUDIO_MAGIC:
-        if head.startswith(magic):
-            return kind
-    # An MP3 without an ID3 tag starts straight with a frame: 11 set sync bits.
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
-        return "MP3"
-    return None
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, sf.LibsndfileError):
-        return error.error_string.strip()
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return str(error) or type(error).__name__
 
 
 def _check_samples(path: str, mono: np.ndarray, offset_s: float, rate: int) -> None:

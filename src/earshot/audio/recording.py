@@ -139,7 +139,8 @@ def read_frames(
         return
     import soundfile as sf
 
-    from earshot.audio.io import _describe, _native
+    from earshot.audio.failures import describe
+    from earshot.audio.io import _native
 
     try:
         with sf.SoundFile(_native(source.path)) as f:
@@ -152,7 +153,7 @@ def read_frames(
                 todo -= len(got)
                 yield got
     except (sf.SoundFileError, RuntimeError, OSError, ValueError) as e:
-        raise AudioDecodeError(source.path, f"reading the span failed ({_describe(e)})") from e
+        raise AudioDecodeError(source.path, f"reading the span failed ({describe(e)})") from e
 
 
 # A seek starts this many seconds before the wanted frame: the decoder's first frame after a
