@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from earshot.index import ann
-from earshot.index.ann import AnnIndexError, AnnParams, build, ensure_index, load
+from earshot.index.ann import AnnIndexError, AnnParams, build, load
+from earshot.index.ann_sync import ensure_index
 from earshot.testing.vectors import clustered_unit_vectors
 
 DIM = 300

@@ -95,7 +95,7 @@ class Searcher(HybridSearch, ExampleSearch, TagSearch, HitRating):
 
     # -- the ANN, refreshed when the catalogue changed ------------------------------------
     def ann(self):
-        from earshot.index.ann import ensure_index
+        from earshot.index.ann_sync import ensure_index
 
         generation = self.cat.generation
         if self._ann is None or generation != self._ann_generation:

@@ -45,7 +45,7 @@ _IO_BLOCK = 1 << 16
 # A temporary file whose process is gone is deleted by the next write; one whose pid is alive
 # only once untouched this long (the pid may have been reused by another process since).
 # (A writer on another machine sharing the folder looks dead: its write then fails to rename,
-# which it survives, see `earshot.index.ann.ensure_index`.)
+# which it survives, see `earshot.index.ann_sync.ensure_index`.)
 _STALE_LIVE_S = 24 * 3600
 
 
