@@ -1,7 +1,9 @@
 """Hybrid search: the sound ranking fused with keyword matches on file names, embedded
 metadata and sound tags by reciprocal-rank fusion (`HybridSearch`, a part of
 `earshot.search.Searcher`: it reads the searcher's catalogue and rates through its `_rate`),
-and when a search is hybrid without being told (`hybrid_by_default`)."""
+and when a search is hybrid without being told (`hybrid_by_default`). A file whose own name or
+embedded description holds every word of the query is rated good whatever its sound, and
+says so (`Hit.by_name`)."""
 
 from __future__ import annotations
 
