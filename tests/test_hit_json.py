@@ -17,7 +17,7 @@ from earshot.hits import Hit
 HIT_KEYS = {
     "rank", "file_id", "segment_id", "name", "folder", "path", "start", "end", "duration",
     "score", "format", "tags", "meta", "confidence", "band", "spans", "more_spans", "also_at",
-    "sample_rate", "channels", "similarity", "by_name",
+    "sample_rate", "channels", "similarity", "by_name", "matched_tags",
 }  # fmt: skip
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -288,6 +288,14 @@ def test_tag_chips_filter_by_their_tag(browser, tagged_server, shots):
         d.find_element(By.CSS_SELECTOR, "#tag-chosen .tag-chip").click()
     wait(d, lambda d: not d.find_element(By.ID, "tag-chosen").is_displayed(), "no tags left")
 
+    # A search by words and tags (hybrid: "dog" names dog.wav) marks the tags its words name.
+    search(d, "a dog")
+    named = d.find_elements(By.CSS_SELECTOR, "#results .hit .tag-chip.is-named")
+    assert named and {c.get_attribute("data-tag") for c in named} == {"Dog"}
+    assert all("your words name it" in c.get_attribute("title") for c in named)
+    others = d.find_elements(By.CSS_SELECTOR, "#results .hit .tag-chip:not(.is-named)")
+    assert others and not any("your words" in c.get_attribute("title") for c in others)
+
 
 @pytest.mark.slow
 def test_narrow_screen_has_no_sideways_scroll(browser, server, shots):

@@ -553,6 +553,34 @@ def test_fts_text_helpers():
     assert fts_query(' * "" () ') is None
 
 
+def test_matching_tags_names_what_the_keyword_search_matches():
+    from earshot.index.keyword_text import matching_tags
+
+    names = ["Dog", "Bark", "Bow-wow", "Domestic animals, pets", "Rain on surface", "Raindrop"]
+    names += ["Door", "Slam", "Sound effect", "Ox", "Oxygen", "Chirp, tweet", "Bird vocalization"]
+    assert matching_tags("a dog barking", names) == ("Dog", "Bark")
+    assert matching_tags("the sound of rain", names) == (
+        "Rain on surface",
+        "Raindrop",
+        "Sound effect",
+    )
+    assert matching_tags("an ox", names) == ("Ox",)  # a word under 3 letters is matched whole
+    assert matching_tags("", names) == () and matching_tags("rain", []) == ()
+    # the same names as FTS5 finds for the query's MATCH expression, query by query
+    db = sqlite3.connect(":memory:")
+    db.execute(
+        "CREATE VIRTUAL TABLE t USING fts5 (name, tokenize = 'unicode61 remove_diacritics 2')"
+    )
+    db.executemany("INSERT INTO t (rowid, name) VALUES (?, ?)", enumerate(names))
+    for query in ["a dog barking", "rain drops", "door slams", "birds chirping", "an ox",
+                  "pets and animals", "sounds", "x"]:  # fmt: skip
+        found = {
+            names[r]
+            for (r,) in db.execute("SELECT rowid FROM t WHERE t MATCH ?", (fts_query(query),))
+        }
+        assert set(matching_tags(query, names)) == found, query
+
+
 def test_stats(cat):
     with cat.batch():
         cat.put_file(record("/s/a.wav", duration_s=1800.0), segs(3, 0))

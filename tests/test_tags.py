@@ -816,6 +816,17 @@ def test_hybrid_keyword_side_matches_tag_names(searcher):
     assert ids == {"robin.wav", "dog.wav", "mixed.wav"}  # no name or folder says "tone"
     assert {cat.file(f)["name"] for f, _ in cat.keyword_search("pets")} == {"dog.wav", "mixed.wav"}
     assert "dog" in names_of(searcher.search_text("domestic animals", k=2, hybrid=True))
+    # each hit names the tags the query's words matched, among its own; a search by sound alone
+    # matched none
+    hits = searcher.search_text("domestic animals", k=8, hybrid=True)
+    dog = next(h for h in hits if h.path.endswith("dog.wav"))
+    assert dog.matched_tags == ("Domestic animals, pets",), dog.tags
+    assert dog.as_dict()["matched_tags"] == ["Domestic animals, pets"]
+    for h in hits:
+        assert set(h.matched_tags) <= {n for n, _ in h.tags}
+        assert set(h.matched_tags) <= {"Domestic animals, pets", "Animal"}
+    alone = searcher.search_text("domestic animals", 8, hybrid=False)
+    assert alone and not any(h.matched_tags for h in alone)
 
 
 # --- the command line and the Python API ------------------------------------------------------

@@ -48,6 +48,9 @@ class Hit:
     # Rated good only because its own name or embedded description holds every word of the
     # query (a hybrid search): by its sound alone (`similarity`) it would be weak or none.
     by_name: bool = False
+    # Those of `tags` that the query's words name (a hybrid search: its keyword side matched
+    # them), so a hit found through its tags shows which.
+    matched_tags: tuple[str, ...] = field(default=())
 
     @property
     def shown_score(self) -> float:
@@ -78,6 +81,7 @@ class Hit:
             "confidence": None if self.confidence is None else round(float(self.confidence), 3),
             "band": self.band,
             "by_name": self.by_name,
+            "matched_tags": list(self.matched_tags),
             "spans": [
                 {"start": round(a, 3), "end": round(b, 3), "score": round(float(c), 6)}
                 for a, b, c in spans

@@ -14,6 +14,7 @@ import numpy as np
 from earshot.confidence import GOOD
 from earshot.filters import Filters
 from earshot.hits import Hit, with_meta
+from earshot.index.keyword_text import content_words, matching_tags, stem
 
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
 
@@ -83,15 +84,15 @@ class HybridSearch:
         tags = self.cat.segment_tags([h.segment_id for h in out if not h.tags])
         for i, h in enumerate(out):
             if h.segment_id in tags:
-                out[i] = replace(h, tags=tuple(tags[h.segment_id]))
+                h = replace(h, tags=tuple(tags[h.segment_id]))
+            named = matching_tags(text, [name for name, _ in h.tags])
+            out[i] = replace(h, matched_tags=named) if named else h
         return with_meta(self.cat, out)
 
     def _named_by_every_word(self, text: str, file_ids: list[int]) -> set[int]:
         """Those of `file_ids` whose name or embedded metadata holds every content word of
         `text` (FTS5, case and accents ignored; a word of 3+ letters also as a prefix, from its
         `keyword_text.stem`: "footsteps" is in "footstep_gravel")."""
-        from earshot.index.keyword_text import content_words, stem
-
         words = [stem(w) for w in content_words(text)]
         if not words or not file_ids:
             return set()

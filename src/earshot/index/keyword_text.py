@@ -100,6 +100,20 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(terms) or None
 
 
+def matching_tags(text: str, names: Sequence[str]) -> tuple[str, ...]:
+    """Those of the tag `names` that the words of `text` name as its keyword search matches
+    them (`fts_query`): some word of the tag begins with a query word's `stem` (3+ letters),
+    or is it (shorter); in `names`' order. "a dog barking" names "Dog" and "Bark", not
+    "Bow-wow"."""
+    terms = [stem(w) for w in content_words(text)]
+    found = []
+    for name in names:
+        tokens = [t.lower() for t in _TOKEN.findall(name)]
+        if any(t.startswith(w) if len(w) >= 3 else t == w for w in terms for t in tokens):
+            found.append(name)
+    return tuple(found)
+
+
 def fts_phrase(text: str) -> str | None:
     """A MATCH expression for one exact phrase: its words in order, as one quoted FTS5 phrase
     (so no operator survives), the last word also a prefix when it has 3+ letters; None if

@@ -387,16 +387,18 @@ export function toggleSpans(li) {
 
 function hitTags(hit) {
   const row = make("div", { class: "hit-tags" });
+  const named = new Set(hit.matched_tags || []);
   for (const tag of hit.tags.slice(0, HIT_TAGS)) {
+    const why = named.has(tag.name) ? "; your words name it" : "";
     row.append(
       make(
         "button",
         {
           type: "button",
-          class: "tag-chip",
+          class: named.has(tag.name) ? "tag-chip is-named" : "tag-chip",
           tabindex: -1,
           dataset: { tag: tag.name, action: "tag" },
-          title: `Only recordings tagged “${tag.name}” (${tag.p.toFixed(2)} in this match)`,
+          title: `Only recordings tagged “${tag.name}” (${tag.p.toFixed(2)} in this match${why})`,
           "aria-label": `Filter by tag ${tag.name}`,
         },
         make("span", { text: tag.name }),
