@@ -855,6 +855,11 @@ def test_cli_tag_filter_listing_output_and_errors(setup, capsys):
     assert len(lines) == 4 and lines[0].lstrip().startswith("1.") and "2." in lines[2]
     for line, hit in zip(lines[1::2], hits, strict=True):
         assert line.strip() == " · ".join(f"{t['name']} {t['p']:.2f}" for t in hit["tags"][:5])
+    # a hybrid search's tags line says which tags the words named
+    assert main(["search", "domestic animals", "-k", "8", "--hybrid", "--all", *args]) == 0
+    out = capsys.readouterr().out.splitlines()
+    dog = next(i for i, line in enumerate(out) if "dog.wav" in line)
+    assert out[dog + 1].endswith("  (your words name Domestic animals, pets)"), out[dog + 1]
 
     # --tag alone: the files having it, likeliest first.
     assert main(["search", "--tag", "Noise", *args]) == 0
@@ -881,6 +886,10 @@ def test_cli_tag_line_format():
 
     assert tag_line([("Dog", 0.934), ("Bark", 0.88)]) == "Dog 0.93 · Bark 0.88"
     assert tag_line([(f"T{i}", 0.5) for i in range(8)]).count("·") == 4  # five at most
+    assert tag_line([("Dog", 0.46), ("Animal", 0.43)], named=("Dog",)) == (
+        "Dog 0.46 · Animal 0.43  (your words name Dog)"
+    )
+    assert tag_line([("Dog", 0.46)], n=1, named=("Bark",)) == "Dog 0.46"  # only the shown ones
 
 
 def test_python_api_takes_tags(setup, tmp_path):

@@ -212,7 +212,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         for other in h.also_at:
             print(f"       also at {printable(other)}")
         if h.tags:
-            print(f"       {tag_line(h.tags)}")
+            print(f"       {tag_line(h.tags, named=h.matched_tags)}")
     hidden = len(results) - len(shown)
     if hidden:
         print(f"({hidden} weak match{'es' * (hidden > 1)} left out: --all lists them)")
@@ -252,9 +252,13 @@ def _summary(results, query: str | None, reason: str | None = None) -> dict:
     }
 
 
-def tag_line(tags, n: int = 5) -> str:
-    """A hit's best few tags on one line: 'Dog 0.93 · Bark 0.88'."""
-    return " · ".join(f"{name} {p:.2f}" for name, p in tags[:n])
+def tag_line(tags, n: int = 5, named=()) -> str:
+    """A hit's best few tags on one line: 'Dog 0.93 · Bark 0.88', and those of them the
+    query's words `named` (a hybrid search's `matched_tags`): '(your words name Dog)'."""
+    shown = tags[:n]
+    line = " · ".join(f"{name} {p:.2f}" for name, p in shown)
+    said = [name for name, _ in shown if name in set(named)]
+    return f"{line}  (your words name {', '.join(said)})" if said else line
 
 
 def _clock(seconds: float) -> str:
