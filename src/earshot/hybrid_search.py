@@ -14,7 +14,7 @@ import numpy as np
 from earshot.confidence import GOOD
 from earshot.filters import Filters
 from earshot.hits import Hit, with_meta
-from earshot.index.keyword_text import content_words, matching_tags, stem
+from earshot.index.keyword_text import matching_tags, query_terms
 
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
 
@@ -93,7 +93,7 @@ class HybridSearch:
         """Those of `file_ids` whose name or embedded metadata holds every content word of
         `text` (FTS5, case and accents ignored; a word of 3+ letters also as a prefix, from its
         `keyword_text.stem`: "footsteps" is in "footstep_gravel")."""
-        words = [stem(w) for w in content_words(text)]
+        words = query_terms(text)
         if not words or not file_ids:
             return set()
         found = self.cat.file_ids_matching_keywords(words, columns=("name", "meta"))

@@ -255,9 +255,9 @@ def _summary(results, query: str | None, reason: str | None = None) -> dict:
 def tag_line(tags, n: int = 5, named=()) -> str:
     """A hit's best few tags on one line: 'Dog 0.93 · Bark 0.88', and those of them the
     query's words `named` (a hybrid search's `matched_tags`): '(your words name Dog)'."""
-    shown = tags[:n]
+    shown, named = tags[:n], set(named)
     line = " · ".join(f"{name} {p:.2f}" for name, p in shown)
-    said = [name for name, _ in shown if name in set(named)]
+    said = [name for name, _ in shown if name in named]
     return f"{line}  (your words name {', '.join(said)})" if said else line
 
 

@@ -86,6 +86,12 @@ def stem(word: str) -> str:
     return head if len(head) >= 4 and _VOWELS & set(head) else w
 
 
+def query_terms(text: str) -> list[str]:
+    """What a keyword search looks for in `text`: each content word's `stem`, searched as a
+    prefix where it has 3+ letters and whole where shorter."""
+    return [stem(w) for w in content_words(text)]
+
+
 def fts_query(text: str) -> str | None:
     """A MATCH expression for any user text: its words, each quoted, OR-ed; None if no words.
 
@@ -94,7 +100,7 @@ def fts_query(text: str) -> str | None:
     ("barking" finds "bark").
     """
     terms = []
-    for word in map(stem, content_words(text)):
+    for word in query_terms(text):
         quoted = '"' + word.replace('"', '""') + '"'
         terms.append(quoted + "*" if len(word) >= 3 else quoted)
     return " OR ".join(terms) or None
@@ -105,7 +111,7 @@ def matching_tags(text: str, names: Sequence[str]) -> tuple[str, ...]:
     them (`fts_query`): some word of the tag begins with a query word's `stem` (3+ letters),
     or is it (shorter); in `names`' order. "a dog barking" names "Dog" and "Bark", not
     "Bow-wow"."""
-    terms = [stem(w) for w in content_words(text)]
+    terms = query_terms(text)
     found = []
     for name in names:
         tokens = [t.lower() for t in _TOKEN.findall(name)]

@@ -157,7 +157,7 @@ function bandOf(hit) {
       `match; by its sound alone it scores ${shownScore(hit).toFixed(2)}`
     : `How well this matches${conf}`;
   return make("span", {
-    class: `band band-${hit.band}${hit.by_name ? " by-name" : ""}`,
+    class: `band band-${hit.band}`,
     text: bandText(hit),
     title,
   });
@@ -389,16 +389,16 @@ function hitTags(hit) {
   const row = make("div", { class: "hit-tags" });
   const named = new Set(hit.matched_tags || []);
   for (const tag of hit.tags.slice(0, HIT_TAGS)) {
-    const why = named.has(tag.name) ? "; your words name it" : "";
+    const isNamed = named.has(tag.name);
     row.append(
       make(
         "button",
         {
           type: "button",
-          class: named.has(tag.name) ? "tag-chip is-named" : "tag-chip",
+          class: isNamed ? "tag-chip is-named" : "tag-chip",
           tabindex: -1,
           dataset: { tag: tag.name, action: "tag" },
-          title: `Only recordings tagged “${tag.name}” (${tag.p.toFixed(2)} in this match${why})`,
+          title: `Only recordings tagged “${tag.name}” (${tag.p.toFixed(2)} in this match${isNamed ? "; your words name it" : ""})`,
           "aria-label": `Filter by tag ${tag.name}`,
         },
         make("span", { text: tag.name }),
