@@ -342,6 +342,14 @@ def test_search_by_example_leaves_the_examples_own_recording_out():
     assert np.allclose(means, [unit(*(e1 + e2)), e1])
     with pytest.raises(ValueError, match="another recording"):
         example_report(vectors, np.arange(5), labels, ["r"] * 5)
+    # Other example vectors (a variant of embedding an example) are searched for instead:
+    # a2 searching as B's e2 finds B's clips, not its own label's, and the figure falls.
+    swapped = vectors.copy()
+    swapped[2] = e2
+    other = example_report(
+        vectors, np.arange(5), labels, recordings, n_boot=N_BOOT, examples=swapped
+    )
+    assert other["mAP@10"]["value"] < 1.0 and other["examples"] == 5
 
 
 VAL_RECIPE = """

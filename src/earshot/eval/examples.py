@@ -36,14 +36,18 @@ def example_report(
     clip_groups: Sequence[str] | None = None,
     seed: int = 0,
     n_boot: int = 1000,
+    examples: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """R@k and mAP@10 of search by example (see the top), with CIs over examples and, under
-    "recordings resampled", over recordings; `clip_groups`: mAP@10 per source as well."""
+    "recordings resampled", over recordings; `clip_groups`: mAP@10 per source as well.
+    `examples`: (n_clips, d) vectors searched for instead of `example_vectors` (a variant of
+    how an example is embedded, scored the same way)."""
     labels = np.array(clip_labels, dtype=object)
     recordings = np.array(clip_recordings, dtype=object)
     n = len(labels)
     usable = np.bincount(window_clip, minlength=n) > 0
-    examples = example_vectors(window_vectors, window_clip, n)
+    if examples is None:
+        examples = example_vectors(window_vectors, window_clip, n)
     scores = clip_scores(examples, window_vectors, window_clip, n)
     own = recordings[:, None] == recordings[None, :]
     scores[own] = -np.inf  # the example's own recording is not searched for
